@@ -1,0 +1,321 @@
+// Typed encoding and decoding of the messages in auditrail/v1/collector.proto.
+// Both the agent and the collector go through this module: wire bytes become
+// typed values here, once, and a malformed message fails with the field named.
+import { createHash } from 'node:crypto'
+import { fileURLToPath } from 'node:url'
+import protobuf from 'protobufjs'
+
+const protoFile = fileURLToPath(new URL('./auditrail/v1/collector.proto', import.meta.url))
+const root = protobuf.loadSync(protoFile)
+const types = {
+  Batch: root.lookupType('auditrail.v1.Batch'),
+  SealedBatch: root.lookupType('auditrail.v1.SealedBatch'),
+  PushBatchRequest: root.lookupType('auditrail.v1.PushBatchRequest'),
+  PushBatchResponse: root.lookupType('auditrail.v1.PushBatchResponse'),
+  GetStreamHeadRequest: root.lookupType('auditrail.v1.GetStreamHeadRequest'),
+  GetStreamHeadResponse: root.lookupType('auditrail.v1.GetStreamHeadResponse'),
+}
+
+export const SERVICE_PATH = '/auditrail.v1.CollectorService'
+export const PUSH_BATCH_PATH = `${SERVICE_PATH}/PushBatch`
+export const GET_STREAM_HEAD_PATH = `${SERVICE_PATH}/GetStreamHead`
+export const SIGNATURE_ALGORITHM = 'ed25519'
+export const DIGEST_LENGTH = 32
+
+export interface SourceFile {
+  path: string
+  device: number
+  inode: number
+  fingerprint: Uint8Array
+  fingerprintLength: number
+  startOffset: number
+  endOffset: number
+}
+
+export interface Quarantine {
+  length: number
+  sha256: Uint8Array
+  reason: string
+  storedAs: string
+}
+
+export interface Gap {
+  path: string
+  fromOffset: number
+  /** 0 when the end of the lost range is unknown. */
+  toOffset: number
+  reason: string
+}
+
+/** Exactly one of line, quarantine and gap is set. */
+export interface WireRecord {
+  offset: number
+  line?: Uint8Array
+  quarantine?: Quarantine
+  gap?: Gap
+  unparsedReason?: string
+  redactedPaths?: string[]
+}
+
+export type Severity = 'info' | 'low' | 'medium' | 'high' | 'critical'
+export const SEVERITIES: readonly Severity[] = ['info', 'low', 'medium', 'high', 'critical']
+
+export interface Finding {
+  recordIndex: number
+  source: 'rule' | 'detector'
+  id: string
+  severity: Severity
+  message: string
+  auditId: string
+  details: Record<string, string>
+}
+
+export interface Batch {
+  streamId: string
+  sequence: number
+  /** Empty for sequence 1. */
+  prevDigest: Uint8Array
+  createdUnixMs: number
+  node: string
+  source: SourceFile
+  records: WireRecord[]
+  findings: Finding[]
+}
+
+export interface SealedBatch {
+  batch: Uint8Array
+  signature: Uint8Array
+  keyId: string
+  algorithm: string
+}
+
+export interface PushBatchResponse {
+  streamId: string
+  acknowledgedSequence: number
+}
+
+/** A wire message that cannot be turned into a typed value; `field` names the culprit. */
+export class WireError extends Error {
+  readonly field: string
+  constructor(field: string, problem: string) {
+    super(`${field}: ${problem}`)
+    this.name = 'WireError'
+    this.field = field
+  }
+}
+
+/** SHA-256 of a batch's bytes: what the next batch's prev_digest must hold. */
+export function batchDigest(batchBytes: Uint8Array): Buffer {
+  return createHash('sha256').update(batchBytes).digest()
+}
+
+export function encodeBatch(batch: Batch): Uint8Array {
+  return types.Batch.encode(batch as unknown as Record<string, unknown>).finish()
+}
+
+export function decodeBatch(bytes: Uint8Array): Batch {
+  const m = decode(types.Batch, bytes, 'batch') as RawBatch
+  const sequence = uint(m.sequence, 'batch.sequence')
+  if (sequence < 1) throw new WireError('batch.sequence', 'must be 1 or more')
+  const prevDigest = bytesOf(m.prevDigest)
+  if (sequence === 1 ? prevDigest.length !== 0 : prevDigest.length !== DIGEST_LENGTH) {
+    throw new WireError('batch.prev_digest', sequence === 1 ? 'must be empty for sequence 1' : `must be ${DIGEST_LENGTH} bytes`)
+  }
+  const s = m.source
+  if (!s) throw new WireError('batch.source', 'missing')
+  const records = (m.records ?? []).map((r, i) => decodeRecord(r, i))
+  const findings = (m.findings ?? []).map((f, i) => decodeFinding(f, i, records.length))
+  return {
+    streamId: text(m.streamId, 'batch.stream_id'),
+    sequence,
+    prevDigest,
+    createdUnixMs: int(m.createdUnixMs, 'batch.created_unix_ms'),
+    node: text(m.node, 'batch.node'),
+    source: {
+      path: text(s.path, 'batch.source.path'),
+      device: uint(s.device, 'batch.source.device'),
+      inode: uint(s.inode, 'batch.source.inode'),
+      fingerprint: bytesOf(s.fingerprint),
+      fingerprintLength: uint(s.fingerprintLength, 'batch.source.fingerprint_length'),
+      startOffset: uint(s.startOffset, 'batch.source.start_offset'),
+      endOffset: uint(s.endOffset, 'batch.source.end_offset'),
+    },
+    records,
+    findings,
+  }
+}
+
+export function encodeSealedBatch(sealed: SealedBatch): Uint8Array {
+  return types.SealedBatch.encode(sealed as unknown as Record<string, unknown>).finish()
+}
+
+export function decodeSealedBatch(bytes: Uint8Array): SealedBatch {
+  return sealedFrom(decode(types.SealedBatch, bytes, 'sealed_batch') as RawSealed, 'sealed_batch')
+}
+
+export function encodePushBatchRequest(batches: SealedBatch[]): Uint8Array {
+  return types.PushBatchRequest.encode({ batches }).finish()
+}
+
+export function decodePushBatchRequest(bytes: Uint8Array): SealedBatch[] {
+  const m = decode(types.PushBatchRequest, bytes, 'request') as { batches?: RawSealed[] }
+  return (m.batches ?? []).map((b, i) => sealedFrom(b, `request.batches[${i}]`))
+}
+
+export function encodePushBatchResponse(r: PushBatchResponse): Uint8Array {
+  return types.PushBatchResponse.encode(r as unknown as Record<string, unknown>).finish()
+}
+
+export function decodePushBatchResponse(bytes: Uint8Array): PushBatchResponse {
+  const m = decode(types.PushBatchResponse, bytes, 'response') as { streamId?: string; acknowledgedSequence?: LongLike }
+  return {
+    streamId: text(m.streamId, 'response.stream_id'),
+    acknowledgedSequence: uint(m.acknowledgedSequence, 'response.acknowledged_sequence'),
+  }
+}
+
+export function encodeGetStreamHeadRequest(streamId: string): Uint8Array {
+  return types.GetStreamHeadRequest.encode({ streamId }).finish()
+}
+
+export function decodeGetStreamHeadRequest(bytes: Uint8Array): string {
+  const m = decode(types.GetStreamHeadRequest, bytes, 'request') as { streamId?: string }
+  return text(m.streamId, 'request.stream_id')
+}
+
+export function encodeGetStreamHeadResponse(head: SealedBatch | undefined): Uint8Array {
+  return types.GetStreamHeadResponse.encode(head ? { head } : {}).finish()
+}
+
+export function decodeGetStreamHeadResponse(bytes: Uint8Array): SealedBatch | undefined {
+  const m = decode(types.GetStreamHeadResponse, bytes, 'response') as { head?: RawSealed }
+  return m.head ? sealedFrom(m.head, 'response.head') : undefined
+}
+
+// --- decoding helpers: protobufjs gives loosely typed objects with Long for 64-bit fields.
+
+interface LongLike { toNumber(): number; high: number; low: number; unsigned: boolean }
+type Num = number | LongLike | undefined
+
+interface RawSealed { batch?: Uint8Array; signature?: Uint8Array; keyId?: string; algorithm?: string }
+interface RawRecord {
+  offset?: Num
+  line?: Uint8Array
+  quarantine?: { length?: Num; sha256?: Uint8Array; reason?: string; storedAs?: string }
+  gap?: { path?: string; fromOffset?: Num; toOffset?: Num; reason?: string }
+  unparsedReason?: string
+  redactedPaths?: string[]
+}
+interface RawFinding {
+  recordIndex?: number
+  source?: string
+  id?: string
+  severity?: string
+  message?: string
+  auditId?: string
+  details?: Record<string, string>
+}
+interface RawBatch {
+  streamId?: string
+  sequence?: Num
+  prevDigest?: Uint8Array
+  createdUnixMs?: Num
+  node?: string
+  source?: {
+    path?: string
+    device?: Num
+    inode?: Num
+    fingerprint?: Uint8Array
+    fingerprintLength?: number
+    startOffset?: Num
+    endOffset?: Num
+  }
+  records?: RawRecord[]
+  findings?: RawFinding[]
+}
+
+function decode(type: protobuf.Type, bytes: Uint8Array, what: string): unknown {
+  try {
+    return type.decode(bytes)
+  } catch (err) {
+    throw new WireError(what, `not a valid ${type.name} message (${(err as Error).message})`)
+  }
+}
+
+function sealedFrom(m: RawSealed, field: string): SealedBatch {
+  const batch = bytesOf(m.batch)
+  if (batch.length === 0) throw new WireError(`${field}.batch`, 'empty')
+  return {
+    batch,
+    signature: bytesOf(m.signature),
+    keyId: text(m.keyId, `${field}.key_id`),
+    algorithm: text(m.algorithm, `${field}.algorithm`),
+  }
+}
+
+function decodeRecord(r: RawRecord, i: number): WireRecord {
+  const field = `batch.records[${i}]`
+  const record: WireRecord = { offset: uint(r.offset, `${field}.offset`) }
+  if (r.line !== undefined && r.line !== null) record.line = bytesOf(r.line)
+  else if (r.quarantine) {
+    record.quarantine = {
+      length: uint(r.quarantine.length, `${field}.quarantine.length`),
+      sha256: bytesOf(r.quarantine.sha256),
+      reason: text(r.quarantine.reason, `${field}.quarantine.reason`),
+      storedAs: text(r.quarantine.storedAs, `${field}.quarantine.stored_as`),
+    }
+  } else if (r.gap) {
+    record.gap = {
+      path: text(r.gap.path, `${field}.gap.path`),
+      fromOffset: uint(r.gap.fromOffset, `${field}.gap.from_offset`),
+      toOffset: uint(r.gap.toOffset, `${field}.gap.to_offset`),
+      reason: text(r.gap.reason, `${field}.gap.reason`),
+    }
+  } else {
+    throw new WireError(field, 'has none of line, quarantine, gap')
+  }
+  if (r.unparsedReason) record.unparsedReason = r.unparsedReason
+  if (r.redactedPaths && r.redactedPaths.length > 0) record.redactedPaths = r.redactedPaths.slice()
+  return record
+}
+
+function decodeFinding(f: RawFinding, i: number, recordCount: number): Finding {
+  const field = `batch.findings[${i}]`
+  const recordIndex = f.recordIndex ?? 0
+  if (recordIndex >= recordCount) throw new WireError(`${field}.record_index`, `${recordIndex} is past the last record`)
+  const source = f.source
+  if (source !== 'rule' && source !== 'detector') throw new WireError(`${field}.source`, 'must be "rule" or "detector"')
+  const severity = f.severity as Severity
+  if (!SEVERITIES.includes(severity)) throw new WireError(`${field}.severity`, `must be one of ${SEVERITIES.join(', ')}`)
+  return {
+    recordIndex,
+    source,
+    id: text(f.id, `${field}.id`),
+    severity,
+    message: f.message ?? '',
+    auditId: f.auditId ?? '',
+    details: { ...(f.details ?? {}) },
+  }
+}
+
+function bytesOf(v: Uint8Array | undefined): Uint8Array {
+  return v ?? new Uint8Array(0)
+}
+
+function text(v: string | undefined, field: string): string {
+  if (typeof v !== 'string') throw new WireError(field, 'missing')
+  return v
+}
+
+function uint(v: Num, field: string): number {
+  const n = int(v, field)
+  if (n < 0) throw new WireError(field, 'must not be negative')
+  return n
+}
+
+function int(v: Num, field: string): number {
+  if (v === undefined || v === null) return 0
+  const n = typeof v === 'number' ? v : v.toNumber()
+  if (!Number.isSafeInteger(n)) throw new WireError(field, 'out of range')
+  return n
+}

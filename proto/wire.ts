@@ -30,6 +30,8 @@ export interface SourceFile {
   fingerprintLength: number
   startOffset: number
   endOffset: number
+  /** The batch read the file to its end: the next batch starts the next file. */
+  endOfFile: boolean
 }
 
 export interface Quarantine {
@@ -139,6 +141,7 @@ export function decodeBatch(bytes: Uint8Array): Batch {
       fingerprintLength: uint(s.fingerprintLength, 'batch.source.fingerprint_length'),
       startOffset: uint(s.startOffset, 'batch.source.start_offset'),
       endOffset: uint(s.endOffset, 'batch.source.end_offset'),
+      endOfFile: s.endOfFile === true,
     },
     records,
     findings,
@@ -229,6 +232,7 @@ interface RawBatch {
     fingerprintLength?: number
     startOffset?: Num
     endOffset?: Num
+    endOfFile?: boolean
   }
   records?: RawRecord[]
   findings?: RawFinding[]

@@ -32,6 +32,9 @@ export interface SourceFile {
   endOffset: number
   /** The batch read the file to its end: the next batch starts the next file. */
   endOfFile: boolean
+  /** Rotation order (see the .proto): 0 while unknown. */
+  rotatedUnixMs: number
+  liveAfterUnixMs: number
 }
 
 export interface Quarantine {
@@ -142,6 +145,8 @@ export function decodeBatch(bytes: Uint8Array): Batch {
       startOffset: uint(s.startOffset, 'batch.source.start_offset'),
       endOffset: uint(s.endOffset, 'batch.source.end_offset'),
       endOfFile: s.endOfFile === true,
+      rotatedUnixMs: uint(s.rotatedUnixMs, 'batch.source.rotated_unix_ms'),
+      liveAfterUnixMs: uint(s.liveAfterUnixMs, 'batch.source.live_after_unix_ms'),
     },
     records,
     findings,
@@ -233,6 +238,8 @@ interface RawBatch {
     startOffset?: Num
     endOffset?: Num
     endOfFile?: boolean
+    rotatedUnixMs?: Num
+    liveAfterUnixMs?: Num
   }
   records?: RawRecord[]
   findings?: RawFinding[]

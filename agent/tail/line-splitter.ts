@@ -7,7 +7,7 @@ import type { QuarantineStore, QuarantineWriter } from './quarantine.ts'
 const NEWLINE = 0x0a
 
 export type SplitRecord =
-  | { kind: 'line'; offset: number; bytes: Buffer }
+  | { kind: 'line'; offset: number; bytes: Buffer; /** cut short: the file ended without its newline */ incomplete?: true }
   | { kind: 'quarantine'; offset: number; quarantine: Quarantine }
 
 export class LineSplitter {
@@ -83,7 +83,7 @@ export class LineSplitter {
       return
     }
     const bytes = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending, this.#pendingBytes)
-    out.push({ kind: 'line', offset: this.#lineStart, bytes })
+    out.push(newlineBytes === 0 ? { kind: 'line', offset: this.#lineStart, bytes, incomplete: true } : { kind: 'line', offset: this.#lineStart, bytes })
     this.#lineStart += this.#pendingBytes + newlineBytes
     this.#pending = []
     this.#pendingBytes = 0

@@ -1,0 +1,386 @@
+// The agent's pipeline, in one direction:
+//   tail -> decode -> inspect (rules, detectors) -> redact -> batch -> seal -> send -> (ack) checkpoint
+// This module wires the stages together and owns their lifecycle; each stage
+// lives in its own folder and knows nothing of the others.
+import { readFileSync } from 'node:fs'
+import { performance } from 'node:perf_hooks'
+import { watch, type FSWatcher } from 'chokidar'
+import type { Logger } from 'pino'
+import { verifyBytes } from '../proto/keys.ts'
+import { batchDigest, decodeBatch, type Finding, type WireRecord } from '../proto/wire.ts'
+import { decodeAuditLine, type AuditEvent } from './audit/event.ts'
+import type { AgentConfig } from './config.ts'
+import { AgentMetrics } from './observe/metrics.ts'
+import { Batcher, type ProcessedRecord } from './ship/batcher.ts'
+import { Sealer, type BatchDraft, type SealedItem } from './ship/sealer.ts'
+import { collectorDispatcher, Sender, SendError, backoffMs } from './ship/sender.ts'
+import { SigningKeyFile } from './ship/signing-key.ts'
+import { CheckpointFile, type Checkpoint } from './state/checkpoint.ts'
+import { backupNaming } from './tail/backup-names.ts'
+import { QuarantineDirectory } from './tail/quarantine.ts'
+import { Tailer, type TailRecord } from './tail/tailer.ts'
+
+/** Looks at each decoded event and reports findings (guardrail rules, anomaly detectors). */
+export interface EventInspector {
+  inspect(event: AuditEvent, out: Omit<Finding, 'recordIndex'>[]): void
+}
+
+/** Replaces secret values in a line before it ships; undefined when there is nothing to replace. */
+export type LineRedactor = (line: Buffer, event: AuditEvent) => { line: Buffer; paths: string[] } | undefined
+
+export interface AgentDeps {
+  logger: Logger
+  metrics?: AgentMetrics
+  inspectors?: EventInspector[]
+  redactor?: LineRedactor
+  /** Called with each finding as soon as its event is read (the alert path). */
+  onFinding?: (finding: Omit<Finding, 'recordIndex'>, event: AuditEvent) => void
+}
+
+/** A chain we cannot continue without an operator's decision. */
+export class ChainError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'ChainError'
+  }
+}
+
+const INCOMPLETE_REASON = 'incomplete: the file ended without a newline after this line'
+
+export class AuditAgent {
+  readonly metrics: AgentMetrics
+  readonly #config: AgentConfig
+  readonly #log: Logger
+  readonly #deps: AgentDeps
+  readonly #key: SigningKeyFile
+  readonly #checkpoints: CheckpointFile
+  readonly #sender: Sender
+  #tailer: Tailer | undefined
+  #watcher: FSWatcher | undefined
+  #batcher: Batcher | undefined
+  #sealer: Sealer | undefined
+  #loop: Promise<void> | undefined
+  #timers: NodeJS.Timeout[] = []
+  #wake: (() => void) | undefined
+  #stopping = false
+  #synced = false
+  #lastSealedAt = 0
+  #newestAckedEventMs = 0
+  #checkpointWrites: Promise<void> = Promise.resolve()
+
+  constructor(config: AgentConfig, deps: AgentDeps) {
+    this.#config = config
+    this.#deps = deps
+    this.#log = deps.logger
+    this.metrics = deps.metrics ?? new AgentMetrics()
+    this.#key = new SigningKeyFile(config.signing.keyFile, { allowLoosePermissions: config.signing.allowLoosePermissions })
+    this.#checkpoints = new CheckpointFile(config.stateDir)
+    const c = config.collector
+    this.#sender = new Sender({
+      url: c.url,
+      streamId: config.streamId,
+      dispatcher: collectorDispatcher({
+        timeoutMs: c.timeoutMs,
+        ...(c.caFile ? { ca: readFileSync(c.caFile) } : {}),
+        ...(c.certFile ? { cert: readFileSync(c.certFile), key: readFileSync(c.keyFile) } : {}),
+      }),
+      timeoutMs: c.timeoutMs,
+      maxUnackedBytes: c.maxUnackedBytes,
+      maxBatchesPerRequest: c.maxBatchesPerRequest,
+      maxRequestBytes: c.maxRequestBytes,
+      gzipLevel: c.gzipLevel,
+      retryInitialMs: c.retryInitialDelayMs,
+      retryMaxMs: c.retryMaxDelayMs,
+      onAck: (last, acked, latencyMs) => this.#onAck(last, acked, latencyMs),
+      onFailure: (err, attempt, delayMs) => {
+        this.metrics.sendFailures.inc({ reason: err.reason })
+        const level = attempt === 1 || attempt % 10 === 0 ? 'warn' : 'debug'
+        this.#log[level]({ reason: err.reason, attempt, retryInMs: delayMs }, err.message)
+      },
+    })
+  }
+
+  /** Ready: in sync with the collector, reading, and the collector answered recently. */
+  get ready(): boolean {
+    if (!this.#synced || this.#stopping) return false
+    if (this.#sender.queuedBatches === 0) return true
+    return !this.#sender.failing || Date.now() - this.#sender.lastSuccessMs < 3 * this.#config.batch.heartbeatIntervalMs
+  }
+
+  /** Loads the key and checkpoint, syncs the chain with the collector, and starts reading. */
+  async start(): Promise<void> {
+    await this.#key.reload()
+    this.#log.info({ keyId: this.#key.current.keyId, streamId: this.#config.streamId, collector: this.#config.collector.url }, 'signing key loaded')
+    const checkpoint = await this.#syncChain((await this.#checkpoints.load()) ?? { streamId: this.#config.streamId, nextSequence: 1, headDigest: Buffer.alloc(0), position: undefined })
+    if (this.#stopping) return
+    this.#synced = true
+    const quarantine = new QuarantineDirectory(this.#config.quarantine.dir, this.#config.quarantine.maxBytes)
+    this.#tailer = new Tailer({
+      path: this.#config.tail.path,
+      maxLineBytes: this.#config.tail.maxLineBytes,
+      maxOpenFiles: this.#config.tail.maxOpenFiles,
+      startAt: this.#config.tail.startAt,
+      quarantine,
+      onRotation: (from, to) => {
+        this.metrics.rotations.inc()
+        this.#log.info({ from, to }, 'following rotation')
+      },
+      onError: (err) => this.#log.error({ err: err.message }, 'tail problem'),
+    })
+    await this.#tailer.start(checkpoint.position)
+    this.#batcher = new Batcher(
+      { maxEvents: this.#config.batch.maxEvents, maxBytes: this.#config.batch.maxBytes, maxWaitMs: this.#config.batch.maxWaitMs },
+      checkpoint.position,
+    )
+    this.#sealer = new Sealer(this.#config.streamId, this.#config.node, checkpoint)
+    this.#lastSealedAt = performance.now()
+    this.#watchLogDir()
+    this.#timers.push(
+      setInterval(() => {
+        void this.#tailer?.discover().catch((err: Error) => this.#log.error({ err: err.message }, 'discovery failed'))
+        this.#wakeUp()
+      }, this.#config.tail.pollIntervalMs),
+      setInterval(() => void this.#reloadKey(), this.#config.signing.reloadIntervalMs),
+      setInterval(() => void this.#updateLag(), 1000),
+    )
+    for (const t of this.#timers) t.unref()
+    this.#loop = this.#run().catch((err: Error) => {
+      this.#log.fatal({ err: err.message }, 'agent loop failed')
+      throw err
+    })
+  }
+
+  /** Stops reading, seals what was read, and waits up to `graceMs` for the collector to acknowledge it. */
+  async stop(graceMs = 5000): Promise<void> {
+    this.#stopping = true
+    this.#wakeUp()
+    await this.#loop?.catch(() => {})
+    for (const t of this.#timers) clearInterval(t)
+    await this.#watcher?.close()
+    if (this.#batcher && this.#sealer) {
+      const drafts: BatchDraft[] = []
+      this.#batcher.takeDue(performance.now(), drafts, true)
+      this.#sealAll(drafts)
+    }
+    const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref())
+    await Promise.race([this.#sender.idle(), grace])
+    await this.#sender.stop()
+    await this.#checkpointWrites
+    await this.#tailer?.close()
+  }
+
+  /** Resolves once everything read so far is acknowledged. */
+  drained(): Promise<void> {
+    return this.#sender.idle()
+  }
+
+  // --- the loop
+
+  async #run(): Promise<void> {
+    const tailer = this.#tailer!
+    const batcher = this.#batcher!
+    const drafts: BatchDraft[] = []
+    const heartbeatMs = this.#config.batch.heartbeatIntervalMs
+    while (!this.#stopping) {
+      await this.#sender.waitForRoom()
+      if (this.#stopping) break
+      const chunk = await tailer.read()
+      const now = performance.now()
+      if (chunk.records.length > 0 || chunk.endOfFile) batcher.add(chunk, this.#process, now, drafts)
+      batcher.takeDue(now, drafts)
+      if (drafts.length === 0 && batcher.openedAt === undefined && now - this.#lastSealedAt >= heartbeatMs) {
+        const position = tailer.position()
+        if (position) drafts.push(batcher.heartbeat(position, now))
+      }
+      this.#sealAll(drafts)
+      if (chunk.bytesRead === 0 && chunk.records.length === 0 && !chunk.endOfFile) {
+        const openedAt = batcher.openedAt
+        const dueIn = openedAt === undefined ? heartbeatMs - (now - this.#lastSealedAt) : this.#config.batch.maxWaitMs - (now - openedAt)
+        await this.#waitForChange(Math.max(1, Math.min(dueIn, this.#config.tail.pollIntervalMs)))
+      }
+    }
+  }
+
+  #sealAll(drafts: BatchDraft[]): void {
+    for (const draft of drafts) {
+      const item = this.#sealer!.seal(draft, this.#key.current, Date.now())
+      this.metrics.batchesSealed.inc({ kind: draft.records.length === 0 ? 'heartbeat' : 'events' })
+      this.#sender.enqueue(item)
+      this.#lastSealedAt = performance.now()
+    }
+    drafts.length = 0
+    this.metrics.unackedBytes.set(this.#sender.unackedBytes)
+  }
+
+  readonly #process = (r: TailRecord): ProcessedRecord => {
+    const m = this.metrics
+    switch (r.kind) {
+      case 'gap':
+        m.gaps.inc({ reason: r.gap.toOffset === 0 && r.gap.reason.includes('deleted') ? 'deleted' : 'truncated' })
+        this.#log.error({ path: r.gap.path, fromOffset: r.gap.fromOffset }, `declaring a gap: ${r.gap.reason}`)
+        return { record: { offset: r.offset, gap: r.gap }, findings: [], eventMs: 0 }
+      case 'quarantine':
+        m.linesRead.inc()
+        m.bytesRead.inc(r.quarantine.length + 1)
+        m.quarantinedLines.inc({ stored: r.quarantine.storedAs ? 'true' : 'false' })
+        this.#log.warn({ offset: r.offset, length: r.quarantine.length, storedAs: r.quarantine.storedAs }, r.quarantine.reason)
+        return { record: { offset: r.offset, quarantine: r.quarantine }, findings: [], eventMs: 0 }
+      case 'line':
+        m.linesRead.inc()
+        m.bytesRead.inc(r.bytes.length + 1)
+        return this.#processLine(r.offset, r.bytes, r.incomplete === true)
+    }
+  }
+
+  #processLine(offset: number, line: Buffer, incomplete: boolean): ProcessedRecord {
+    const decoded = decodeAuditLine(line)
+    if ('unparsed' in decoded || incomplete) {
+      const reason = incomplete ? INCOMPLETE_REASON : (decoded as { unparsed: string }).unparsed
+      this.metrics.unparsedLines.inc({ reason: incomplete ? 'incomplete' : reason.split(':')[0]! })
+      return { record: { offset, line, unparsedReason: reason }, findings: [], eventMs: 0 }
+    }
+    const event = decoded.event
+    const findings: Omit<Finding, 'recordIndex'>[] = []
+    for (const inspector of this.#deps.inspectors ?? []) inspector.inspect(event, findings)
+    for (const f of findings) {
+      this.metrics.findings.inc({ source: f.source, id: f.id, severity: f.severity })
+      this.#deps.onFinding?.(f, event)
+    }
+    const record: WireRecord = { offset, line }
+    const redacted = this.#deps.redactor?.(line, event)
+    if (redacted) {
+      record.line = redacted.line
+      record.redactedPaths = redacted.paths
+      this.metrics.redactedLines.inc()
+    }
+    const eventMs = event.stageTimestamp ? Date.parse(event.stageTimestamp) : 0
+    return { record, findings, eventMs: Number.isFinite(eventMs) ? eventMs : 0 }
+  }
+
+  // --- acknowledgements and the checkpoint
+
+  async #onAck(last: SealedItem, acked: SealedItem[], latencyMs: number): Promise<void> {
+    const m = this.metrics
+    m.batchesAcknowledged.inc(acked.length)
+    m.sendDuration.observe(latencyMs / 1000)
+    const now = performance.now()
+    for (const item of acked) {
+      if (item.recordCount > 0) m.appendToAck.observe((now - item.openedAt) / 1000)
+      if (item.newestEventMs > this.#newestAckedEventMs) this.#newestAckedEventMs = item.newestEventMs
+    }
+    m.chainSequence.set(last.sequence)
+    m.unackedBytes.set(this.#sender.unackedBytes)
+    m.lastAckTimestamp.set(Date.now() / 1000)
+    const checkpoint: Checkpoint = { streamId: this.#config.streamId, nextSequence: last.sequence + 1, headDigest: last.digest, position: last.position }
+    this.#checkpointWrites = this.#checkpoints.save(checkpoint)
+    await this.#checkpointWrites
+    m.checkpointTimestamp.set(Date.now() / 1000)
+  }
+
+  /**
+   * Makes the checkpoint agree with the collector's stream head. The collector
+   * may be ahead (the agent died between the collector's ack and its own
+   * checkpoint write): then the head, signed by our own key, is the truth and
+   * we continue after it instead of sealing a fork. Anything else that
+   * disagrees needs an operator.
+   */
+  async #syncChain(cp: Checkpoint): Promise<Checkpoint> {
+    if (cp.streamId !== this.#config.streamId) {
+      throw new ChainError(`checkpoint ${this.#checkpoints.path} belongs to stream ${cp.streamId}, but this agent is configured as ${this.#config.streamId}; use another --state-dir, or move the checkpoint away to start the new stream from the live file`)
+    }
+    const head = await this.#fetchHead()
+    if (this.#stopping) return cp
+    const expectedHead = cp.nextSequence - 1
+    if (!head) {
+      if (expectedHead === 0) return cp
+      throw new ChainError(`the collector has no stream ${this.#config.streamId}, but this agent's checkpoint says batch ${expectedHead} was acknowledged: the collector's store was reset or replaced. Restore the store, or move ${this.#checkpoints.path} away to start a new chain`)
+    }
+    const batch = decodeBatch(head.batch)
+    const digest = batchDigest(head.batch)
+    if (batch.sequence === expectedHead) {
+      if (!digest.equals(cp.headDigest)) throw new ChainError(`the collector's batch ${batch.sequence} differs from the one this agent sealed: another agent writes to stream ${this.#config.streamId}? Give each agent its own --stream-id`)
+      return cp
+    }
+    if (batch.sequence < expectedHead) {
+      throw new ChainError(`the collector's stream ${this.#config.streamId} ends at batch ${batch.sequence}, but batch ${expectedHead} was acknowledged before: the collector lost data. Restore its store, or move ${this.#checkpoints.path} away to start a new chain`)
+    }
+    const key = this.#key.current
+    if (head.keyId !== key.keyId || !verifyBytes(head.batch, head.signature, key.publicKey)) {
+      throw new ChainError(`the collector's head of stream ${this.#config.streamId} (batch ${batch.sequence}) is not signed by this node's key ${key.keyId}; refusing to continue after it`)
+    }
+    const s = batch.source
+    this.#log.info({ from: cp.nextSequence, to: batch.sequence + 1 }, 'the collector holds batches this agent had not checkpointed yet; continuing after them')
+    return {
+      streamId: cp.streamId,
+      nextSequence: batch.sequence + 1,
+      headDigest: digest,
+      position: {
+        path: s.path,
+        identity: { device: s.device, inode: s.inode, fingerprint: Buffer.from(s.fingerprint), fingerprintLength: s.fingerprintLength },
+        order: { ...(s.rotatedUnixMs ? { rotatedAt: s.rotatedUnixMs } : {}), liveAfter: s.liveAfterUnixMs },
+        offset: s.endOffset,
+        endOfFile: s.endOfFile,
+      },
+    }
+  }
+
+  async #fetchHead() {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#sender.streamHead()
+      } catch (err) {
+        if (this.#stopping) return undefined
+        if (!(err instanceof SendError) || ['unauthenticated', 'permission_denied', 'invalid_argument', 'unimplemented'].includes(err.reason)) throw err
+        const delay = backoffMs(attempt, this.#config.collector.retryInitialDelayMs, this.#config.collector.retryMaxDelayMs)
+        this.metrics.sendFailures.inc({ reason: err.reason })
+        this.#log.warn({ attempt, retryInMs: delay }, `cannot get the stream head yet: ${err.message}`)
+        await new Promise((resolve) => setTimeout(resolve, delay))
+      }
+    }
+  }
+
+  // --- waking up
+
+  #watchLogDir(): void {
+    const naming = backupNaming(this.#config.tail.path)
+    this.#watcher = watch(naming.dir, { depth: 0, ignoreInitial: true, persistent: false })
+    this.#watcher.on('all', (event, path) => {
+      const name = path.slice(naming.dir.length + 1)
+      if (name !== naming.liveName && !naming.parse(name)) return
+      if (event !== 'change') void this.#tailer?.discover().catch((err: Error) => this.#log.error({ err: err.message }, 'discovery failed'))
+      this.#wakeUp()
+    })
+    this.#watcher.on('error', (err) => this.#log.warn({ err: (err as Error).message }, 'file watcher error; polling continues'))
+  }
+
+  #waitForChange(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms)
+      const self = this
+      function done() {
+        clearTimeout(timer)
+        if (self.#wake === done) self.#wake = undefined
+        resolve()
+      }
+      this.#wake = done
+    })
+  }
+
+  #wakeUp(): void {
+    this.#wake?.()
+  }
+
+  async #reloadKey(): Promise<void> {
+    try {
+      if (await this.#key.reload()) this.#log.info({ keyId: this.#key.current.keyId }, 'signing key changed; the next batch is signed with the new key')
+    } catch (err) {
+      this.#log.error({ err: (err as Error).message }, 'cannot reload the signing key; still signing with the previous one')
+    }
+  }
+
+  async #updateLag(): Promise<void> {
+    const lag = await this.#tailer?.lagBytes().catch(() => undefined)
+    if (lag !== undefined) this.metrics.lagBytes.set(lag)
+    if (this.#newestAckedEventMs > 0) this.metrics.lagSeconds.set(Math.max(0, (Date.now() - this.#newestAckedEventMs) / 1000))
+  }
+}

@@ -1,0 +1,324 @@
+// The agent's configuration: one YAML file (a ConfigMap), a few environment
+// variables for what differs per node, and command-line flags on top. Parsed
+// once into typed values; an unknown key, a wrong type or an impossible value
+// fails with the key's name and what to write instead.
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { parseDocument } from 'yaml'
+
+export interface AgentConfig {
+  node: string
+  streamId: string
+  stateDir: string
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'
+  tail: {
+    path: string
+    startAt: 'beginning' | 'end'
+    maxLineBytes: number
+    maxOpenFiles: number
+    pollIntervalMs: number
+  }
+  quarantine: { dir: string; maxBytes: number }
+  batch: { maxEvents: number; maxBytes: number; maxWaitMs: number; heartbeatIntervalMs: number }
+  collector: {
+    url: string
+    timeoutMs: number
+    caFile: string
+    certFile: string
+    keyFile: string
+    allowInsecureHttp: boolean
+    maxUnackedBytes: number
+    maxBatchesPerRequest: number
+    maxRequestBytes: number
+    gzipLevel: number
+    retryInitialDelayMs: number
+    retryMaxDelayMs: number
+  }
+  signing: { keyFile: string; allowLoosePermissions: boolean; reloadIntervalMs: number }
+  rules: { builtin: boolean; dirs: string[] }
+  observe: { listen: string }
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'ConfigError'
+  }
+}
+
+// --- the schema: every key, its type, its default (right for a kubeadm control-plane node) and its bounds
+
+type Field =
+  | { kind: 'string'; default: string; env?: string }
+  | { kind: 'enum'; values: readonly string[]; default: string }
+  | { kind: 'bool'; default: boolean }
+  | { kind: 'int'; default: number; min: number; max: number }
+  | { kind: 'bytes'; default: number; min: number; max: number }
+  | { kind: 'duration'; default: number; min: number; max: number }
+  | { kind: 'strings'; default: string[] }
+type Section = { [key: string]: Field | Section }
+
+const MiB = 1024 * 1024
+const SCHEMA = {
+  node: { kind: 'string', default: '', env: 'NODE_NAME' },
+  streamId: { kind: 'string', default: '' },
+  stateDir: { kind: 'string', default: '/var/lib/auditrail' },
+  logLevel: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'], default: 'info' },
+  tail: {
+    path: { kind: 'string', default: '/var/log/kubernetes/audit/audit.log' },
+    startAt: { kind: 'enum', values: ['beginning', 'end'], default: 'beginning' },
+    maxLineBytes: { kind: 'bytes', default: 4 * MiB, min: 1024, max: 64 * MiB },
+    maxOpenFiles: { kind: 'int', default: 16, min: 2, max: 1024 },
+    pollInterval: { kind: 'duration', default: 1000, min: 10, max: 60_000 },
+  },
+  quarantine: {
+    dir: { kind: 'string', default: '' },
+    maxBytes: { kind: 'bytes', default: 256 * MiB, min: 0, max: 1024 * 1024 * MiB },
+  },
+  batch: {
+    maxEvents: { kind: 'int', default: 2000, min: 1, max: 100_000 },
+    maxBytes: { kind: 'bytes', default: 2 * MiB, min: 1024, max: 64 * MiB },
+    maxWait: { kind: 'duration', default: 200, min: 1, max: 60_000 },
+    heartbeatInterval: { kind: 'duration', default: 10_000, min: 100, max: 3_600_000 },
+  },
+  collector: {
+    url: { kind: 'string', default: '', env: 'AUDITRAIL_COLLECTOR_URL' },
+    timeout: { kind: 'duration', default: 10_000, min: 100, max: 600_000 },
+    caFile: { kind: 'string', default: '' },
+    certFile: { kind: 'string', default: '' },
+    keyFile: { kind: 'string', default: '' },
+    allowInsecureHttp: { kind: 'bool', default: false },
+    maxUnackedBytes: { kind: 'bytes', default: 16 * MiB, min: 64 * 1024, max: 1024 * MiB },
+    maxBatchesPerRequest: { kind: 'int', default: 32, min: 1, max: 1024 },
+    maxRequestBytes: { kind: 'bytes', default: 8 * MiB, min: 64 * 1024, max: 256 * MiB },
+    gzipLevel: { kind: 'int', default: 1, min: 0, max: 9 },
+    retry: {
+      initialDelay: { kind: 'duration', default: 250, min: 1, max: 60_000 },
+      maxDelay: { kind: 'duration', default: 30_000, min: 1, max: 3_600_000 },
+    },
+  },
+  signing: {
+    keyFile: { kind: 'string', default: '/etc/auditrail/signing/ed25519.key.pem' },
+    allowLoosePermissions: { kind: 'bool', default: false },
+    reloadInterval: { kind: 'duration', default: 10_000, min: 100, max: 3_600_000 },
+  },
+  rules: {
+    builtin: { kind: 'bool', default: true },
+    dirs: { kind: 'strings', default: [] },
+  },
+  observe: {
+    listen: { kind: 'string', default: '0.0.0.0:9787' },
+  },
+} as const satisfies Section
+
+/** Flags of `auditrail agent` that override keys of the file. */
+export const AGENT_FLAGS = {
+  log: 'tail.path',
+  'state-dir': 'stateDir',
+  collector: 'collector.url',
+  key: 'signing.keyFile',
+  node: 'node',
+  'stream-id': 'streamId',
+  'start-at': 'tail.startAt',
+  'metrics-listen': 'observe.listen',
+  'log-level': 'logLevel',
+  'ca-file': 'collector.caFile',
+  'cert-file': 'collector.certFile',
+  'key-file': 'collector.keyFile',
+} as const
+
+export interface LoadOptions {
+  file?: string
+  /** Dotted key -> raw value, from flags. */
+  overrides?: Record<string, string | boolean>
+  env?: NodeJS.ProcessEnv
+}
+
+export function loadAgentConfig(options: LoadOptions): AgentConfig {
+  const where = options.file ? `config ${options.file}` : 'config'
+  let doc: unknown = {}
+  if (options.file) {
+    let text: string
+    try {
+      text = readFileSync(options.file, 'utf8')
+    } catch (err) {
+      throw new ConfigError(`${where}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
+    }
+    const parsed = parseDocument(text, { uniqueKeys: true })
+    if (parsed.errors.length > 0) {
+      const e = parsed.errors[0]!
+      throw new ConfigError(`${where}: not valid YAML at line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0]}`)
+    }
+    doc = parsed.toJS({ maxAliasCount: 100 }) ?? {}
+  }
+  const values = readSection(SCHEMA, doc, '', where, options.env ?? process.env)
+  for (const [key, raw] of Object.entries(options.overrides ?? {})) {
+    const field = lookup(key)
+    if (!field) throw new ConfigError(`${where}: unknown key ${key}`)
+    setPath(values, key, readField(field, typeof raw === 'string' && field.kind === 'strings' ? [raw] : raw, key, `flag for ${key}`))
+  }
+  return finish(values as unknown as RawConfig, where)
+}
+
+// --- generic reading
+
+type Values = { [key: string]: unknown }
+
+function readSection(schema: Section, raw: unknown, prefix: string, where: string, env: NodeJS.ProcessEnv): Values {
+  if (raw === null || raw === undefined) raw = {}
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`${where}: ${prefix || 'the top level'}: expected a mapping of keys`)
+  const obj = raw as Record<string, unknown>
+  for (const key of Object.keys(obj)) {
+    if (!Object.hasOwn(schema, key)) {
+      const known = Object.keys(schema).join(', ')
+      throw new ConfigError(`${where}: unknown key ${prefix}${key} (known keys here: ${known})`)
+    }
+  }
+  const out: Values = {}
+  for (const [key, spec] of Object.entries(schema)) {
+    const path = `${prefix}${key}`
+    if ('kind' in spec) {
+      let value = obj[key]
+      if (value === undefined && spec.kind === 'string' && spec.env && env[spec.env]) value = env[spec.env]
+      out[key] = value === undefined ? spec.default : readField(spec as Field, value, path, where)
+    } else {
+      out[key] = readSection(spec as Section, obj[key], `${path}.`, where, env)
+    }
+  }
+  return out
+}
+
+function readField(field: Field, value: unknown, key: string, where: string): unknown {
+  const fail = (expected: string): never => {
+    throw new ConfigError(`${where}: ${key}: expected ${expected}, got ${JSON.stringify(value)}`)
+  }
+  switch (field.kind) {
+    case 'string':
+      return typeof value === 'string' ? value : fail('a string')
+    case 'enum':
+      return typeof value === 'string' && field.values.includes(value) ? value : fail(`one of ${field.values.join(', ')}`)
+    case 'bool':
+      if (typeof value === 'boolean') return value
+      if (value === 'true' || value === 'false') return value === 'true'
+      return fail('true or false')
+    case 'strings':
+      return Array.isArray(value) && value.every((v) => typeof v === 'string') ? value : fail('a list of strings')
+    case 'int':
+    case 'bytes':
+    case 'duration': {
+      const n = field.kind === 'int' ? toInt(value) : field.kind === 'bytes' ? toBytes(value) : toMs(value)
+      const unit = field.kind === 'int' ? '' : field.kind === 'bytes' ? ' bytes' : ' ms'
+      const example = field.kind === 'int' ? 'a whole number' : field.kind === 'bytes' ? 'a size like "4MiB" or a number of bytes' : 'a duration like "250ms", "10s" or "5m"'
+      if (n === undefined) return fail(example)
+      if (n < field.min || n > field.max) {
+        throw new ConfigError(`${where}: ${key}: ${JSON.stringify(value)} is out of range: allowed from ${field.min}${unit} to ${field.max}${unit}`)
+      }
+      return n
+    }
+  }
+}
+
+function toInt(v: unknown): number | undefined {
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v
+  return typeof n === 'number' && Number.isSafeInteger(n) ? n : undefined
+}
+
+const BYTE_UNITS: Record<string, number> = { '': 1, B: 1, KiB: 1024, MiB: MiB, GiB: 1024 * MiB, KB: 1000, MB: 1e6, GB: 1e9 }
+function toBytes(v: unknown): number | undefined {
+  if (typeof v === 'number') return toInt(v)
+  const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?$/.exec(v.trim()) : null
+  const unit = m ? BYTE_UNITS[m[2] ?? ''] : undefined
+  return m && unit ? Math.round(Number(m[1]) * unit) : undefined
+}
+
+const TIME_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+function toMs(v: unknown): number | undefined {
+  const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v.trim()) : null
+  return m ? Math.round(Number(m[1]) * TIME_UNITS[m[2]!]!) : undefined
+}
+
+function lookup(key: string): Field | undefined {
+  let node: Field | Section | undefined = SCHEMA
+  for (const part of key.split('.')) {
+    if (!node || 'kind' in node || !Object.hasOwn(node, part)) return undefined
+    node = (node as Section)[part]
+  }
+  return node && 'kind' in node ? (node as Field) : undefined
+}
+
+function setPath(values: Values, key: string, value: unknown): void {
+  const parts = key.split('.')
+  let obj = values
+  for (const part of parts.slice(0, -1)) obj = obj[part] as Values
+  obj[parts.at(-1)!] = value
+}
+
+// --- cross-field checks and derived values
+
+interface RawConfig {
+  node: string
+  streamId: string
+  stateDir: string
+  logLevel: AgentConfig['logLevel']
+  tail: { path: string; startAt: 'beginning' | 'end'; maxLineBytes: number; maxOpenFiles: number; pollInterval: number }
+  quarantine: { dir: string; maxBytes: number }
+  batch: { maxEvents: number; maxBytes: number; maxWait: number; heartbeatInterval: number }
+  collector: Omit<AgentConfig['collector'], 'timeoutMs' | 'retryInitialDelayMs' | 'retryMaxDelayMs'> & { timeout: number; retry: { initialDelay: number; maxDelay: number } }
+  signing: { keyFile: string; allowLoosePermissions: boolean; reloadInterval: number }
+  rules: { builtin: boolean; dirs: string[] }
+  observe: { listen: string }
+}
+
+const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/
+
+function finish(raw: RawConfig, where: string): AgentConfig {
+  if (!raw.node) throw new ConfigError(`${where}: node is not set: set it in the file, with --node, or through the NODE_NAME environment variable (the DaemonSet sets it from spec.nodeName)`)
+  const streamId = raw.streamId || raw.node
+  if (!STREAM_ID.test(streamId)) throw new ConfigError(`${where}: streamId ${JSON.stringify(streamId)} must be letters, digits, '.', '_' or '-' (at most 253), starting with a letter or digit`)
+  if (!raw.collector.url) throw new ConfigError(`${where}: collector.url is not set: set it in the file or with --collector https://HOST:PORT`)
+  let url: URL
+  try {
+    url = new URL(raw.collector.url)
+  } catch {
+    throw new ConfigError(`${where}: collector.url ${JSON.stringify(raw.collector.url)} is not a URL (expected e.g. https://collector.auditrail.svc:8443)`)
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(`${where}: collector.url must use https (or http to a loopback address), got ${url.protocol}`)
+  if (url.protocol === 'http:' && !isLoopback(url.hostname) && !raw.collector.allowInsecureHttp) {
+    throw new ConfigError(`${where}: collector.url uses plain http to ${url.hostname}: audit data would cross the network unencrypted. Use https, or set collector.allowInsecureHttp: true if you really mean it`)
+  }
+  if (url.username || url.password) throw new ConfigError(`${where}: collector.url must not carry credentials; use a client certificate (collector.certFile, collector.keyFile)`)
+  if (Boolean(raw.collector.certFile) !== Boolean(raw.collector.keyFile)) throw new ConfigError(`${where}: collector.certFile and collector.keyFile go together: set both for mTLS, or neither`)
+  if (raw.collector.retry.maxDelay < raw.collector.retry.initialDelay) throw new ConfigError(`${where}: collector.retry.maxDelay must not be below collector.retry.initialDelay`)
+  if (raw.batch.maxBytes > raw.collector.maxUnackedBytes) throw new ConfigError(`${where}: batch.maxBytes must not exceed collector.maxUnackedBytes`)
+  if (!/^\S+:\d+$/.test(raw.observe.listen)) throw new ConfigError(`${where}: observe.listen must be HOST:PORT, got ${JSON.stringify(raw.observe.listen)}`)
+  return {
+    node: raw.node,
+    streamId,
+    stateDir: raw.stateDir,
+    logLevel: raw.logLevel,
+    tail: { path: raw.tail.path, startAt: raw.tail.startAt, maxLineBytes: raw.tail.maxLineBytes, maxOpenFiles: raw.tail.maxOpenFiles, pollIntervalMs: raw.tail.pollInterval },
+    quarantine: { dir: raw.quarantine.dir || join(raw.stateDir, 'quarantine'), maxBytes: raw.quarantine.maxBytes },
+    batch: { maxEvents: raw.batch.maxEvents, maxBytes: raw.batch.maxBytes, maxWaitMs: raw.batch.maxWait, heartbeatIntervalMs: raw.batch.heartbeatInterval },
+    collector: {
+      url: url.toString().replace(/\/$/, ''),
+      timeoutMs: raw.collector.timeout,
+      caFile: raw.collector.caFile,
+      certFile: raw.collector.certFile,
+      keyFile: raw.collector.keyFile,
+      allowInsecureHttp: raw.collector.allowInsecureHttp,
+      maxUnackedBytes: raw.collector.maxUnackedBytes,
+      maxBatchesPerRequest: raw.collector.maxBatchesPerRequest,
+      maxRequestBytes: raw.collector.maxRequestBytes,
+      gzipLevel: raw.collector.gzipLevel,
+      retryInitialDelayMs: raw.collector.retry.initialDelay,
+      retryMaxDelayMs: raw.collector.retry.maxDelay,
+    },
+    signing: { keyFile: raw.signing.keyFile, allowLoosePermissions: raw.signing.allowLoosePermissions, reloadIntervalMs: raw.signing.reloadInterval },
+    rules: raw.rules,
+    observe: raw.observe,
+  }
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '[::1]' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host)
+}

@@ -1,0 +1,50 @@
+// Every metric the agent exposes, in one place, named by Prometheus
+// conventions (auditrail_ prefix, _total counters, base units). Label values
+// are bounded sets (reasons, rule ids, severities): never user data.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export class AgentMetrics {
+  readonly registry = new Registry()
+
+  readonly linesRead = this.#counter('auditrail_lines_read_total', 'Audit log lines read (complete lines, quarantined lines included).')
+  readonly bytesRead = this.#counter('auditrail_bytes_read_total', 'Bytes of audit log read.')
+  readonly unparsedLines = this.#counter('auditrail_unparsed_lines_total', 'Lines shipped as evidence but not valid audit events, by reason.', ['reason'])
+  readonly quarantinedLines = this.#counter('auditrail_quarantined_lines_total', 'Lines over the length limit, kept on the node and replaced by a quarantine record, by whether their bytes were kept.', ['stored'])
+  readonly gaps = this.#counter('auditrail_gaps_total', 'Declared losses: data removed or truncated before the agent could read it.', ['reason'])
+  readonly rotations = this.#counter('auditrail_rotations_total', 'Files finished and followed to the next one (rotation, truncation, re-creation).')
+  readonly redactedLines = this.#counter('auditrail_redacted_lines_total', 'Lines whose secret values were replaced before shipping.')
+  readonly findings = this.#counter('auditrail_findings_total', 'Findings raised, by source, id and severity.', ['source', 'id', 'severity'])
+  readonly batchesSealed = this.#counter('auditrail_batches_sealed_total', 'Batches sealed, by kind (events, heartbeat).', ['kind'])
+  readonly batchesAcknowledged = this.#counter('auditrail_batches_acknowledged_total', 'Batches the collector acknowledged.')
+  readonly sendFailures = this.#counter('auditrail_send_failures_total', 'Failed requests to the collector, by reason; each is retried.', ['reason'])
+  readonly sendDuration = new Histogram({
+    name: 'auditrail_send_duration_seconds',
+    help: 'Time from sending a request to the collector to its acknowledgement.',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  })
+  readonly appendToAck = new Histogram({
+    name: 'auditrail_append_to_ack_seconds',
+    help: 'Time from a batch being opened (its first line read) to its acknowledgement.',
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  })
+  readonly chainSequence = this.#gauge('auditrail_chain_sequence', 'Sequence number of the last acknowledged batch.')
+  readonly unackedBytes = this.#gauge('auditrail_unacknowledged_bytes', 'Sealed bytes waiting for the collector\'s acknowledgement (bounded; reading pauses above the bound).')
+  readonly lagBytes = this.#gauge('auditrail_lag_bytes', 'Bytes between the reader and the end of the live audit log.')
+  readonly lagSeconds = this.#gauge('auditrail_lag_seconds', 'Now minus the event time of the newest acknowledged event.')
+  readonly checkpointTimestamp = this.#gauge('auditrail_checkpoint_timestamp_seconds', 'When the checkpoint was last written, Unix seconds.')
+  readonly lastAckTimestamp = this.#gauge('auditrail_last_acknowledgement_timestamp_seconds', 'When the collector last acknowledged a batch, Unix seconds.')
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry })
+  }
+
+  #counter(name: string, help: string, labelNames: string[] = []): Counter<string> {
+    return new Counter({ name, help, labelNames, registers: [this.registry] })
+  }
+
+  #gauge(name: string, help: string): Gauge<string> {
+    return new Gauge({ name, help, registers: [this.registry] })
+  }
+}

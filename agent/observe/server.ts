@@ -1,0 +1,53 @@
+// The node operator's window: /metrics (Prometheus text format), /livez (the
+// process and its event loop respond) and /readyz (in sync with the
+// collector, reading, and the collector answered recently).
+import { createServer, type Server } from 'node:http'
+import type { Registry } from 'prom-client'
+
+export interface ObserveServer {
+  url: string
+  close(): Promise<void>
+}
+
+export async function startObserveServer(options: { listen: string; registry: Registry; ready: () => boolean }): Promise<ObserveServer> {
+  const { host, port } = parseListen(options.listen)
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end()
+      return
+    }
+    if (path === '/metrics') {
+      options.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': options.registry.contentType }).end(text),
+        (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${err.message}\n`),
+      )
+    } else if (path === '/livez') {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n')
+    } else if (path === '/readyz') {
+      const ready = options.ready()
+      res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ok\n' : 'not ready: not yet in sync with the collector, or the collector has not answered recently\n')
+    } else {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /livez or /readyz\n')
+    }
+  })
+  server.requestTimeout = 10_000
+  server.headersTimeout = 5_000
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => resolve())
+  })
+  const address = server.address()
+  const bound = typeof address === 'object' && address ? address.port : port
+  return {
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${bound}`,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  }
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(.*):(\d+)$/.exec(listen)
+  const port = m ? Number(m[2]) : NaN
+  if (!m || port > 65535) throw new Error(`listen address ${JSON.stringify(listen)} must be HOST:PORT`)
+  return { host: m[1]!.replace(/^\[(.*)\]$/, '$1') || '0.0.0.0', port }
+}

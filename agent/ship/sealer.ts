@@ -1,0 +1,100 @@
+// Seals a batch: sequence number, link to the previous batch's digest, and an
+// Ed25519 signature over the exact bytes that will be shipped and stored.
+import { batchDigest, encodeBatch, SIGNATURE_ALGORITHM, type Finding, type SealedBatch, type WireRecord } from '../../proto/wire.ts'
+import { signBytes } from '../../proto/keys.ts'
+import type { FileIdentity } from '../tail/file-identity.ts'
+import type { TailPosition } from '../tail/tailer.ts'
+import type { SigningKey } from './signing-key.ts'
+
+/** A batch as the batcher closes it, before it is sealed. */
+export interface BatchDraft {
+  path: string
+  identity: FileIdentity
+  order: TailPosition['order']
+  startOffset: number
+  endOffset: number
+  endOfFile: boolean
+  records: WireRecord[]
+  findings: Finding[]
+  /** Sum of line bytes: what the batch costs in memory. */
+  lineBytes: number
+  /** Newest event time (stageTimestamp) seen in the batch, Unix ms; 0 when none. */
+  newestEventMs: number
+  /** performance.now() when the batch got its first record (or was made, for an empty one). */
+  openedAt: number
+}
+
+export interface SealedItem {
+  sequence: number
+  digest: Buffer
+  sealed: SealedBatch
+  /** About the encoded SealedBatch size: what it costs to hold until acknowledged. */
+  size: number
+  /** Where the checkpoint moves once this batch is acknowledged. */
+  position: TailPosition
+  recordCount: number
+  newestEventMs: number
+  openedAt: number
+}
+
+export interface ChainHead {
+  nextSequence: number
+  headDigest: Buffer
+}
+
+export class Sealer {
+  readonly #streamId: string
+  readonly #node: string
+  #next: number
+  #prev: Buffer
+
+  constructor(streamId: string, node: string, head: ChainHead) {
+    this.#streamId = streamId
+    this.#node = node
+    this.#next = head.nextSequence
+    this.#prev = head.headDigest
+  }
+
+  get head(): ChainHead {
+    return { nextSequence: this.#next, headDigest: this.#prev }
+  }
+
+  seal(draft: BatchDraft, key: SigningKey, nowMs: number): SealedItem {
+    const sequence = this.#next
+    const bytes = encodeBatch({
+      streamId: this.#streamId,
+      sequence,
+      prevDigest: this.#prev,
+      createdUnixMs: nowMs,
+      node: this.#node,
+      source: {
+        path: draft.path,
+        device: draft.identity.device,
+        inode: draft.identity.inode,
+        fingerprint: draft.identity.fingerprint,
+        fingerprintLength: draft.identity.fingerprintLength,
+        startOffset: draft.startOffset,
+        endOffset: draft.endOffset,
+        endOfFile: draft.endOfFile,
+        rotatedUnixMs: draft.order.rotatedAt ?? 0,
+        liveAfterUnixMs: draft.order.liveAfter,
+      },
+      records: draft.records,
+      findings: draft.findings,
+    })
+    const sealed: SealedBatch = { batch: bytes, signature: signBytes(bytes, key.privateKey), keyId: key.keyId, algorithm: SIGNATURE_ALGORITHM }
+    const digest = batchDigest(bytes)
+    this.#next = sequence + 1
+    this.#prev = digest
+    return {
+      sequence,
+      digest,
+      sealed,
+      size: bytes.length + sealed.signature.length + sealed.keyId.length + 16,
+      position: { path: draft.path, identity: draft.identity, order: { ...draft.order }, offset: draft.endOffset, endOfFile: draft.endOfFile },
+      recordCount: draft.records.length,
+      newestEventMs: draft.newestEventMs,
+      openedAt: draft.openedAt,
+    }
+  }
+}

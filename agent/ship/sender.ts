@@ -1,0 +1,266 @@
+// Ships sealed batches to the collector, in order, one request at a time, and
+// forgets a batch only when the collector has acknowledged its sequence
+// number. Every failure is retried (capped exponential backoff with full
+// jitter, Retry-After honoured): a batch is never skipped. While too many
+// bytes wait for an acknowledgement, `waitForRoom` holds the tailer back.
+import { promisify } from 'node:util'
+import { gzip as gzipCallback } from 'node:zlib'
+import { Agent, request, type Dispatcher } from 'undici'
+import { ConnectError, parseConnectError, PROTO_CONTENT_TYPE } from '../../proto/connect.ts'
+import {
+  decodeGetStreamHeadResponse,
+  decodePushBatchResponse,
+  encodeGetStreamHeadRequest,
+  encodePushBatchRequest,
+  GET_STREAM_HEAD_PATH,
+  PUSH_BATCH_PATH,
+  type SealedBatch,
+} from '../../proto/wire.ts'
+import type { SealedItem } from './sealer.ts'
+
+const gzip = promisify(gzipCallback)
+
+export interface SenderOptions {
+  /** Collector base URL, e.g. https://collector.example:8443 */
+  url: string
+  streamId: string
+  dispatcher: Dispatcher
+  timeoutMs: number
+  maxUnackedBytes: number
+  maxBatchesPerRequest: number
+  maxRequestBytes: number
+  retryInitialMs: number
+  retryMaxMs: number
+  /** gzip level for request bodies; 0 sends them uncompressed. */
+  gzipLevel: number
+  onAck: (last: SealedItem, acknowledged: SealedItem[], latencyMs: number) => Promise<void> | void
+  onFailure?: (err: SendError, attempt: number, delayMs: number) => void
+}
+
+/** Why a request failed: `reason` is a short label for metrics. */
+export class SendError extends Error {
+  readonly reason: string
+  readonly retryAfterMs: number | undefined
+  constructor(reason: string, message: string, retryAfterMs?: number) {
+    super(message)
+    this.name = 'SendError'
+    this.reason = reason
+    this.retryAfterMs = retryAfterMs
+  }
+}
+
+export class Sender {
+  readonly #o: SenderOptions
+  readonly #queue: SealedItem[] = []
+  #unackedBytes = 0
+  #running: Promise<void> | undefined
+  #roomWaiters: Array<() => void> = []
+  #idleWaiters: Array<() => void> = []
+  #stopped = false
+  #wakeSleep: (() => void) | undefined
+  #lastSuccessMs = 0
+  #failing = false
+
+  constructor(options: SenderOptions) {
+    this.#o = options
+  }
+
+  get unackedBytes(): number {
+    return this.#unackedBytes
+  }
+
+  get queuedBatches(): number {
+    return this.#queue.length
+  }
+
+  /** Wall time of the last answer from the collector that was a success. */
+  get lastSuccessMs(): number {
+    return this.#lastSuccessMs
+  }
+
+  get failing(): boolean {
+    return this.#failing
+  }
+
+  enqueue(item: SealedItem): void {
+    this.#queue.push(item)
+    this.#unackedBytes += item.size
+    this.#running ??= this.#drain().finally(() => {
+      this.#running = undefined
+      if (this.#queue.length > 0 && !this.#stopped) this.#running = this.#drain()
+    })
+  }
+
+  /** Resolves when unacknowledged bytes are under the bound. */
+  waitForRoom(): Promise<void> {
+    if (this.#unackedBytes < this.#o.maxUnackedBytes) return Promise.resolve()
+    return new Promise((resolve) => this.#roomWaiters.push(resolve))
+  }
+
+  /** Resolves when every queued batch is acknowledged (or the sender stopped). */
+  idle(): Promise<void> {
+    if (this.#queue.length === 0 || this.#stopped) return Promise.resolve()
+    return new Promise((resolve) => this.#idleWaiters.push(resolve))
+  }
+
+  /** Stops retrying; batches not yet acknowledged stay unacknowledged (the log re-supplies them). */
+  async stop(): Promise<void> {
+    this.#stopped = true
+    this.#wakeSleep?.()
+    await this.#running?.catch(() => {})
+    for (const w of this.#idleWaiters.splice(0)) w()
+  }
+
+  /** The last batch the collector holds for our stream, or undefined for a new stream. */
+  async streamHead(): Promise<SealedBatch | undefined> {
+    const body = await this.#call(GET_STREAM_HEAD_PATH, Buffer.from(encodeGetStreamHeadRequest(this.#o.streamId)))
+    return decodeGetStreamHeadResponse(body)
+  }
+
+  async #drain(): Promise<void> {
+    let attempt = 0
+    while (this.#queue.length > 0 && !this.#stopped) {
+      const batch = this.#takeRequest()
+      const started = performance.now()
+      try {
+        const body = await this.#call(PUSH_BATCH_PATH, Buffer.from(encodePushBatchRequest(batch.map((b) => b.sealed))))
+        const response = decodePushBatchResponse(body)
+        if (response.streamId !== this.#o.streamId) {
+          throw new SendError('bad_response', `collector acknowledged stream ${JSON.stringify(response.streamId)}, not ${JSON.stringify(this.#o.streamId)}`)
+        }
+        const acked = this.#release(response.acknowledgedSequence)
+        if (acked.length === 0) {
+          throw new SendError('not_acknowledged', `collector answered with acknowledged sequence ${response.acknowledgedSequence}, below the first batch sent (${batch[0]!.sequence})`)
+        }
+        this.#lastSuccessMs = Date.now()
+        this.#failing = false
+        attempt = 0
+        await this.#o.onAck(acked.at(-1)!, acked, performance.now() - started)
+      } catch (err) {
+        if (this.#stopped) break
+        const error = err instanceof SendError ? err : new SendError('internal', (err as Error).message)
+        this.#failing = true
+        attempt++
+        const delay = error.retryAfterMs ?? backoffMs(attempt, this.#o.retryInitialMs, this.#o.retryMaxMs)
+        this.#o.onFailure?.(error, attempt, delay)
+        await this.#sleep(delay)
+      }
+    }
+    if (this.#queue.length === 0) for (const w of this.#idleWaiters.splice(0)) w()
+  }
+
+  /** The oldest batches that fit in one request (always at least one). */
+  #takeRequest(): SealedItem[] {
+    const out: SealedItem[] = []
+    let bytes = 0
+    for (const item of this.#queue) {
+      if (out.length > 0 && (out.length >= this.#o.maxBatchesPerRequest || bytes + item.size > this.#o.maxRequestBytes)) break
+      out.push(item)
+      bytes += item.size
+    }
+    return out
+  }
+
+  #release(acknowledged: number): SealedItem[] {
+    let n = 0
+    while (n < this.#queue.length && this.#queue[n]!.sequence <= acknowledged) n++
+    const acked = this.#queue.splice(0, n)
+    for (const item of acked) this.#unackedBytes -= item.size
+    if (this.#unackedBytes < this.#o.maxUnackedBytes) for (const w of this.#roomWaiters.splice(0)) w()
+    return acked
+  }
+
+  async #call(path: string, payload: Buffer): Promise<Buffer> {
+    const compress = this.#o.gzipLevel > 0 && payload.length > 1024
+    const body = compress ? await gzip(payload, { level: this.#o.gzipLevel }) : payload
+    let res: Dispatcher.ResponseData
+    try {
+      res = await request(new URL(path, this.#o.url), {
+        method: 'POST',
+        dispatcher: this.#o.dispatcher,
+        headers: {
+          'content-type': PROTO_CONTENT_TYPE,
+          'connect-protocol-version': '1',
+          'connect-timeout-ms': String(this.#o.timeoutMs),
+          ...(compress ? { 'content-encoding': 'gzip' } : {}),
+        },
+        body,
+        headersTimeout: this.#o.timeoutMs,
+        bodyTimeout: this.#o.timeoutMs,
+        signal: AbortSignal.timeout(this.#o.timeoutMs),
+      })
+    } catch (err) {
+      throw transportError(err as Error & { code?: string }, this.#o.url, this.#o.timeoutMs)
+    }
+    let text: Buffer
+    try {
+      text = Buffer.from(await res.body.arrayBuffer())
+    } catch (err) {
+      throw transportError(err as Error & { code?: string }, this.#o.url, this.#o.timeoutMs)
+    }
+    if (res.statusCode === 200) return text
+    const error = parseConnectError(res.statusCode, text.toString('utf8', 0, Math.min(text.length, 4096)))
+    throw new SendError(error.code, describe(error, res.statusCode), retryAfterMs(res.headers['retry-after'], res.statusCode))
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms)
+      function done() {
+        clearTimeout(timer)
+        resolve()
+      }
+      this.#wakeSleep = done
+    })
+  }
+}
+
+/** Full jitter: uniform in [0, min(max, initial * 2^(attempt-1))]. */
+export function backoffMs(attempt: number, initialMs: number, maxMs: number): number {
+  const ceiling = Math.min(maxMs, initialMs * 2 ** Math.min(attempt - 1, 30))
+  return Math.round(Math.random() * ceiling)
+}
+
+function retryAfterMs(header: string | string[] | undefined, status: number): number | undefined {
+  if ((status !== 429 && status !== 503) || typeof header !== 'string') return undefined
+  const seconds = Number(header)
+  if (Number.isFinite(seconds) && seconds >= 0) return Math.min(seconds, 300) * 1000
+  const date = Date.parse(header)
+  return Number.isFinite(date) ? Math.min(Math.max(0, date - Date.now()), 300_000) : undefined
+}
+
+function describe(error: ConnectError, status: number): string {
+  const hints: Partial<Record<string, string>> = {
+    unauthenticated: 'the collector does not trust this node\'s signing key: add its .pub.pem to the collector\'s --trust list',
+    permission_denied: 'the collector rejected the signature',
+    out_of_range: 'the collector\'s stream does not continue where this agent\'s checkpoint does (was the collector\'s store reset, or does another agent use the same stream id?)',
+    already_exists: 'the collector holds a different batch under the same sequence number (another agent with the same stream id?)',
+    failed_precondition: 'the batch does not link to the collector\'s stream head',
+    resource_exhausted: 'the collector is rate-limiting or the request is over one of its limits',
+  }
+  const hint = hints[error.code]
+  return `collector answered HTTP ${status} ${error.code}: ${error.message}${hint ? ` (${hint})` : ''}`
+}
+
+function transportError(err: Error & { code?: string }, url: string, timeoutMs: number): SendError {
+  if (err.name === 'TimeoutError' || err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT') {
+    return new SendError('timeout', `collector ${url} did not answer within ${timeoutMs} ms`)
+  }
+  const code = err.code ?? (err.cause as { code?: string } | undefined)?.code
+  return new SendError('transport', `cannot reach collector ${url}: ${code ?? err.message}`)
+}
+
+/** The HTTP client for the collector: keep-alive, TLS verification on, optional client certificate. */
+export function collectorDispatcher(options: { ca?: Buffer; cert?: Buffer; key?: Buffer; timeoutMs: number }): Agent {
+  return new Agent({
+    keepAliveTimeout: 30_000,
+    connections: 2,
+    connect: {
+      timeout: options.timeoutMs,
+      rejectUnauthorized: true,
+      ...(options.ca ? { ca: options.ca } : {}),
+      ...(options.cert ? { cert: options.cert } : {}),
+      ...(options.key ? { key: options.key } : {}),
+    },
+  })
+}

@@ -1,0 +1,115 @@
+// Reads the bytes of one tracked file through a descriptor we hold, so that a
+// rename, a gzip or a retention delete cannot take the data away mid-read.
+// Plain files are read by offset; gzip backups are decompressed as a stream.
+import type { FileHandle } from 'node:fs/promises'
+import { createGunzip } from 'node:zlib'
+
+export interface ByteSource {
+  readonly gzip: boolean
+  /**
+   * Up to `maxBytes` bytes starting at `position` (in uncompressed bytes).
+   * An empty buffer means nothing more right now. A gzip source only reads forward.
+   */
+  read(position: number, maxBytes: number): Promise<Buffer>
+  /** Current size for a plain file; undefined for gzip. */
+  size(): Promise<number | undefined>
+  close(): Promise<void>
+}
+
+export class PlainSource implements ByteSource {
+  readonly gzip = false
+  readonly #handle: FileHandle
+
+  constructor(handle: FileHandle) {
+    this.#handle = handle
+  }
+
+  async size(): Promise<number> {
+    return (await this.#handle.stat()).size
+  }
+
+  async read(position: number, maxBytes: number): Promise<Buffer> {
+    const available = (await this.size()) - position
+    if (available <= 0) return Buffer.alloc(0)
+    // Sized to what is there: at a steady trickle a read is a few hundred bytes, not a fresh MiB.
+    const buf = Buffer.allocUnsafe(Math.min(available, maxBytes))
+    const { bytesRead } = await this.#handle.read(buf, 0, buf.length, position)
+    return buf.subarray(0, bytesRead)
+  }
+
+  async close(): Promise<void> {
+    await this.#handle.close()
+  }
+}
+
+export class GzipSource implements ByteSource {
+  readonly gzip = true
+  readonly #handle: FileHandle
+  readonly #chunks: AsyncIterator<Buffer>
+  #position = 0
+  #carry: Buffer | undefined
+  #done = false
+
+  constructor(handle: FileHandle) {
+    this.#handle = handle
+    const gunzip = createGunzip({ chunkSize: 256 * 1024 })
+    const raw = handle.createReadStream({ start: 0, autoClose: false, highWaterMark: 256 * 1024 })
+    raw.on('error', (err) => gunzip.destroy(err))
+    raw.pipe(gunzip)
+    this.#chunks = gunzip[Symbol.asyncIterator]() as AsyncIterator<Buffer>
+  }
+
+  async size(): Promise<undefined> {
+    return undefined
+  }
+
+  async read(position: number, maxBytes: number): Promise<Buffer> {
+    if (position < this.#position) throw new Error(`gzip source cannot seek back from ${this.#position} to ${position}`)
+    while (!this.#done) {
+      let chunk = this.#carry
+      this.#carry = undefined
+      if (!chunk) {
+        const next = await this.#chunks.next()
+        if (next.done) {
+          this.#done = true
+          break
+        }
+        chunk = next.value
+      }
+      const skip = position - this.#position
+      if (skip >= chunk.length) {
+        this.#position += chunk.length
+        continue
+      }
+      const start = skip
+      const end = Math.min(chunk.length, start + maxBytes)
+      if (end < chunk.length) this.#carry = chunk.subarray(end)
+      this.#position += end
+      return chunk.subarray(start, end)
+    }
+    return Buffer.alloc(0)
+  }
+
+  async close(): Promise<void> {
+    await this.#chunks.return?.()
+    await this.#handle.close()
+  }
+}
+
+/** The first `n` uncompressed bytes of a gzip file (fewer if it is shorter); used to fingerprint backups. */
+export async function gzipHead(handle: FileHandle, n: number): Promise<Buffer> {
+  const source = new GzipSource(handle)
+  const parts: Buffer[] = []
+  let got = 0
+  try {
+    while (got < n) {
+      const piece = await source.read(got, n - got)
+      if (piece.length === 0) break
+      parts.push(piece)
+      got += piece.length
+    }
+  } finally {
+    await source.close()
+  }
+  return Buffer.concat(parts, got)
+}

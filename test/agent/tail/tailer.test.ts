@@ -1,0 +1,218 @@
+// The tailer against real files: rename rotation (plain and gzip), copy-truncate,
+// delete and re-create, truncation, half-written lines, oversized lines, and
+// restarts from a checkpoint after the file was rotated away.
+import { appendFileSync, copyFileSync, readFileSync, renameSync, rmSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { gzipSync } from 'node:zlib'
+import t from 'tap'
+import { backupNameFor } from '../../../agent/tail/backup-names.ts'
+import { QuarantineDirectory } from '../../../agent/tail/quarantine.ts'
+import { Tailer, type TailPosition, type TailRecord } from '../../../agent/tail/tailer.ts'
+
+const line = (i: number) => `{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"${String(i).padStart(8, '0')}-0000-4000-8000-000000000000","verb":"get","n":${i}}`
+
+function makeTailer(dir: string, overrides: Partial<ConstructorParameters<typeof Tailer>[0]> = {}) {
+  return new Tailer({
+    path: join(dir, 'audit.log'),
+    maxLineBytes: 64 * 1024,
+    maxOpenFiles: 8,
+    startAt: 'beginning',
+    quarantine: new QuarantineDirectory(join(dir, 'quarantine'), 10 * 1024 * 1024),
+    ...overrides,
+  })
+}
+
+/**
+ * Reads until `records` holds `total` line/quarantine records (gaps are collected
+ * too); a read may return many lines at once. Fails after a deadline.
+ */
+async function readRecords(tailer: Tailer, total: number, records: TailRecord[] = []): Promise<TailRecord[]> {
+  const deadline = Date.now() + 10_000
+  let count = records.filter((r) => r.kind !== 'gap').length
+  while (count < total) {
+    if (Date.now() > deadline) throw new Error(`timed out with ${count} of ${want} records`)
+    const chunk = await tailer.read()
+    for (const r of chunk.records) {
+      records.push(r)
+      if (r.kind !== 'gap') count++
+    }
+    if (chunk.bytesRead === 0 && chunk.records.length === 0 && !chunk.endOfFile) {
+      await tailer.discover()
+      await new Promise((r) => setTimeout(r, 5))
+    }
+  }
+  return records
+}
+
+const texts = (records: TailRecord[]) => records.filter((r) => r.kind === 'line').map((r) => (r as { bytes: Buffer }).bytes.toString())
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => line(from + i))
+
+let clock = Date.UTC(2026, 10, 25, 10, 0, 0)
+/** Renames the live file the way the apiserver's log backend does, optionally gzipping the backup. */
+function rotate(dir: string, gzip = false): string {
+  clock += 1000
+  const backup = join(dir, backupNameFor(join(dir, 'audit.log'), clock))
+  renameSync(join(dir, 'audit.log'), backup)
+  writeFileSync(join(dir, 'audit.log'), '', { mode: 0o600 })
+  if (gzip) {
+    writeFileSync(`${backup}.gz`, gzipSync(readFileSync(backup)))
+    unlinkSync(backup)
+    return `${backup}.gz`
+  }
+  return backup
+}
+
+const write = (dir: string, lines: string[]) => appendFileSync(join(dir, 'audit.log'), lines.map((l) => `${l}\n`).join(''))
+
+t.test('follows rename rotation with and without gzip, in order, nothing lost or doubled', async (t) => {
+  const dir = t.testdir()
+  write(dir, range(0, 100))
+  const tailer = makeTailer(dir)
+  t.teardown(() => tailer.close())
+  await tailer.start(undefined)
+  const records = await readRecords(tailer, 100)
+  // Rotate three times before the reader comes back; one backup gzipped.
+  rotate(dir)
+  write(dir, range(100, 200))
+  rotate(dir, true)
+  write(dir, range(200, 300))
+  rotate(dir)
+  write(dir, range(300, 350))
+  t.same(texts(await readRecords(tailer, 350, records)), range(0, 350))
+})
+
+t.test('a half-written last line is held back until its newline arrives', async (t) => {
+  const dir = t.testdir()
+  writeFileSync(join(dir, 'audit.log'), `${line(1)}\n${line(2).slice(0, 30)}`)
+  const tailer = makeTailer(dir)
+  t.teardown(() => tailer.close())
+  await tailer.start(undefined)
+  t.same(texts(await readRecords(tailer, 1)), [line(1)])
+  const more = await tailer.read()
+  t.equal(more.records.length, 0, 'no record for the partial line')
+  t.equal(tailer.position()?.offset, line(1).length + 1, 'the safe resume point stays before the partial line')
+  appendFileSync(join(dir, 'audit.log'), `${line(2).slice(30)}\n`)
+  t.same(texts(await readRecords(tailer, 1)), [line(2)])
+})
+
+t.test('a rotated file that ends without a newline ships its last line as incomplete', async (t) => {
+  const dir = t.testdir()
+  writeFileSync(join(dir, 'audit.log'), `${line(1)}\n{"cut`)
+  const tailer = makeTailer(dir)
+  t.teardown(() => tailer.close())
+  await tailer.start(undefined)
+  await readRecords(tailer, 1)
+  rotate(dir)
+  write(dir, [line(2)])
+  const records = await readRecords(tailer, 2)
+  const cut = records[0] as { kind: 'line'; bytes: Buffer; incomplete?: true }
+  t.equal(cut.bytes.toString(), '{"cut')
+  t.equal(cut.incomplete, true)
+  t.same(texts(records).slice(1), [line(2)])
+})
+
+t.test('copy-truncate: the rest of the file is read from the copy, then the live file from 0', async (t) => {
+  const dir = t.testdir()
+  write(dir, range(0, 20))
+  const tailer = makeTailer(dir)
+  t.teardown(() => tailer.close())
+  await tailer.start(undefined)
+  const records = await readRecords(tailer, 20)
+  write(dir, range(20, 30))
+  // logrotate copytruncate: copy, then truncate in place.
+  clock += 1000
+  copyFileSync(join(dir, 'audit.log'), join(dir, backupNameFor(join(dir, 'audit.log'), clock)))
+  truncateSync(join(dir, 'audit.log'), 0)
+  write(dir, range(30, 35))
+  t.same(texts(await readRecords(tailer, 35, records)), range(0, 35))
+})
+
+t.test('a file that shrinks with no copy left is declared as a gap, then read from 0', async (t) => {
+  const dir = t.testdir()
+  write(dir, range(0, 10))
+  const tailer = makeTailer(dir)
+  t.teardown(() => tailer.close())
+  await tailer.start(undefined)
+  await readRecords(tailer, 10)
+  write(dir, range(10, 20))
+  truncateSync(join(dir, 'audit.log'), 0)
+  write(dir, range(100, 102))
+  const records = await readRecords(tailer, 2, [])
+  const gap = records.find((r) => r.kind === 'gap')
+  t.ok(gap, 'a gap record')
+  if (gap?.kind === 'gap') {
+    t.equal(gap.gap.fromOffset, range(0, 10).join('\n').length + 1)
+    t.match(gap.gap.reason, /shrank|truncated/)
+  }
+  t.same(texts(records), range(100, 102))
+})
+
+t.test('the file deleted and re-created: the old one is read to its end, then the new one', async (t) => {
+  const dir = t.testdir()
+  write(dir, range(0, 10))
+  const tailer = makeTailer(dir)
+  t.teardown(() => tailer.close())
+  await tailer.start(undefined)
+  const records = await readRecords(tailer, 10)
+  write(dir, range(10, 15))
+  unlinkSync(join(dir, 'audit.log'))
+  write(dir, range(15, 25))
+  t.same(texts(await readRecords(tailer, 25, records)), range(0, 25))
+})
+
+t.test('a line over the limit becomes a quarantine record; its bytes are kept on the node', async (t) => {
+  const dir = t.testdir()
+  const big = `{"kind":"Event","x":"${'a'.repeat(5 * 1024 * 1024)}"}`
+  write(dir, [line(1), big, line(2)])
+  const tailer = makeTailer(dir)
+  t.teardown(() => tailer.close())
+  await tailer.start(undefined)
+  const records = await readRecords(tailer, 3)
+  t.same(texts(records), [line(1), line(2)])
+  const q = records[1]
+  t.equal(q?.kind, 'quarantine')
+  if (q?.kind === 'quarantine') {
+    t.equal(q.quarantine.length, big.length)
+    t.equal(q.offset, line(1).length + 1)
+    t.equal(readFileSync(q.quarantine.storedAs, 'utf8'), big)
+  }
+})
+
+t.test('restart: the checkpoint file was rotated and gzipped; it is finished from the offset, then the newer files', async (t) => {
+  const dir = t.testdir()
+  write(dir, range(0, 40))
+  const first = makeTailer(dir)
+  await first.start(undefined)
+  await readRecords(first, 40)
+  // Only 25 lines were acknowledged: that is where the checkpoint stands.
+  const position = { ...first.position()!, offset: range(0, 25).join('\n').length + 1 }
+  await first.close()
+  rotate(dir, true)
+  write(dir, range(40, 60))
+  const second = makeTailer(dir)
+  t.teardown(() => second.close())
+  await second.start(position)
+  t.same(texts(await readRecords(second, 35)), range(25, 60))
+})
+
+t.test('restart: the checkpoint file is gone; a gap is declared, then newer backups and the live file are read', async (t) => {
+  const dir = t.testdir()
+  write(dir, range(0, 10))
+  const first = makeTailer(dir)
+  await first.start(undefined)
+  await readRecords(first, 10)
+  const position: TailPosition = first.position()!
+  await first.close()
+  const oldBackup = rotate(dir)
+  write(dir, range(10, 20))
+  rotate(dir, true)
+  write(dir, range(20, 25))
+  rmSync(oldBackup)
+  const second = makeTailer(dir)
+  t.teardown(() => second.close())
+  await second.start(position)
+  const records = await readRecords(second, 15)
+  t.equal(records[0]?.kind, 'gap', 'the loss comes first')
+  if (records[0]?.kind === 'gap') t.match(records[0].gap.reason, /deleted/)
+  t.same(texts(records), range(10, 25))
+})

@@ -30,7 +30,7 @@ async function readRecords(tailer: Tailer, total: number, records: TailRecord[] 
   const deadline = Date.now() + 10_000
   let count = records.filter((r) => r.kind !== 'gap').length
   while (count < total) {
-    if (Date.now() > deadline) throw new Error(`timed out with ${count} of ${want} records`)
+    if (Date.now() > deadline) throw new Error(`timed out with ${count} of ${total} records`)
     const chunk = await tailer.read()
     for (const r of chunk.records) {
       records.push(r)

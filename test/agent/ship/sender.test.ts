@@ -1,0 +1,136 @@
+// The sender against a real HTTP server on 127.0.0.1 that misbehaves the way
+// collectors do: 503, 429 with Retry-After, hanging past the timeout, resetting
+// the connection mid-response. The sender retries the same bytes and never skips.
+import { generateKeyPairSync } from 'node:crypto'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { gunzipSync } from 'node:zlib'
+import t, { type Test } from 'tap'
+import { Agent } from 'undici'
+import { keyIdOf } from '../../../proto/keys.ts'
+import { decodeBatch, decodePushBatchRequest, encodePushBatchResponse } from '../../../proto/wire.ts'
+import { Sealer, type BatchDraft, type SealedItem } from '../../../agent/ship/sealer.ts'
+import { backoffMs, Sender } from '../../../agent/ship/sender.ts'
+
+const { privateKey, publicKey } = generateKeyPairSync('ed25519')
+const key = { privateKey, publicKey, keyId: keyIdOf(publicKey) }
+
+function draft(n: number): BatchDraft {
+  return {
+    path: '/var/log/audit.log',
+    identity: { device: 1, inode: 2, fingerprint: Buffer.alloc(32), fingerprintLength: 256 },
+    order: { liveAfter: 0 },
+    startOffset: n * 10,
+    endOffset: n * 10 + 10,
+    endOfFile: false,
+    records: [{ offset: n * 10, line: Buffer.from(`{"n":${n}}`) }],
+    findings: [],
+    lineBytes: 8,
+    newestEventMs: 0,
+    openedAt: 0,
+  }
+}
+
+type Behaviour = (req: IncomingMessage, res: ServerResponse, sequences: number[]) => void
+
+/** A collector stand-in that records every batch it accepts, with a scripted misbehaviour per request. */
+async function collector(t: Test, script: Behaviour[]) {
+  const accepted: number[] = []
+  let requests = 0
+  const server = createServer(async (req, res) => {
+    const chunks: Buffer[] = []
+    for await (const c of req) chunks.push(c as Buffer)
+    let body = Buffer.concat(chunks)
+    if (req.headers['content-encoding'] === 'gzip') body = gunzipSync(body)
+    const sequences = decodePushBatchRequest(body).map((s) => decodeBatch(s.batch).sequence)
+    const behaviour = script[requests++]
+    if (behaviour) return behaviour(req, res, sequences)
+    for (const s of sequences) if (s === (accepted.at(-1) ?? 0) + 1) accepted.push(s)
+    res.writeHead(200, { 'content-type': 'application/proto' }).end(encodePushBatchResponse({ streamId: 'node-a', acknowledgedSequence: accepted.at(-1) ?? 0 }))
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()) }))
+  const port = (server.address() as { port: number }).port
+  return { url: `http://127.0.0.1:${port}`, accepted, requests: () => requests }
+}
+
+function sender(url: string, acked: SealedItem[], failures: string[], timeoutMs = 2000) {
+  return new Sender({
+    url,
+    streamId: 'node-a',
+    dispatcher: new Agent({ keepAliveTimeout: 1000 }),
+    timeoutMs,
+    maxUnackedBytes: 1024 * 1024,
+    maxBatchesPerRequest: 2,
+    maxRequestBytes: 1024 * 1024,
+    gzipLevel: 1,
+    retryInitialMs: 10,
+    retryMaxMs: 50,
+    onAck: (_last, items) => void acked.push(...items),
+    onFailure: (err) => void failures.push(err.reason),
+  })
+}
+
+
+
+t.test('retries through 503, 429 with Retry-After, a hang and a reset, in order, skipping nothing', async (t) => {
+  const script: Behaviour[] = [
+    (_q, res) => res.writeHead(503, { 'content-type': 'application/json' }).end('{"code":"unavailable","message":"draining"}'),
+    (_q, res) => res.writeHead(429, { 'retry-after': '1', 'content-type': 'application/json' }).end('{"code":"resource_exhausted","message":"slow down"}'),
+    () => {}, // hang: never answer
+    (req) => req.socket.destroy(),
+  ]
+  const c = await collector(t, script)
+  const acked: SealedItem[] = []
+  const failures: string[] = []
+  const s = sender(c.url, acked, failures, 500)
+  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) })
+  const started = Date.now()
+  for (let i = 0; i < 5; i++) s.enqueue(sealer.seal(draft(i), key, Date.now()))
+  await s.idle()
+  await s.stop()
+  t.same(failures, ['unavailable', 'resource_exhausted', 'timeout', 'transport'])
+  t.ok(Date.now() - started >= 1000, 'waited as long as Retry-After asked')
+  t.same(c.accepted, [1, 2, 3, 4, 5], 'every batch arrived once, in order')
+  t.same(acked.map((a) => a.sequence), [1, 2, 3, 4, 5])
+})
+
+t.test('a collector that acknowledges less than was sent gets the rest again', async (t) => {
+  const c = await collector(t, [(_q, res, seqs) => res.writeHead(200).end(encodePushBatchResponse({ streamId: 'node-a', acknowledgedSequence: seqs[0]! - 1 }))])
+  const acked: SealedItem[] = []
+  const failures: string[] = []
+  const s = sender(c.url, acked, failures)
+  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) })
+  s.enqueue(sealer.seal(draft(0), key, Date.now()))
+  await s.idle()
+  await s.stop()
+  t.same(failures, ['not_acknowledged'])
+  t.same(c.accepted, [1])
+})
+
+t.test('backpressure: waitForRoom holds until acknowledgements free the bound', async (t) => {
+  let release: (() => void) | undefined
+  const c = await collector(t, [(_q, res) => { release = () => res.writeHead(503).end() }])
+  const s = new Sender({
+    url: c.url, streamId: 'node-a', dispatcher: new Agent(), timeoutMs: 5000, maxUnackedBytes: 200, maxBatchesPerRequest: 1,
+    maxRequestBytes: 1 << 20, gzipLevel: 0, retryInitialMs: 1, retryMaxMs: 5, onAck: () => {},
+  })
+  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) })
+  s.enqueue(sealer.seal(draft(0), key, Date.now()))
+  s.enqueue(sealer.seal(draft(1), key, Date.now()))
+  let roomy = false
+  const room = s.waitForRoom().then(() => { roomy = true })
+  await new Promise((r) => setTimeout(r, 100))
+  t.equal(roomy, false, 'held while over the bound')
+  release!()
+  await room
+  await s.idle()
+  t.equal(s.unackedBytes, 0)
+  await s.stop()
+})
+
+t.test('full-jitter backoff stays within its cap', async (t) => {
+  for (let attempt = 1; attempt < 40; attempt++) {
+    const d = backoffMs(attempt, 100, 5000)
+    t.ok(d >= 0 && d <= Math.min(5000, 100 * 2 ** (attempt - 1)))
+  }
+})

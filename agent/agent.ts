@@ -63,6 +63,10 @@ export class AuditAgent {
   #timers: NodeJS.Timeout[] = []
   #wake: (() => void) | undefined
   #stopping = false
+  #stopSignal: () => void = () => {}
+  readonly #stopped = new Promise<void>((resolve) => {
+    this.#stopSignal = resolve
+  })
   #synced = false
   #lastSealedAt = 0
   #newestAckedEventMs = 0
@@ -153,6 +157,7 @@ export class AuditAgent {
   /** Stops reading, seals what was read, and waits up to `graceMs` for the collector to acknowledge it. */
   async stop(graceMs = 5000): Promise<void> {
     this.#stopping = true
+    this.#stopSignal()
     this.#wakeUp()
     await this.#loop?.catch(() => {})
     for (const t of this.#timers) clearInterval(t)
@@ -182,9 +187,17 @@ export class AuditAgent {
     const drafts: BatchDraft[] = []
     const heartbeatMs = this.#config.batch.heartbeatIntervalMs
     while (!this.#stopping) {
-      await this.#sender.waitForRoom()
+      await Promise.race([this.#sender.waitForRoom(), this.#stopped])
       if (this.#stopping) break
-      const chunk = await tailer.read()
+      let chunk
+      try {
+        chunk = await tailer.read()
+      } catch (err) {
+        // An I/O error (EMFILE, EIO...): say so and try again; the position is unchanged.
+        this.#log.error({ err: (err as Error).message }, 'reading the audit log failed; retrying')
+        await this.#waitForChange(this.#config.tail.pollIntervalMs)
+        continue
+      }
       const now = performance.now()
       if (chunk.records.length > 0 || chunk.endOfFile) batcher.add(chunk, this.#process, now, drafts)
       batcher.takeDue(now, drafts)

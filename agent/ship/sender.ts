@@ -87,7 +87,6 @@ export class Sender {
     this.#unackedBytes += item.size
     this.#running ??= this.#drain().finally(() => {
       this.#running = undefined
-      if (this.#queue.length > 0 && !this.#stopped) this.#running = this.#drain()
     })
   }
 

@@ -1,0 +1,434 @@
+// The collector's append-only store.
+//
+// Layout: <store>/streams/<streamId>/<first sequence, 20 digits>.seg
+// Entry:  [u32 BE length][u32 BE crc32 of the bytes][SealedBatch bytes]
+//
+// Files are only ever opened for appending. The one exception is start-up:
+// a torn tail (what a crash mid-write leaves) in a stream's last segment is cut
+// off with ftruncate and logged, so that it is never served nor appended after.
+// The readers below (readSegment, streamEntries) never write: verify and
+// export use them on a store that may be live.
+import { open, mkdir, readdir, readFile, unlink, type FileHandle } from 'node:fs/promises'
+import { join } from 'node:path'
+import { crc32 } from 'node:zlib'
+import { pino, type Logger } from 'pino'
+import { batchDigest, decodeBatch, decodeSealedBatch } from '../proto/wire.ts'
+
+const MiB = 1024 * 1024
+export const STREAM_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/
+export const DEFAULT_SEGMENT_BYTES = 64 * MiB
+export const ENTRY_HEADER_BYTES = 8
+/** No entry the collector writes is larger (its request limits are far below); a bigger length is damage. */
+export const MAX_ENTRY_BYTES = 256 * MiB
+/** Digests of the most recent batches per stream, so that a re-sent batch is recognised without disk reads. */
+const RECENT_DIGESTS = 4096
+const SEGMENT_NAME = /^(\d{20})\.seg$/
+const LOCK_FILE = 'collector.lock'
+
+export class StoreError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'StoreError'
+  }
+}
+
+export function isValidStreamId(id: string): boolean {
+  return STREAM_ID_PATTERN.test(id)
+}
+
+export function segmentName(firstSequence: number): string {
+  return `${String(firstSequence).padStart(20, '0')}.seg`
+}
+
+export function streamDir(dir: string, streamId: string): string {
+  if (!isValidStreamId(streamId)) throw new StoreError(`stream id ${JSON.stringify(streamId)} does not match ${STREAM_ID_PATTERN}`)
+  return join(dir, 'streams', streamId)
+}
+
+export interface SegmentFile {
+  name: string
+  path: string
+  /** The sequence number its name claims for its first entry. */
+  first: number
+}
+
+/** Stream directories of a store, sorted; names that are not valid stream ids are not streams. */
+export async function listStreams(dir: string): Promise<string[]> {
+  let names: string[]
+  try {
+    names = await readdir(join(dir, 'streams'))
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+    throw err
+  }
+  return names.filter(isValidStreamId).sort()
+}
+
+/** A stream's segment files in sequence order, and any other file found in its directory. */
+export async function listSegments(dir: string, streamId: string): Promise<{ segments: SegmentFile[]; strays: string[] }> {
+  const path = streamDir(dir, streamId)
+  const segments: SegmentFile[] = []
+  const strays: string[] = []
+  for (const name of await readdir(path)) {
+    const m = SEGMENT_NAME.exec(name)
+    if (m) segments.push({ name, path: join(path, name), first: Number(m[1]) })
+    else strays.push(name)
+  }
+  segments.sort((a, b) => a.first - b.first)
+  return { segments, strays: strays.sort() }
+}
+
+export type SegmentItem =
+  | { kind: 'entry'; offset: number; bytes: Buffer }
+  /**
+   * The bytes from `offset` on are not a whole, valid entry. `torn` says the damage
+   * reaches the end of the file the way an interrupted append does (cut short, or
+   * nothing but zeros after it); otherwise valid-looking data may follow.
+   */
+  | { kind: 'bad'; offset: number; reason: string; torn: boolean }
+
+/** Reads a segment entry by entry (one entry in memory at a time); stops after the first bad one. */
+export async function* readSegment(path: string): AsyncGenerator<SegmentItem> {
+  const fh = await open(path, 'r')
+  try {
+    const size = (await fh.stat()).size
+    const header = Buffer.alloc(ENTRY_HEADER_BYTES)
+    let offset = 0
+    while (offset < size) {
+      const remaining = size - offset
+      if (remaining < ENTRY_HEADER_BYTES) {
+        yield { kind: 'bad', offset, reason: `entry header cut short (${remaining} of ${ENTRY_HEADER_BYTES} bytes)`, torn: true }
+        return
+      }
+      await readExactly(fh, header, offset)
+      const length = header.readUInt32BE(0)
+      const crc = header.readUInt32BE(4)
+      const available = remaining - ENTRY_HEADER_BYTES
+      if (length === 0 || length > MAX_ENTRY_BYTES) {
+        const torn = await onlyZerosFrom(fh, offset, size)
+        yield { kind: 'bad', offset, reason: `entry header claims ${length} bytes (must be 1 to ${MAX_ENTRY_BYTES})`, torn }
+        return
+      }
+      if (length > available) {
+        yield { kind: 'bad', offset, reason: `entry cut short (${available} of ${length} bytes)`, torn: true }
+        return
+      }
+      const bytes = Buffer.allocUnsafe(length)
+      await readExactly(fh, bytes, offset + ENTRY_HEADER_BYTES)
+      if (crc32(bytes) !== crc) {
+        const end = offset + ENTRY_HEADER_BYTES + length
+        const torn = end === size || (await onlyZerosFrom(fh, offset, size))
+        yield { kind: 'bad', offset, reason: 'crc32 mismatch: the entry\'s bytes were altered', torn }
+        return
+      }
+      yield { kind: 'entry', offset, bytes }
+      offset += ENTRY_HEADER_BYTES + length
+    }
+  } finally {
+    await fh.close()
+  }
+}
+
+export interface StreamItem {
+  segment: SegmentFile
+  item: SegmentItem
+}
+
+/** Every entry of a stream, segment by segment, in file order. Read-only. */
+export async function* streamEntries(dir: string, streamId: string): AsyncGenerator<StreamItem> {
+  const { segments } = await listSegments(dir, streamId)
+  for (const segment of segments) {
+    for await (const item of readSegment(segment.path)) yield { segment, item }
+  }
+}
+
+async function readExactly(fh: FileHandle, into: Buffer, position: number): Promise<void> {
+  let done = 0
+  while (done < into.length) {
+    const { bytesRead } = await fh.read(into, done, into.length - done, position + done)
+    if (bytesRead === 0) throw new StoreError(`unexpected end of file at byte ${position + done}`)
+    done += bytesRead
+  }
+}
+
+/** A crash can leave zero-filled blocks after the last complete write (delayed allocation). */
+async function onlyZerosFrom(fh: FileHandle, offset: number, size: number): Promise<boolean> {
+  const chunk = Buffer.alloc(Math.min(MiB, size - offset))
+  for (let at = offset; at < size; at += chunk.length) {
+    const n = Math.min(chunk.length, size - at)
+    await readExactly(fh, chunk.subarray(0, n), at)
+    for (let i = 0; i < n; i++) if (chunk[i] !== 0) return false
+  }
+  return true
+}
+
+export interface StoreHead {
+  sequence: number
+  /** SHA-256 of the head batch's bytes: what the next batch's prev_digest must be. */
+  digest: Buffer
+  /** The head's SealedBatch bytes, as stored. */
+  sealed: Buffer
+}
+
+export interface StoreOptions {
+  logger?: Logger
+  /** A segment is closed once the next entry would take it past this size. */
+  segmentBytes?: number
+}
+
+interface StreamState {
+  dir: string
+  segments: SegmentFile[]
+  /** Bytes in the last segment. */
+  size: number
+  head: StoreHead | undefined
+  recent: Map<number, Buffer>
+  appending: boolean
+  /** Set when a write or fsync failed: the file's tail is unknown until a restart cuts it. */
+  failed: string | undefined
+}
+
+const lockedDirs = new Set<string>()
+
+export async function openStore(dir: string, options: StoreOptions = {}): Promise<Store> {
+  const log = options.logger ?? pino({ level: 'silent' })
+  await mkdir(join(dir, 'streams'), { recursive: true, mode: 0o700 })
+  await lock(dir)
+  try {
+    const streams = new Map<string, StreamState>()
+    for (const id of await listStreams(dir)) streams.set(id, await recoverStream(dir, id, log))
+    return new Store(dir, streams, options.segmentBytes ?? DEFAULT_SEGMENT_BYTES, log)
+  } catch (err) {
+    await unlock(dir)
+    throw err
+  }
+}
+
+export class Store {
+  readonly dir: string
+  readonly #streams: Map<string, StreamState>
+  readonly #segmentBytes: number
+  readonly #log: Logger
+  #closed = false
+
+  constructor(dir: string, streams: Map<string, StreamState>, segmentBytes: number, log: Logger) {
+    this.dir = dir
+    this.#streams = streams
+    this.#segmentBytes = segmentBytes
+    this.#log = log
+  }
+
+  streams(): string[] {
+    return [...this.#streams.keys()].sort()
+  }
+
+  head(streamId: string): StoreHead | undefined {
+    return this.#streams.get(streamId)?.head
+  }
+
+  /** The digest of the stored batch with this sequence, or undefined when the stream does not hold it. */
+  async digestAt(streamId: string, sequence: number): Promise<Buffer | undefined> {
+    const state = this.#streams.get(streamId)
+    if (!state?.head || sequence < 1 || sequence > state.head.sequence) return undefined
+    const recent = state.recent.get(sequence)
+    if (recent) return recent
+    // Older than the in-memory window: sequences are consecutive, so the entry is the
+    // (sequence - first)-th of the last segment starting at or before it; skip by headers.
+    const segment = state.segments.findLast((s) => s.first <= sequence)
+    if (!segment) return undefined
+    const fh = await open(segment.path, 'r')
+    try {
+      const header = Buffer.alloc(ENTRY_HEADER_BYTES)
+      let offset = 0
+      for (let n = segment.first; n < sequence; n++) {
+        await readExactly(fh, header, offset)
+        offset += ENTRY_HEADER_BYTES + header.readUInt32BE(0)
+      }
+      await readExactly(fh, header, offset)
+      const bytes = Buffer.allocUnsafe(header.readUInt32BE(0))
+      await readExactly(fh, bytes, offset + ENTRY_HEADER_BYTES)
+      if (crc32(bytes) !== header.readUInt32BE(4)) throw new StoreError(`${segment.path} at byte ${offset}: crc32 mismatch; run 'auditrail verify'`)
+      const sealed = decodeSealedBatch(bytes)
+      const found = decodeBatch(sealed.batch).sequence
+      if (found !== sequence) throw new StoreError(`${segment.path} at byte ${offset} holds sequence ${found} where ${sequence} belongs; run 'auditrail verify'`)
+      return batchDigest(sealed.batch)
+    } finally {
+      await fh.close()
+    }
+  }
+
+  /**
+   * Appends the next batch of a stream and returns once it is on disk (file and,
+   * for a new file, its directory fsynced). The caller checked the chain; this
+   * only insists on the next sequence number and on one append at a time.
+   */
+  async append(streamId: string, sequence: number, digest: Buffer, sealed: Uint8Array): Promise<void> {
+    if (this.#closed) throw new StoreError('store is closed')
+    const state = this.#streams.get(streamId) ?? (await this.#createStream(streamId))
+    if (state.failed) throw new StoreError(`stream ${streamId} is not writable since an earlier write failed (${state.failed}); restart the collector`)
+    if (state.appending) throw new StoreError(`stream ${streamId}: concurrent append`)
+    const expected = (state.head?.sequence ?? 0) + 1
+    if (sequence !== expected) throw new StoreError(`stream ${streamId}: append of sequence ${sequence}, expected ${expected}`)
+    if (sealed.length === 0 || sealed.length > MAX_ENTRY_BYTES) throw new StoreError(`stream ${streamId}: entry of ${sealed.length} bytes`)
+
+    const entry = Buffer.allocUnsafe(ENTRY_HEADER_BYTES + sealed.length)
+    entry.writeUInt32BE(sealed.length, 0)
+    entry.writeUInt32BE(crc32(sealed), 4)
+    entry.set(sealed, ENTRY_HEADER_BYTES)
+
+    const last = state.segments.at(-1)
+    const roll = !last || (state.size > 0 && state.size + entry.length > this.#segmentBytes)
+    const segment = roll ? { name: segmentName(sequence), path: join(state.dir, segmentName(sequence)), first: sequence } : last
+    state.appending = true
+    try {
+      // 'ax' for a new segment: a file that exists already is not ours to append to.
+      const fh = await open(segment.path, roll ? 'ax' : 'a', 0o600)
+      try {
+        let written = 0
+        while (written < entry.length) written += (await fh.write(entry, written)).bytesWritten
+        await fh.sync()
+      } finally {
+        await fh.close()
+      }
+      if (roll) await fsyncDir(state.dir)
+    } catch (err) {
+      state.failed = (err as Error).message
+      this.#log.error({ stream: streamId, segment: segment.path, err: state.failed }, 'append failed; the stream takes no more writes until a restart checks its tail')
+      throw err
+    } finally {
+      state.appending = false
+    }
+    if (roll) {
+      state.segments.push(segment)
+      state.size = 0
+    }
+    state.size += entry.length
+    state.head = { sequence, digest, sealed: Buffer.from(sealed) }
+    remember(state, sequence, digest)
+  }
+
+  /** Releases the store's lock; appends already returned are on disk. */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    await unlock(this.dir)
+  }
+
+  async #createStream(streamId: string): Promise<StreamState> {
+    const dir = streamDir(this.dir, streamId)
+    await mkdir(dir, { mode: 0o700 })
+    await fsyncDir(join(this.dir, 'streams'))
+    const state: StreamState = { dir, segments: [], size: 0, head: undefined, recent: new Map(), appending: false, failed: undefined }
+    this.#streams.set(streamId, state)
+    return state
+  }
+}
+
+function remember(state: StreamState, sequence: number, digest: Buffer): void {
+  state.recent.set(sequence, digest)
+  if (state.recent.size > RECENT_DIGESTS) state.recent.delete(sequence - RECENT_DIGESTS)
+}
+
+/**
+ * Finds a stream's head from its last non-empty segment and cuts a torn tail
+ * there. Damage that is not a torn tail (valid data after a bad entry, or a
+ * segment that does not hold the sequences its name says) stops the start-up:
+ * appending to a damaged chain would bury the damage.
+ */
+async function recoverStream(dir: string, streamId: string, log: Logger): Promise<StreamState> {
+  const { segments } = await listSegments(dir, streamId)
+  const state: StreamState = { dir: streamDir(dir, streamId), segments, size: 0, head: undefined, recent: new Map(), appending: false, failed: undefined }
+  for (let i = segments.length - 1; i >= 0 && !state.head; i--) {
+    const segment = segments[i]!
+    let expected = segment.first
+    let end = 0
+    for await (const item of readSegment(segment.path)) {
+      if (item.kind === 'bad') {
+        if (i !== segments.length - 1 || !item.torn) {
+          throw new StoreError(`${segment.path} is damaged at byte ${item.offset}: ${item.reason}; run 'auditrail verify' on the store and keep a copy before repairing it`)
+        }
+        await cutTornTail(segment.path, item.offset, item.reason, log, streamId)
+        break
+      }
+      const sealed = decodeSealedBatch(item.bytes)
+      const sequence = decodeBatch(sealed.batch).sequence
+      if (sequence !== expected) {
+        throw new StoreError(`${segment.path} at byte ${item.offset} holds sequence ${sequence} where ${expected} belongs; run 'auditrail verify' on the store`)
+      }
+      const digest = batchDigest(sealed.batch)
+      remember(state, sequence, digest)
+      state.head = { sequence, digest, sealed: item.bytes }
+      end = item.offset + ENTRY_HEADER_BYTES + item.bytes.length
+      expected++
+    }
+    if (i === segments.length - 1) state.size = end
+    if (!state.head && i !== segments.length - 1) throw new StoreError(`${segment.path} holds no entries, yet later segments exist; run 'auditrail verify' on the store`)
+  }
+  const last = segments.at(-1)
+  if (last && last.first !== (state.head?.sequence ?? 0) + 1 && state.size === 0) {
+    throw new StoreError(`${last.path} is empty but its name says it starts at ${last.first}, while the stream's head is ${state.head?.sequence ?? 0}; run 'auditrail verify' on the store`)
+  }
+  return state
+}
+
+async function cutTornTail(path: string, offset: number, reason: string, log: Logger, streamId: string): Promise<void> {
+  const fh = await open(path, 'r+')
+  try {
+    const size = (await fh.stat()).size
+    await fh.truncate(offset)
+    await fh.sync()
+    log.warn({ stream: streamId, segment: path, offset, cutBytes: size - offset, sizeBefore: size, reason }, `cut a torn tail: ${size - offset} bytes from byte ${offset} of ${path} (${reason}); the sender re-sends what was not acknowledged`)
+  } finally {
+    await fh.close()
+  }
+}
+
+async function fsyncDir(path: string): Promise<void> {
+  const fh = await open(path, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+/** One collector per store: a second one would interleave appends. A lock left by a dead process is taken over. */
+async function lock(dir: string): Promise<void> {
+  const path = join(dir, LOCK_FILE)
+  if (lockedDirs.has(path)) throw new StoreError(`store ${dir} is already open in this process`)
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fh = await open(path, 'wx', 0o600)
+      try {
+        await fh.write(`${process.pid}\n`)
+      } finally {
+        await fh.close()
+      }
+      lockedDirs.add(path)
+      return
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    }
+    const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim())
+    if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
+      throw new StoreError(`store ${dir} is in use by process ${pid} (${path}); stop that collector first, or remove the lock file if ${pid} is not one`)
+    }
+    await unlink(path).catch(() => {})
+  }
+  throw new StoreError(`cannot lock store ${dir}: ${path} keeps reappearing (another collector starting?)`)
+}
+
+async function unlock(dir: string): Promise<void> {
+  const path = join(dir, LOCK_FILE)
+  lockedDirs.delete(path)
+  await unlink(path).catch(() => {})
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}

@@ -1,0 +1,156 @@
+import { appendFileSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { pino } from 'pino'
+import t from 'tap'
+import { openStore, readSegment, segmentName, streamEntries, StoreError } from '../../collector/store.ts'
+import { batchDigest, encodeSealedBatch } from '../../proto/wire.ts'
+import { Chain, testKey } from './fixtures.ts'
+
+const key = testKey()
+
+function capture() {
+  const lines: Record<string, unknown>[] = []
+  const logger = pino({ level: 'info' }, { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) })
+  return { logger, lines }
+}
+
+async function appendChain(store: Awaited<ReturnType<typeof openStore>>, chain: Chain, count: number) {
+  for (const s of chain.grow(count)) {
+    const seq = chain.sealed.indexOf(s) + 1
+    await store.append(chain.streamId, seq, batchDigest(s.batch), encodeSealedBatch(s))
+  }
+}
+
+t.test('appends, keeps the head, and finds it again after a reopen', async (t) => {
+  const dir = t.testdir()
+  const store = await openStore(dir)
+  const chain = new Chain('node-a', key)
+  await appendChain(store, chain, 5)
+  t.equal(store.head('node-a')?.sequence, 5)
+  t.same(store.head('node-a')?.digest, batchDigest(chain.sealed[4]!.batch))
+  await store.close()
+
+  const again = await openStore(dir)
+  t.same(again.streams(), ['node-a'])
+  const head = again.head('node-a')!
+  t.equal(head.sequence, 5)
+  t.same(head.digest, batchDigest(chain.sealed[4]!.batch))
+  t.same(head.sealed, Buffer.from(encodeSealedBatch(chain.sealed[4]!)))
+  t.same(await again.digestAt('node-a', 2), batchDigest(chain.sealed[1]!.batch))
+  await appendChain(again, chain, 1)
+  await again.close()
+
+  const entries = []
+  for await (const { item } of streamEntries(dir, 'node-a')) entries.push(item)
+  t.equal(entries.length, 6)
+  t.ok(entries.every((e) => e.kind === 'entry'))
+})
+
+t.test('files are 0600 and directories 0700', async (t) => {
+  const dir = t.testdir()
+  const store = await openStore(dir)
+  await appendChain(store, new Chain('node-a', key), 1)
+  await store.close()
+  t.equal(statSync(join(dir, 'streams')).mode & 0o777, 0o700)
+  t.equal(statSync(join(dir, 'streams', 'node-a')).mode & 0o777, 0o700)
+  t.equal(statSync(join(dir, 'streams', 'node-a', segmentName(1))).mode & 0o777, 0o600)
+})
+
+t.test('rolls segments at the size limit, each named by its first sequence, and never rewrites earlier bytes', async (t) => {
+  const dir = t.testdir()
+  const store = await openStore(dir, { segmentBytes: 2000 })
+  const chain = new Chain('node-a', key)
+  await appendChain(store, chain, 3)
+  const first = readFileSync(join(dir, 'streams', 'node-a', segmentName(1)))
+  await appendChain(store, chain, 20)
+  const names = readdirSync(join(dir, 'streams', 'node-a')).sort()
+  t.ok(names.length > 2, `several segments (${names.join(', ')})`)
+  t.equal(names[0], segmentName(1))
+  const now = readFileSync(join(dir, 'streams', 'node-a', segmentName(1)))
+  t.same(now.subarray(0, first.length), first, 'bytes written earlier are unchanged')
+  let seq = 0
+  for (const name of names) {
+    for await (const item of readSegment(join(dir, 'streams', 'node-a', name))) {
+      t.equal(item.kind, 'entry')
+      seq++
+      if (item.offset === 0) t.equal(name, segmentName(seq), `${name} starts at ${seq}`)
+    }
+  }
+  t.equal(seq, 23)
+  // the digest of an entry out of the in-memory window is looked up on disk
+  const digest = await store.digestAt('node-a', 4)
+  t.same(digest, batchDigest(chain.sealed[3]!.batch))
+  await store.close()
+})
+
+t.test('rejects an append that is not the next sequence, and bad stream ids', async (t) => {
+  const dir = t.testdir()
+  const store = await openStore(dir)
+  const chain = new Chain('node-a', key)
+  const [one, two] = chain.grow(2)
+  await t.rejects(store.append('node-a', 2, batchDigest(two!.batch), encodeSealedBatch(two!)), StoreError)
+  await store.append('node-a', 1, batchDigest(one!.batch), encodeSealedBatch(one!))
+  await t.rejects(store.append('../escape', 1, batchDigest(one!.batch), encodeSealedBatch(one!)), /does not match/)
+  await t.rejects(store.append('.hidden', 1, batchDigest(one!.batch), encodeSealedBatch(one!)), /does not match/)
+  await store.close()
+})
+
+t.test('a torn tail is cut at start-up and logged; the stream continues from the last whole batch', async (t) => {
+  for (const [what, damage] of [
+    ['half an entry', (file: string, size: number) => truncateSync(file, size - 10)],
+    ['half a header', (file: string) => appendFileSync(file, Buffer.from([0, 0, 1]))],
+    ['zero-filled blocks', (file: string) => appendFileSync(file, Buffer.alloc(4096))],
+  ] as const) {
+    const dir = t.testdir()
+    const chain = new Chain('node-a', key)
+    const store = await openStore(dir)
+    await appendChain(store, chain, 3)
+    await store.close()
+    const file = join(dir, 'streams', 'node-a', segmentName(1))
+    const whole = readFileSync(file)
+    damage(file, whole.length)
+    const sizeDamaged = statSync(file).size
+
+    const { logger, lines } = capture()
+    const again = await openStore(dir, { logger })
+    const expectedHead = what === 'half an entry' ? 2 : 3
+    t.equal(again.head('node-a')?.sequence, expectedHead, `${what}: head`)
+    const cut = lines.find((l) => /torn tail/.test(String(l.msg)))
+    t.ok(cut, `${what}: logged`)
+    t.equal(cut?.segment, file)
+    t.equal(cut?.cutBytes, sizeDamaged - statSync(file).size, `${what}: the log says how many bytes were cut`)
+    t.same(readFileSync(file), whole.subarray(0, statSync(file).size), `${what}: the bytes before the cut are untouched`)
+    // the sender re-sends what was lost; the stream continues
+    for (let seq = expectedHead + 1; seq <= 3; seq++) {
+      const s = chain.sealed[seq - 1]!
+      await again.append('node-a', seq, batchDigest(s.batch), encodeSealedBatch(s))
+    }
+    await appendChain(again, chain, 1)
+    t.equal(again.head('node-a')?.sequence, 4)
+    await again.close()
+  }
+})
+
+t.test('damage that is not a torn tail stops the start-up instead of being cut', async (t) => {
+  const dir = t.testdir()
+  const store = await openStore(dir)
+  await appendChain(store, new Chain('node-a', key), 3)
+  await store.close()
+  const file = join(dir, 'streams', 'node-a', segmentName(1))
+  const bytes = readFileSync(file)
+  bytes[20] = bytes[20]! ^ 0xff
+  writeFileSync(file, bytes)
+  await t.rejects(openStore(dir), /damaged at byte 0: crc32 mismatch/)
+  t.equal(statSync(file).size, bytes.length, 'nothing was cut')
+})
+
+t.test('one collector per store', async (t) => {
+  const dir = t.testdir()
+  const store = await openStore(dir)
+  await t.rejects(openStore(dir), /already open/)
+  await store.close()
+  // a lock left by a process that is gone is taken over
+  writeFileSync(join(dir, 'collector.lock'), '999999999\n')
+  const again = await openStore(dir)
+  await again.close()
+})

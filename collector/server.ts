@@ -1,0 +1,439 @@
+// The reference collector: a Connect unary endpoint that verifies every seal and
+// the chain of each stream, and appends accepted batches to the store.
+//
+// Checks run cheapest first and before any work they guard: request shape and
+// size, then per batch algorithm, key, signature (over the bytes as received,
+// before decoding them), decoding, per-batch limits, the stream, and last the
+// chain under the stream's lock.
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import type { KeyObject } from 'node:crypto'
+import type { AddressInfo } from 'node:net'
+import { promisify } from 'node:util'
+import { gunzip } from 'node:zlib'
+import { pino, type Logger } from 'pino'
+import { ConnectError, PROTO_CONTENT_TYPE, type ConnectCode } from '../proto/connect.ts'
+import { verifyBytes } from '../proto/keys.ts'
+import {
+  batchDigest,
+  decodeBatch,
+  decodeGetStreamHeadRequest,
+  decodePushBatchRequest,
+  decodeSealedBatch,
+  encodeGetStreamHeadResponse,
+  encodeSealedBatch,
+  encodePushBatchResponse,
+  GET_STREAM_HEAD_PATH,
+  PUSH_BATCH_PATH,
+  SIGNATURE_ALGORITHM,
+  WireError,
+  type Batch,
+  type SealedBatch,
+} from '../proto/wire.ts'
+import { isValidStreamId, openStore, STREAM_ID_PATTERN, type Store } from './store.ts'
+
+const MiB = 1024 * 1024
+const gunzipAsync = promisify(gunzip)
+
+export interface CollectorLimits {
+  /** Request body as received (compressed or not). */
+  maxBodyBytes: number
+  /** Request body after gzip: a bomb stops here. */
+  maxDecompressedBytes: number
+  maxBatchesPerRequest: number
+  maxRecordsPerBatch: number
+  /** Longest event line (the agent quarantines longer ones, 4 MiB by default). */
+  maxLineBytes: number
+  /** Time to receive a request's headers, and its whole body (slow senders). */
+  headersTimeoutMs: number
+  requestTimeoutMs: number
+  keepAliveTimeoutMs: number
+  maxConnections: number
+  /** Per-stream token bucket: PushBatch requests per second, and the burst allowed. */
+  streamRequestsPerSecond: number
+  streamBurst: number
+}
+
+export const DEFAULT_LIMITS: Readonly<CollectorLimits> = Object.freeze({
+  maxBodyBytes: 16 * MiB,
+  maxDecompressedBytes: 64 * MiB,
+  maxBatchesPerRequest: 64,
+  maxRecordsPerBatch: 20_000,
+  maxLineBytes: 16 * MiB,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 60_000,
+  keepAliveTimeoutMs: 65_000,
+  maxConnections: 1024,
+  streamRequestsPerSecond: 50,
+  streamBurst: 200,
+})
+
+/** Bound on the token buckets kept: the least recently used stream's bucket goes first (it refills anyway). */
+const MAX_BUCKETS = 100_000
+/** Per-code rejection warnings at most this often, so that a flood cannot flood the log. */
+const WARN_EVERY_MS = 10_000
+
+export interface TlsOptions {
+  cert: string | Buffer
+  key: string | Buffer
+  /** CA bundle that client certificates must chain to. */
+  ca?: string | Buffer
+  requireClientCert?: boolean
+}
+
+export interface CollectorOptions {
+  listen: { host: string; port: number }
+  storeDir: string
+  trustedKeys: Map<string, KeyObject>
+  tls?: TlsOptions
+  limits?: Partial<CollectorLimits>
+  logger?: Logger
+  /** Segment size of the store (tests use small ones). */
+  segmentBytes?: number
+}
+
+export interface CollectorStats {
+  requests: number
+  acceptedBatches: number
+  duplicateBatches: number
+  rejected: Partial<Record<ConnectCode, number>>
+}
+
+export interface Collector {
+  url: string
+  port: number
+  store: Store
+  stats(): CollectorStats
+  close(): Promise<void>
+}
+
+export async function startCollector(options: CollectorOptions): Promise<Collector> {
+  const limits: CollectorLimits = { ...DEFAULT_LIMITS, ...options.limits }
+  for (const [name, value] of Object.entries(limits)) {
+    if (!Number.isFinite(value) || value <= 0) throw new RangeError(`limits.${name} must be a positive number, got ${value}`)
+  }
+  const log = options.logger ?? pino({ level: 'silent' })
+  const store = await openStore(options.storeDir, { logger: log, ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}) })
+  const stats: CollectorStats = { requests: 0, acceptedBatches: 0, duplicateBatches: 0, rejected: {} }
+  const buckets = new TokenBuckets(limits.streamRequestsPerSecond, limits.streamBurst)
+  const locks = new StreamLocks()
+  const lastWarned = new Map<ConnectCode, { at: number; suppressed: number }>()
+  let closing = false
+
+  const serverOptions = {
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+  }
+  const server: Server = options.tls
+    ? createHttpsServer({
+        ...serverOptions,
+        cert: options.tls.cert,
+        key: options.tls.key,
+        ...(options.tls.ca ? { ca: options.tls.ca } : {}),
+        requestCert: options.tls.requireClientCert === true,
+        rejectUnauthorized: options.tls.requireClientCert === true,
+        minVersion: 'TLSv1.2',
+      }, handle)
+    : createHttpServer(serverOptions, handle)
+  server.maxConnections = limits.maxConnections
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    route(req, res).catch((err: unknown) => {
+      log.error({ err: (err as Error).message, path: req.url }, 'request failed unexpectedly')
+      reject(res, new ConnectError('internal', 'internal error'))
+    })
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?', 1)[0]
+    if (path === '/livez' || path === '/readyz') {
+      const ok = path === '/livez' || !closing
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : 'closing\n')
+      return
+    }
+    if (path !== PUSH_BATCH_PATH && path !== GET_STREAM_HEAD_PATH) {
+      return reject(res, new ConnectError('unimplemented', `no procedure at ${JSON.stringify(path?.slice(0, 200))}; this collector serves ${PUSH_BATCH_PATH} and ${GET_STREAM_HEAD_PATH}`), 404)
+    }
+    if (req.method !== 'POST') {
+      return reject(res, new ConnectError('unimplemented', `${req.method} is not supported; Connect unary calls are POST`), 405, { allow: 'POST' })
+    }
+    stats.requests++
+    const contentType = (req.headers['content-type'] ?? '').split(';', 1)[0]!.trim().toLowerCase()
+    if (contentType !== PROTO_CONTENT_TYPE) {
+      return reject(res, new ConnectError('unimplemented', `content-type ${JSON.stringify(req.headers['content-type'] ?? '')} is not supported; send ${PROTO_CONTENT_TYPE}`), 415)
+    }
+    const encoding = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase()
+    if (encoding !== 'identity' && encoding !== 'gzip') {
+      return reject(res, new ConnectError('unimplemented', `content-encoding ${JSON.stringify(encoding)} is not supported; send gzip or identity`))
+    }
+    if (closing) return reject(res, new ConnectError('unavailable', 'the collector is shutting down; retry'))
+    try {
+      const body = await readBody(req, encoding === 'gzip', limits)
+      const answer = path === PUSH_BATCH_PATH ? await pushBatch(body) : getStreamHead(body)
+      res.writeHead(200, { 'content-type': PROTO_CONTENT_TYPE, 'content-length': answer.length }).end(answer)
+    } catch (err) {
+      // A body left unread (over a limit) is not drained: the connection closes after the answer.
+      const close: Record<string, string> = req.complete ? {} : { connection: 'close' }
+      if (err instanceof RateLimited) return reject(res, err.error, undefined, { ...close, 'retry-after': String(err.retryAfterSeconds) })
+      if (err instanceof ConnectError) return reject(res, err, undefined, close)
+      if (err instanceof WireError) return reject(res, new ConnectError('invalid_argument', err.message), undefined, close)
+      throw err
+    }
+  }
+
+  async function pushBatch(body: Buffer): Promise<Uint8Array> {
+    const sealed = decodePushBatchRequest(body)
+    if (sealed.length === 0) throw new ConnectError('invalid_argument', 'request.batches: empty; send at least one SealedBatch')
+    if (sealed.length > limits.maxBatchesPerRequest) {
+      throw new ConnectError('resource_exhausted', `request.batches: ${sealed.length} batches, over the limit of ${limits.maxBatchesPerRequest} per request; send fewer at a time`)
+    }
+    const first = authenticate(sealed[0]!, 0)
+    const streamId = first.streamId
+    const wait = buckets.take(streamId)
+    if (wait > 0) {
+      throw new RateLimited(new ConnectError('resource_exhausted', `stream ${streamId} is over its rate of ${limits.streamRequestsPerSecond} requests per second; retry after ${wait} s`), wait)
+    }
+    return locks.run(streamId, async () => {
+      let accepted = 0
+      try {
+        for (let i = 0; i < sealed.length; i++) {
+          const batch = i === 0 ? first : authenticate(sealed[i]!, i)
+          if (batch.streamId !== streamId) {
+            throw new ConnectError('invalid_argument', `request.batches[${i}]: stream ${JSON.stringify(batch.streamId)} differs from ${JSON.stringify(streamId)}; one stream per request`)
+          }
+          await appendInChain(streamId, batch, sealed[i]!, i)
+          accepted++
+        }
+      } catch (err) {
+        if (accepted > 0 && (err instanceof ConnectError || err instanceof WireError)) {
+          const code = err instanceof ConnectError ? err.code : 'invalid_argument'
+          throw new ConnectError(code, `${err.message} (the ${accepted} batch(es) before it in this request were accepted; stream head is ${store.head(streamId)?.sequence ?? 0})`)
+        }
+        throw err
+      }
+      return encodePushBatchResponse({ streamId, acknowledgedSequence: store.head(streamId)?.sequence ?? 0 })
+    })
+  }
+
+  /** Signature first, over the bytes as received; only then are they decoded. */
+  function authenticate(sealed: SealedBatch, i: number): Batch {
+    const field = `request.batches[${i}]`
+    if (sealed.algorithm !== SIGNATURE_ALGORITHM) {
+      throw new ConnectError('invalid_argument', `${field}.algorithm: ${JSON.stringify(sealed.algorithm.slice(0, 64))} is not supported; use ${SIGNATURE_ALGORITHM}`)
+    }
+    const key = options.trustedKeys.get(sealed.keyId)
+    if (!key) {
+      throw new ConnectError('unauthenticated', `${field}.key_id: ${JSON.stringify(sealed.keyId.slice(0, 64))} is not a trusted key; add the node's public key to the collector's --trust list`)
+    }
+    if (!verifyBytes(sealed.batch, sealed.signature, key)) {
+      throw new ConnectError('permission_denied', `${field}.signature: does not verify with key ${sealed.keyId}; the batch bytes were altered or signed with another key`)
+    }
+    let batch: Batch
+    try {
+      batch = decodeBatch(sealed.batch)
+    } catch (err) {
+      if (err instanceof WireError) throw new ConnectError('invalid_argument', `${field}.${err.message}`)
+      throw err
+    }
+    if (!isValidStreamId(batch.streamId)) {
+      throw new ConnectError('invalid_argument', `${field}.batch.stream_id: ${JSON.stringify(batch.streamId.slice(0, 64))} does not match ${STREAM_ID_PATTERN}`)
+    }
+    if (batch.records.length > limits.maxRecordsPerBatch) {
+      throw new ConnectError('resource_exhausted', `${field}.batch.records: ${batch.records.length} records, over the limit of ${limits.maxRecordsPerBatch} per batch`)
+    }
+    const long = batch.records.findIndex((r) => r.line !== undefined && r.line.length > limits.maxLineBytes)
+    if (long >= 0) {
+      throw new ConnectError('resource_exhausted', `${field}.batch.records[${long}].line: ${batch.records[long]!.line!.length} bytes, over the limit of ${limits.maxLineBytes}; lower the agent's maxLineBytes (longer lines go to quarantine)`)
+    }
+    return batch
+  }
+
+  async function appendInChain(streamId: string, batch: Batch, sealed: SealedBatch, i: number): Promise<void> {
+    const head = store.head(streamId)
+    const headSequence = head?.sequence ?? 0
+    const digest = batchDigest(sealed.batch)
+    if (batch.sequence <= headSequence) {
+      const stored = await store.digestAt(streamId, batch.sequence)
+      if (stored?.equals(digest)) {
+        stats.duplicateBatches++
+        return
+      }
+      throw new ConnectError('already_exists', `request.batches[${i}]: fork: sequence ${batch.sequence} of stream ${streamId} already holds a different batch; the next sequence expected is ${headSequence + 1}`)
+    }
+    if (batch.sequence > headSequence + 1) {
+      throw new ConnectError('out_of_range', `request.batches[${i}]: gap: stream ${streamId} expects sequence ${headSequence + 1}, got ${batch.sequence}`)
+    }
+    const expectedPrev = head?.digest ?? Buffer.alloc(0)
+    // Buffer.from: proto/wire.ts hands an empty bytes field over as a plain [] (protobufjs default).
+    if (!expectedPrev.equals(Buffer.from(batch.prevDigest))) {
+      throw new ConnectError('failed_precondition', `request.batches[${i}].batch.prev_digest: ${hex(batch.prevDigest)} does not link to sequence ${headSequence} of stream ${streamId} (digest ${hex(expectedPrev)})`)
+    }
+    try {
+      // The batch bytes are kept exactly as signed; only the SealedBatch frame around them is re-encoded.
+      await store.append(streamId, batch.sequence, digest, encodeSealedBatch(sealed))
+    } catch (err) {
+      log.error({ stream: streamId, sequence: batch.sequence, err: (err as Error).message }, 'store append failed')
+      throw new ConnectError('unavailable', `the collector could not store sequence ${batch.sequence}: ${(err as Error).message}`)
+    }
+    stats.acceptedBatches++
+  }
+
+  function getStreamHead(body: Buffer): Uint8Array {
+    const streamId = decodeGetStreamHeadRequest(body)
+    if (!isValidStreamId(streamId)) {
+      throw new ConnectError('invalid_argument', `request.stream_id: ${JSON.stringify(streamId.slice(0, 64))} does not match ${STREAM_ID_PATTERN}`)
+    }
+    const head = store.head(streamId)
+    return encodeGetStreamHeadResponse(head ? decodeSealedBatch(head.sealed) : undefined)
+  }
+
+  function reject(res: ServerResponse, error: ConnectError, status = error.httpStatus, headers: Record<string, string> = {}): void {
+    stats.rejected[error.code] = (stats.rejected[error.code] ?? 0) + 1
+    warnThrottled(error)
+    if (res.headersSent) {
+      res.destroy()
+      return
+    }
+    const body = JSON.stringify(error.toJSON())
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers }).end(body)
+  }
+
+  function warnThrottled(error: ConnectError): void {
+    const now = Date.now()
+    const last = lastWarned.get(error.code)
+    if (last && now - last.at < WARN_EVERY_MS) {
+      last.suppressed++
+      return
+    }
+    log.warn({ code: error.code, suppressedSinceLast: last?.suppressed ?? 0 }, `rejected a request: ${error.message}`)
+    lastWarned.set(error.code, { at: now, suppressed: 0 })
+  }
+
+  await new Promise<void>((resolve, rejectListen) => {
+    server.once('error', rejectListen)
+    server.listen(options.listen.port, options.listen.host, () => {
+      server.off('error', rejectListen)
+      resolve()
+    })
+  }).catch(async (err: unknown) => {
+    await store.close()
+    throw err
+  })
+  const port = (server.address() as AddressInfo).port
+  const host = options.listen.host.includes(':') ? `[${options.listen.host}]` : options.listen.host
+  const url = `${options.tls ? 'https' : 'http'}://${host}:${port}`
+  log.info({ url, store: options.storeDir, trustedKeys: [...options.trustedKeys.keys()], streams: store.streams().length, limits }, 'collector listening')
+
+  return {
+    url,
+    port,
+    store,
+    stats: () => ({ ...stats, rejected: { ...stats.rejected } }),
+    async close(graceMs = 5000) {
+      if (closing) return
+      closing = true
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      server.closeIdleConnections()
+      const timer = setTimeout(() => server.closeAllConnections(), graceMs)
+      await closed
+      clearTimeout(timer)
+      await locks.idle()
+      await store.close()
+      log.info({ stats }, 'collector closed')
+    },
+  }
+}
+
+class RateLimited extends Error {
+  readonly error: ConnectError
+  readonly retryAfterSeconds: number
+  constructor(error: ConnectError, retryAfterSeconds: number) {
+    super(error.message)
+    this.error = error
+    this.retryAfterSeconds = retryAfterSeconds
+  }
+}
+
+/** Reads a request body within the size limits; a gzip body is inflated only up to the decompressed limit. */
+async function readBody(req: IncomingMessage, gzipped: boolean, limits: CollectorLimits): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'])
+  if (Number.isFinite(declared) && declared > limits.maxBodyBytes) {
+    throw new ConnectError('resource_exhausted', `request body of ${declared} bytes is over the limit of ${limits.maxBodyBytes}; send fewer batches per request`)
+  }
+  const chunks: Buffer[] = []
+  let total = 0
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    total += chunk.length
+    if (total > limits.maxBodyBytes) {
+      throw new ConnectError('resource_exhausted', `request body is over the limit of ${limits.maxBodyBytes} bytes; send fewer batches per request`)
+    }
+    chunks.push(chunk)
+  }
+  const body = Buffer.concat(chunks, total)
+  if (!gzipped) {
+    if (body.length > limits.maxDecompressedBytes) throw new ConnectError('resource_exhausted', `request body of ${body.length} bytes is over the limit of ${limits.maxDecompressedBytes}`)
+    return body
+  }
+  try {
+    return await gunzipAsync(body, { maxOutputLength: limits.maxDecompressedBytes })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new ConnectError('resource_exhausted', `gzip body inflates past the limit of ${limits.maxDecompressedBytes} bytes; send fewer batches per request`)
+    }
+    throw new ConnectError('invalid_argument', `request body is not valid gzip (${(err as Error).message})`)
+  }
+}
+
+/** Per-stream token buckets; `take` answers 0 when allowed, else the seconds to wait. */
+class TokenBuckets {
+  readonly #rate: number
+  readonly #burst: number
+  readonly #buckets = new Map<string, { tokens: number; at: number }>()
+
+  constructor(rate: number, burst: number) {
+    this.#rate = rate
+    this.#burst = burst
+  }
+
+  take(key: string): number {
+    const now = performance.now()
+    const b = this.#buckets.get(key) ?? { tokens: this.#burst, at: now }
+    this.#buckets.delete(key) // re-inserted below: Map order is recency
+    b.tokens = Math.min(this.#burst, b.tokens + ((now - b.at) / 1000) * this.#rate)
+    b.at = now
+    this.#buckets.set(key, b)
+    if (this.#buckets.size > MAX_BUCKETS) this.#buckets.delete(this.#buckets.keys().next().value!)
+    if (b.tokens >= 1) {
+      b.tokens -= 1
+      return 0
+    }
+    return Math.max(1, Math.ceil((1 - b.tokens) / this.#rate))
+  }
+}
+
+/** Runs one task at a time per stream, so that concurrent requests cannot interleave a chain. */
+class StreamLocks {
+  readonly #tails = new Map<string, Promise<void>>()
+
+  run<T>(key: string, task: () => Promise<T>): Promise<T> {
+    const previous = this.#tails.get(key) ?? Promise.resolve()
+    const result = previous.then(task)
+    const tail = result.then(() => {}, () => {})
+    this.#tails.set(key, tail)
+    void tail.then(() => {
+      if (this.#tails.get(key) === tail) this.#tails.delete(key)
+    })
+    return result
+  }
+
+  async idle(): Promise<void> {
+    await Promise.all(this.#tails.values())
+  }
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('hex') || '(empty)'
+}

@@ -1,0 +1,265 @@
+// The collector over real HTTP on 127.0.0.1, fed batches signed the way the agent signs them.
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { createGzip } from 'node:zlib'
+import t, { type Test } from 'tap'
+import { startCollector, type CollectorLimits } from '../../collector/server.ts'
+import { segmentName } from '../../collector/store.ts'
+import {
+  batchDigest,
+  decodeGetStreamHeadResponse,
+  decodePushBatchResponse,
+  encodeGetStreamHeadRequest,
+  encodePushBatchRequest,
+  GET_STREAM_HEAD_PATH,
+  PUSH_BATCH_PATH,
+  type SealedBatch,
+} from '../../proto/wire.ts'
+import { batchOf, Chain, gzip, post, seal, testKey, trustOf } from './fixtures.ts'
+
+const key = testKey()
+const stranger = testKey()
+
+async function collector(t: Test, limits: Partial<CollectorLimits> = {}, dir = t.testdir()) {
+  const c = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: dir, trustedKeys: trustOf(key), limits })
+  t.teardown(() => c.close())
+  return { ...c, dir }
+}
+
+function push(url: string, batches: SealedBatch[], headers: Record<string, string> = {}) {
+  return post(url, PUSH_BATCH_PATH, encodePushBatchRequest(batches), headers)
+}
+
+function errorOf(res: { body: Buffer }): { code: string; message: string } {
+  return JSON.parse(res.body.toString()) as { code: string; message: string }
+}
+
+function storedBytes(dir: string): Buffer {
+  const streamDir = join(dir, 'streams', 'node-a')
+  return Buffer.concat(readdirSync(streamDir).sort().map((n) => readFileSync(join(streamDir, n))))
+}
+
+t.test('accepts a chain, acknowledges the head, and serves it back', async (t) => {
+  const c = await collector(t)
+  const chain = new Chain('node-a', key)
+  const res = await push(c.url, chain.grow(3))
+  t.equal(res.status, 200)
+  t.equal(res.headers['content-type'], 'application/proto')
+  t.same(decodePushBatchResponse(res.body), { streamId: 'node-a', acknowledgedSequence: 3 })
+  const more = await push(c.url, chain.grow(2))
+  t.same(decodePushBatchResponse(more.body).acknowledgedSequence, 5)
+
+  const head = await post(c.url, GET_STREAM_HEAD_PATH, encodeGetStreamHeadRequest('node-a'))
+  t.equal(head.status, 200)
+  t.same(Buffer.from(decodeGetStreamHeadResponse(head.body)!.batch), Buffer.from(chain.sealed[4]!.batch))
+  const none = await post(c.url, GET_STREAM_HEAD_PATH, encodeGetStreamHeadRequest('node-b'))
+  t.equal(decodeGetStreamHeadResponse(none.body), undefined)
+  t.equal(c.stats().acceptedBatches, 5)
+})
+
+t.test('a batch already held is acknowledged again and not stored twice', async (t) => {
+  const c = await collector(t)
+  const chain = new Chain('node-a', key)
+  await push(c.url, chain.grow(4))
+  const before = storedBytes(c.dir)
+  const again = await push(c.url, chain.sealed.slice(1, 4))
+  t.equal(again.status, 200)
+  t.equal(decodePushBatchResponse(again.body).acknowledgedSequence, 4)
+  // a re-send overlapping the head: the old ones are skipped, the new one appended
+  const overlap = await push(c.url, [...chain.sealed.slice(2, 4), ...chain.grow(1)])
+  t.equal(decodePushBatchResponse(overlap.body).acknowledgedSequence, 5)
+  const after = storedBytes(c.dir)
+  t.same(after.subarray(0, before.length), before)
+  t.equal(c.stats().duplicateBatches, 5)
+  t.equal(c.stats().acceptedBatches, 5)
+})
+
+t.test('chain violations: fork, gap, broken link; each with its own code, the store unchanged', async (t) => {
+  const c = await collector(t)
+  const chain = new Chain('node-a', key)
+  await push(c.url, chain.grow(3))
+  const before = storedBytes(c.dir)
+
+  // fork: a different batch under sequence 2 (a replay with new contents)
+  const forged = seal(batchOf('node-a', 2, batchDigest(chain.sealed[0]!.batch), [{ offset: 0, line: Buffer.from('{"forged":true}') }]), key)
+  const fork = await push(c.url, [forged])
+  t.equal(fork.status, 409)
+  t.equal(errorOf(fork).code, 'already_exists')
+  t.match(errorOf(fork).message, /fork: sequence 2 .* already holds a different batch/)
+
+  // gap: sequence 5 while 4 is expected
+  const ahead = new Chain('node-a', key)
+  ahead.grow(4)
+  const gap = await push(c.url, [ahead.next(['{"a":5}'])])
+  t.equal(gap.status, 400)
+  t.equal(errorOf(gap).code, 'out_of_range')
+  t.match(errorOf(gap).message, /expects sequence 4, got 5/)
+
+  // broken link: sequence 4 whose prev_digest is not the digest of 3
+  const unlinked = seal(batchOf('node-a', 4, Buffer.alloc(32, 1), []), key)
+  const link = await push(c.url, [unlinked])
+  t.equal(link.status, 400)
+  t.equal(errorOf(link).code, 'failed_precondition')
+  t.match(errorOf(link).message, /prev_digest/)
+
+  t.same(storedBytes(c.dir), before)
+  t.same(c.stats().rejected, { already_exists: 1, out_of_range: 1, failed_precondition: 1 })
+})
+
+t.test('signatures: unknown key, bad signature, wrong algorithm', async (t) => {
+  const c = await collector(t)
+  const foreign = new Chain('node-a', stranger).grow(1)
+  const unknown = await push(c.url, foreign)
+  t.equal(unknown.status, 401)
+  t.equal(errorOf(unknown).code, 'unauthenticated')
+  t.match(errorOf(unknown).message, new RegExp(stranger.keyId))
+
+  const chain = new Chain('node-a', key)
+  const [one] = chain.grow(1)
+  const altered = { ...one!, batch: Buffer.from(one!.batch) }
+  altered.batch[altered.batch.length - 3] ^= 1
+  const bad = await push(c.url, [altered])
+  t.equal(bad.status, 403)
+  t.equal(errorOf(bad).code, 'permission_denied')
+
+  // signed by a stranger but claiming our key id
+  const impostor = { ...new Chain('node-a', stranger).grow(1)[0]!, keyId: key.keyId }
+  t.equal((await push(c.url, [impostor])).status, 403)
+
+  const rsa = await push(c.url, [{ ...one!, algorithm: 'rsa' }])
+  t.equal(errorOf(rsa).code, 'invalid_argument')
+  t.notOk(readdirSync(join(c.dir, 'streams')).includes('node-a'), 'nothing stored')
+  t.equal((await push(c.url, [one!])).status, 200)
+})
+
+t.test('a rejection mid-request keeps the earlier batches and says so', async (t) => {
+  const c = await collector(t)
+  const chain = new Chain('node-a', key)
+  const [a, b, d] = chain.grow(3)
+  const altered = { ...d!, batch: Buffer.from(d!.batch) }
+  altered.batch[5] ^= 1
+  const res = await push(c.url, [a!, b!, altered])
+  t.equal(errorOf(res).code, 'permission_denied')
+  t.match(errorOf(res).message, /2 batch\(es\) before it .* accepted; stream head is 2/)
+  t.equal(c.store.head('node-a')?.sequence, 2)
+})
+
+t.test('one stream per request; batch content problems name the field', async (t) => {
+  const c = await collector(t)
+  const mixed = await push(c.url, [new Chain('node-a', key).grow(1)[0]!, new Chain('node-b', key).grow(1)[0]!])
+  t.equal(errorOf(mixed).code, 'invalid_argument')
+  t.match(errorOf(mixed).message, /request\.batches\[1\]: stream "node-b" differs/)
+  const escape = await push(c.url, [new Chain('../etc', key).grow(1)[0]!])
+  t.equal(errorOf(escape).code, 'invalid_argument')
+  t.match(errorOf(escape).message, /stream_id/)
+  const empty = await push(c.url, [])
+  t.match(errorOf(empty).message, /request\.batches: empty/)
+  const junk = await post(c.url, PUSH_BATCH_PATH, Buffer.from([0xff, 0xff, 0xff]))
+  t.equal(errorOf(junk).code, 'invalid_argument')
+})
+
+t.test('gzip bodies are accepted; a gzip bomb stops at the decompressed limit', async (t) => {
+  const c = await collector(t, { maxDecompressedBytes: 1024 * 1024 })
+  const chain = new Chain('node-a', key)
+  const res = await post(c.url, PUSH_BATCH_PATH, gzip(encodePushBatchRequest(chain.grow(3))), { 'content-encoding': 'gzip' })
+  t.equal(res.status, 200)
+  t.equal(decodePushBatchResponse(res.body).acknowledgedSequence, 3)
+
+  // 256 MiB of zeros, about 256 KiB compressed
+  const bomb = await new Promise<Buffer>((resolve) => {
+    const z = createGzip({ level: 9 })
+    const out: Buffer[] = []
+    z.on('data', (d: Buffer) => out.push(d))
+    z.on('end', () => resolve(Buffer.concat(out)))
+    const zeros = Buffer.alloc(1024 * 1024)
+    for (let i = 0; i < 256; i++) z.write(zeros)
+    z.end()
+  })
+  const rss = process.memoryUsage().rss
+  const blown = await post(c.url, PUSH_BATCH_PATH, bomb, { 'content-encoding': 'gzip' })
+  t.equal(blown.status, 429)
+  t.equal(errorOf(blown).code, 'resource_exhausted')
+  t.match(errorOf(blown).message, /inflates past the limit of 1048576 bytes/)
+  t.ok(process.memoryUsage().rss - rss < 128 * 1024 * 1024, 'the bomb was not inflated in memory')
+
+  const notGzip = await post(c.url, PUSH_BATCH_PATH, Buffer.from('plain'), { 'content-encoding': 'gzip' })
+  t.equal(errorOf(notGzip).code, 'invalid_argument')
+  const brotli = await post(c.url, PUSH_BATCH_PATH, Buffer.from('x'), { 'content-encoding': 'br' })
+  t.equal(errorOf(brotli).code, 'unimplemented')
+})
+
+t.test('request limits: body size, batches per request, records per batch, line length', async (t) => {
+  const base = t.testdir({ a: {}, b: {} })
+  const c = await collector(t, { maxBatchesPerRequest: 4, maxRecordsPerBatch: 5, maxLineBytes: 100 }, join(base, 'a'))
+  const chain = new Chain('node-a', key)
+  const tooMany = await push(c.url, chain.grow(5))
+  t.equal(tooMany.status, 429)
+  t.match(errorOf(tooMany).message, /5 batches, over the limit of 4/)
+
+  const small = await collector(t, { maxBodyBytes: 1024 }, join(base, 'b'))
+  const huge = await push(small.url, [new Chain('node-a', key).next(['x'.repeat(2000)])])
+  t.equal(huge.status, 429)
+  t.equal(huge.headers.connection, 'close', 'the rest of an oversized body is not read')
+  t.match(errorOf(huge).message, /over the limit of 1024/)
+
+  const records = await push(c.url, new Chain('node-a', key).grow(1, 6))
+  t.match(errorOf(records).message, /6 records, over the limit of 5/)
+  const line = await push(c.url, [new Chain('node-a', key).next(['z'.repeat(101)])])
+  t.match(errorOf(line).message, /records\[0\]\.line: 101 bytes, over the limit of 100/)
+  t.notOk(readdirSync(join(c.dir, 'streams')).includes('node-a'), 'nothing stored')
+  t.notOk(readdirSync(join(small.dir, 'streams')).includes('node-a'), 'nothing stored')
+})
+
+t.test('protocol: content type, method, path', async (t) => {
+  const c = await collector(t)
+  const body = encodePushBatchRequest(new Chain('node-a', key).grow(1))
+  const json = await post(c.url, PUSH_BATCH_PATH, body, { 'content-type': 'application/json' })
+  t.equal(json.status, 415)
+  t.match(errorOf(json).message, /application\/proto/)
+  const get = await post(c.url, PUSH_BATCH_PATH, Buffer.alloc(0), {}, 'GET')
+  t.equal(get.status, 405)
+  t.equal(get.headers.allow, 'POST')
+  const other = await post(c.url, '/auditrail.v1.CollectorService/DeleteEverything', body)
+  t.equal(other.status, 404)
+  t.equal(errorOf(other).code, 'unimplemented')
+  t.equal((await post(c.url, '/livez', Buffer.alloc(0), {}, 'GET')).status, 200)
+  t.equal((await post(c.url, '/readyz', Buffer.alloc(0), {}, 'GET')).status, 200)
+})
+
+t.test('per-stream rate limit answers 429 with Retry-After; other streams are still served', async (t) => {
+  const c = await collector(t, { streamRequestsPerSecond: 0.5, streamBurst: 2 })
+  const chain = new Chain('node-a', key)
+  t.equal((await push(c.url, chain.grow(1))).status, 200)
+  t.equal((await push(c.url, chain.grow(1))).status, 200)
+  const limited = await push(c.url, chain.grow(1))
+  t.equal(limited.status, 429)
+  t.equal(errorOf(limited).code, 'resource_exhausted')
+  t.equal(limited.headers['retry-after'], '2')
+  t.equal(c.store.head('node-a')?.sequence, 2, 'the limited batch was not stored')
+  t.equal((await push(c.url, new Chain('node-b', key).grow(1))).status, 200)
+})
+
+t.test('concurrent requests of one stream do not interleave', async (t) => {
+  const c = await collector(t)
+  const chain = new Chain('node-a', key)
+  const batches = chain.grow(40, 1)
+  // the same and overlapping requests at once: every answer is success or a clean gap, never a fork
+  const results = await Promise.all(Array.from({ length: 10 }, (_, i) => push(c.url, batches.slice(0, (i + 1) * 4))))
+  t.ok(results.every((r) => r.status === 200), results.map((r) => r.status).join(','))
+  t.equal(c.store.head('node-a')?.sequence, 40)
+  t.equal(c.stats().acceptedBatches, 40)
+  const files = readdirSync(join(c.dir, 'streams', 'node-a'))
+  t.same(files, [segmentName(1)])
+})
+
+t.test('restart: the store is found again and the chain continues', async (t) => {
+  const dir = t.testdir()
+  const chain = new Chain('node-a', key)
+  const first = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: dir, trustedKeys: trustOf(key) })
+  await push(first.url, chain.grow(2))
+  await first.close()
+  const second = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: dir, trustedKeys: trustOf(key) })
+  t.teardown(() => second.close())
+  t.equal(decodePushBatchResponse((await push(second.url, chain.sealed.slice(1, 2))).body).acknowledgedSequence, 2)
+  t.equal(decodePushBatchResponse((await push(second.url, chain.grow(1))).body).acknowledgedSequence, 3)
+})

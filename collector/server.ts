@@ -13,7 +13,6 @@ import { promisify } from 'node:util'
 import { gunzip } from 'node:zlib'
 import { pino, type Logger } from 'pino'
 import { ConnectError, PROTO_CONTENT_TYPE, type ConnectCode } from '../proto/connect.ts'
-import { verifyBytes } from '../proto/keys.ts'
 import {
   batchDigest,
   decodeBatch,
@@ -25,11 +24,11 @@ import {
   encodePushBatchResponse,
   GET_STREAM_HEAD_PATH,
   PUSH_BATCH_PATH,
-  SIGNATURE_ALGORITHM,
   WireError,
   type Batch,
   type SealedBatch,
 } from '../proto/wire.ts'
+import { checkSeal } from './seal.ts'
 import { isValidStreamId, openStore, STREAM_ID_PATTERN, type Store } from './store.ts'
 
 const MiB = 1024 * 1024
@@ -221,16 +220,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   /** Signature first, over the bytes as received; only then are they decoded. */
   function authenticate(sealed: SealedBatch, i: number): Batch {
     const field = `request.batches[${i}]`
-    if (sealed.algorithm !== SIGNATURE_ALGORITHM) {
-      throw new ConnectError('invalid_argument', `${field}.algorithm: ${JSON.stringify(sealed.algorithm.slice(0, 64))} is not supported; use ${SIGNATURE_ALGORITHM}`)
-    }
-    const key = options.trustedKeys.get(sealed.keyId)
-    if (!key) {
-      throw new ConnectError('unauthenticated', `${field}.key_id: ${JSON.stringify(sealed.keyId.slice(0, 64))} is not a trusted key; add the node's public key to the collector's --trust list`)
-    }
-    if (!verifyBytes(sealed.batch, sealed.signature, key)) {
-      throw new ConnectError('permission_denied', `${field}.signature: does not verify with key ${sealed.keyId}; the batch bytes were altered or signed with another key`)
-    }
+    const problem = checkSeal(sealed, options.trustedKeys)
+    if (problem) throw new ConnectError(problem.code, `${field}.${problem.field}: ${problem.reason}`)
     let batch: Batch
     try {
       batch = decodeBatch(sealed.batch)

@@ -117,7 +117,7 @@ t.test('signatures: unknown key, bad signature, wrong algorithm', async (t) => {
   const chain = new Chain('node-a', key)
   const [one] = chain.grow(1)
   const altered = { ...one!, batch: Buffer.from(one!.batch) }
-  altered.batch[altered.batch.length - 3] ^= 1
+  altered.batch[altered.batch.length - 3]! ^= 1
   const bad = await push(c.url, [altered])
   t.equal(bad.status, 403)
   t.equal(errorOf(bad).code, 'permission_denied')
@@ -137,7 +137,7 @@ t.test('a rejection mid-request keeps the earlier batches and says so', async (t
   const chain = new Chain('node-a', key)
   const [a, b, d] = chain.grow(3)
   const altered = { ...d!, batch: Buffer.from(d!.batch) }
-  altered.batch[5] ^= 1
+  altered.batch[5]! ^= 1
   const res = await push(c.url, [a!, b!, altered])
   t.equal(errorOf(res).code, 'permission_denied')
   t.match(errorOf(res).message, /2 batch\(es\) before it .* accepted; stream head is 2/)

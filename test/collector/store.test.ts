@@ -100,6 +100,11 @@ t.test('a torn tail is cut at start-up and logged; the stream continues from the
     ['half an entry', (file: string, size: number) => truncateSync(file, size - 10)],
     ['half a header', (file: string) => appendFileSync(file, Buffer.from([0, 0, 1]))],
     ['zero-filled blocks', (file: string) => appendFileSync(file, Buffer.alloc(4096))],
+    ['a whole header and a zero-filled body', (file: string, size: number) => {
+      const bytes = readFileSync(file)
+      bytes.fill(0, size - 30)
+      writeFileSync(file, bytes)
+    }],
   ] as const) {
     const dir = t.testdir()
     const chain = new Chain('node-a', key)
@@ -113,7 +118,7 @@ t.test('a torn tail is cut at start-up and logged; the stream continues from the
 
     const { logger, lines } = capture()
     const again = await openStore(dir, { logger })
-    const expectedHead = what === 'half an entry' ? 2 : 3
+    const expectedHead = what === 'half an entry' || what === 'a whole header and a zero-filled body' ? 2 : 3
     t.equal(again.head('node-a')?.sequence, expectedHead, `${what}: head`)
     const cut = lines.find((l) => /torn tail/.test(String(l.msg)))
     t.ok(cut, `${what}: logged`)
@@ -132,16 +137,22 @@ t.test('a torn tail is cut at start-up and logged; the stream continues from the
 })
 
 t.test('damage that is not a torn tail stops the start-up instead of being cut', async (t) => {
-  const dir = t.testdir()
-  const store = await openStore(dir)
-  await appendChain(store, new Chain('node-a', key), 3)
-  await store.close()
-  const file = join(dir, 'streams', 'node-a', segmentName(1))
-  const bytes = readFileSync(file)
-  bytes[20] = bytes[20]! ^ 0xff
-  writeFileSync(file, bytes)
-  await t.rejects(openStore(dir), /damaged at byte 0: crc32 mismatch/)
-  t.equal(statSync(file).size, bytes.length, 'nothing was cut')
+  for (const [what, at, message] of [
+    ['a byte in the first entry', (size: number) => 20, /damaged at byte 0: crc32 mismatch/],
+    ['a byte in the last entry', (size: number) => size - 40, /damaged at byte \d+: crc32 mismatch/],
+  ] as const) {
+    const dir = t.testdir()
+    const store = await openStore(dir)
+    await appendChain(store, new Chain('node-a', key), 3)
+    await store.close()
+    const file = join(dir, 'streams', 'node-a', segmentName(1))
+    const bytes = readFileSync(file)
+    const i = at(bytes.length)
+    bytes[i] = bytes[i]! ^ 0xff
+    writeFileSync(file, bytes)
+    await t.rejects(openStore(dir), message, what)
+    t.equal(statSync(file).size, bytes.length, `${what}: nothing was cut`)
+  }
 })
 
 t.test('one collector per store', async (t) => {

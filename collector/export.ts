@@ -1,0 +1,102 @@
+// Prints a stored stream's event lines in order, each exactly as shipped plus '\n'.
+// Export reads the store as it is and checks only entry checksums: run
+// `auditrail verify` to establish that the stream is intact.
+//
+// With `records: true`, everything that is not an event line is printed too, as
+// a line of its own: the prefix `#auditrail ` and a JSON object. A '#' never
+// starts an audit event, and a stored line that could be mistaken for such a
+// line (an unparsed one) is always announced by one, so the output stays
+// unambiguous:
+//   #auditrail {"kind":"heartbeat","sequence":N,"createdUnixMs":T}                batch without records
+//   #auditrail {"kind":"gap","sequence":N,"offset":O,"path":P,"fromOffset":F,"toOffset":T,"reason":R}
+//   #auditrail {"kind":"quarantine","sequence":N,"offset":O,"length":L,"sha256":HEX,"reason":R,"storedAs":S}
+//   #auditrail {"kind":"unparsed","sequence":N,"offset":O,"reason":R}              the next line is that record's line
+//   #auditrail {"kind":"redacted","sequence":N,"offset":O,"paths":[...]}           the next line is that record's line
+import type { Writable } from 'node:stream'
+import { once } from 'node:events'
+import { decodeBatch, decodeSealedBatch, type Batch } from '../proto/wire.ts'
+import { listStreams, streamEntries } from './store.ts'
+
+export const RECORD_PREFIX = '#auditrail '
+/** Output is gathered up to this size before a write, so that small lines do not each cost a write. */
+const FLUSH_BYTES = 1024 * 1024
+
+export class ExportError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'ExportError'
+  }
+}
+
+export interface ExportOptions {
+  stream?: string
+  records?: boolean
+  out: Writable
+}
+
+export interface ExportSummary {
+  stream: string
+  batches: number
+  lines: number
+}
+
+export async function exportStream(dir: string, options: ExportOptions): Promise<ExportSummary> {
+  const stream = await pickStream(dir, options.stream)
+  const pending: Buffer[] = []
+  let pendingBytes = 0
+  let batches = 0
+  let lines = 0
+  const push = (b: Buffer) => {
+    pending.push(b)
+    pendingBytes += b.length
+  }
+  const note = (o: Record<string, unknown>) => push(Buffer.from(`${RECORD_PREFIX}${JSON.stringify(o)}\n`))
+
+  for await (const { segment, item } of streamEntries(dir, stream)) {
+    if (item.kind === 'bad') {
+      throw new ExportError(`stream ${stream}, segment ${segment.name}, byte ${item.offset}: ${item.reason}; run 'auditrail verify' on the store`)
+    }
+    const batch: Batch = decodeBatch(decodeSealedBatch(item.bytes).batch)
+    batches++
+    const sequence = batch.sequence
+    if (options.records && batch.records.length === 0) note({ kind: 'heartbeat', sequence, createdUnixMs: batch.createdUnixMs })
+    for (const r of batch.records) {
+      if (r.line) {
+        if (options.records && r.unparsedReason) note({ kind: 'unparsed', sequence, offset: r.offset, reason: r.unparsedReason })
+        if (options.records && r.redactedPaths) note({ kind: 'redacted', sequence, offset: r.offset, paths: r.redactedPaths })
+        push(Buffer.from(r.line.buffer, r.line.byteOffset, r.line.byteLength))
+        push(NEWLINE)
+        lines++
+      } else if (options.records && r.gap) {
+        note({ kind: 'gap', sequence, offset: r.offset, ...r.gap })
+      } else if (options.records && r.quarantine) {
+        const q = r.quarantine
+        note({ kind: 'quarantine', sequence, offset: r.offset, length: q.length, sha256: Buffer.from(q.sha256).toString('hex'), reason: q.reason, storedAs: q.storedAs })
+      }
+    }
+    if (pendingBytes >= FLUSH_BYTES) await flush()
+  }
+  await flush()
+  return { stream, batches, lines }
+
+  async function flush(): Promise<void> {
+    if (pending.length === 0) return
+    const chunk = Buffer.concat(pending, pendingBytes)
+    pending.length = 0
+    pendingBytes = 0
+    if (!options.out.write(chunk)) await once(options.out, 'drain')
+  }
+}
+
+const NEWLINE = Buffer.from('\n')
+
+async function pickStream(dir: string, wanted: string | undefined): Promise<string> {
+  const streams = await listStreams(dir)
+  if (wanted !== undefined) {
+    if (!streams.includes(wanted)) throw new ExportError(`no stream ${JSON.stringify(wanted)} in ${dir} (streams: ${streams.join(', ') || 'none'})`)
+    return wanted
+  }
+  if (streams.length === 1) return streams[0]!
+  if (streams.length === 0) throw new ExportError(`${dir} holds no streams (is it a collector store?)`)
+  throw new ExportError(`${dir} holds ${streams.length} streams; choose one with --stream: ${streams.join(', ')}`)
+}

@@ -64,7 +64,7 @@ export async function exportStream(dir: string, options: ExportOptions): Promise
       if (r.line) {
         if (options.records && r.unparsedReason) note({ kind: 'unparsed', sequence, offset: r.offset, reason: r.unparsedReason })
         if (options.records && r.redactedPaths) note({ kind: 'redacted', sequence, offset: r.offset, paths: r.redactedPaths })
-        push(Buffer.from(r.line.buffer, r.line.byteOffset, r.line.byteLength))
+        push(Buffer.isBuffer(r.line) ? r.line : Buffer.from(r.line))
         push(NEWLINE)
         lines++
       } else if (options.records && r.gap) {

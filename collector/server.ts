@@ -61,7 +61,7 @@ export const DEFAULT_LIMITS: Readonly<CollectorLimits> = Object.freeze({
   maxLineBytes: 16 * MiB,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 60_000,
-  keepAliveTimeoutMs: 65_000,
+  keepAliveTimeoutMs: 5_000,
   maxConnections: 1024,
   streamRequestsPerSecond: 50,
   streamBurst: 200,

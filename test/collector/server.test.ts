@@ -1,5 +1,7 @@
 // The collector over real HTTP on 127.0.0.1, fed batches signed the way the agent signs them.
+import { once } from 'node:events'
 import { readdirSync, readFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { createGzip } from 'node:zlib'
 import t, { type Test } from 'tap'
@@ -262,4 +264,18 @@ t.test('restart: the store is found again and the chain continues', async (t) =>
   t.teardown(() => second.close())
   t.equal(decodePushBatchResponse((await push(second.url, chain.sealed.slice(1, 2))).body).acknowledgedSequence, 2)
   t.equal(decodePushBatchResponse((await push(second.url, chain.grow(1))).body).acknowledgedSequence, 3)
+})
+
+t.test('a client that sends its headers slowly is cut off while others are served', async (t) => {
+  const c = await collector(t, { headersTimeoutMs: 300, requestTimeoutMs: 600 })
+  const socket = connect(c.port, '127.0.0.1')
+  await once(socket, 'connect')
+  socket.write(`POST ${PUSH_BATCH_PATH} HTTP/1.1\r\nHost: x\r\n`) // and never the rest
+  const closed = once(socket, 'close')
+  const answer: Buffer[] = []
+  socket.on('data', (d: Buffer) => answer.push(d))
+  socket.on('error', () => {})
+  t.equal((await push(c.url, new Chain('node-a', key).grow(1))).status, 200, 'another client is served meanwhile')
+  await closed
+  t.match(Buffer.concat(answer).toString(), /^HTTP\/1\.1 408/)
 })

@@ -35,6 +35,8 @@ export interface AgentDeps {
   redactor?: LineRedactor
   /** Called with each finding as soon as its event is read (the alert path). */
   onFinding?: (finding: Omit<Finding, 'recordIndex'>, event: AuditEvent) => void
+  /** Called after the checkpoint moved past acknowledged batches (the demo and benchmarks measure with it). */
+  onAcknowledged?: (items: SealedItem[]) => void
 }
 
 /** A chain we cannot continue without an operator's decision. */
@@ -288,6 +290,7 @@ export class AuditAgent {
     this.#checkpointWrites = this.#checkpoints.save(checkpoint)
     await this.#checkpointWrites
     m.checkpointTimestamp.set(Date.now() / 1000)
+    this.#deps.onAcknowledged?.(acked)
   }
 
   /**

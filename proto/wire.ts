@@ -267,15 +267,16 @@ function sealedFrom(m: RawSealed, field: string): SealedBatch {
 function decodeRecord(r: RawRecord, i: number): WireRecord {
   const field = `batch.records[${i}]`
   const record: WireRecord = { offset: uint(r.offset, `${field}.offset`) }
-  if (r.line !== undefined && r.line !== null) record.line = bytesOf(r.line)
-  else if (r.quarantine) {
+  // protobufjs puts defaults on the prototype: only an own property says which of the oneof was sent.
+  if (Object.hasOwn(r, 'line')) record.line = bytesOf(r.line)
+  else if (Object.hasOwn(r, 'quarantine') && r.quarantine) {
     record.quarantine = {
       length: uint(r.quarantine.length, `${field}.quarantine.length`),
       sha256: bytesOf(r.quarantine.sha256),
       reason: text(r.quarantine.reason, `${field}.quarantine.reason`),
       storedAs: text(r.quarantine.storedAs, `${field}.quarantine.stored_as`),
     }
-  } else if (r.gap) {
+  } else if (Object.hasOwn(r, 'gap') && r.gap) {
     record.gap = {
       path: text(r.gap.path, `${field}.gap.path`),
       fromOffset: uint(r.gap.fromOffset, `${field}.gap.from_offset`),
@@ -309,8 +310,10 @@ function decodeFinding(f: RawFinding, i: number, recordCount: number): Finding {
   }
 }
 
-function bytesOf(v: Uint8Array | undefined): Uint8Array {
-  return v ?? new Uint8Array(0)
+/** Empty bytes fields decode as a plain array default: always hand out a Buffer. */
+function bytesOf(v: Uint8Array | undefined): Buffer {
+  if (v instanceof Buffer) return v
+  return v && v.length > 0 ? Buffer.from(v.buffer, v.byteOffset, v.byteLength) : Buffer.alloc(0)
 }
 
 function text(v: string | undefined, field: string): string {

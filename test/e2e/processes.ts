@@ -1,0 +1,58 @@
+// End-to-end tests run the real binary: the collector and the agent as child
+// processes on 127.0.0.1, which the tests can kill with SIGKILL and restart.
+import { spawn, execFile, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
+
+export const MAIN = fileURLToPath(new URL('../../agent/main.ts', import.meta.url))
+
+export interface Running {
+  child: ChildProcess
+  /** Everything the process wrote to stderr (its JSON logs). */
+  logs(): string
+  exited: Promise<number | null>
+}
+
+export function startProcess(args: string[], env: NodeJS.ProcessEnv = {}): Running {
+  const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+  let logs = ''
+  child.stderr!.on('data', (d: Buffer) => {
+    logs += d.toString()
+    if (logs.length > 4_000_000) logs = logs.slice(-2_000_000)
+  })
+  child.stdout!.resume()
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  return { child, logs: () => logs, exited }
+}
+
+export async function stopProcess(p: Running, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (p.child.exitCode !== null || p.child.signalCode !== null) return
+  p.child.kill(signal)
+  await p.exited
+}
+
+/** A port that was free a moment ago: the collector restarts on the same one, so the agent's URL holds. */
+export async function freePort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as { port: number }).port
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  return port
+}
+
+export async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 60_000, everyMs = 100): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, everyMs))
+  }
+}
+
+/** Runs the CLI to completion. */
+export function runCli(args: string[], maxBuffer = 1024 * 1024 * 1024): Promise<{ code: number; stdout: Buffer; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [MAIN, ...args], { encoding: 'buffer', maxBuffer }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr: stderr.toString() })
+    })
+  })
+}

@@ -106,7 +106,7 @@ export class AuditAgent {
     })
   }
 
-  /** Ready: in sync with the collector, reading, and the collector answered recently. */
+  /** Ready: in sync with the collector, positioned in the log, and the collector answered recently. */
   get ready(): boolean {
     if (!this.#synced || this.#stopping) return false
     if (this.#sender.queuedBatches === 0) return true
@@ -119,7 +119,6 @@ export class AuditAgent {
     this.#log.info({ keyId: this.#key.current.keyId, streamId: this.#config.streamId, collector: this.#config.collector.url }, 'signing key loaded')
     const checkpoint = await this.#syncChain((await this.#checkpoints.load()) ?? { streamId: this.#config.streamId, nextSequence: 1, headDigest: Buffer.alloc(0), position: undefined })
     if (this.#stopping) return
-    this.#synced = true
     const quarantine = new QuarantineDirectory(this.#config.quarantine.dir, this.#config.quarantine.maxBytes)
     this.#tailer = new Tailer({
       path: this.#config.tail.path,
@@ -134,6 +133,7 @@ export class AuditAgent {
       onError: (err) => this.#log.error({ err: err.message }, 'tail problem'),
     })
     await this.#tailer.start(checkpoint.position)
+    this.#synced = true
     this.#batcher = new Batcher(
       { maxEvents: this.#config.batch.maxEvents, maxBytes: this.#config.batch.maxBytes, maxWaitMs: this.#config.batch.maxWaitMs },
       checkpoint.position,

@@ -214,8 +214,7 @@ export class Tailer {
     const live = await this.#openPlain(this.#options.path)
     // No live file yet: the next discovery queues it when it appears.
     if (!live) return
-    const listing = await this.#list()
-    live.order.liveAfter = newestBackupTime(listing)
+    live.order.liveAfter = await this.#rotatedBefore(live, await this.#list())
     let offset = 0
     if (this.#options.startAt === 'end') offset = await lastLineBoundary(live.source!)
     this.#setCurrent(live, offset, false)
@@ -387,43 +386,44 @@ export class Tailer {
   async #discover(): Promise<void> {
     if (this.#closed) return
     const anchor = this.#queue.at(-1) ?? this.#current?.file
-    // Stat the live file before listing: a rotation in between then shows the anchor as a backup.
-    const liveStat = await stat(this.#options.path).catch(() => undefined)
+    // Pin the live file before listing: whatever the listing then shows was
+    // rotated before it, or is the pinned file itself (recognised by inode or fingerprint).
+    let live = await this.#openPlain(this.#options.path)
     const listing = await this.#list()
     if (!anchor) {
-      if (!liveStat) return
-      const live = await this.#openPlain(this.#options.path)
       if (!live) return
-      live.order.liveAfter = newestBackupTime(listing)
+      live.order.liveAfter = await this.#rotatedBefore(live, listing)
       this.#enqueue(live)
       return
     }
-    if (liveStat && sameInode(liveStat, anchor.identity) && anchor.source) {
+    if (anchor.order.rotatedAt === undefined && anchor.source) await this.#findRotation(anchor, listing)
+    if (anchor.order.rotatedAt === undefined && live && anchor.source && live.identity.inode === anchor.identity.inode && live.identity.device === anchor.identity.device) {
       // The anchor is still the live file: nothing newer yet. (Truncation is the reader's business.)
-      anchor.order.liveAfter = Math.max(anchor.order.liveAfter, newestBackupTime(listing))
+      anchor.order.liveAfter = Math.max(anchor.order.liveAfter, await this.#rotatedBefore(anchor, listing))
+      await live.source!.close()
       return
     }
-    if (anchor.order.rotatedAt === undefined && anchor.source) await this.#findRotationTime(anchor, listing)
     const after = anchor.order.rotatedAt ?? anchor.order.liveAfter
-    // One entry per rotation time: the plain .log while it exists (the .gz beside it is unfinished).
-    const newer = new Map<number, BackupName>()
-    for (const b of listing) {
-      if (b.rotatedAt <= after) continue
-      const seen = newer.get(b.rotatedAt)
-      if (!seen || seen.gzip) newer.set(b.rotatedAt, b)
-    }
-    for (const b of newer.values()) {
-      if (this.#closed) return
+    for (const b of newerBackups(listing, after)) {
+      if (this.#closed) break
+      if (live && (await this.#isBackupOf(live, b))) {
+        // The live file we pinned was rotated meanwhile: it goes here; later backups wait for the next round.
+        live.order = { rotatedAt: b.rotatedAt, liveAfter: b.rotatedAt }
+        this.#enqueue(live)
+        return
+      }
       const path = join(this.#naming.dir, b.name)
       const opened = this.#openCount() < this.#options.maxOpenFiles ? (b.gzip ? await this.#openGzip(path) : await this.#openPlain(path)) : undefined
       const file: Tracked = opened ?? { path, identity: ZERO_IDENTITY, order: { liveAfter: b.rotatedAt }, source: undefined, backupName: b, queuedAt: 0 }
       file.order = { rotatedAt: b.rotatedAt, liveAfter: b.rotatedAt }
       this.#enqueue(file)
     }
-    if (liveStat) {
-      const live = await this.#openPlain(this.#options.path)
-      if (!live) return
-      live.order.liveAfter = Math.max(after, newestBackupTime(listing))
+    if (live && this.#closed) {
+      await live.source!.close()
+      live = undefined
+    }
+    if (live) {
+      live.order.liveAfter = Math.max(after, await this.#rotatedBefore(live, listing))
       this.#enqueue(live)
     }
   }
@@ -432,24 +432,37 @@ export class Tailer {
    * The anchor was live and has been rotated: find its backup, by inode while
    * it is a plain .log, by fingerprint once it has been gzipped.
    */
-  async #findRotationTime(anchor: Tracked, listing: BackupName[]): Promise<void> {
+  async #findRotation(anchor: Tracked, listing: BackupName[]): Promise<void> {
     await refreshFingerprint(anchor)
-    for (const b of listing) {
-      if (b.rotatedAt <= anchor.order.liveAfter) continue
-      const path = join(this.#naming.dir, b.name)
-      let match = false
-      if (!b.gzip) {
-        const st = await stat(path).catch(() => undefined)
-        match = st !== undefined && sameInode(st, anchor.identity)
-      } else if (anchor.identity.fingerprintLength > 0 && !listing.some((p) => p.rotatedAt === b.rotatedAt && !p.gzip)) {
-        const head = await open(path, 'r').then((h) => gzipHead(h, FINGERPRINT_BYTES)).catch(() => undefined)
-        match = head !== undefined && headMatches(anchor.identity, head)
-      }
-      if (match) {
+    for (const b of newerBackups(listing, anchor.order.liveAfter)) {
+      if (await this.#isBackupOf(anchor, b)) {
         anchor.order.rotatedAt = b.rotatedAt
         return
       }
     }
+  }
+
+  /** The newest rotation time among backups older than `file` (its own backup and later ones excluded). */
+  async #rotatedBefore(file: Tracked, listing: BackupName[]): Promise<number> {
+    let newest = 0
+    for (const b of listing) {
+      if (b.rotatedAt <= newest) continue
+      if (await this.#isBackupOf(file, b)) break
+      newest = b.rotatedAt
+    }
+    return newest
+  }
+
+  /** Is backup `b` the file we hold? By inode for a plain .log; by fingerprint for a finished .gz. */
+  async #isBackupOf(file: Tracked, b: BackupName): Promise<boolean> {
+    const path = join(this.#naming.dir, b.name)
+    if (!b.gzip) {
+      const st = await stat(path).catch(() => undefined)
+      return st !== undefined && sameInode(st, file.identity)
+    }
+    if (file.identity.fingerprintLength === 0) return false
+    const head = await open(path, 'r').then((h) => gzipHead(h, FINGERPRINT_BYTES)).catch(() => undefined)
+    return head !== undefined && head.length >= file.identity.fingerprintLength && headMatches(file.identity, head)
   }
 
   #enqueue(file: Tracked): void {
@@ -492,8 +505,15 @@ export class Tailer {
   }
 }
 
-function newestBackupTime(listing: BackupName[]): number {
-  return listing.reduce((max, b) => Math.max(max, b.rotatedAt), 0)
+/** Backups rotated after `after`, oldest first, one per rotation time: the plain .log while it exists (a .gz beside it is unfinished). */
+function newerBackups(listing: BackupName[], after: number): BackupName[] {
+  const byTime = new Map<number, BackupName>()
+  for (const b of listing) {
+    if (b.rotatedAt <= after) continue
+    const seen = byTime.get(b.rotatedAt)
+    if (!seen || seen.gzip) byTime.set(b.rotatedAt, b)
+  }
+  return [...byTime.values()]
 }
 
 function sameInode(st: { dev: number; ino: number }, identity: FileIdentity): boolean {

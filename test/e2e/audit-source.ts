@@ -12,8 +12,20 @@ import { backupNameFor } from '../../agent/tail/backup-names.ts'
 
 const FIXTURE = '/work/shared/fixtures/apiserver-v1.26/all-lines.jsonl.gz'
 
-export function realAuditLines(): string[] {
-  return gunzipSync(readFileSync(new URL(`file://${FIXTURE}`))).toString('utf8').split('\n').filter((l) => l.length > 0)
+const fixtureLines = (): string[] => gunzipSync(readFileSync(FIXTURE)).toString('utf8').split('\n').filter((l) => l.length > 0)
+
+/**
+ * `count` real audit lines, the fixture's lines cycled. Each cycle gets fresh
+ * auditIDs (same length), as a real apiserver's would: a file's first bytes
+ * then identify it, as they do in production.
+ */
+export function realAuditLines(count: number): string[] {
+  const lines = fixtureLines()
+  return Array.from({ length: count }, (_, i) => {
+    const line = lines[i % lines.length]!
+    const cycle = Math.floor(i / lines.length)
+    return cycle === 0 ? line : line.replace(/"auditID":"[0-9a-f]{8}/, `"auditID":"${cycle.toString(16).padStart(8, '0')}`)
+  })
 }
 
 export class RotatingLog {

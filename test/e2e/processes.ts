@@ -1,7 +1,10 @@
 // End-to-end tests run the real binary: the collector and the agent as child
 // processes on 127.0.0.1, which the tests can kill with SIGKILL and restart.
 import { spawn, execFile, type ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs'
 import { createServer } from 'node:net'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 export const MAIN = fileURLToPath(new URL('../../agent/main.ts', import.meta.url))
@@ -55,4 +58,26 @@ export function runCli(args: string[], maxBuffer = 1024 * 1024 * 1024): Promise<
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr: stderr.toString() })
     })
   })
+}
+
+/**
+ * True once the agent's checkpoint stands at the end of the live file: same
+ * inode and same first bytes (inodes of deleted backups are reused), same size.
+ */
+export function caughtUp(stateDir: string, logPath: string): boolean {
+  try {
+    const p = JSON.parse(readFileSync(join(stateDir, 'checkpoint.json'), 'utf8')).position
+    const st = statSync(logPath)
+    if (!p || p.inode !== st.ino || p.offset !== st.size) return false
+    const head = Buffer.alloc(p.fingerprintLength)
+    const fd = openSync(logPath, 'r')
+    try {
+      readSync(fd, head, 0, head.length, 0)
+    } finally {
+      closeSync(fd)
+    }
+    return createHash('sha256').update(head).digest('hex') === p.fingerprint
+  } catch {
+    return false
+  }
 }

@@ -1,5 +1,5 @@
-// Feeds end-to-end tests with real kube-apiserver audit lines (the v1.26
-// fixture), cycled to any count, written to a log that rotates by size the way
+// Feeds end-to-end tests with real kube-apiserver audit lines (a v1.26
+// sample in test/fixtures), cycled to any count, written to a log that rotates by size the way
 // the apiserver's log backend does: rename to audit-<time>.log, optionally gzip
 // in the background (the .log and an unfinished .gz side by side for a moment),
 // then a fresh audit.log.
@@ -7,10 +7,11 @@ import { createHash } from 'node:crypto'
 import { createReadStream, createWriteStream, openSync, closeSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs'
 import { pipeline } from 'node:stream/promises'
 import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { createGzip, gunzipSync } from 'node:zlib'
 import { backupNameFor } from '../../agent/tail/backup-names.ts'
 
-const FIXTURE = '/work/shared/fixtures/apiserver-v1.26/all-lines.jsonl.gz'
+const FIXTURE = fileURLToPath(new URL('../fixtures/apiserver-v1.26/sample.jsonl.gz', import.meta.url))
 
 const fixtureLines = (): string[] => gunzipSync(readFileSync(FIXTURE)).toString('utf8').split('\n').filter((l) => l.length > 0)
 

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import { watch, type FSWatcher } from 'chokidar'
 import type { Logger } from 'pino'
+import type { Dispatcher } from 'undici'
 import { verifyBytes } from '../proto/keys.ts'
 import { batchDigest, decodeBatch, type Finding, type WireRecord } from '../proto/wire.ts'
 import { decodeAuditLine, type AuditEvent } from './audit/event.ts'
@@ -57,6 +58,7 @@ export class AuditAgent {
   readonly #key: SigningKeyFile
   readonly #checkpoints: CheckpointFile
   readonly #sender: Sender
+  readonly #dispatcher: Dispatcher
   #tailer: Tailer | undefined
   #watcher: FSWatcher | undefined
   #batcher: Batcher | undefined
@@ -82,14 +84,15 @@ export class AuditAgent {
     this.#key = new SigningKeyFile(config.signing.keyFile, { allowLoosePermissions: config.signing.allowLoosePermissions })
     this.#checkpoints = new CheckpointFile(config.stateDir)
     const c = config.collector
+    this.#dispatcher = collectorDispatcher({
+      timeoutMs: c.timeoutMs,
+      ...(c.caFile ? { ca: readFileSync(c.caFile) } : {}),
+      ...(c.certFile ? { cert: readFileSync(c.certFile), key: readFileSync(c.keyFile) } : {}),
+    })
     this.#sender = new Sender({
       url: c.url,
       streamId: config.streamId,
-      dispatcher: collectorDispatcher({
-        timeoutMs: c.timeoutMs,
-        ...(c.caFile ? { ca: readFileSync(c.caFile) } : {}),
-        ...(c.certFile ? { cert: readFileSync(c.certFile), key: readFileSync(c.keyFile) } : {}),
-      }),
+      dispatcher: this.#dispatcher,
       timeoutMs: c.timeoutMs,
       maxUnackedBytes: c.maxUnackedBytes,
       maxBatchesPerRequest: c.maxBatchesPerRequest,
@@ -174,6 +177,7 @@ export class AuditAgent {
     await this.#sender.stop()
     await this.#checkpointWrites
     await this.#tailer?.close()
+    await this.#dispatcher.destroy()
   }
 
   /** Resolves once everything read so far is acknowledged. */

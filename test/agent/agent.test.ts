@@ -1,0 +1,154 @@
+// The agent's pipeline in one process with a real collector on 127.0.0.1:
+// hostile lines, heartbeats, declared gaps, a collector ahead of the
+// checkpoint, and a signing key replaced at runtime.
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, truncateSync, writeFileSync, appendFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import { pino } from 'pino'
+import t, { type Test } from 'tap'
+import { AuditAgent } from '../../agent/agent.ts'
+import { loadAgentConfig, type AgentConfig } from '../../agent/config.ts'
+import { generateKeyPair } from '../../agent/keygen.ts'
+import { exportStream, RECORD_PREFIX } from '../../collector/export.ts'
+import { startCollector } from '../../collector/server.ts'
+import { verifyStore } from '../../collector/verify.ts'
+import { loadTrustedKeys } from '../../proto/keys.ts'
+
+const event = (i: number) => `{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"${String(i).padStart(8, '0')}-1111-4000-8000-000000000000","stage":"ResponseComplete","requestURI":"/api/v1/pods","verb":"list","user":{"username":"u"},"stageTimestamp":"2026-11-25T10:00:00.000000Z"}`
+
+async function setup(t: Test, overrides: (c: AgentConfig) => void = () => {}) {
+  const dir = t.testdir()
+  mkdirSync(join(dir, 'log'))
+  const keys = generateKeyPair(join(dir, 'node'))
+  const store = join(dir, 'store')
+  const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: store, trustedKeys: loadTrustedKeys([keys.publicKeyFile]) })
+  t.teardown(() => collector.close())
+  const config = loadAgentConfig({
+    overrides: { node: 'node-a', 'collector.url': collector.url, 'tail.path': join(dir, 'log', 'audit.log'), stateDir: join(dir, 'state'), 'signing.keyFile': keys.keyFile },
+    env: {},
+  })
+  config.tail.pollIntervalMs = 50
+  overrides(config)
+  const start = async () => {
+    const agent = new AuditAgent(config, { logger: pino({ level: 'silent' }) })
+    await agent.start()
+    return agent
+  }
+  return { dir, keys, store, collector, config, start, logPath: config.tail.path }
+}
+
+async function exportRecords(store: string): Promise<string[]> {
+  const chunks: Buffer[] = []
+  const out = new Writable({ write(c, _e, cb) { chunks.push(c as Buffer); cb() } })
+  try {
+    await exportStream(store, { records: true, out })
+  } catch (err) {
+    if (/holds no streams/.test((err as Error).message)) return []
+    throw err
+  }
+  return Buffer.concat(chunks).toString('latin1').split('\n').slice(0, -1)
+}
+
+const notes = (lines: string[], kind: string) => lines.filter((l) => l.startsWith(RECORD_PREFIX)).map((l) => JSON.parse(l.slice(RECORD_PREFIX.length))).filter((n) => n.kind === kind)
+
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 15_000) {
+  const deadline = Date.now() + ms
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+t.test('hostile lines: not JSON and invalid UTF-8 ship as unparsed evidence; a 5 MiB line is quarantined on the node', async (t) => {
+  const s = await setup(t)
+  const big = Buffer.concat([Buffer.from('{"kind":"Event","x":"'), Buffer.alloc(5 * 1024 * 1024, 0x61), Buffer.from('"}')])
+  const invalid = Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]) // {"\xff\xfe"}
+  writeFileSync(s.logPath, Buffer.concat([Buffer.from(`${event(1)}\nthis is not json\n`), invalid, Buffer.from('\n'), big, Buffer.from(`\n${event(2)}\n`)]))
+  const agent = await s.start()
+  t.teardown(() => agent.stop())
+  await until('five records', async () => (await exportRecords(s.store)).some((l) => l.includes('00000002-1111')))
+  const lines = await exportRecords(s.store)
+  const unparsed = notes(lines, 'unparsed')
+  t.equal(unparsed.length, 2)
+  t.match(unparsed[0].reason, /JSON/i)
+  t.match(unparsed[1].reason, /UTF-8/)
+  t.ok(lines.includes(invalid.toString('latin1')), 'the invalid bytes ship exactly as read')
+  const [q] = notes(lines, 'quarantine')
+  t.equal(q.length, big.length)
+  t.equal(q.offset, event(1).length + 1 + 'this is not json'.length + 1 + invalid.length + 1)
+  t.ok(existsSync(q.storedAs) && readFileSync(q.storedAs).equals(big), 'the line is kept in the quarantine directory')
+})
+
+t.test('silence is visible: heartbeats keep coming when nothing is written', async (t) => {
+  const s = await setup(t, (c) => { c.batch.heartbeatIntervalMs = 100 })
+  writeFileSync(s.logPath, `${event(1)}\n`)
+  const agent = await s.start()
+  t.teardown(() => agent.stop())
+  await until('three heartbeats', async () => notes(await exportRecords(s.store), 'heartbeat').length >= 3)
+  t.pass('heartbeats sealed and stored')
+})
+
+t.test('a file that shrinks is declared as a gap in the stream', async (t) => {
+  const s = await setup(t)
+  writeFileSync(s.logPath, `${event(1)}\n${event(2)}\n`)
+  const agent = await s.start()
+  t.teardown(() => agent.stop())
+  await until('two events', async () => (await exportRecords(s.store)).filter((l) => l.startsWith('{')).length === 2)
+  truncateSync(s.logPath, 0)
+  appendFileSync(s.logPath, `${event(3)}\n`)
+  await until('the event after the gap', async () => (await exportRecords(s.store)).some((l) => l.includes('00000003-1111')))
+  const [gap] = notes(await exportRecords(s.store), 'gap')
+  t.equal(gap.fromOffset, 2 * (event(1).length + 1))
+  t.match(gap.reason, /shrank/)
+})
+
+t.test('the collector is ahead of the checkpoint (crash between ack and checkpoint): the agent continues after its head, no fork, no duplicate', async (t) => {
+  const s = await setup(t)
+  writeFileSync(s.logPath, `${event(1)}\n`)
+  const first = await s.start()
+  await until('the first event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000001-1111')))
+  await first.drained()
+  await first.stop()
+  const checkpoint = join(s.config.stateDir, 'checkpoint.json')
+  const old = readFileSync(checkpoint)
+  // Ship more, then put the old checkpoint back: as if the agent died before writing the new one.
+  appendFileSync(s.logPath, `${event(2)}\n`)
+  const second = await s.start()
+  await until('the second event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000002-1111')))
+  await second.drained()
+  await second.stop()
+  writeFileSync(checkpoint, old)
+  appendFileSync(s.logPath, `${event(3)}\n`)
+  const third = await s.start()
+  t.teardown(() => third.stop())
+  await until('the third event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000003-1111')))
+  const events = (await exportRecords(s.store)).filter((l) => l.startsWith('{'))
+  t.same(events, [event(1), event(2), event(3)], 'each event once, in order')
+  const result = await verifyStore(s.store, loadTrustedKeys([s.keys.publicKeyFile]))
+  t.equal(result.ok, true, JSON.stringify(result.problem))
+})
+
+t.test('a new signing key file is picked up at runtime; the chain continues under the new key id', async (t) => {
+  let reload = 0
+  const s = await setup(t, (c) => { c.signing.reloadIntervalMs = 100 })
+  const next = generateKeyPair(join(s.dir, 'next'))
+  await s.collector.close()
+  const both = loadTrustedKeys([s.keys.publicKeyFile, next.publicKeyFile])
+  const collector = await startCollector({ listen: { host: '127.0.0.1', port: Number(new URL(s.config.collector.url).port) }, storeDir: s.store, trustedKeys: both })
+  t.teardown(() => collector.close())
+  writeFileSync(s.logPath, `${event(1)}\n`)
+  const agent = await s.start()
+  t.teardown(() => agent.stop())
+  await until('the first event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000001-1111')))
+  copyFileSync(next.keyFile, `${s.keys.keyFile}.new`)
+  renameSync(`${s.keys.keyFile}.new`, s.keys.keyFile)
+  reload++
+  await new Promise((r) => setTimeout(r, 400))
+  appendFileSync(s.logPath, `${event(2)}\n`)
+  await until('the second event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000002-1111')))
+  const result = await verifyStore(s.store, both)
+  t.equal(result.ok, true, JSON.stringify(result.problem))
+  const oldOnly = await verifyStore(s.store, loadTrustedKeys([s.keys.publicKeyFile]))
+  t.equal(oldOnly.ok, false, 'later batches are signed by the new key')
+  t.equal(reload, 1)
+})

@@ -7,7 +7,8 @@ import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { generateKeyPair } from '../../agent/keygen.ts'
-import { RotatingLog, realAuditLines } from './audit-source.ts'
+import { AuditLogWriter } from '../../scripts/audit-log-writer.ts'
+import { realAuditLines } from './audit-source.ts'
 import { caughtUp, freePort, runCli, startProcess, stopProcess, waitFor, type Running } from './processes.ts'
 
 const EVENTS = 200_000
@@ -29,7 +30,7 @@ t.test('SIGKILL the agent 20 times and the collector 3 times: still byte-identic
   const agentReady = () => waitFor('the agent to be ready', async () => (await fetch(`http://${metrics}/readyz`).catch(() => undefined))?.ok === true, 60_000, 20)
   let collector: Running = startCollector()
   await waitFor('the collector', async () => (await fetch(`${url}/livez`).catch(() => undefined))?.ok === true)
-  const log = new RotatingLog(join(dir, 'log', 'audit.log'), { maxBytes: 1024 * 1024, gzipEvery: 3 })
+  const log = new AuditLogWriter({ path: join(dir, 'log', 'audit.log'), maxBytes: 1024 * 1024, maxBackups: 0, gzipEvery: 3, mode: 'rename' })
   let agent: Running = startAgent()
   t.teardown(async () => {
     await stopProcess(agent, 'SIGKILL')

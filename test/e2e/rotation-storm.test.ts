@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import t from 'tap'
 import { generateKeyPair } from '../../agent/keygen.ts'
-import { RotatingLog, realAuditLines } from './audit-source.ts'
+import { AuditLogWriter } from '../../scripts/audit-log-writer.ts'
+import { realAuditLines } from './audit-source.ts'
 import { caughtUp, freePort, runCli, startProcess, stopProcess, waitFor } from './processes.ts'
 
 const EVENTS = 200_000
@@ -24,7 +25,7 @@ t.test('rotation storm: export equals the source byte for byte and verify passes
 
   const { mkdirSync } = await import('node:fs')
   mkdirSync(logDir)
-  const log = new RotatingLog(join(logDir, 'audit.log'), { maxBytes: 1024 * 1024, gzipEvery: 3 })
+  const log = new AuditLogWriter({ path: join(logDir, 'audit.log'), maxBytes: 1024 * 1024, maxBackups: 0, gzipEvery: 3, mode: 'rename' })
   const metrics = `127.0.0.1:${await freePort()}`
   const agent = startProcess(['agent', '--node', 'storm', '--collector', url, '--log', log.path, '--state-dir', join(dir, 'state'), '--key', keyFile, '--metrics-listen', metrics])
   t.teardown(() => stopProcess(agent))

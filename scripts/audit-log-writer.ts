@@ -6,7 +6,7 @@
 // agents meet in the wild are there too: logrotate's copytruncate, and the file
 // deleted and re-created.
 import { createHash } from 'node:crypto'
-import { closeSync, copyFileSync, createReadStream, createWriteStream, fstatSync, ftruncateSync, openSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, copyFileSync, createReadStream, createWriteStream, existsSync, fstatSync, ftruncateSync, openSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { createGzip } from 'node:zlib'
@@ -30,7 +30,8 @@ export class AuditLogWriter {
   #size = 0
   #rotations = 0
   #clock = 0
-  readonly #background: Promise<void>[] = []
+  /** Compression and retention run one after the other in the background, as lumberjack's mill does. */
+  #mill: Promise<void> = Promise.resolve()
   /** SHA-256 of every byte written, in order: what a lossless pipeline must deliver. */
   readonly hash = createHash('sha256')
   lines = 0
@@ -78,15 +79,19 @@ export class AuditLogWriter {
     this.#rotations++
     if (this.#o.mode === 'recreate') return
     const gzip = this.#o.gzipEvery > 0 && this.#rotations % this.#o.gzipEvery === 0
-    const compressed = gzip
-      ? pipeline(createReadStream(backup), createGzip(), createWriteStream(`${backup}.gz`, { mode: 0o600 })).then(() => unlinkSync(backup))
-      : Promise.resolve()
-    this.#background.push(compressed.then(() => this.#retain()))
+    this.#mill = this.#mill.then(async () => {
+      // Retention may have removed this backup already when rotations outran the mill.
+      if (gzip && existsSync(backup)) {
+        await pipeline(createReadStream(backup), createGzip(), createWriteStream(`${backup}.gz`, { mode: 0o600 }))
+        unlinkSync(backup)
+      }
+      this.#retain()
+    })
   }
 
   async close(): Promise<void> {
     closeSync(this.#fd)
-    await Promise.all(this.#background)
+    await this.#mill
   }
 
   #retain(): void {

@@ -81,3 +81,42 @@ export function caughtUp(stateDir: string, logPath: string): boolean {
     return false
   }
 }
+
+export interface ExportDigest {
+  code: number
+  stderr: string
+  /** Event lines (notes excluded). */
+  lines: number
+  /** SHA-256 of the event lines with their newlines, notes excluded. */
+  sha256: string
+  /** The `#auditrail {...}` note lines, parsed. */
+  notes: Array<{ kind: string; [key: string]: unknown }>
+}
+
+/** Runs `auditrail export --records` and digests its output as it streams: hundreds of MB never sit in memory. */
+export function exportDigest(store: string): Promise<ExportDigest> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [MAIN, 'export', store, '--records'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const hash = createHash('sha256')
+    const notes: ExportDigest['notes'] = []
+    let lines = 0
+    let carry = Buffer.alloc(0)
+    let stderr = ''
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    child.stdout.on('data', (chunk: Buffer) => {
+      const data = carry.length > 0 ? Buffer.concat([carry, chunk]) : chunk
+      let start = 0
+      for (let nl = data.indexOf(10); nl !== -1; nl = data.indexOf(10, start)) {
+        const line = data.subarray(start, nl + 1)
+        if (line.subarray(0, 11).toString() === '#auditrail ') notes.push(JSON.parse(line.subarray(11).toString()))
+        else {
+          hash.update(line)
+          lines++
+        }
+        start = nl + 1
+      }
+      carry = Buffer.from(data.subarray(start))
+    })
+    child.on('close', (code) => resolve({ code: code ?? 1, stderr, lines, sha256: hash.digest('hex'), notes }))
+  })
+}

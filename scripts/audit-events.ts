@@ -12,7 +12,7 @@ export interface AuditEventGeneratorOptions {
   startTimeMs?: number
   /** Nodes in the cluster (one control plane, the rest workers); default 6. */
   nodeCount?: number
-  /** Virtual event rate used when next() is called without a time; default 2,900/s as measured on a busy apiserver. */
+  /** Arrival rate of the virtual clock, which moves on by one arrival per event (never behind the `nowMs` given to next()); default 2,900/s as measured on a busy apiserver. Set it to the caller's pace so timestamps follow the wall clock. */
   eventsPerSecond?: number
   /** Cap for the rare huge events (an all-namespace secret list, up to 820 KB as measured); default 1 MiB - 1, under lumberjack's limit. */
   maxEventBytes?: number
@@ -21,7 +21,7 @@ export interface AuditEventGeneratorOptions {
 export type BadLineKind = 'not-json' | 'invalid-utf8' | 'oversize'
 
 export interface AuditEventGenerator {
-  /** The next event, one line of JSON without its newline. `nowMs` (Unix ms) moves the clock; without it a virtual clock ticks at `eventsPerSecond`. */
+  /** The next event, one line of JSON without its newline. The clock moves on by one arrival at `eventsPerSecond`, and to `nowMs` (Unix ms) if that is later. */
   next(nowMs?: number): string
   /** A line the apiserver should never write, for tests only; does not disturb the sequence of next(). `bytes` sizes 'oversize' (default 5 MiB). */
   badLine(kind: BadLineKind, bytes?: number): Buffer
@@ -391,7 +391,10 @@ export function createAuditEventGenerator(options: AuditEventGeneratorOptions): 
       const ref = resource === 'endpointslices' ? grouped('discovery.k8s.io', resource, d.ns) : resource === 'nodes' ? core('nodes') : core(resource, d.ns)
       const node = pick(nodes)
       const secs = int(300, 600)
-      return { verb: 'watch', uri: `${path(ref)}?allowWatchBookmarks=true&resourceVersion=${rv()}&timeout=${Math.floor(secs / 60)}m${secs % 60}s&timeoutSeconds=${secs}&watch=true`, objectRef: ref, user: nodeUser(node.name), userAgent: KUBELET, sourceIP: node.ip, code: 200, latencyUs: latency(2000, 30_000), streaming: true, authzReason: '' }
+      // Informers: kubelets and controllers re-open their watches every 5 to 10 minutes.
+      const c = controller()
+      const who = chance(0.5) ? { user: nodeUser(node.name), userAgent: KUBELET, sourceIP: node.ip, authzReason: '' } : { ...c, sourceIP: controlPlaneIP, authzReason: rbacReason('system:controller', 'system:controller', `ServiceAccount "${c.user.username!.split(':').pop()}/kube-system"`) }
+      return { verb: 'watch', uri: `${path(ref)}?allowWatchBookmarks=true&resourceVersion=${rv()}&timeout=${Math.floor(secs / 60)}m${secs % 60}s&timeoutSeconds=${secs}&watch=true`, objectRef: ref, ...who, code: 200, latencyUs: latency(2000, 30_000), streaming: true }
     }],
     [9, () => {
       // Kubelet status updates: the biggest steady stream at RequestResponse.
@@ -455,12 +458,12 @@ export function createAuditEventGenerator(options: AuditEventGeneratorOptions): 
       const cluster = chance(0.5)
       const binding = chance(0.5)
       const resource = `${cluster ? 'cluster' : ''}${binding ? 'rolebindings' : 'roles'}`
-      const verb = pick(['get', 'get', 'list', 'create', 'update', 'delete'])
+      const verb = pick(['get', 'list', 'create', 'create', 'update', 'delete'])
       const name = verb === 'list' || verb === 'create' ? undefined : `${h.user.username!.split('@')[0]}-${binding ? 'binding' : 'role'}-${alnum(4)}`
       const ref = grouped(RBAC_GROUP, resource, cluster ? undefined : ns, name)
       const objName = name ?? `${ns}-${binding ? 'binding' : 'role'}-${alnum(4)}`
-      const admin = binding && chance(0.12)
-      const wildcard = !binding && chance(0.12)
+      const admin = binding && chance(0.25)
+      const wildcard = !binding && chance(0.25)
       const obj = () => binding
         ? bindingObject(cluster ? 'ClusterRoleBinding' : 'RoleBinding', objName, cluster ? undefined : ns, admin ? 'cluster-admin' : 'view', pick(HUMANS).username!)
         : roleObject(cluster ? 'ClusterRole' : 'Role', objName, cluster ? undefined : ns, wildcard)
@@ -560,7 +563,6 @@ export function createAuditEventGenerator(options: AuditEventGeneratorOptions): 
   }
 
   function schedule(p: Pending): void {
-    if (pending.length >= PENDING_MAX) return // a stream cut short: its ResponseComplete is never logged, as when an apiserver stops
     let lo = 0
     let hi = pending.length
     while (lo < hi) {
@@ -576,10 +578,11 @@ export function createAuditEventGenerator(options: AuditEventGeneratorOptions): 
 
   return {
     next(nowMs) {
-      if (nowMs === undefined) clockUs += Math.max(1, Math.round(-Math.log(1 - rand()) * meanGapUs))
-      else clockUs = Math.max(clockUs + 1, Math.round(nowMs * 1000))
+      // Arrivals evenly spread around the mean: the clock keeps close to a caller writing at eventsPerSecond.
+      clockUs = Math.max(clockUs + Math.max(1, Math.round(meanGapUs * (0.5 + rand()))), nowMs === undefined ? 0 : Math.round(nowMs * 1000))
       const due = pending[0]
-      if (due && due.dueUs <= clockUs) return pending.shift()!.line
+      // A full queue gives out its earliest stage early rather than losing it.
+      if (due && (due.dueUs <= clockUs || pending.length >= PENDING_MAX - 2)) return pending.shift()!.line
       const req = request()
       const auditID = uuid()
       const receivedUs = clockUs

@@ -1,92 +1,135 @@
 #!/usr/bin/env node
-// Writes a realistic, rotating kube-apiserver audit log at a chosen rate.
+// Writes a realistic kube-apiserver audit log, rotated the way the apiserver
+// rotates it, at a chosen rate:
 //   node scripts/generate-audit-log.ts --out DIR --events N [--rate EVENTS_PER_S (0: as fast as possible)]
-//     [--max-size BYTES] [--max-backups N] [--gzip-every N] [--mode rename|copytruncate|recreate] [--seed N]
-// Prints a one-line JSON summary. The demo and the benchmarks call generateAuditLog in-process.
-import { mkdirSync } from 'node:fs'
+//     [--max-size BYTES (default 1 MiB)] [--max-backups N] [--max-age-days N] [--compress] [--gzip-every N]
+//     [--mode rename|copytruncate|recreate] [--seed N] [--source FILE]
+// Prints a one-line JSON summary. The demo, the benchmark and end-to-end tests
+// call generateAuditLog in-process.
+import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createAuditEventGenerator } from './audit-events.ts'
-import { AuditLogWriter, type AuditLogWriterOptions } from './audit-log-writer.ts'
+import { AuditLogWriter, type AuditLogWriterOptions, type RotationMode } from './audit-log-writer.ts'
 
-export interface GenerateOptions extends Omit<AuditLogWriterOptions, 'path'> {
+export interface GenerateAuditLogOptions extends Omit<AuditLogWriterOptions, 'path'> {
+  /** Directory of the live audit.log and its backups; created if missing. */
   dir: string
   events: number
-  /** Events per second; 0 writes as fast as possible. */
-  rate: number
-  seed: number
-  /** Called after each line with the writer (tests and benchmarks sample offsets and times). */
-  onLine?: (writer: AuditLogWriter) => void
+  /** Events per second, written in 10 ms steps; 0 (default) writes as fast as possible. */
+  rate?: number
+  /** PRNG seed; default 1. */
+  seed?: number
+  /** Start of the events' virtual clock when rate is 0 (Unix ms); default now. Paced runs stamp events with the wall clock. */
+  startTimeMs?: number
+  nodeCount?: number
+  /** Called after each line is written, with the writer (its position() is where the line ends) and the line, newline included. */
+  onLine?: (writer: AuditLogWriter, line: Buffer) => void
+  /** Also append every line written here, in order: the concatenation an export must equal byte for byte. */
+  sourceFile?: string
 }
 
-export interface GenerateSummary {
+export interface GenerateAuditLogSummary {
   events: number
   bytes: number
   rotations: number
   elapsedMs: number
+  /** SHA-256 of every byte written, in order. */
   sha256: string
 }
 
-export async function generateAuditLog(o: GenerateOptions, signal?: AbortSignal): Promise<GenerateSummary> {
-  mkdirSync(o.dir, { recursive: true })
-  const writer = new AuditLogWriter({ path: join(o.dir, 'audit.log'), maxBytes: o.maxBytes, maxBackups: o.maxBackups, gzipEvery: o.gzipEvery, mode: o.mode })
-  const events = createAuditEventGenerator({ seed: o.seed })
+const STEP_MS = 10
+/** Lines written between yields when unpaced, so background gzip and the caller's I/O keep moving. */
+const BURST = 500
+
+/** Writes `events` generated events to `<dir>/audit.log` with rotation; stops early, cleanly, when `signal` aborts. */
+export async function generateAuditLog(options: GenerateAuditLogOptions, signal?: AbortSignal): Promise<GenerateAuditLogSummary> {
+  const { dir, events, rate = 0, seed = 1, startTimeMs, nodeCount, onLine, sourceFile, ...writerOptions } = options
+  if (!Number.isSafeInteger(events) || events < 0) throw new Error(`generate audit log: events must be a whole number >= 0, got ${String(events)}`)
+  if (!(rate >= 0) || !Number.isFinite(rate)) throw new Error(`generate audit log: rate must be events per second >= 0, got ${String(rate)}`)
+  mkdirSync(dir, { recursive: true })
+  // Paced, the events' clock follows the wall clock at the chosen rate; unpaced, it runs at the measured 2,900/s from startTimeMs.
+  const generator = createAuditEventGenerator({ seed, startTimeMs: startTimeMs ?? Date.now(), ...(rate > 0 ? { eventsPerSecond: rate } : {}), ...(nodeCount === undefined ? {} : { nodeCount }) })
+  const writer = new AuditLogWriter({ ...writerOptions, path: join(dir, 'audit.log') })
+  const source = sourceFile === undefined ? undefined : openSync(sourceFile, 'w', 0o600)
   const started = performance.now()
-  const startMs = Date.now()
-  const STEP_MS = 10
   let written = 0
-  while (written < o.events && !signal?.aborted) {
-    // Pace in steps: every 10 ms, write what is owed by now.
-    const elapsed = performance.now() - started
-    const owed = o.rate > 0 ? Math.min(o.events, Math.floor((elapsed / 1000) * o.rate)) : Math.min(o.events, written + 1000)
-    for (; written < owed; written++) {
-      writer.write(events.next(startMs + elapsed))
-      o.onLine?.(writer)
+  try {
+    while (written < events && !signal?.aborted) {
+      const elapsedMs = performance.now() - started
+      // Paced: whatever is owed by now, stamped with the wall clock. Unpaced: a burst on the virtual clock.
+      const target = rate > 0 ? Math.min(events, Math.floor((elapsedMs / 1000) * rate)) : Math.min(events, written + BURST)
+      const nowMs = rate > 0 ? Date.now() : undefined
+      for (; written < target; written++) {
+        const line = writer.write(generator.next(nowMs))
+        if (source !== undefined) writeSync(source, line)
+        onLine?.(writer, line)
+      }
+      if (written < events) await new Promise((resolve) => (rate > 0 ? setTimeout(resolve, STEP_MS) : setImmediate(resolve)))
     }
-    await new Promise((r) => (o.rate > 0 ? setTimeout(r, STEP_MS) : setImmediate(r)))
+  } finally {
+    if (source !== undefined) closeSync(source)
+    await writer.close()
   }
-  await writer.close()
   return { events: written, bytes: writer.bytes, rotations: writer.rotations, elapsedMs: Math.round(performance.now() - started), sha256: writer.hash.digest('hex') }
 }
 
-async function main(): Promise<void> {
+async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
+    args: argv,
     options: {
       out: { type: 'string' },
-      events: { type: 'string', default: '10000' },
+      events: { type: 'string' },
       rate: { type: 'string', default: '0' },
       'max-size': { type: 'string', default: String(1024 * 1024) },
       'max-backups': { type: 'string', default: '0' },
+      'max-age-days': { type: 'string', default: '0' },
+      compress: { type: 'boolean', default: false },
       'gzip-every': { type: 'string', default: '0' },
       mode: { type: 'string', default: 'rename' },
       seed: { type: 'string', default: '1' },
+      source: { type: 'string' },
     },
     strict: true,
   })
-  const number = (flag: string, v: string): number => {
+  const whole = (flag: string, v: string | undefined, min = 0): number => {
     const n = Number(v)
-    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--${flag}: expected a whole number, got ${JSON.stringify(v)}`)
+    if (v === undefined || v.trim() === '' || !Number.isSafeInteger(n) || n < min) throw new Error(`--${flag}: expected a whole number >= ${min}, got ${JSON.stringify(v ?? '')}`)
     return n
   }
-  if (!values.out) throw new Error('--out DIR is required')
+  if (!values.out) throw new Error('--out DIR is required: the directory for audit.log and its backups')
+  if (values.events === undefined) throw new Error('--events N is required: how many events to write')
   const mode = values.mode
   if (mode !== 'rename' && mode !== 'copytruncate' && mode !== 'recreate') throw new Error(`--mode: expected rename, copytruncate or recreate, got ${JSON.stringify(mode)}`)
-  const summary = await generateAuditLog({
-    dir: values.out,
-    events: number('events', values.events),
-    rate: number('rate', values.rate),
-    maxBytes: number('max-size', values['max-size']),
-    maxBackups: number('max-backups', values['max-backups']),
-    gzipEvery: number('gzip-every', values['gzip-every']),
-    mode,
-    seed: number('seed', values.seed),
-  })
+  const abort = new AbortController()
+  const stop = () => abort.abort()
+  process.once('SIGINT', stop).once('SIGTERM', stop)
+  const summary = await generateAuditLog(
+    {
+      dir: values.out,
+      events: whole('events', values.events),
+      rate: whole('rate', values.rate),
+      maxBytes: whole('max-size', values['max-size'], 1),
+      maxBackups: whole('max-backups', values['max-backups']),
+      maxAgeDays: whole('max-age-days', values['max-age-days']),
+      compress: values.compress,
+      gzipEvery: whole('gzip-every', values['gzip-every']),
+      mode: mode satisfies RotationMode,
+      seed: whole('seed', values.seed),
+      ...(values.source === undefined ? {} : { sourceFile: values.source }),
+    },
+    abort.signal,
+  )
   process.stdout.write(`${JSON.stringify(summary)}\n`)
+  return 0
 }
 
 if (import.meta.main) {
-  main().catch((err: Error) => {
-    process.stderr.write(`generate-audit-log: ${err.message}\n`)
-    process.exitCode = 2
-  })
+  main(process.argv.slice(2)).then(
+    (code) => (process.exitCode = code),
+    (err: unknown) => {
+      process.stderr.write(`generate-audit-log: ${err instanceof Error ? err.message : String(err)}\n`)
+      process.exitCode = 2
+    },
+  )
 }

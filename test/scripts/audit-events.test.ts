@@ -1,5 +1,6 @@
 import { isUtf8 } from 'node:buffer'
 import t from 'tap'
+import { decodeAuditLine } from '../../agent/audit/event.ts'
 import { createAuditEventGenerator } from '../../scripts/audit-events.ts'
 
 const START = Date.UTC(2026, 10, 25, 8, 0, 0)
@@ -54,6 +55,7 @@ t.test('every line is one audit.k8s.io/v1 Event with the fields the apiserver al
     if (e.level === 'Metadata' && (e.requestObject || e.responseObject)) fail('bodies at Metadata level', e)
   }
   t.equal(bad, 0, 'no malformed events')
+  t.ok(lines.every((l) => 'event' in decodeAuditLine(Buffer.from(l))), "the agent's decoder takes every line as an event")
   t.same(Object.keys(events.find((e) => e.responseObject)!), ['kind', 'apiVersion', 'level', 'auditID', 'stage', 'requestURI', 'verb', 'user', 'sourceIPs', 'userAgent', 'objectRef', 'responseStatus', 'requestObject', 'responseObject', 'requestReceivedTimestamp', 'stageTimestamp', 'annotations'].filter((k) => k in events.find((e) => e.responseObject)!), 'keys in the Go struct order')
 })
 
@@ -146,4 +148,5 @@ t.test('bad lines, only when asked', async (t) => {
   t.equal(JSON.parse(big.toString()).kind, 'Event', 'a valid event, only too big')
   t.equal(g.badLine('oversize', 100_000).length, 100_000)
   t.throws(() => g.badLine('oversize', 10), /at least/)
+  t.same([decodeAuditLine(notJson), decodeAuditLine(invalid)], [{ unparsed: 'not JSON' }, { unparsed: 'invalid UTF-8' }], "the agent's decoder marks them unparsed")
 })

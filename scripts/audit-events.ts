@@ -269,11 +269,21 @@ export function createAuditEventGenerator(options: AuditEventGeneratorOptions): 
     }
   }
 
-  /** A pod as its creator submits it: no server-set metadata, no status, not yet scheduled. */
-  const submitted = (p: ReturnType<typeof pod>) => {
-    const { uid, resourceVersion, creationTimestamp, managedFields, ...metadata } = p.metadata
-    const { nodeName, ...spec } = p.spec
-    return { kind: p.kind, apiVersion: p.apiVersion, metadata, spec }
+  /** An object as its creator submits it: no server-set metadata, no status, a pod not yet scheduled. */
+  const submitted = (o: object) => {
+    const out: Record<string, unknown> = {}
+    for (const [key, value] of Object.entries(o)) {
+      if (key === 'metadata') {
+        const { uid, resourceVersion, creationTimestamp, generation, managedFields, ...metadata } = value as Record<string, unknown>
+        out.metadata = metadata
+      } else if (key === 'spec') {
+        const { nodeName, ...spec } = value as Record<string, unknown>
+        out.spec = spec
+      } else if (key !== 'status') {
+        out[key] = value
+      }
+    }
+    return out
   }
 
   const deploymentObject = (d: { ns: string; app: string }) => ({
@@ -435,7 +445,8 @@ export function createAuditEventGenerator(options: AuditEventGeneratorOptions): 
       const h = human()
       const c = controllerUsers.get(rs ? 'replicaset-controller' : 'deployment-controller')!
       const who = byController ? { user: c, userAgent: `kube-controller-manager/${KUBE_VERSION} (linux/amd64) kubernetes/${GIT}/system:serviceaccount:kube-system:${rs ? 'replicaset' : 'deployment'}-controller`, sourceIP: controlPlaneIP } : chance(0.5) ? h : { user: ciDeployer, userAgent: `argocd-application-controller/${KUBE_VERSION}`, sourceIP: podIP() }
-      const obj = () => deploymentObject(d)
+      let built: object | undefined
+      const obj = () => (built ??= deploymentObject(d))
       return { verb: byController ? 'update' : 'patch', uri: path(ref), objectRef: ref, ...who, code: 200, latencyUs: latency(3, 25), authzReason: byController ? rbacReason('system:controller:deployment-controller', 'system:controller:deployment-controller', 'ServiceAccount "deployment-controller/kube-system"') : '', requestObject: byController ? obj : () => ({ spec: { template: { spec: { containers: [{ name: d.app, image: `registry.example.com/${d.ns}/${d.app}:${hex(7)}` }] } } } }), responseObject: obj }
     }],
     [2, () => {
@@ -464,14 +475,15 @@ export function createAuditEventGenerator(options: AuditEventGeneratorOptions): 
       const objName = name ?? `${ns}-${binding ? 'binding' : 'role'}-${alnum(4)}`
       const admin = binding && chance(0.25)
       const wildcard = !binding && chance(0.25)
-      const obj = () => binding
-        ? bindingObject(cluster ? 'ClusterRoleBinding' : 'RoleBinding', objName, cluster ? undefined : ns, admin ? 'cluster-admin' : 'view', pick(HUMANS).username!)
-        : roleObject(cluster ? 'ClusterRole' : 'Role', objName, cluster ? undefined : ns, wildcard)
-      const mutating = verb === 'create' || verb === 'update'
+      const make = (objectName: string) => binding
+        ? bindingObject(cluster ? 'ClusterRoleBinding' : 'RoleBinding', objectName, cluster ? undefined : ns, admin ? 'cluster-admin' : 'view', pick(HUMANS).username!)
+        : roleObject(cluster ? 'ClusterRole' : 'Role', objectName, cluster ? undefined : ns, wildcard)
+      let built: object | undefined
+      const obj = () => (built ??= make(objName))
       return {
         verb, uri: path(ref), objectRef: ref, ...h, code: verb === 'create' ? 201 : 200, latencyUs: latency(2, 15), authzReason: '',
-        ...(mutating ? { requestObject: obj } : {}),
-        responseObject: verb === 'list' ? () => list(binding ? (cluster ? 'ClusterRoleBinding' : 'RoleBinding') : cluster ? 'ClusterRole' : 'Role', `${RBAC_GROUP}/v1`, Array.from({ length: int(2, 8) }, obj)) : obj,
+        ...(verb === 'create' ? { requestObject: () => submitted(obj()) } : verb === 'update' ? { requestObject: obj } : {}),
+        responseObject: verb === 'list' ? () => list(binding ? (cluster ? 'ClusterRoleBinding' : 'RoleBinding') : cluster ? 'ClusterRole' : 'Role', `${RBAC_GROUP}/v1`, Array.from({ length: int(2, 8) }, (_, i) => make(`${objName}-${i}`))) : obj,
       }
     }],
     [1.5, () => {
@@ -508,8 +520,9 @@ export function createAuditEventGenerator(options: AuditEventGeneratorOptions): 
       const d = pick(deployments)
       const verb = pick(['get', 'list', 'create', 'update', 'delete'])
       const ref = grouped('networking.k8s.io', 'networkpolicies', d.ns, verb === 'list' || verb === 'create' ? undefined : d.app)
-      const obj = () => policyObject(d.ns, d.app)
-      return { verb, uri: path(ref), objectRef: ref, ...human(), code: verb === 'create' ? 201 : 200, latencyUs: latency(2, 10), authzReason: '', ...(verb === 'create' || verb === 'update' ? { requestObject: obj } : {}), responseObject: verb === 'list' ? () => list('NetworkPolicy', 'networking.k8s.io/v1', [obj()]) : obj }
+      let built: object | undefined
+      const obj = () => (built ??= policyObject(d.ns, d.app))
+      return { verb, uri: path(ref), objectRef: ref, ...human(), code: verb === 'create' ? 201 : 200, latencyUs: latency(2, 10), authzReason: '', ...(verb === 'create' ? { requestObject: () => submitted(obj()) } : verb === 'update' ? { requestObject: obj } : {}), responseObject: verb === 'list' ? () => list('NetworkPolicy', 'networking.k8s.io/v1', [obj()]) : obj }
     }],
     [0.8, () => {
       // Forbidden: a workload's service account or a developer reaching for what it may not.

@@ -132,7 +132,8 @@ export class AuditLogWriter {
       ftruncateSync(this.#fd, 0)
     } else {
       closeSync(this.#fd)
-      renameSync(this.path, backup)
+      // As lumberjack: a live file someone else removed is not an error, there is just nothing to back up.
+      if (existsSync(this.path)) renameSync(this.path, backup)
       this.#fd = openSync(this.path, 'a', 0o600)
     }
     this.#size = 0

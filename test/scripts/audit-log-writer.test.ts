@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import t from 'tap'
@@ -177,6 +177,18 @@ t.test('writePartial: a half-written last line, finished later, never rotated ap
   await w.close()
   t.equal(w.rotations, 1)
   t.equal(contents(dir).toString(), '{"a":1}\n{"b":"half-and-the-rest"}\n{"c":3}\n')
+})
+
+t.test('rename rotation of a live file someone removed: no backup, a new audit.log', async (t) => {
+  const dir = t.testdir()
+  const w = new AuditLogWriter({ path: join(dir, 'audit.log'), maxBytes: 1 << 20 })
+  w.write('{"a":1}')
+  rmSync(w.path)
+  w.rotate()
+  w.write('{"a":2}')
+  await w.close()
+  t.same(readdirSync(dir), ['audit.log'])
+  t.equal(readFileSync(w.path, 'utf8'), '{"a":2}\n')
 })
 
 t.test('copytruncate: the backup is a copy, the live file keeps its inode and starts again at 0', async (t) => {

@@ -143,6 +143,7 @@ export function createAuditEventGenerator(options: AuditEventGeneratorOptions): 
   const eventsPerSecond = options.eventsPerSecond ?? 2900
   if (!(eventsPerSecond > 0)) throw new Error(`audit events: eventsPerSecond must be above 0, got ${String(eventsPerSecond)}`)
   const maxEventBytes = options.maxEventBytes ?? 1024 * 1024 - 1
+  if (!Number.isSafeInteger(maxEventBytes) || maxEventBytes < 16 * 1024) throw new Error(`audit events: maxEventBytes must be a whole number >= 16384, got ${String(maxEventBytes)}`)
   const rand = prng(options.seed)
   let clockUs = Math.round((options.startTimeMs ?? DEFAULT_START_MS) * 1000)
   /** Later stages of requests in flight, sorted by due time; bounded. */

@@ -133,6 +133,7 @@ t.test('the clock: virtual from startTimeMs, never behind the time given to next
   t.ok(received.length > 0 && received.every((e) => Date.parse(e.requestReceivedTimestamp) >= later), 'new requests arrive no earlier than now')
   t.throws(() => createAuditEventGenerator({ seed: 1.5 }), /seed/)
   t.throws(() => createAuditEventGenerator({ seed: 1, nodeCount: 0 }), /nodeCount/)
+  t.throws(() => createAuditEventGenerator({ seed: 1, maxEventBytes: 100 }), /maxEventBytes/)
 })
 
 t.test('bad lines, only when asked', async (t) => {

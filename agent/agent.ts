@@ -19,7 +19,7 @@ import { SigningKeyFile } from './ship/signing-key.ts'
 import { CheckpointFile, type Checkpoint } from './state/checkpoint.ts'
 import { backupNaming } from './tail/backup-names.ts'
 import { QuarantineDirectory } from './tail/quarantine.ts'
-import { Tailer, type TailRecord } from './tail/tailer.ts'
+import { Tailer, type TailPosition, type TailRecord } from './tail/tailer.ts'
 
 /** Looks at each decoded event and reports findings (guardrail rules, anomaly detectors). */
 export interface EventInspector {
@@ -74,6 +74,8 @@ export class AuditAgent {
   #synced = false
   #lastSealedAt = 0
   #newestAckedEventMs = 0
+  /** The file position in the checkpoint: kept by batches that do not move it. */
+  #checkpointPosition: TailPosition | undefined
   #checkpointWrites: Promise<void> = Promise.resolve()
 
   constructor(config: AgentConfig, deps: AgentDeps) {
@@ -122,6 +124,7 @@ export class AuditAgent {
     this.#log.info({ keyId: this.#key.current.keyId, streamId: this.#config.streamId, collector: this.#config.collector.url }, 'signing key loaded')
     const checkpoint = await this.#syncChain((await this.#checkpoints.load()) ?? { streamId: this.#config.streamId, nextSequence: 1, headDigest: Buffer.alloc(0), position: undefined })
     if (this.#stopping) return
+    this.#checkpointPosition = checkpoint.position
     const quarantine = new QuarantineDirectory(this.#config.quarantine.dir, this.#config.quarantine.maxBytes)
     this.#tailer = new Tailer({
       path: this.#config.tail.path,
@@ -208,8 +211,7 @@ export class AuditAgent {
       if (chunk.records.length > 0 || chunk.endOfFile) batcher.add(chunk, this.#process, now, drafts)
       batcher.takeDue(now, drafts)
       if (drafts.length === 0 && batcher.openedAt === undefined && now - this.#lastSealedAt >= heartbeatMs) {
-        const position = tailer.position()
-        if (position) drafts.push(batcher.heartbeat(position, now))
+        drafts.push(batcher.heartbeat(tailer.position() ?? this.#config.tail.path, now))
       }
       this.#sealAll(drafts)
       if (chunk.bytesRead === 0 && chunk.records.length === 0 && !chunk.endOfFile) {
@@ -290,7 +292,9 @@ export class AuditAgent {
     m.chainSequence.set(last.sequence)
     m.unackedBytes.set(this.#sender.unackedBytes)
     m.lastAckTimestamp.set(Date.now() / 1000)
-    const checkpoint: Checkpoint = { streamId: this.#config.streamId, nextSequence: last.sequence + 1, headDigest: last.digest, position: last.position }
+    const position = acked.findLast((item) => item.position !== undefined)?.position ?? this.#checkpointPosition
+    this.#checkpointPosition = position
+    const checkpoint: Checkpoint = { streamId: this.#config.streamId, nextSequence: last.sequence + 1, headDigest: last.digest, position }
     this.#checkpointWrites = this.#checkpoints.save(checkpoint)
     await this.#checkpointWrites
     m.checkpointTimestamp.set(Date.now() / 1000)
@@ -330,11 +334,13 @@ export class AuditAgent {
     }
     const s = batch.source
     this.#log.info({ from: cp.nextSequence, to: batch.sequence + 1 }, 'the collector holds batches this agent had not checkpointed yet; continuing after them')
+    // A heartbeat sealed before any log file existed names no file: the position stays where it was.
+    const noFile = s.device === 0 && s.inode === 0 && batch.records.length === 0
     return {
       streamId: cp.streamId,
       nextSequence: batch.sequence + 1,
       headDigest: digest,
-      position: {
+      position: noFile ? cp.position : {
         path: s.path,
         identity: { device: s.device, inode: s.inode, fingerprint: Buffer.from(s.fingerprint), fingerprintLength: s.fingerprintLength },
         order: { ...(s.rotatedUnixMs ? { rotatedAt: s.rotatedUnixMs } : {}), liveAfter: s.liveAfterUnixMs },

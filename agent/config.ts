@@ -77,7 +77,7 @@ const SCHEMA = {
   },
   batch: {
     maxEvents: { kind: 'int', default: 2000, min: 1, max: 100_000 },
-    maxBytes: { kind: 'bytes', default: 2 * MiB, min: 1024, max: 64 * MiB },
+    maxBytes: { kind: 'bytes', default: 1 * MiB, min: 1024, max: 64 * MiB },
     maxWait: { kind: 'duration', default: 200, min: 1, max: 60_000 },
     heartbeatInterval: { kind: 'duration', default: 10_000, min: 100, max: 3_600_000 },
   },
@@ -88,9 +88,9 @@ const SCHEMA = {
     certFile: { kind: 'string', default: '' },
     keyFile: { kind: 'string', default: '' },
     allowInsecureHttp: { kind: 'bool', default: false },
-    maxUnackedBytes: { kind: 'bytes', default: 16 * MiB, min: 64 * 1024, max: 1024 * MiB },
+    maxUnackedBytes: { kind: 'bytes', default: 8 * MiB, min: 64 * 1024, max: 1024 * MiB },
     maxBatchesPerRequest: { kind: 'int', default: 32, min: 1, max: 1024 },
-    maxRequestBytes: { kind: 'bytes', default: 8 * MiB, min: 64 * 1024, max: 256 * MiB },
+    maxRequestBytes: { kind: 'bytes', default: 4 * MiB, min: 64 * 1024, max: 256 * MiB },
     gzipLevel: { kind: 'int', default: 1, min: 0, max: 9 },
     retry: {
       initialDelay: { kind: 'duration', default: 250, min: 1, max: 60_000 },

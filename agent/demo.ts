@@ -52,6 +52,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
       onAcknowledged: (items) => {
         const now = performance.now()
         for (const item of items) {
+          if (!item.position) continue
           const { inode } = item.position.identity
           while (samples.length > 0 && samples[0]!.inode === inode && samples[0]!.offset <= item.position.offset) latencies.push(now - samples.shift()!.at)
         }

@@ -79,8 +79,14 @@ export class Batcher {
     if (this.#draft && (force || nowMs - this.#draft.openedAt >= this.#limits.maxWaitMs)) this.#close(out)
   }
 
-  /** An empty batch at `position`: proof of life when nothing new was read. */
-  heartbeat(position: TailPosition, nowMs: number): BatchDraft {
+  /**
+   * An empty batch at `position`: proof of life when nothing new was read.
+   * Without a position (no log file yet) it names the configured path.
+   */
+  heartbeat(position: TailPosition | string, nowMs: number): BatchDraft {
+    if (typeof position === 'string') {
+      return { ...this.heartbeat({ path: position, identity: NO_FILE, order: { liveAfter: 0 }, offset: 0, endOfFile: false }, nowMs), noFile: true }
+    }
     return {
       path: position.path,
       identity: position.identity,
@@ -125,6 +131,8 @@ export class Batcher {
     return l !== undefined && l.endOfFile && l.inode === chunk.identity.inode && l.device === chunk.identity.device && l.offset === chunk.endOffset
   }
 }
+
+const NO_FILE = { device: 0, inode: 0, fingerprint: Buffer.alloc(0), fingerprintLength: 0 }
 
 /** Same file, and the chunk starts where the draft ends (a truncated file restarts at 0: a new batch). */
 function continues(draft: BatchDraft, chunk: TailChunk): boolean {

@@ -22,6 +22,8 @@ export interface BatchDraft {
   newestEventMs: number
   /** performance.now() when the batch got its first record (or was made, for an empty one). */
   openedAt: number
+  /** A heartbeat sent before any log file exists: it moves the chain, not the file position. */
+  noFile?: true
 }
 
 export interface SealedItem {
@@ -30,8 +32,8 @@ export interface SealedItem {
   sealed: SealedBatch
   /** About the encoded SealedBatch size: what it costs to hold until acknowledged. */
   size: number
-  /** Where the checkpoint moves once this batch is acknowledged. */
-  position: TailPosition
+  /** Where the checkpoint moves once this batch is acknowledged; undefined when it does not move. */
+  position: TailPosition | undefined
   recordCount: number
   newestEventMs: number
   openedAt: number
@@ -91,7 +93,7 @@ export class Sealer {
       digest,
       sealed,
       size: bytes.length + sealed.signature.length + sealed.keyId.length + 16,
-      position: { path: draft.path, identity: draft.identity, order: { ...draft.order }, offset: draft.endOffset, endOfFile: draft.endOfFile },
+      position: draft.noFile ? undefined : { path: draft.path, identity: draft.identity, order: { ...draft.order }, offset: draft.endOffset, endOfFile: draft.endOfFile },
       recordCount: draft.records.length,
       newestEventMs: draft.newestEventMs,
       openedAt: draft.openedAt,

@@ -16,7 +16,7 @@ import { FINGERPRINT_BYTES, fingerprintOf, headMatches, readHead, type FileIdent
 import { LineSplitter, type SplitRecord } from './line-splitter.ts'
 import type { QuarantineStore } from './quarantine.ts'
 
-const READ_CHUNK_BYTES = 1024 * 1024
+const READ_CHUNK_BYTES = 256 * 1024
 
 /** Where a file sits in rotation order. */
 export interface FileOrder {

@@ -38,6 +38,8 @@ export class AgentMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry })
+    // prom-client names these gauges with a _total suffix, which Prometheus reserves for counters (promtool flags it).
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name)
   }
 
   #counter(name: string, help: string, labelNames: string[] = []): Counter<string> {

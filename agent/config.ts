@@ -94,7 +94,7 @@ const SCHEMA = {
     gzipLevel: { kind: 'int', default: 1, min: 0, max: 9 },
     retry: {
       initialDelay: { kind: 'duration', default: 250, min: 1, max: 60_000 },
-      maxDelay: { kind: 'duration', default: 30_000, min: 1, max: 3_600_000 },
+      maxDelay: { kind: 'duration', default: 5_000, min: 1, max: 3_600_000 },
     },
   },
   signing: {

@@ -84,38 +84,12 @@ export class Batcher {
    * Without a position (no log file yet) it names the configured path.
    */
   heartbeat(position: TailPosition | string, nowMs: number): BatchDraft {
-    if (typeof position === 'string') {
-      return { ...this.heartbeat({ path: position, identity: NO_FILE, order: { liveAfter: 0 }, offset: 0, endOfFile: false }, nowMs), noFile: true }
-    }
-    return {
-      path: position.path,
-      identity: position.identity,
-      order: position.order,
-      startOffset: position.offset,
-      endOffset: position.offset,
-      endOfFile: false,
-      records: [],
-      findings: [],
-      lineBytes: 0,
-      newestEventMs: 0,
-      openedAt: nowMs,
-    }
+    if (typeof position === 'string') return { ...emptyDraft(position, NO_FILE, { liveAfter: 0 }, 0, nowMs), noFile: true }
+    return emptyDraft(position.path, position.identity, position.order, position.offset, nowMs)
   }
 
   #open(chunk: TailChunk, startOffset: number, nowMs: number): BatchDraft {
-    this.#draft = {
-      path: chunk.path,
-      identity: chunk.identity,
-      order: chunk.order,
-      startOffset,
-      endOffset: startOffset,
-      endOfFile: false,
-      records: [],
-      findings: [],
-      lineBytes: 0,
-      newestEventMs: 0,
-      openedAt: nowMs,
-    }
+    this.#draft = emptyDraft(chunk.path, chunk.identity, chunk.order, startOffset, nowMs)
     return this.#draft
   }
 
@@ -133,6 +107,10 @@ export class Batcher {
 }
 
 const NO_FILE = { device: 0, inode: 0, fingerprint: Buffer.alloc(0), fingerprintLength: 0 }
+
+function emptyDraft(path: string, identity: BatchDraft['identity'], order: BatchDraft['order'], offset: number, nowMs: number): BatchDraft {
+  return { path, identity, order, startOffset: offset, endOffset: offset, endOfFile: false, records: [], findings: [], lineBytes: 0, newestEventMs: 0, openedAt: nowMs }
+}
 
 /** Same file, and the chunk starts where the draft ends (a truncated file restarts at 0: a new batch). */
 function continues(draft: BatchDraft, chunk: TailChunk): boolean {

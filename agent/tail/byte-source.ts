@@ -19,13 +19,16 @@ export interface ByteSource {
 export class PlainSource implements ByteSource {
   readonly gzip = false
   readonly #handle: FileHandle
+  /** Size seen by the last read or size(): spares a second fstat at the end of the file. */
+  lastSize = 0
 
   constructor(handle: FileHandle) {
     this.#handle = handle
   }
 
   async size(): Promise<number> {
-    return (await this.#handle.stat()).size
+    this.lastSize = (await this.#handle.stat()).size
+    return this.lastSize
   }
 
   async read(position: number, maxBytes: number): Promise<Buffer> {

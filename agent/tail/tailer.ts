@@ -17,6 +17,7 @@ import { LineSplitter, type SplitRecord } from './line-splitter.ts'
 import type { QuarantineStore } from './quarantine.ts'
 
 const READ_CHUNK_BYTES = 256 * 1024
+const HEAD_CHECK_MS = 1000
 
 /** Where a file sits in rotation order. */
 export interface FileOrder {
@@ -88,6 +89,8 @@ interface Current {
   splitter: LineSplitter
   /** Lost or already finished: skip to the next file. */
   skip: boolean
+  /** When the first bytes were last compared with the fingerprint (performance.now()). */
+  headCheckedAt: number
 }
 
 const ZERO_IDENTITY: FileIdentity = { device: 0, inode: 0, fingerprint: Buffer.alloc(0), fingerprintLength: 0 }
@@ -258,6 +261,7 @@ export class Tailer {
       position: offset,
       splitter: new LineSplitter({ maxLineBytes: this.#options.maxLineBytes, quarantine: this.#options.quarantine, startOffset: offset, describeSource: describe }),
       skip: skip || file.lost !== undefined,
+      headCheckedAt: performance.now(),
     }
   }
 
@@ -313,10 +317,13 @@ export class Tailer {
    */
   async #checkTruncation(c: Current): Promise<TailChunk | undefined> {
     const source = c.file.source as PlainSource
-    const size = await source.size()
+    // The read that just hit the end measured the size.
+    const size = source.lastSize
     let rewritten = false
     if (size >= c.position) {
-      if (c.file.identity.fingerprintLength === 0 || c.position === 0) return undefined
+      // Truncated and rewritten past our offset: only the first bytes tell. Checked at most once a second.
+      if (c.file.identity.fingerprintLength === 0 || c.position === 0 || performance.now() - c.headCheckedAt < HEAD_CHECK_MS) return undefined
+      c.headCheckedAt = performance.now()
       rewritten = !headMatches(c.file.identity, await source.read(0, c.file.identity.fingerprintLength))
       if (!rewritten) return undefined
     }

@@ -19,6 +19,7 @@ commands:
   keygen     write an Ed25519 key pair for a node
   config     'config check FILE': print the effective agent configuration
   demo       run a collector and an agent on 127.0.0.1 against a generated, rotating audit log
+  policy     'policy check POLICY.yaml': name every event the apiserver's audit policy hides from Auditrail
 
 'auditrail <command> --help' shows a command's flags.
 `
@@ -33,6 +34,7 @@ const COMMANDS: Record<string, Command> = {
   verify: async (argv) => (await import('../collector/cli.ts')).verifyCommand(argv),
   export: async (argv) => (await import('../collector/cli.ts')).exportCommand(argv),
   demo: async (argv) => (await import('./demo.ts')).demoCommand(argv),
+  policy: async (argv) => (await import('./policy/policy-check.ts')).policyCommand(argv),
 }
 
 class UsageError extends Error {}
@@ -52,7 +54,7 @@ async function main(argv: string[]): Promise<number> {
     return await command(rest)
   } catch (err) {
     const e = err as Error & { code?: string }
-    if (e instanceof UsageError || e instanceof ConfigError || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+    if (e instanceof UsageError || e instanceof ConfigError || e.name === 'PolicyError' || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
       process.stderr.write(`auditrail ${name}: ${e.message}\n`)
       return 2
     }

@@ -96,3 +96,17 @@ t.test('an unreachable collector is retried and named', async (t) => {
   )
   t.match(stderr, /cannot get the stream head yet: cannot reach collector http:\/\/127\.0\.0\.1:9: ECONNREFUSED/)
 })
+
+t.test('policy check exits 1 and names each blind spot, 0 on the shipped policy', async (t) => {
+  const dir = t.testdir()
+  const file = join(dir, 'policy.yaml')
+  writeFileSync(file, 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: None\n    resources:\n      - group: ""\n        resources: ["secrets"]\n  - level: RequestResponse\n')
+  const gaps = await run(['policy', 'check', file])
+  t.equal(gaps.code, 1)
+  t.match(gaps.stdout, /blind spot  secret-access: get secrets needs Metadata at ResponseComplete, the policy gives level None \(rules\[0\]\)/)
+  const ok = await run(['policy', 'check', fileURLToPath(new URL('../../manifests/apiserver/audit-policy.yaml', import.meta.url))])
+  t.equal(ok.code, 0, ok.stdout + ok.stderr)
+  const missing = await run(['policy', 'check', join(dir, 'nope.yaml')])
+  t.equal(missing.code, 2)
+  t.match(missing.stderr, /cannot read .*nope\.yaml: ENOENT/)
+})

@@ -16,6 +16,8 @@ import { Batcher, type ProcessedRecord } from './ship/batcher.ts'
 import { Sealer, type BatchDraft, type SealedItem } from './ship/sealer.ts'
 import { collectorDispatcher, Sender, SendError, backoffMs } from './ship/sender.ts'
 import { SigningKeyFile } from './ship/signing-key.ts'
+import { createRedactor, UnscannableLine } from './redact/redactor.ts'
+import { loadOrCreateSalt } from './redact/salt.ts'
 import { CheckpointFile, type Checkpoint } from './state/checkpoint.ts'
 import { backupNaming } from './tail/backup-names.ts'
 import { QuarantineDirectory } from './tail/quarantine.ts'
@@ -26,14 +28,10 @@ export interface EventInspector {
   inspect(event: AuditEvent, out: Omit<Finding, 'recordIndex'>[]): void
 }
 
-/** Replaces secret values in a line before it ships; undefined when there is nothing to replace. */
-export type LineRedactor = (line: Buffer, event: AuditEvent) => { line: Buffer; paths: string[] } | undefined
-
 export interface AgentDeps {
   logger: Logger
   metrics?: AgentMetrics
   inspectors?: EventInspector[]
-  redactor?: LineRedactor
   /** Called with each finding as soon as its event is read (the alert path). */
   onFinding?: (finding: Omit<Finding, 'recordIndex'>, event: AuditEvent) => void
   /** Called after the checkpoint moved past acknowledged batches (the demo and benchmarks measure with it). */
@@ -48,6 +46,7 @@ export class ChainError extends Error {
   }
 }
 
+const WITHHELD_LINE = Buffer.from('{"auditrail":"withheld: this line concerns a secret and could not be scanned for redaction"}')
 const INCOMPLETE_REASON = 'incomplete: the file ended without a newline after this line'
 
 export class AuditAgent {
@@ -77,6 +76,7 @@ export class AuditAgent {
   /** The file position in the checkpoint: kept by batches that do not move it. */
   #checkpointPosition: TailPosition | undefined
   #checkpointWrites: Promise<void> = Promise.resolve()
+  #redact: ReturnType<typeof createRedactor> | undefined
 
   constructor(config: AgentConfig, deps: AgentDeps) {
     this.#config = config
@@ -125,6 +125,7 @@ export class AuditAgent {
     const checkpoint = await this.#syncChain((await this.#checkpoints.load()) ?? { streamId: this.#config.streamId, nextSequence: 1, headDigest: Buffer.alloc(0), position: undefined })
     if (this.#stopping) return
     this.#checkpointPosition = checkpoint.position
+    if (this.#config.redact.enabled) this.#redact = createRedactor({ salt: loadOrCreateSalt(this.#config.stateDir) })
     const quarantine = new QuarantineDirectory(this.#config.quarantine.dir, this.#config.quarantine.maxBytes)
     this.#tailer = new Tailer({
       path: this.#config.tail.path,
@@ -268,7 +269,7 @@ export class AuditAgent {
       this.#deps.onFinding?.(f, event)
     }
     const record: WireRecord = { offset, line }
-    const redacted = this.#deps.redactor?.(line, event)
+    const redacted = this.#redactLine(line, event, offset)
     if (redacted) {
       record.line = redacted.line
       record.redactedPaths = redacted.paths
@@ -276,6 +277,17 @@ export class AuditAgent {
     }
     const eventMs = event.stageTimestamp ? Date.parse(event.stageTimestamp) : 0
     return { record, findings, eventMs: Number.isFinite(eventMs) ? eventMs : 0 }
+  }
+
+  #redactLine(line: Buffer, event: AuditEvent, offset: number): { line: Buffer; paths: string[] } | undefined {
+    try {
+      return this.#redact?.(line, event)
+    } catch (err) {
+      if (!(err instanceof UnscannableLine)) throw err
+      // It concerns a secret and its values cannot be located: withhold the whole line rather than ship them.
+      this.#log.warn({ offset, reason: err.message }, 'a line about secrets could not be scanned for redaction; its contents are withheld')
+      return { line: WITHHELD_LINE, paths: ['(the whole line)'] }
+    }
   }
 
   // --- acknowledgements and the checkpoint

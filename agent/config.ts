@@ -37,6 +37,7 @@ export interface AgentConfig {
   signing: { keyFile: string; allowLoosePermissions: boolean; reloadIntervalMs: number }
   rules: { builtin: boolean; dirs: string[] }
   observe: { listen: string }
+  redact: { enabled: boolean }
 }
 
 export class ConfigError extends Error {
@@ -108,6 +109,9 @@ const SCHEMA = {
   },
   observe: {
     listen: { kind: 'string', default: '0.0.0.0:9787' },
+  },
+  redact: {
+    enabled: { kind: 'bool', default: true },
   },
 } as const satisfies Section
 
@@ -267,6 +271,7 @@ interface RawConfig {
   signing: { keyFile: string; allowLoosePermissions: boolean; reloadInterval: number }
   rules: { builtin: boolean; dirs: string[] }
   observe: { listen: string }
+  redact: { enabled: boolean }
 }
 
 const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/
@@ -316,6 +321,7 @@ function finish(raw: RawConfig, where: string): AgentConfig {
     signing: { keyFile: raw.signing.keyFile, allowLoosePermissions: raw.signing.allowLoosePermissions, reloadIntervalMs: raw.signing.reloadInterval },
     rules: raw.rules,
     observe: raw.observe,
+    redact: raw.redact,
   }
 }
 

@@ -23,6 +23,7 @@ import { exportStream } from '../collector/export.ts'
 import { startCollector, type Collector } from '../collector/server.ts'
 import { loadTrustedKeys } from '../proto/keys.ts'
 import { decodeBatch, decodeSealedBatch } from '../proto/wire.ts'
+import { expectedExport } from '../agent/redact/expected-export.ts'
 import { generateAuditLog } from './generate-audit-log.ts'
 
 const MAIN = fileURLToPath(new URL('../agent/main.ts', import.meta.url))
@@ -71,6 +72,7 @@ async function rig(name: string, port = 0): Promise<Rig> {
   const dir = mkdtempSync(join(tmpdir(), `auditrail-bench-${name}-`))
   const logDir = join(dir, 'log')
   mkdirSync(logDir)
+  mkdirSync(join(dir, 'state'), { mode: 0o700 })
   const keys = generateKeyPair(join(dir, 'node'))
   const trusted = loadTrustedKeys([keys.publicKeyFile])
   const store = join(dir, 'store')
@@ -130,7 +132,8 @@ function quantile(xs: number[], q: number): number {
 
 async function fullSpeed() {
   const r = await rig('full')
-  const gen = await generateAuditLog({ dir: r.logDir, events: EVENTS, rate: 0, seed: 6, maxBytes: Number.MAX_SAFE_INTEGER, maxBackups: 0, gzipEvery: 0, mode: 'rename' })
+  const expected = expectedExport(join(r.dir, 'state'))
+  const gen = await generateAuditLog({ dir: r.logDir, events: EVENTS, rate: 0, seed: 6, maxBytes: Number.MAX_SAFE_INTEGER, maxBackups: 0, gzipEvery: 0, mode: 'rename', onLine: (_w, line) => expected.add(line.subarray(0, -1)) })
   const file = join(r.logDir, 'audit.log')
 
   // The floor: read in 1 MiB chunks, split on bytes, JSON.parse each line.
@@ -183,7 +186,7 @@ async function fullSpeed() {
       ratioToFloor: gen.events / seconds / floor.eventsPerSecond,
       cpuSecondsPerMillionEvents: (cpu / gen.events) * 1e6,
       peakRssMiB: peak / 1048576,
-      exportMatches: out.sha256 === gen.sha256 && out.lines === gen.events,
+      exportMatches: out.sha256 === expected.sha256() && out.lines === gen.events,
     },
   }
 }
@@ -199,6 +202,7 @@ async function steadyAndOutage() {
   // Wait for the agent to be in sync (its first heartbeat or batch) before the log moves.
   while (!r.collector.store.head(STREAM)) await sleep(20)
 
+  const expected = expectedExport(join(r.dir, 'state'))
   const samples: Sample[] = []
   const latencies: number[] = []
   let watching = true
@@ -218,7 +222,10 @@ async function steadyAndOutage() {
   const writing = generateAuditLog(
     {
       dir: r.logDir, events: total, rate: RATE, seed: 9, maxBytes: 100 * 1024 * 1024, maxBackups: 0, gzipEvery: 0, mode: 'rename',
-      onLine: (w) => { if (sampling && n++ % 10 === 0) samples.push({ ...w.position(), at: performance.now() }) },
+      onLine: (w, line) => {
+        expected.add(line.subarray(0, -1))
+        if (sampling && n++ % 10 === 0) samples.push({ ...w.position(), at: performance.now() })
+      },
     },
     controller.signal,
   )
@@ -270,7 +277,7 @@ async function steadyAndOutage() {
       catchUpSeconds: catchUpS,
       catchUpRateVsLive: backlogEvents / catchUpS / RATE,
       eventsWritten: gen.events,
-      exportMatches: out.sha256 === gen.sha256 && out.lines === gen.events,
+      exportMatches: out.sha256 === expected.sha256() && out.lines === gen.events,
     },
   }
 }

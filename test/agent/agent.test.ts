@@ -152,3 +152,18 @@ t.test('a new signing key file is picked up at runtime; the chain continues unde
   t.equal(oldOnly.ok, false, 'later batches are signed by the new key')
   t.equal(reload, 1)
 })
+
+t.test('secret values are redacted before they ship; the line is marked with the paths removed', async (t) => {
+  const s = await setup(t)
+  const secret = `{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"5ec12e70-1111-4000-8000-000000000000","stage":"ResponseComplete","verb":"get","user":{"username":"alice"},"objectRef":{"resource":"secrets","namespace":"default","name":"db","apiVersion":"v1"},"responseObject":{"kind":"Secret","data":{"password":"aHVudGVyMg=="}},"stageTimestamp":"2026-11-25T10:00:00.000000Z"}`
+  writeFileSync(s.logPath, `${secret}\n`)
+  const agent = await s.start()
+  t.teardown(() => agent.stop())
+  await until('the secret event', async () => (await exportRecords(s.store)).some((l) => l.includes('5ec12e70')))
+  const lines = await exportRecords(s.store)
+  const [note] = notes(lines, 'redacted')
+  t.same(note.paths, ['responseObject.data.password'])
+  const shipped = lines.find((l) => l.includes('5ec12e70'))!
+  t.notMatch(shipped, /aHVudGVyMg/)
+  t.equal(shipped, secret.replace('"aHVudGVyMg=="', shipped.match(/"auditrail:redacted:sha256:[0-9a-f]{16}"/)![0]))
+})

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { gunzipSync } from 'node:zlib'
+import { expectedExport } from '../../agent/redact/expected-export.ts'
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/apiserver-v1.26/sample.jsonl.gz', import.meta.url))
 
@@ -20,4 +21,11 @@ export function realAuditLines(count: number): string[] {
     const cycle = Math.floor(i / lines.length)
     return cycle === 0 ? line : line.replace(/"auditID":"[0-9a-f]{8}/, `"auditID":"${cycle.toString(16).padStart(8, '0')}`)
   })
+}
+
+/** SHA-256 of what the collector's export must hold for these lines (secret values redacted as the agent does). */
+export function expectedExportSha256(lines: string[], stateDir: string): string {
+  const expected = expectedExport(stateDir)
+  for (const line of lines) expected.add(Buffer.from(line))
+  return expected.sha256()
 }

@@ -66,6 +66,7 @@ export class AuditAgent {
   #timers: NodeJS.Timeout[] = []
   #wake: (() => void) | undefined
   #stopping = false
+  #stopDone: Promise<void> | undefined
   #stopSignal: () => void = () => {}
   readonly #stopped = new Promise<void>((resolve) => {
     this.#stopSignal = resolve
@@ -164,7 +165,12 @@ export class AuditAgent {
   }
 
   /** Stops reading, seals what was read, and waits up to `graceMs` for the collector to acknowledge it. */
-  async stop(graceMs = 5000): Promise<void> {
+  stop(graceMs = 5000): Promise<void> {
+    this.#stopDone ??= this.#stop(graceMs)
+    return this.#stopDone
+  }
+
+  async #stop(graceMs: number): Promise<void> {
     this.#stopping = true
     this.#stopSignal()
     this.#wakeUp()
@@ -179,7 +185,8 @@ export class AuditAgent {
     const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref())
     await Promise.race([this.#sender.idle(), grace])
     await this.#sender.stop()
-    await this.#checkpointWrites
+    // A failed checkpoint write was logged and is retried with the next acknowledgement; stopping goes on.
+    await this.#checkpointWrites.catch(() => {})
     await this.#tailer?.close()
     await this.#dispatcher.destroy()
   }

@@ -1,7 +1,8 @@
 // The agent's pipeline in one process with a real collector on 127.0.0.1:
 // hostile lines, heartbeats, declared gaps, a collector ahead of the
 // checkpoint, and a signing key replaced at runtime.
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, truncateSync, writeFileSync, appendFileSync } from 'node:fs'
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
@@ -16,13 +17,22 @@ import { loadTrustedKeys } from '../../proto/keys.ts'
 
 const event = (i: number) => `{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"${String(i).padStart(8, '0')}-1111-4000-8000-000000000000","stage":"ResponseComplete","requestURI":"/api/v1/pods","verb":"list","user":{"username":"u"},"stageTimestamp":"2026-11-25T10:00:00.000000Z"}`
 
+/**
+ * A collector and an agent configuration in a fresh directory. One teardown stops
+ * agents and collectors before the directory goes: tap would remove a testdir first.
+ */
 async function setup(t: Test, overrides: (c: AgentConfig) => void = () => {}) {
-  const dir = t.testdir()
+  const dir = mkdtempSync(join(tmpdir(), 'auditrail-agent-test-'))
+  const closers: Array<() => Promise<void>> = []
+  t.teardown(async () => {
+    for (const close of closers.reverse()) await close()
+    rmSync(dir, { recursive: true, force: true })
+  })
   mkdirSync(join(dir, 'log'))
   const keys = generateKeyPair(join(dir, 'node'))
   const store = join(dir, 'store')
   const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: store, trustedKeys: loadTrustedKeys([keys.publicKeyFile]) })
-  t.teardown(() => collector.close())
+  closers.push(() => collector.close())
   const config = loadAgentConfig({
     overrides: { node: 'node-a', 'collector.url': collector.url, 'tail.path': join(dir, 'log', 'audit.log'), stateDir: join(dir, 'state'), 'signing.keyFile': keys.keyFile },
     env: {},
@@ -31,10 +41,11 @@ async function setup(t: Test, overrides: (c: AgentConfig) => void = () => {}) {
   overrides(config)
   const start = async () => {
     const agent = new AuditAgent(config, { logger: pino({ level: 'silent' }) })
+    closers.push(() => agent.stop())
     await agent.start()
     return agent
   }
-  return { dir, keys, store, collector, config, start, logPath: config.tail.path }
+  return { dir, keys, store, collector, config, start, logPath: config.tail.path, closeLater: (close: () => Promise<void>) => closers.push(close) }
 }
 
 async function exportRecords(store: string): Promise<string[]> {
@@ -65,7 +76,6 @@ t.test('hostile lines: not JSON and invalid UTF-8 ship as unparsed evidence; a 5
   const invalid = Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]) // {"\xff\xfe"}
   writeFileSync(s.logPath, Buffer.concat([Buffer.from(`${event(1)}\nthis is not json\n`), invalid, Buffer.from('\n'), big, Buffer.from(`\n${event(2)}\n`)]))
   const agent = await s.start()
-  t.teardown(() => agent.stop())
   await until('five records', async () => (await exportRecords(s.store)).some((l) => l.includes('00000002-1111')))
   const lines = await exportRecords(s.store)
   const unparsed = notes(lines, 'unparsed')
@@ -83,7 +93,6 @@ t.test('silence is visible: heartbeats keep coming when nothing is written', asy
   const s = await setup(t, (c) => { c.batch.heartbeatIntervalMs = 100 })
   writeFileSync(s.logPath, `${event(1)}\n`)
   const agent = await s.start()
-  t.teardown(() => agent.stop())
   await until('three heartbeats', async () => notes(await exportRecords(s.store), 'heartbeat').length >= 3)
   t.pass('heartbeats sealed and stored')
 })
@@ -92,7 +101,6 @@ t.test('a file that shrinks is declared as a gap in the stream', async (t) => {
   const s = await setup(t)
   writeFileSync(s.logPath, `${event(1)}\n${event(2)}\n`)
   const agent = await s.start()
-  t.teardown(() => agent.stop())
   await until('two events', async () => (await exportRecords(s.store)).filter((l) => l.startsWith('{')).length === 2)
   truncateSync(s.logPath, 0)
   appendFileSync(s.logPath, `${event(3)}\n`)
@@ -120,7 +128,6 @@ t.test('the collector is ahead of the checkpoint (crash between ack and checkpoi
   writeFileSync(checkpoint, old)
   appendFileSync(s.logPath, `${event(3)}\n`)
   const third = await s.start()
-  t.teardown(() => third.stop())
   await until('the third event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000003-1111')))
   const events = (await exportRecords(s.store)).filter((l) => l.startsWith('{'))
   t.same(events, [event(1), event(2), event(3)], 'each event once, in order')
@@ -135,10 +142,9 @@ t.test('a new signing key file is picked up at runtime; the chain continues unde
   await s.collector.close()
   const both = loadTrustedKeys([s.keys.publicKeyFile, next.publicKeyFile])
   const collector = await startCollector({ listen: { host: '127.0.0.1', port: Number(new URL(s.config.collector.url).port) }, storeDir: s.store, trustedKeys: both })
-  t.teardown(() => collector.close())
+  s.closeLater(() => collector.close())
   writeFileSync(s.logPath, `${event(1)}\n`)
   const agent = await s.start()
-  t.teardown(() => agent.stop())
   await until('the first event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000001-1111')))
   copyFileSync(next.keyFile, `${s.keys.keyFile}.new`)
   renameSync(`${s.keys.keyFile}.new`, s.keys.keyFile)
@@ -158,7 +164,6 @@ t.test('secret values are redacted before they ship; the line is marked with the
   const secret = `{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"5ec12e70-1111-4000-8000-000000000000","stage":"ResponseComplete","verb":"get","user":{"username":"alice"},"objectRef":{"resource":"secrets","namespace":"default","name":"db","apiVersion":"v1"},"responseObject":{"kind":"Secret","data":{"password":"aHVudGVyMg=="}},"stageTimestamp":"2026-11-25T10:00:00.000000Z"}`
   writeFileSync(s.logPath, `${secret}\n`)
   const agent = await s.start()
-  t.teardown(() => agent.stop())
   await until('the secret event', async () => (await exportRecords(s.store)).some((l) => l.includes('5ec12e70')))
   const lines = await exportRecords(s.store)
   const [note] = notes(lines, 'redacted')

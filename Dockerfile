@@ -1,28 +1,42 @@
-# Auditrail: the agent and the reference collector in one image.
-# TypeScript runs directly on Node 24 (type stripping): no build step, only production dependencies.
+# Auditrail: the agent, the reference collector and their tools in one image.
+# TypeScript runs directly on Node 24 (type stripping): there is no build step, only production dependencies.
+#   docker build -t ghcr.io/auditrail/auditrail:0.1.0 .
+# Pin both base images by digest (FROM image@sha256:...) in release builds.
+
+# Stage 1: production dependencies, installed exactly from the lockfile. The `node` devDependency that
+# pins the runtime for development is left out (--omit=dev): the image's own Node 24 runs the code.
+# --ignore-scripts: no install script runs at build time (none of the production dependencies needs one).
 FROM node:24-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-# The `node` devDependency pins the runtime for development; the image brings its own Node 24.
-RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
+# Stage 2: distroless Node 24: no shell, no package manager, nothing but node and its libraries.
 FROM gcr.io/distroless/nodejs24-debian12
+ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="auditrail" \
-      org.opencontainers.image.description="Kubernetes audit-log agent: tails the apiserver audit log, seals hash-chained Ed25519-signed batches, ships them to an append-only collector" \
+      org.opencontainers.image.description="Kubernetes audit-log agent: tails the kube-apiserver audit log, checks guardrails, seals hash-chained Ed25519-signed batches and ships them to an append-only collector" \
       org.opencontainers.image.source="https://github.com/auditrail/auditrail" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="0.1.0"
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.base.name="gcr.io/distroless/nodejs24-debian12"
+# distroless keeps node in /nodejs/bin; on PATH so that the entrypoint (and `kubectl exec ... node`) finds it.
+ENV PATH=/nodejs/bin:/usr/local/bin:/usr/bin:/bin \
+    NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
+# package.json carries "type": "module", which the .ts sources need.
 COPY package.json ./
+COPY proto ./proto
 COPY agent ./agent
 COPY collector ./collector
-COPY proto ./proto
+# The demo (auditrail demo) writes its audit log with the generator.
 COPY scripts/audit-events.ts scripts/audit-log-writer.ts scripts/generate-audit-log.ts ./scripts/
-# The image's default user is non-root (the collector runs so). The agent's DaemonSet sets runAsUser: 0
-# with every capability dropped, because the apiserver writes its audit log as root, mode 0600.
-USER nonroot
+# The image's user is distroless' non-root "nonroot" (uid 65532): the collector and the tools run so.
+# The agent's DaemonSet overrides it with runAsUser: 0 and every capability dropped, because the
+# apiserver writes its audit log as root, mode 0600 (docs/install.md, "Choices made for you").
+USER 65532:65532
+# 9787: the agent's /metrics, /livez, /readyz. 8443: the collector.
 EXPOSE 9787 8443
-# distroless/nodejs: the entrypoint is node itself; no shell at run time.
-ENTRYPOINT ["/nodejs/bin/node", "agent/main.ts"]
+ENTRYPOINT ["node", "agent/main.ts"]
 CMD ["--help"]

@@ -34,7 +34,7 @@ const COMMANDS: Record<string, Command> = {
   verify: async (argv) => (await import('../collector/cli.ts')).verifyCommand(argv),
   export: async (argv) => (await import('../collector/cli.ts')).exportCommand(argv),
   demo: async (argv) => (await import('./demo.ts')).demoCommand(argv),
-  policy: async (argv) => (await import('./policy/policy-check.ts')).policyCommand(argv),
+  policy: async (argv) => (await import('./policy/cli.ts')).policyCommand(argv),
 }
 
 class UsageError extends Error {}
@@ -136,5 +136,12 @@ async function configCommand(argv: string[]): Promise<number> {
   process.stdout.write(`${JSON.stringify(config, null, 2)}\n`)
   return 0
 }
+
+// A reader that goes away early (`auditrail export | head`) is not an error of
+// ours: stop quietly, as other Unix tools do.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0)
+  throw err
+})
 
 process.exitCode = await main(process.argv.slice(2))

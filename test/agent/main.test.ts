@@ -103,7 +103,7 @@ t.test('policy check exits 1 and names each blind spot, 0 on the shipped policy'
   writeFileSync(file, 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: None\n    resources:\n      - group: ""\n        resources: ["secrets"]\n  - level: RequestResponse\n')
   const gaps = await run(['policy', 'check', file])
   t.equal(gaps.code, 1)
-  t.match(gaps.stdout, /blind spot  secret-access: get secrets needs Metadata at ResponseComplete, the policy gives level None \(rules\[0\]\)/)
+  t.match(gaps.stdout, /blind spot: rule secret-read: get,list,watch secrets needs Metadata at ResponseComplete; the policy gives level None \(rules\[0\]\)/)
   const ok = await run(['policy', 'check', fileURLToPath(new URL('../../manifests/apiserver/audit-policy.yaml', import.meta.url))])
   t.equal(ok.code, 0, ok.stdout + ok.stderr)
   const missing = await run(['policy', 'check', join(dir, 'nope.yaml')])

@@ -11,6 +11,7 @@ import { verifyBytes } from '../proto/keys.ts'
 import { batchDigest, decodeBatch, type Finding, type WireRecord } from '../proto/wire.ts'
 import { decodeAuditLine, type AuditEvent } from './audit/event.ts'
 import type { AgentConfig } from './config.ts'
+import { Guard } from './guard/guard.ts'
 import { AgentMetrics } from './observe/metrics.ts'
 import { Batcher, type ProcessedRecord } from './ship/batcher.ts'
 import { Sealer, type BatchDraft, type SealedItem } from './ship/sealer.ts'
@@ -23,15 +24,9 @@ import { backupNaming } from './tail/backup-names.ts'
 import { QuarantineDirectory } from './tail/quarantine.ts'
 import { Tailer, type TailPosition, type TailRecord } from './tail/tailer.ts'
 
-/** Looks at each decoded event and reports findings (guardrail rules, anomaly detectors). */
-export interface EventInspector {
-  inspect(event: AuditEvent, out: Omit<Finding, 'recordIndex'>[]): void
-}
-
 export interface AgentDeps {
   logger: Logger
   metrics?: AgentMetrics
-  inspectors?: EventInspector[]
   /** Called with each finding as soon as its event is read (the alert path). */
   onFinding?: (finding: Omit<Finding, 'recordIndex'>, event: AuditEvent) => void
   /** Called after the checkpoint moved past acknowledged batches (the demo and benchmarks measure with it). */
@@ -78,12 +73,14 @@ export class AuditAgent {
   #checkpointPosition: TailPosition | undefined
   #checkpointWrites: Promise<void> = Promise.resolve()
   #redact: ReturnType<typeof createRedactor> | undefined
+  readonly #guard: Guard
 
   constructor(config: AgentConfig, deps: AgentDeps) {
     this.#config = config
     this.#deps = deps
     this.#log = deps.logger
     this.metrics = deps.metrics ?? new AgentMetrics()
+    this.#guard = new Guard({ builtin: config.rules.builtin, dirs: config.rules.dirs, logger: this.#log, metrics: this.metrics })
     this.#key = new SigningKeyFile(config.signing.keyFile, { allowLoosePermissions: config.signing.allowLoosePermissions })
     this.#checkpoints = new CheckpointFile(config.stateDir)
     const c = config.collector
@@ -149,6 +146,7 @@ export class AuditAgent {
     this.#sealer = new Sealer(this.#config.streamId, this.#config.node, checkpoint)
     this.#lastSealedAt = performance.now()
     this.#watchLogDir()
+    this.#guard.watch()
     this.#timers.push(
       setInterval(() => {
         void this.#tailer?.discover().catch((err: Error) => this.#log.error({ err: err.message }, 'discovery failed'))
@@ -177,6 +175,7 @@ export class AuditAgent {
     await this.#loop?.catch(() => {})
     for (const t of this.#timers) clearInterval(t)
     await this.#watcher?.close()
+    await this.#guard.close()
     if (this.#batcher && this.#sealer) {
       const drafts: BatchDraft[] = []
       this.#batcher.takeDue(performance.now(), drafts, true)
@@ -270,7 +269,7 @@ export class AuditAgent {
     }
     const event = decoded.event
     const findings: Omit<Finding, 'recordIndex'>[] = []
-    for (const inspector of this.#deps.inspectors ?? []) inspector.inspect(event, findings)
+    this.#guard.inspect(event, findings)
     for (const f of findings) {
       this.metrics.findings.inc({ source: f.source, id: f.id, severity: f.severity })
       this.#deps.onFinding?.(f, event)

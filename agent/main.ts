@@ -20,6 +20,7 @@ commands:
   config     'config check FILE': print the effective agent configuration
   demo       run a collector and an agent on 127.0.0.1 against a generated, rotating audit log
   policy     'policy check POLICY.yaml': name every event the apiserver's audit policy hides from Auditrail
+  rules      'rules lint DIR', 'rules test FILE': compile guardrail rules, replay an audit log through them
 
 'auditrail <command> --help' shows a command's flags.
 `
@@ -35,6 +36,7 @@ const COMMANDS: Record<string, Command> = {
   export: async (argv) => (await import('../collector/cli.ts')).exportCommand(argv),
   demo: async (argv) => (await import('./demo.ts')).demoCommand(argv),
   policy: async (argv) => (await import('./policy/cli.ts')).policyCommand(argv),
+  rules: async (argv) => (await import('./guard/cli.ts')).rulesCommand(argv),
 }
 
 class UsageError extends Error {}
@@ -54,7 +56,7 @@ async function main(argv: string[]): Promise<number> {
     return await command(rest)
   } catch (err) {
     const e = err as Error & { code?: string }
-    if (e instanceof UsageError || e instanceof ConfigError || e.name === 'PolicyError' || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+    if (e instanceof UsageError || e instanceof ConfigError || e.name === 'PolicyError' || e.name === 'UsageError' || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
       process.stderr.write(`auditrail ${name}: ${e.message}\n`)
       return 2
     }

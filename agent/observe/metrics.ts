@@ -14,6 +14,8 @@ export class AgentMetrics {
   readonly rotations = this.#counter('auditrail_rotations_total', 'Files finished and followed to the next one (rotation, truncation, re-creation).')
   readonly redactedLines = this.#counter('auditrail_redacted_lines_total', 'Lines whose secret values were replaced before shipping.')
   readonly findings = this.#counter('auditrail_findings_total', 'Findings raised, by source, id and severity.', ['source', 'id', 'severity'])
+  readonly rulesLoaded = this.#gauge('auditrail_rules_loaded', 'Guardrail rules running (enabled rules of the built-in pack and the user\'s directories).')
+  readonly ruleLoads = this.#counter('auditrail_rule_loads_total', 'Loads of the rule directories (start-up and each change on disk), by result; on error the rules loaded before keep running.', ['result'])
   readonly batchesSealed = this.#counter('auditrail_batches_sealed_total', 'Batches sealed, by kind (events, heartbeat).', ['kind'])
   readonly batchesAcknowledged = this.#counter('auditrail_batches_acknowledged_total', 'Batches the collector acknowledged.')
   readonly sendFailures = this.#counter('auditrail_send_failures_total', 'Failed requests to the collector, by reason; each is retried.', ['reason'])

@@ -1,0 +1,208 @@
+// CEL over audit events, shared by guardrail rules and anomaly detectors.
+//
+// The library is @bufbuild/cel: it passes the cel-spec conformance suite and
+// its `matches()` runs on a linear-time RE2, so neither a rule nor event data
+// can trigger catastrophic backtracking (@marcbachmann/cel-js evaluates
+// simple expressions faster but took 186 s on `'a'*40+'!'`.matches('^(a+)+$');
+// figures in the commit that chose it). Expressions are parsed and planned
+// once, at load; a function the environment does not know and a constant
+// regular expression that does not compile are load errors, not silent
+// evaluation errors on every event.
+import { celEnv, isCelError, parse, plan, type CelResult } from '@bufbuild/cel'
+import { strings } from '@bufbuild/cel/ext'
+import type { AuditEvent } from '../audit/event.ts'
+
+/** Long enough for any real rule, short enough that a hostile rule file cannot make the parser work hard. */
+export const MAX_EXPRESSION_LENGTH = 4096
+
+const env = celEnv({ funcs: strings })
+
+/** Operators and macros the planner handles itself (they are not in the function resolver). */
+const BUILT_IN_CALLS = new Set(['_&&_', '_||_', '_?_:_', '_[_]', '@not_strictly_false', 'has'])
+
+/** An expression that cannot be compiled, with its place in the expression text. */
+export class CelCompileError extends Error {
+  readonly line: number
+  readonly column: number
+  constructor(message: string, line: number, column: number) {
+    super(message)
+    this.name = 'CelCompileError'
+    this.line = line
+    this.column = column
+  }
+}
+
+export type EventPredicate = (event: AuditEvent) => boolean
+export type EventExpression = (event: AuditEvent) => CelResult
+
+/**
+ * The variables an expression may read. `event` is the audit event as
+ * parsed. The others are derived from it, and computed only for the
+ * expressions that name them:
+ *   object      the object the request leaves behind: the request body, or for a
+ *               patch the response body (the result) when the policy logs it
+ *   podSpec     the pod spec inside `object`: a Pod's spec, the template of a
+ *               Deployment, DaemonSet, StatefulSet, ReplicaSet, Job or
+ *               ReplicationController, a CronJob's job template
+ *   containers  podSpec's containers, initContainers and ephemeralContainers in one list
+ */
+export const VARIABLES = ['event', 'object', 'podSpec', 'containers'] as const
+
+/** Compiles an expression over the variable `event`. Throws CelCompileError. */
+export function compileExpression(text: string): EventExpression {
+  if (text.length > MAX_EXPRESSION_LENGTH) throw new CelCompileError(`the expression is ${text.length} characters long; the limit is ${MAX_EXPRESSION_LENGTH}: split it into several rules`, 1, 1)
+  let parsed: ReturnType<typeof parse>
+  try {
+    parsed = parse(text)
+  } catch (err) {
+    // The parser's message starts with "<input>:LINE:COLUMN: ".
+    const m = /^<input>:(\d+):(\d+): (.*)/s.exec((err as Error).message)
+    if (m) throw new CelCompileError(m[3]!.split('\n')[0]!, Number(m[1]), Number(m[2]))
+    throw new CelCompileError((err as Error).message, 1, 1)
+  }
+  const failAt = (id: bigint, message: string): never => {
+    const offset = Number(parsed.sourceInfo?.positions[String(id)] ?? 0)
+    const before = text.slice(0, offset)
+    throw new CelCompileError(message, before.split('\n').length, offset - before.lastIndexOf('\n'))
+  }
+  checkCalls(parsed.expr, failAt)
+  const names = new Set<string>()
+  const bound = new Set<string>(VARIABLES)
+  walk(parsed.expr, (e) => {
+    if (e.exprKind.case === 'comprehensionExpr') bound.add(e.exprKind.value.iterVar).add(e.exprKind.value.accuVar)
+  })
+  walk(parsed.expr, (e) => {
+    if (e.exprKind.case !== 'identExpr') return
+    if (!bound.has(e.exprKind.value.name)) failAt(e.id, `unknown variable ${e.exprKind.value.name}: an expression reads ${VARIABLES.join(', ')}`)
+    names.add(e.exprKind.value.name)
+  })
+  const program = plan(env, parsed)
+  if (!names.has('object') && !names.has('podSpec') && !names.has('containers')) return (event) => program({ event: event as never })
+  return (event) => program(derivedBindings(event) as never)
+}
+
+// Several rules look at the same event in a row: derive its bindings once.
+let lastEvent: AuditEvent | undefined
+let lastBindings: Record<string, unknown> = {}
+
+function derivedBindings(event: AuditEvent): Record<string, unknown> {
+  if (event === lastEvent) return lastBindings
+  lastEvent = event
+  lastBindings = deriveBindings(event)
+  return lastBindings
+}
+
+function deriveBindings(event: AuditEvent): Record<string, unknown> {
+  const bindings: Record<string, unknown> = { event }
+  const object = event.verb === 'patch' ? (event.responseObject ?? event.requestObject) : (event.requestObject ?? event.responseObject)
+  if (!isRecord(object)) return bindings
+  bindings.object = object
+  const podSpec = podSpecOf(object)
+  if (!podSpec) return bindings
+  bindings.podSpec = podSpec
+  bindings.containers = [podSpec.containers, podSpec.initContainers, podSpec.ephemeralContainers].flatMap((list) => (Array.isArray(list) ? list.filter(isRecord) : []))
+  return bindings
+}
+
+function podSpecOf(object: Record<string, unknown>): Record<string, unknown> | undefined {
+  const spec = object.spec
+  if (!isRecord(spec)) return undefined
+  switch (object.kind) {
+    case 'Pod':
+      return spec
+    case 'CronJob':
+      return dig(spec, 'jobTemplate', 'spec', 'template', 'spec')
+    case 'EphemeralContainers':
+      return undefined
+    default:
+      return dig(spec, 'template', 'spec')
+  }
+}
+
+function dig(value: unknown, ...path: string[]): Record<string, unknown> | undefined {
+  for (const key of path) {
+    if (!isRecord(value)) return undefined
+    value = value[key]
+  }
+  return isRecord(value) ? value : undefined
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/**
+ * Compiles a condition: true only when the expression yields exactly `true`.
+ * An evaluation error (most often a field the event does not have) is false,
+ * so a condition that reads a missing field never fires and never throws.
+ */
+export function compilePredicate(text: string): EventPredicate {
+  const expression = compileExpression(text)
+  return (event) => {
+    try {
+      return expression(event) === true
+    } catch {
+      return false
+    }
+  }
+}
+
+/** Evaluates to a string for messages; errors and missing values become undefined. */
+export function evaluateToText(expression: EventExpression, event: AuditEvent): string | undefined {
+  let value: CelResult
+  try {
+    value = expression(event)
+  } catch {
+    return undefined
+  }
+  if (isCelError(value) || value === null || value === undefined) return undefined
+  if (typeof value === 'string') return value
+  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') return String(value)
+  return undefined
+}
+
+type Expr = ReturnType<typeof parse>['expr']
+
+/** Calls `visit` on every node of the expression tree. */
+function walk(expr: Expr | undefined, visit: (e: Expr) => void): void {
+  if (!expr) return
+  visit(expr)
+  const kind = expr.exprKind
+  switch (kind.case) {
+    case 'callExpr':
+      walk(kind.value.target, visit)
+      for (const arg of kind.value.args) walk(arg, visit)
+      return
+    case 'selectExpr':
+      return walk(kind.value.operand, visit)
+    case 'listExpr':
+      for (const e of kind.value.elements) walk(e, visit)
+      return
+    case 'structExpr':
+      for (const entry of kind.value.entries) {
+        if (entry.keyKind.case === 'mapKey') walk(entry.keyKind.value, visit)
+        walk(entry.value, visit)
+      }
+      return
+    case 'comprehensionExpr':
+      for (const e of [kind.value.iterRange, kind.value.accuInit, kind.value.loopCondition, kind.value.loopStep, kind.value.result]) walk(e, visit)
+      return
+    default:
+      return
+  }
+}
+
+/** Unknown functions and constant regular expressions that do not compile are load errors. */
+function checkCalls(expr: Expr, fail: (id: bigint, message: string) => never): void {
+  walk(expr, (e) => {
+    if (e.exprKind.case !== 'callExpr') return
+    const call = e.exprKind.value
+    if (!BUILT_IN_CALLS.has(call.function) && env.funcs.find(call.function) === undefined) fail(e.id, `unknown function ${call.function}()`)
+    if (call.function !== 'matches') return
+    const pattern = call.args[call.target ? 0 : 1]
+    if (pattern?.exprKind.case === 'constExpr' && pattern.exprKind.value.constantKind.case === 'stringValue') {
+      const probe = plan(env, parse(`''.matches(${JSON.stringify(pattern.exprKind.value.constantKind.value)})`))()
+      if (isCelError(probe)) fail(pattern.id, `invalid regular expression: ${probe.message}`)
+    }
+  })
+}

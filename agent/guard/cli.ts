@@ -1,0 +1,153 @@
+// `auditrail rules lint DIR...` and `auditrail rules test [--rules DIR]... FILE...`:
+// tools for rule authors. Both run the same loader and engine as the agent.
+import { createReadStream } from 'node:fs'
+import { open } from 'node:fs/promises'
+import { parseArgs } from 'node:util'
+import { createGunzip } from 'node:zlib'
+import { decodeAuditLine, type AuditEvent } from '../audit/event.ts'
+import { LineSplitter, type SplitRecord } from '../tail/line-splitter.ts'
+import type { QuarantineStore } from '../tail/quarantine.ts'
+import { BUILTIN_RULES_DIR, loadRuleSet, readRuleDirectory, type RuleFinding, type RuleSet } from './rule-set.ts'
+
+const USAGE = `usage: auditrail rules lint DIR...
+       auditrail rules test [--rules DIR]... [--builtin] [--json] FILE...
+
+lint  compiles every rule in each directory and reports every error with its
+      file, rule id and place; exit 1 on any error
+test  runs the rules over audit log files (plain or gzipped) and prints each
+      finding, then the count per rule; exit 0. Without --rules the built-in
+      pack runs; with --rules only the named directories do, unless --builtin.
+      --json prints one finding per line (the counts go to stderr)
+`
+const MAX_LINE_BYTES = 4 * 1024 * 1024
+
+export class RulesUsageError extends Error {
+  constructor(message: string) {
+    super(`${message}\n\n${USAGE}`)
+    this.name = 'UsageError'
+  }
+}
+
+export interface Output {
+  out: (text: string) => void
+  err: (text: string) => void
+}
+
+const stdio: Output = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) }
+
+export async function rulesCommand(argv: string[], io: Output = stdio): Promise<number> {
+  const [sub, ...rest] = argv
+  if (sub === 'lint') return lint(rest, io)
+  if (sub === 'test') return test(rest, io)
+  if (sub === '--help' || sub === '-h' || sub === undefined) {
+    io.out(USAGE)
+    return sub === undefined ? 2 : 0
+  }
+  throw new RulesUsageError(`unknown subcommand ${JSON.stringify(sub)}`)
+}
+
+function lint(dirs: string[], io: Output): number {
+  if (dirs.length === 0) throw new RulesUsageError('lint needs at least one directory')
+  let failed = false
+  for (const dir of dirs) {
+    const { rules, errors } = readRuleDirectory(dir)
+    for (const e of errors) io.out(`error: ${e.message}\n`)
+    if (errors.length > 0) failed = true
+    else io.out(`ok: ${dir}: ${rules.length} rules compile\n`)
+  }
+  return failed ? 1 : 0
+}
+
+async function test(argv: string[], io: Output): Promise<number> {
+  let parsed
+  try {
+    parsed = parseArgs({ args: argv, options: { rules: { type: 'string', multiple: true }, builtin: { type: 'boolean' }, json: { type: 'boolean' } }, strict: true, allowPositionals: true })
+  } catch (err) {
+    throw new RulesUsageError((err as Error).message)
+  }
+  const { values, positionals: files } = parsed
+  if (files.length === 0) throw new RulesUsageError('test needs at least one audit log file')
+  const dirs = values.rules === undefined ? [BUILTIN_RULES_DIR] : [...(values.builtin ? [BUILTIN_RULES_DIR] : []), ...values.rules]
+  let rules: RuleSet
+  try {
+    rules = loadRuleSet(dirs)
+  } catch (err) {
+    if (!(err instanceof AggregateError)) throw err
+    for (const e of err.errors as Error[]) io.err(`error: ${e.message}\n`)
+    io.err('the rules do not load: `auditrail rules lint DIR` lists every error\n')
+    return 1
+  }
+  const counts = new Map<string, { severity: string; count: number }>()
+  const totals = { events: 0, unparsed: 0, oversized: 0 }
+  const findings: RuleFinding[] = []
+  for (const file of files) {
+    await eachLine(file, (line, lineNumber) => {
+      if (line === undefined) {
+        totals.oversized++
+        return
+      }
+      const decoded = decodeAuditLine(line)
+      if ('unparsed' in decoded) {
+        totals.unparsed++
+        return
+      }
+      totals.events++
+      findings.length = 0
+      rules.inspect(decoded.event, findings)
+      for (const f of findings) {
+        const c = counts.get(f.id) ?? { severity: f.severity, count: 0 }
+        c.count++
+        counts.set(f.id, c)
+        io.out(values.json ? `${JSON.stringify(findingJson(f, decoded.event, file, lineNumber))}\n` : `${tableRow(f, decoded.event)}\n`)
+      }
+    })
+  }
+  const summary = [
+    `${totals.events} events, ${totals.unparsed} lines not audit events, ${totals.oversized} lines over ${MAX_LINE_BYTES} bytes skipped; ${rules.rules.length} rules`,
+    ...[...counts].sort((a, b) => b[1].count - a[1].count).map(([id, c]) => `${String(c.count).padStart(8)}  ${c.severity.padEnd(8)}  ${id}`),
+  ].join('\n')
+  ;(values.json ? io.err : io.out)(`${summary}\n`)
+  return 0
+}
+
+function findingJson(f: RuleFinding, event: AuditEvent, file: string, line: number) {
+  return { source: f.source, id: f.id, severity: f.severity, message: f.message, auditID: f.auditId, stage: event.stage, time: event.stageTimestamp, file, line, details: f.details }
+}
+
+function tableRow(f: RuleFinding, event: AuditEvent): string {
+  return `${event.stageTimestamp ?? '-'}  ${f.severity.padEnd(8)}  ${f.source}:${f.id}  ${f.auditId}  ${event.stage}  ${f.message}`
+}
+
+/** `rules test` keeps nothing of an oversized line: it only counts it. */
+const DISCARD: QuarantineStore = {
+  begin: () => {
+    let length = 0
+    return { write: (bytes) => void (length += bytes.length), end: () => ({ length, sha256: new Uint8Array(), reason: 'over the line limit', storedAs: '' }) }
+  },
+}
+
+/** Calls `onLine` with each line (undefined for a line over the limit) and its 1-based number. */
+async function eachLine(file: string, onLine: (line: Buffer | undefined, lineNumber: number) => void): Promise<void> {
+  const head = Buffer.alloc(2)
+  const fh = await open(file, 'r')
+  try {
+    await fh.read(head, 0, 2, 0)
+  } finally {
+    await fh.close()
+  }
+  const raw = createReadStream(file, { highWaterMark: 256 * 1024 })
+  const stream = head[0] === 0x1f && head[1] === 0x8b ? raw.pipe(createGunzip()) : raw
+  const splitter = new LineSplitter({ maxLineBytes: MAX_LINE_BYTES, quarantine: DISCARD, startOffset: 0, describeSource: () => file })
+  const records: SplitRecord[] = []
+  let lineNumber = 0
+  const deliver = () => {
+    for (const r of records) onLine(r.kind === 'line' ? r.bytes : undefined, ++lineNumber)
+    records.length = 0
+  }
+  for await (const chunk of stream) {
+    splitter.feed(chunk as Buffer, records)
+    deliver()
+  }
+  splitter.flush(records)
+  deliver()
+}

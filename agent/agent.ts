@@ -146,7 +146,7 @@ export class AuditAgent {
     this.#sealer = new Sealer(this.#config.streamId, this.#config.node, checkpoint)
     this.#lastSealedAt = performance.now()
     this.#watchLogDir()
-    this.#guard.watch()
+    await this.#guard.watch()
     this.#timers.push(
       setInterval(() => {
         void this.#tailer?.discover().catch((err: Error) => this.#log.error({ err: err.message }, 'discovery failed'))

@@ -18,7 +18,7 @@ const VERIFY_USAGE = `usage: auditrail verify DIR --trust PUBKEY_FILE [--trust P
 `
 const EXPORT_USAGE = `usage: auditrail export DIR [--stream ID] [--records]
   prints the stream's event lines in order, exactly as shipped; --records adds
-  heartbeats, gaps, quarantined and unparsed-line notes as '#auditrail {json}' lines
+  heartbeats, gaps, quarantined, unparsed, redacted-line and finding notes as '#auditrail {json}' lines
 `
 
 class UsageError extends Error {}

@@ -12,6 +12,8 @@
 //   #auditrail {"kind":"quarantine","sequence":N,"offset":O,"length":L,"sha256":HEX,"reason":R,"storedAs":S}
 //   #auditrail {"kind":"unparsed","sequence":N,"offset":O,"reason":R}              the next line is that record's line
 //   #auditrail {"kind":"redacted","sequence":N,"offset":O,"paths":[...]}           the next line is that record's line
+//   #auditrail {"kind":"finding","sequence":N,"offset":O,"source":S,"id":I,"severity":V,"message":M,"auditId":A,"details":{...}}
+//                                                                                 a rule or detector finding about the next line
 import type { Writable } from 'node:stream'
 import { once } from 'node:events'
 import { decodeBatch, decodeSealedBatch, type Batch } from '../proto/wire.ts'
@@ -60,8 +62,10 @@ export async function exportStream(dir: string, options: ExportOptions): Promise
     batches++
     const sequence = batch.sequence
     if (options.records && batch.records.length === 0) note({ kind: 'heartbeat', sequence, createdUnixMs: batch.createdUnixMs })
-    for (const r of batch.records) {
+    const findings = options.records ? Map.groupBy(batch.findings, (f) => f.recordIndex) : undefined
+    for (const [index, r] of batch.records.entries()) {
       if (r.line) {
+        for (const { recordIndex: _, ...f } of findings?.get(index) ?? []) note({ kind: 'finding', sequence, offset: r.offset, ...f })
         if (options.records && r.unparsedReason) note({ kind: 'unparsed', sequence, offset: r.offset, reason: r.unparsedReason })
         if (options.records && r.redactedPaths) note({ kind: 'redacted', sequence, offset: r.offset, paths: r.redactedPaths })
         push(Buffer.isBuffer(r.line) ? r.line : Buffer.from(r.line))

@@ -53,8 +53,8 @@ export class Guard {
     this.#rules.inspect(event, out)
   }
 
-  /** Starts watching the rule directories for changes. */
-  watch(): void {
+  /** Starts watching the rule directories for changes; resolves once the watch is in place. */
+  async watch(): Promise<void> {
     if (this.#watcher || this.#dirs.length === 0) return
     // depth 0: a mounted ConfigMap swaps its "..data" symlink; any entry changing is a reason to reload.
     this.#watcher = watch(this.#dirs, { depth: 0, ignoreInitial: true })
@@ -63,6 +63,8 @@ export class Guard {
       this.#reloadTimer = setTimeout(() => this.reload(), RELOAD_DELAY_MS)
     })
     this.#watcher.on('error', (err) => this.#log.warn({ err }, 'watching the rule directories failed; rules are reloaded on the next change seen'))
+    const watcher = this.#watcher
+    await new Promise<void>((resolve) => watcher.once('ready', resolve))
   }
 
   /** Loads the directories again; on any error the running rules stay. Returns whether the new rules took over. */

@@ -172,3 +172,32 @@ t.test('secret values are redacted before they ship; the line is marked with the
   t.notMatch(shipped, /aHVudGVyMg/)
   t.equal(shipped, secret.replace('"aHVudGVyMg=="', shipped.match(/"auditrail:redacted:sha256:[0-9a-f]{16}"/)![0]))
 })
+
+t.test('guardrail findings travel in the batch of their event, are counted, and reach onFinding at once', async (t) => {
+  const rulesDir = t.testdir({ 'mine.yaml': 'id: list-by-u\ntitle: u lists\nseverity: high\nmatch:\n  verbs: [list]\n  users: [u]\noutput: "{{ event.user.username }} listed {{ event.requestURI }}"\n' })
+  const s = await setup(t, (c) => {
+    c.rules.dirs = [rulesDir]
+  })
+  const privileged = JSON.stringify({
+    kind: 'Event', apiVersion: 'audit.k8s.io/v1', level: 'Request', auditID: 'priv-0001', stage: 'ResponseComplete', verb: 'create', requestURI: '/api/v1/namespaces/default/pods',
+    user: { username: 'mallory', groups: ['system:authenticated'] }, objectRef: { resource: 'pods', namespace: 'default', name: 'x', apiVersion: 'v1' }, responseStatus: { code: 201 },
+    requestObject: { kind: 'Pod', metadata: { name: 'x' }, spec: { containers: [{ name: 'c', image: 'busybox', securityContext: { privileged: true } }] } },
+    stageTimestamp: '2026-11-25T10:00:00.000000Z',
+  })
+  writeFileSync(s.logPath, `${event(1)}\n${privileged}\n`)
+  const seen: string[] = []
+  const agent = new AuditAgent(s.config, { logger: pino({ level: 'silent' }), onFinding: (f, ev) => void seen.push(`${f.id}@${ev.auditID}`) })
+  s.closeLater(() => agent.stop())
+  await agent.start()
+  await until('both lines', async () => (await exportRecords(s.store)).some((l) => l.includes('priv-0001')))
+  const lines = await exportRecords(s.store)
+  const findings = notes(lines, 'finding')
+  t.same(findings.map((f) => [f.id, f.severity, f.auditId]), [['list-by-u', 'high', '00000001-1111-4000-8000-000000000000'], ['pod-created', 'info', 'priv-0001'], ['privileged-container', 'high', 'priv-0001']])
+  t.equal(findings[0].message, 'u listed /api/v1/pods')
+  // Finding notes stand right before the line they are about.
+  const at = lines.findIndex((l) => !l.startsWith('#') && l.includes('priv-0001'))
+  t.same(lines.slice(at - 2, at).map((l) => JSON.parse(l.slice(RECORD_PREFIX.length)).id), ['pod-created', 'privileged-container'])
+  t.same(seen, ['list-by-u@00000001-1111-4000-8000-000000000000', 'pod-created@priv-0001', 'privileged-container@priv-0001'])
+  const counted = (await agent.metrics.findings.get()).values.map((v) => `${v.labels.id}:${v.labels.severity}:${v.value}`).sort()
+  t.same(counted, ['list-by-u:high:1', 'pod-created:info:1', 'privileged-container:high:1'])
+})

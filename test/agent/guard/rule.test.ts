@@ -1,6 +1,7 @@
 import t from 'tap'
 import type { AuditEvent } from '../../../agent/audit/event.ts'
-import { compileRule, matchesEvent, NameList, RuleError } from '../../../agent/guard/rule.ts'
+import { DefinitionError, matchesEvent, NameList } from '../../../agent/guard/event-filter.ts'
+import { compileRule } from '../../../agent/guard/rule.ts'
 
 const base = { id: 'test-rule', title: 'A test rule', severity: 'high', output: '{{ event.user.username }} did {{ event.verb }}' }
 const event = (fields: Partial<AuditEvent> = {}): AuditEvent => ({ auditID: 'a', stage: 'ResponseComplete', verb: 'create', user: { username: 'alice', groups: ['dev'] }, objectRef: { resource: 'pods', namespace: 'default', name: 'p' }, responseStatus: { code: 201 }, ...fields })
@@ -24,7 +25,7 @@ t.test('errors name the file, the rule and the field', async (t) => {
   ]
   for (const [raw, message] of cases) {
     const err = t.throws(() => compileRule(raw, 'rules.yaml'), message)
-    t.ok(err instanceof RuleError)
+    t.ok(err instanceof DefinitionError)
   }
 })
 

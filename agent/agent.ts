@@ -11,6 +11,7 @@ import { verifyBytes } from '../proto/keys.ts'
 import { batchDigest, decodeBatch, type Finding, type WireRecord } from '../proto/wire.ts'
 import { decodeAuditLine, type AuditEvent } from './audit/event.ts'
 import type { AgentConfig } from './config.ts'
+import { Detectors } from './anomaly/detectors.ts'
 import { Guard } from './guard/guard.ts'
 import { AgentMetrics } from './observe/metrics.ts'
 import { Batcher, type ProcessedRecord } from './ship/batcher.ts'
@@ -74,6 +75,7 @@ export class AuditAgent {
   #checkpointWrites: Promise<void> = Promise.resolve()
   #redact: ReturnType<typeof createRedactor> | undefined
   readonly #guard: Guard
+  readonly #detectors: Detectors
 
   constructor(config: AgentConfig, deps: AgentDeps) {
     this.#config = config
@@ -81,6 +83,7 @@ export class AuditAgent {
     this.#log = deps.logger
     this.metrics = deps.metrics ?? new AgentMetrics()
     this.#guard = new Guard({ builtin: config.rules.builtin, dirs: config.rules.dirs, logger: this.#log, metrics: this.metrics })
+    this.#detectors = this.#loadDetectors()
     this.#key = new SigningKeyFile(config.signing.keyFile, { allowLoosePermissions: config.signing.allowLoosePermissions })
     this.#checkpoints = new CheckpointFile(config.stateDir)
     const c = config.collector
@@ -107,6 +110,18 @@ export class AuditAgent {
         this.#log[level]({ reason: err.reason, attempt, retryInMs: delayMs }, err.message)
       },
     })
+  }
+
+  /** Like the guard: a broken user directory does not blind the node; the built-in detectors run and the log says why. */
+  #loadDetectors(): Detectors {
+    const { builtin, dirs } = this.#config.detectors
+    try {
+      return new Detectors({ builtin, dirs, metrics: this.metrics })
+    } catch (err) {
+      if (!(err instanceof AggregateError)) throw err
+      this.#log.error({ errors: err.errors.map((e: Error) => e.message) }, 'anomaly detectors not loaded from detectors.dirs: fix the errors listed and restart; the built-in detectors run meanwhile')
+      return new Detectors({ builtin, dirs: [], metrics: this.metrics })
+    }
   }
 
   /** Ready: in sync with the collector, positioned in the log, and the collector answered recently. */
@@ -270,6 +285,7 @@ export class AuditAgent {
     const event = decoded.event
     const findings: Omit<Finding, 'recordIndex'>[] = []
     this.#guard.inspect(event, findings)
+    this.#detectors.inspect(event, findings)
     for (const f of findings) {
       this.metrics.findings.inc({ source: f.source, id: f.id, severity: f.severity })
       this.#deps.onFinding?.(f, event)

@@ -36,6 +36,7 @@ export interface AgentConfig {
   }
   signing: { keyFile: string; allowLoosePermissions: boolean; reloadIntervalMs: number }
   rules: { builtin: boolean; dirs: string[] }
+  detectors: { builtin: boolean; dirs: string[] }
   observe: { listen: string }
   redact: { enabled: boolean }
 }
@@ -104,6 +105,10 @@ const SCHEMA = {
     reloadInterval: { kind: 'duration', default: 10_000, min: 100, max: 3_600_000 },
   },
   rules: {
+    builtin: { kind: 'bool', default: true },
+    dirs: { kind: 'strings', default: [] },
+  },
+  detectors: {
     builtin: { kind: 'bool', default: true },
     dirs: { kind: 'strings', default: [] },
   },
@@ -270,6 +275,7 @@ interface RawConfig {
   collector: Omit<AgentConfig['collector'], 'timeoutMs' | 'retryInitialDelayMs' | 'retryMaxDelayMs'> & { timeout: number; retry: { initialDelay: number; maxDelay: number } }
   signing: { keyFile: string; allowLoosePermissions: boolean; reloadInterval: number }
   rules: { builtin: boolean; dirs: string[] }
+  detectors: { builtin: boolean; dirs: string[] }
   observe: { listen: string }
   redact: { enabled: boolean }
 }
@@ -320,6 +326,7 @@ function finish(raw: RawConfig, where: string): AgentConfig {
     },
     signing: { keyFile: raw.signing.keyFile, allowLoosePermissions: raw.signing.allowLoosePermissions, reloadIntervalMs: raw.signing.reloadInterval },
     rules: raw.rules,
+    detectors: raw.detectors,
     observe: raw.observe,
     redact: raw.redact,
   }

@@ -5,18 +5,24 @@ import { open } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { createGunzip } from 'node:zlib'
 import { decodeAuditLine, type AuditEvent } from '../audit/event.ts'
+import { compileDetector } from '../anomaly/detector.ts'
+import { Detectors } from '../anomaly/detectors.ts'
 import { LineSplitter, type SplitRecord } from '../tail/line-splitter.ts'
 import type { QuarantineStore } from '../tail/quarantine.ts'
-import { BUILTIN_RULES_DIR, loadRuleSet, readRuleDirectory, type RuleFinding, type RuleSet } from './rule-set.ts'
+import { readDefinitionDirectory } from './definition-files.ts'
+import { compileRule } from './rule.ts'
+import { BUILTIN_RULES_DIR, loadRuleSet, type RuleFinding, type RuleSet } from './rule-set.ts'
 
-const USAGE = `usage: auditrail rules lint DIR...
-       auditrail rules test [--rules DIR]... [--builtin] [--json] FILE...
+const USAGE = `usage: auditrail rules lint [--detectors] DIR...
+       auditrail rules test [--rules DIR]... [--detectors DIR]... [--builtin] [--json] FILE...
 
-lint  compiles every rule in each directory and reports every error with its
-      file, rule id and place; exit 1 on any error
-test  runs the rules over audit log files (plain or gzipped) and prints each
-      finding, then the count per rule; exit 0. Without --rules the built-in
-      pack runs; with --rules only the named directories do, unless --builtin.
+lint  compiles every rule (with --detectors: every detector) in each directory
+      and reports every error with its file, id and place; exit 1 on any error
+test  runs the rules and the anomaly detectors over audit log files (plain or
+      gzipped; detectors on the events' own time) and prints each finding,
+      marked rule: or detector:, then the count per rule and detector; exit 0.
+      Without --rules the built-in rules run, without --detectors the built-in
+      detectors; naming directories runs only those, unless --builtin.
       --json prints one finding per line (the counts go to stderr)
 `
 const MAX_LINE_BYTES = 4 * 1024 * 1024
@@ -46,14 +52,16 @@ export async function rulesCommand(argv: string[], io: Output = stdio): Promise<
   throw new RulesUsageError(`unknown subcommand ${JSON.stringify(sub)}`)
 }
 
-function lint(dirs: string[], io: Output): number {
+function lint(argv: string[], io: Output): number {
+  const detectors = argv[0] === '--detectors'
+  const dirs = detectors ? argv.slice(1) : argv
   if (dirs.length === 0) throw new RulesUsageError('lint needs at least one directory')
   let failed = false
   for (const dir of dirs) {
-    const { rules, errors } = readRuleDirectory(dir)
+    const { items, errors } = detectors ? readDefinitionDirectory(dir, 'detector', compileDetector) : readDefinitionDirectory(dir, 'rule', compileRule)
     for (const e of errors) io.out(`error: ${e.message}\n`)
     if (errors.length > 0) failed = true
-    else io.out(`ok: ${dir}: ${rules.length} rules compile\n`)
+    else io.out(`ok: ${dir}: ${items.length} ${detectors ? 'detectors' : 'rules'} compile\n`)
   }
   return failed ? 1 : 0
 }
@@ -61,7 +69,7 @@ function lint(dirs: string[], io: Output): number {
 async function test(argv: string[], io: Output): Promise<number> {
   let parsed
   try {
-    parsed = parseArgs({ args: argv, options: { rules: { type: 'string', multiple: true }, builtin: { type: 'boolean' }, json: { type: 'boolean' } }, strict: true, allowPositionals: true })
+    parsed = parseArgs({ args: argv, options: { rules: { type: 'string', multiple: true }, detectors: { type: 'string', multiple: true }, builtin: { type: 'boolean' }, json: { type: 'boolean' } }, strict: true, allowPositionals: true })
   } catch (err) {
     throw new RulesUsageError((err as Error).message)
   }
@@ -69,12 +77,14 @@ async function test(argv: string[], io: Output): Promise<number> {
   if (files.length === 0) throw new RulesUsageError('test needs at least one audit log file')
   const dirs = values.rules === undefined ? [BUILTIN_RULES_DIR] : [...(values.builtin ? [BUILTIN_RULES_DIR] : []), ...values.rules]
   let rules: RuleSet
+  let detectors: Detectors
   try {
     rules = loadRuleSet(dirs)
+    detectors = new Detectors({ builtin: values.detectors === undefined || values.builtin === true, dirs: values.detectors ?? [] })
   } catch (err) {
     if (!(err instanceof AggregateError)) throw err
     for (const e of err.errors as Error[]) io.err(`error: ${e.message}\n`)
-    io.err('the rules do not load: `auditrail rules lint DIR` lists every error\n')
+    io.err('the rules or detectors do not load: `auditrail rules lint DIR` lists every error\n')
     return 1
   }
   const counts = new Map<string, { severity: string; count: number }>()
@@ -94,16 +104,18 @@ async function test(argv: string[], io: Output): Promise<number> {
       totals.events++
       findings.length = 0
       rules.inspect(decoded.event, findings)
+      detectors.inspect(decoded.event, findings)
       for (const f of findings) {
-        const c = counts.get(f.id) ?? { severity: f.severity, count: 0 }
+        const name = `${f.source}:${f.id}`
+        const c = counts.get(name) ?? { severity: f.severity, count: 0 }
         c.count++
-        counts.set(f.id, c)
+        counts.set(name, c)
         io.out(values.json ? `${JSON.stringify(findingJson(f, decoded.event, file, lineNumber))}\n` : `${tableRow(f, decoded.event)}\n`)
       }
     })
   }
   const summary = [
-    `${totals.events} events, ${totals.unparsed} lines not audit events, ${totals.oversized} lines over ${MAX_LINE_BYTES} bytes skipped; ${rules.rules.length} rules`,
+    `${totals.events} events, ${totals.unparsed} lines not audit events, ${totals.oversized} lines over ${MAX_LINE_BYTES} bytes skipped; ${rules.rules.length} rules, ${detectors.detectors.length} detectors`,
     ...[...counts].sort((a, b) => b[1].count - a[1].count).map(([id, c]) => `${String(c.count).padStart(8)}  ${c.severity.padEnd(8)}  ${id}`),
   ].join('\n')
   ;(values.json ? io.err : io.out)(`${summary}\n`)

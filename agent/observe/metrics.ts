@@ -16,6 +16,8 @@ export class AgentMetrics {
   readonly findings = this.#counter('auditrail_findings_total', 'Findings raised, by source, id and severity.', ['source', 'id', 'severity'])
   readonly rulesLoaded = this.#gauge('auditrail_rules_loaded', 'Guardrail rules running (enabled rules of the built-in pack and the user\'s directories).')
   readonly ruleLoads = this.#counter('auditrail_rule_loads_total', 'Loads of the rule directories (start-up and each change on disk), by result; on error the rules loaded before keep running.', ['result'])
+  readonly detectorKeys = new Gauge({ name: 'auditrail_detector_keys', help: 'Keys (users, source IPs, pending requests...) an anomaly detector holds state for; bounded by its maxKeys.', labelNames: ['detector'], registers: [this.registry] })
+  readonly detectorEvictions = this.#counter('auditrail_detector_evictions_total', 'Keys an anomaly detector dropped because it held its maximum (the least recently seen go first).', ['detector'])
   readonly batchesSealed = this.#counter('auditrail_batches_sealed_total', 'Batches sealed, by kind (events, heartbeat).', ['kind'])
   readonly batchesAcknowledged = this.#counter('auditrail_batches_acknowledged_total', 'Batches the collector acknowledged.')
   readonly sendFailures = this.#counter('auditrail_send_failures_total', 'Failed requests to the collector, by reason; each is retried.', ['reason'])

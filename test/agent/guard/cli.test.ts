@@ -32,8 +32,8 @@ t.test('rules test: findings as JSON lines with where they came from, counts on 
   const privileged = findings.filter((f) => f.id === 'privileged-container')
   t.same(privileged.map((f) => [f.auditID, f.line, f.stage, f.severity, f.source]), [['priv-1', 1, 'ResponseComplete', 'high', 'rule'], ['priv-2', 3, 'ResponseComplete', 'high', 'rule']])
   t.match(privileged[0].message, /mallory did create on pods default\/x with privileged container c/)
-  t.match(err, /^2 events, 1 lines not audit events, 0 lines over 4194304 bytes skipped; \d+ rules/)
-  t.match(err, /\n +2 +high +privileged-container/)
+  t.match(err, /^2 events, 1 lines not audit events, 0 lines over 4194304 bytes skipped; \d+ rules, \d+ detectors/)
+  t.match(err, /\n +2 +high +rule:privileged-container/)
 })
 
 t.test('rules test on real apiserver output: a table and counts', async (t) => {

@@ -1,0 +1,295 @@
+// The anomaly stage of the pipeline: sliding-window detectors over event time.
+//
+// Time is the events' own (stageTimestamp; the clock is the newest seen), so
+// a backlog replayed after an outage gives the findings live reading gave,
+// and a replay of the same file gives the same findings every time. State is
+// bounded per detector: keys live in an LRU cache with a maximum size and a
+// time to live on that same event clock; evicted keys are counted.
+import { fileURLToPath } from 'node:url'
+import { LRUCache } from 'lru-cache'
+import type { AuditEvent } from '../audit/event.ts'
+import { readDefinitionDirectory } from '../guard/definition-files.ts'
+import { DefinitionError, matchesEvent } from '../guard/event-filter.ts'
+import type { RuleFinding } from '../guard/rule-set.ts'
+import type { AgentMetrics } from '../observe/metrics.ts'
+import { compileDetector, KEY_FIELDS, type Detector } from './detector.ts'
+import { SlidingWindowCount } from './sliding-window.ts'
+
+export const BUILTIN_DETECTORS_DIR = fileURLToPath(new URL('./builtin-detectors/', import.meta.url))
+/** Distinct values remembered per key by a first-seen detector. */
+const MAX_VALUES_PER_KEY = 64
+/** At most this many empty windows are folded into a baseline after a pause. */
+const MAX_EMPTY_WINDOWS = 100
+const EWMA_ALPHA = 0.1
+const DAY_MS = 24 * 3_600_000
+const STAGES_THAT_ANSWER = new Set(['ResponseStarted', 'ResponseComplete', 'Panic'])
+
+export type DetectorFinding = RuleFinding
+
+export function readDetectorDirectory(dir: string): { detectors: Detector[]; errors: DefinitionError[] } {
+  const { items, errors } = readDefinitionDirectory(dir, 'detector', compileDetector)
+  return { detectors: items, errors }
+}
+
+/** Loads directories in order; a later detector with the same id replaces an earlier one. Throws an AggregateError of DefinitionErrors. */
+export function loadDetectors(dirs: readonly string[]): Detector[] {
+  const byId = new Map<string, Detector>()
+  const errors: DefinitionError[] = []
+  for (const dir of dirs) {
+    const loaded = readDetectorDirectory(dir)
+    errors.push(...loaded.errors)
+    for (const d of loaded.detectors) {
+      byId.delete(d.id)
+      byId.set(d.id, d)
+    }
+  }
+  if (errors.length > 0) throw new AggregateError(errors, errors.map((e) => e.message).join('\n'))
+  return [...byId.values()].filter((d) => d.enabled)
+}
+
+interface KeyState {
+  coolUntil: number
+}
+interface ThresholdState extends KeyState {
+  window: SlidingWindowCount
+}
+interface BaselineState extends KeyState {
+  windowIndex: number
+  count: number
+  mean: number
+  variance: number
+  windows: number
+}
+interface FirstSeenState extends KeyState {
+  firstMs: number
+  values: Set<string>
+}
+type KeyStateOf = ThresholdState | BaselineState | FirstSeenState | PendingRequest
+interface PendingRequest {
+  timeMs: number
+  user: string
+  verb: string
+  uri: string
+}
+
+/** One detector and its bounded state. */
+class RunningDetector {
+  readonly def: Detector
+  readonly keys: LRUCache<string, KeyStateOf>
+  evictions = 0
+  /** silence: event time of the previous event. */
+  lastEventMs = -1
+
+  constructor(def: Detector, clock: { now(): number }) {
+    this.def = def
+    const t = def.trigger
+    const ttl = t.kind === 'threshold' ? def.windowMs + def.coolDownMs : t.kind === 'baseline' ? Math.max(DAY_MS, def.windowMs * 4 * t.warmupWindows) : t.kind === 'firstSeen' ? 7 * DAY_MS : 0
+    this.keys = new LRUCache<string, KeyStateOf>({
+      max: def.maxKeys,
+      ...(ttl > 0 ? { ttl, updateAgeOnGet: true, ttlResolution: 0, perf: clock } : {}),
+      dispose: (_v, _k, reason) => {
+        if (reason === 'evict') this.evictions++
+      },
+    })
+  }
+
+  keyOf(event: AuditEvent): string {
+    return this.def.key.map((k) => `${k}=${KEY_FIELDS[k]!(event) ?? '<none>'}`).join(',')
+  }
+}
+
+export interface DetectorsOptions {
+  builtin: boolean
+  dirs: readonly string[]
+  metrics?: AgentMetrics
+}
+
+export class Detectors {
+  readonly #running: RunningDetector[]
+  readonly #metrics: AgentMetrics | undefined
+  /** Event time: the newest stageTimestamp seen. It only moves forward. */
+  #clockMs = 0
+  readonly #clock = { now: () => this.#clockMs }
+  #lastSweepMs = 0
+
+  /** Throws an AggregateError of DefinitionErrors when a definition is bad. */
+  constructor(options: DetectorsOptions) {
+    const defs = loadDetectors([...(options.builtin ? [BUILTIN_DETECTORS_DIR] : []), ...options.dirs])
+    this.#running = defs.map((d) => new RunningDetector(d, this.#clock))
+    this.#metrics = options.metrics
+  }
+
+  get detectors(): readonly Detector[] {
+    return this.#running.map((r) => r.def)
+  }
+
+  /** Keys held per detector id (bounded by each detector's maxKeys). */
+  keysHeld(): Map<string, number> {
+    return new Map(this.#running.map((r) => [r.def.id, r.keys.size]))
+  }
+
+  evictions(): Map<string, number> {
+    return new Map(this.#running.map((r) => [r.def.id, r.evictions]))
+  }
+
+  inspect(event: AuditEvent, out: DetectorFinding[]): void {
+    const timeMs = eventTimeMs(event)
+    if (timeMs === undefined) return
+    if (timeMs > this.#clockMs) this.#clockMs = timeMs
+    for (const d of this.#running) {
+      const t = d.def.trigger
+      if (t.kind === 'silence') {
+        this.#silence(d, t.afterMs, event, timeMs, out)
+        continue
+      }
+      if (t.kind === 'unanswered' && STAGES_THAT_ANSWER.has(event.stage)) {
+        d.keys.delete(event.auditID)
+        continue
+      }
+      if (!matchesEvent(d.def.match, event)) continue
+      if (d.def.filter && !d.def.filter(event)) continue
+      if (d.def.exceptions.length > 0 && d.def.exceptions.some((e) => safely(e, event))) continue
+      switch (t.kind) {
+        case 'threshold':
+          this.#threshold(d, t.count, event, timeMs, out)
+          break
+        case 'baseline':
+          this.#baseline(d, t, event, timeMs, out)
+          break
+        case 'firstSeen':
+          this.#firstSeen(d, t.field, t.learningMs, event, timeMs, out)
+          break
+        case 'unanswered':
+          if (event.stage === 'RequestReceived') d.keys.set(event.auditID, { timeMs, user: event.user?.username ?? '<none>', verb: event.verb, uri: event.requestURI ?? '' })
+          break
+      }
+    }
+    if (this.#clockMs - this.#lastSweepMs >= 1000) this.#sweep(event, out)
+  }
+
+  #threshold(d: RunningDetector, threshold: number, event: AuditEvent, timeMs: number, out: DetectorFinding[]): void {
+    const key = d.keyOf(event)
+    let s = d.keys.get(key) as ThresholdState | undefined
+    if (!s) d.keys.set(key, (s = { window: new SlidingWindowCount(d.def.windowMs), coolUntil: 0 }))
+    const count = s.window.add(timeMs)
+    if (count <= threshold || timeMs < s.coolUntil) return
+    s.coolUntil = timeMs + d.def.coolDownMs
+    out.push(finding(d.def, event, `${count} events in ${seconds(d.def.windowMs)} for ${key}, more than the threshold of ${threshold}: ${d.def.title}`, {
+      count: String(count), threshold: String(threshold), window: seconds(d.def.windowMs), key,
+    }))
+  }
+
+  #baseline(d: RunningDetector, t: Extract<Detector['trigger'], { kind: 'baseline' }>, event: AuditEvent, timeMs: number, out: DetectorFinding[]): void {
+    const key = d.keyOf(event)
+    const windowIndex = Math.floor(timeMs / d.def.windowMs)
+    let s = d.keys.get(key) as BaselineState | undefined
+    if (!s) d.keys.set(key, (s = { windowIndex, count: 0, mean: 0, variance: 0, windows: 0, coolUntil: 0 }))
+    if (windowIndex > s.windowIndex) {
+      // Fold the finished window, then the empty ones since, into the key's history.
+      fold(s, s.count)
+      for (let i = Math.min(windowIndex - s.windowIndex - 1, MAX_EMPTY_WINDOWS); i > 0; i--) fold(s, 0)
+      s.windowIndex = windowIndex
+      s.count = 0
+    }
+    s.count++
+    if (s.windows < t.warmupWindows || s.count < t.minCount || timeMs < s.coolUntil) return
+    const stddev = Math.sqrt(s.variance)
+    if (s.count <= s.mean + t.sigmas * stddev || s.count <= t.factor * s.mean) return
+    s.coolUntil = timeMs + d.def.coolDownMs
+    out.push(finding(d.def, event, `${s.count} events in ${seconds(d.def.windowMs)} for ${key}, against a baseline of ${s.mean.toFixed(1)} ± ${stddev.toFixed(1)} per window: ${d.def.title}`, {
+      count: String(s.count), baselineMean: s.mean.toFixed(2), baselineStddev: stddev.toFixed(2), window: seconds(d.def.windowMs), key,
+    }))
+  }
+
+  #firstSeen(d: RunningDetector, field: string, learningMs: number, event: AuditEvent, timeMs: number, out: DetectorFinding[]): void {
+    const value = KEY_FIELDS[field]!(event)
+    if (value === undefined) return
+    const key = d.keyOf(event)
+    let s = d.keys.get(key) as FirstSeenState | undefined
+    if (!s) d.keys.set(key, (s = { firstMs: timeMs, values: new Set(), coolUntil: 0 }))
+    if (s.values.has(value)) return
+    if (s.values.size >= MAX_VALUES_PER_KEY) s.values.delete(s.values.values().next().value!)
+    s.values.add(value)
+    if (timeMs - s.firstMs < learningMs || timeMs < s.coolUntil) return
+    s.coolUntil = timeMs + d.def.coolDownMs
+    out.push(finding(d.def, event, `${key} used ${field} ${value} for the first time (known since ${new Date(s.firstMs).toISOString()}): ${d.def.title}`, {
+      key, field, value: value.slice(0, 256), knownValues: String(s.values.size - 1), knownSince: new Date(s.firstMs).toISOString(),
+    }))
+  }
+
+  #silence(d: RunningDetector, afterMs: number, event: AuditEvent, timeMs: number, out: DetectorFinding[]): void {
+    const previous = d.lastEventMs
+    if (timeMs > previous) d.lastEventMs = timeMs
+    if (previous < 0 || timeMs - previous <= afterMs) return
+    out.push(finding(d.def, event, `no audit event for ${seconds(timeMs - previous)} before this one (more than ${seconds(afterMs)}): ${d.def.title}`, {
+      silentSeconds: String(Math.round((timeMs - previous) / 1000)), previousEventTime: new Date(previous).toISOString(), after: seconds(afterMs),
+    }))
+  }
+
+  /** Requests left unanswered past their time limit become findings; gauges are refreshed. */
+  #sweep(event: AuditEvent, out: DetectorFinding[]): void {
+    this.#lastSweepMs = this.#clockMs
+    for (const d of this.#running) {
+      const t = d.def.trigger
+      if (t.kind === 'unanswered') {
+        // Entries are only ever set, never read, so the cache's oldest is the earliest request.
+        const expired: [string, PendingRequest][] = []
+        for (const [auditID, value] of d.keys.rentries() as Generator<[string, KeyStateOf]>) {
+          const p = value as PendingRequest
+          if (p.timeMs + t.timeoutMs > this.#clockMs) break
+          expired.push([auditID, p])
+        }
+        for (const [auditID, p] of expired) {
+          d.keys.delete(auditID)
+          out.push({ ...finding(d.def, event, `${p.user} did ${p.verb} ${p.uri} at ${new Date(p.timeMs).toISOString()} and no response was logged within ${seconds(t.timeoutMs)}: ${d.def.title}`, {
+            requestReceivedAt: new Date(p.timeMs).toISOString(), user: p.user, verb: p.verb, requestURI: p.uri.slice(0, 256), waited: seconds(this.#clockMs - p.timeMs), detectedBy: event.auditID,
+          }), auditId: auditID })
+        }
+      }
+      this.#metrics?.detectorKeys.set({ detector: d.def.id }, d.keys.size)
+      const evicted = d.evictions
+      if (evicted > 0) {
+        this.#metrics?.detectorEvictions.inc({ detector: d.def.id }, evicted)
+        d.evictions = 0
+      }
+    }
+  }
+}
+
+function fold(s: BaselineState, x: number): void {
+  const diff = x - s.mean
+  s.mean += EWMA_ALPHA * diff
+  s.variance = (1 - EWMA_ALPHA) * (s.variance + EWMA_ALPHA * diff * diff)
+  s.windows++
+}
+
+function finding(def: Detector, event: AuditEvent, message: string, details: Record<string, string>): DetectorFinding {
+  const base: Record<string, string> = { title: def.title }
+  if (def.mitre.length > 0) base.mitre = def.mitre.join(',')
+  if (event.user?.username) base.user = event.user.username
+  if (event.sourceIPs?.[0]) base.sourceIP = event.sourceIPs[0]
+  if (event.stageTimestamp) base.stageTimestamp = event.stageTimestamp
+  return { source: 'detector', id: def.id, severity: def.severity, message: message.length > 1024 ? `${message.slice(0, 1023)}…` : message, auditId: event.auditID, details: { ...base, ...details } }
+}
+
+function safely(test: (event: AuditEvent) => boolean, event: AuditEvent): boolean {
+  try {
+    return test(event)
+  } catch {
+    return false
+  }
+}
+
+function seconds(ms: number): string {
+  return ms % 60_000 === 0 && ms >= 60_000 ? `${ms / 60_000}m` : `${Math.round(ms / 100) / 10}s`
+}
+
+/** stageTimestamp, else requestReceivedTimestamp (and the legacy `timestamp` of old events); undefined when none parses. */
+export function eventTimeMs(event: AuditEvent): number | undefined {
+  for (const v of [event.stageTimestamp, event.requestReceivedTimestamp, (event as { timestamp?: unknown }).timestamp]) {
+    if (typeof v !== 'string') continue
+    const ms = Date.parse(v)
+    if (Number.isFinite(ms)) return ms
+  }
+  return undefined
+}

@@ -89,8 +89,9 @@ export interface ExportDigest {
   lines: number
   /** SHA-256 of the event lines with their newlines, notes excluded. */
   sha256: string
-  /** The `#auditrail {...}` note lines, parsed. */
+  /** The `#auditrail {...}` note lines, parsed, but for findings (counted by id: a long log holds hundreds of thousands). */
   notes: Array<{ kind: string; [key: string]: unknown }>
+  findings: Map<string, number>
 }
 
 /** Runs `auditrail export --records` and digests its output as it streams: hundreds of MB never sit in memory. */
@@ -99,6 +100,7 @@ export function exportDigest(store: string): Promise<ExportDigest> {
     const child = spawn(process.execPath, [MAIN, 'export', store, '--records'], { stdio: ['ignore', 'pipe', 'pipe'] })
     const hash = createHash('sha256')
     const notes: ExportDigest['notes'] = []
+    const findings = new Map<string, number>()
     let lines = 0
     let carry = Buffer.alloc(0)
     let stderr = ''
@@ -108,8 +110,11 @@ export function exportDigest(store: string): Promise<ExportDigest> {
       let start = 0
       for (let nl = data.indexOf(10); nl !== -1; nl = data.indexOf(10, start)) {
         const line = data.subarray(start, nl + 1)
-        if (line.subarray(0, 11).toString() === '#auditrail ') notes.push(JSON.parse(line.subarray(11).toString()))
-        else {
+        if (line.subarray(0, 11).toString() === '#auditrail ') {
+          const note = JSON.parse(line.subarray(11).toString()) as ExportDigest['notes'][number]
+          if (note.kind === 'finding') findings.set(`${note.source}:${note.id}`, (findings.get(`${note.source}:${note.id}`) ?? 0) + 1)
+          else notes.push(note)
+        } else {
           hash.update(line)
           lines++
         }
@@ -117,6 +122,6 @@ export function exportDigest(store: string): Promise<ExportDigest> {
       }
       carry = Buffer.from(data.subarray(start))
     })
-    child.on('close', (code) => resolve({ code: code ?? 1, stderr, lines, sha256: hash.digest('hex'), notes }))
+    child.on('close', (code) => resolve({ code: code ?? 1, stderr, lines, sha256: hash.digest('hex'), notes, findings }))
   })
 }

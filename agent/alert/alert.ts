@@ -126,8 +126,12 @@ export class SecretFile {
   }
 }
 
-/** POSTs a JSON body with a per-request timeout; any answer but 2xx becomes a SinkError. */
-export async function postJson(dispatcher: Dispatcher, url: string, origin: string, body: string, headers: Record<string, string>, timeoutMs: number, signal: AbortSignal): Promise<void> {
+/**
+ * POSTs a JSON body with a per-request timeout; any answer but 2xx becomes a SinkError.
+ * `secrets` are the credential values this request carries (raw and as encoded in headers):
+ * a receiver that echoes the request in its error must not put them in our logs.
+ */
+export async function postJson(dispatcher: Dispatcher, url: string, origin: string, body: string, headers: Record<string, string>, timeoutMs: number, signal: AbortSignal, secrets: string[] = []): Promise<void> {
   let res: Dispatcher.ResponseData
   try {
     res = await request(url, {
@@ -150,12 +154,15 @@ export async function postJson(dispatcher: Dispatcher, url: string, origin: stri
   }
   const status = res.statusCode
   if (status >= 200 && status < 300) return
-  // The receiver's own words help, but only a little of them: it may echo the request back.
-  const said = text.replace(/\s+/g, ' ').trim().slice(0, 200)
+  // The receiver's own words help, but only a little of them, and never a credential it echoed back.
+  let said = text.replace(/\s+/g, ' ').trim()
+  for (const secret of secrets) if (secret) said = said.replaceAll(secret, '[redacted]')
+  said = status === 401 || status === 403 ? '' : said.slice(0, 200)
   if (status >= 500) throw new SinkError('http_5xx', `${origin} answered HTTP ${status}: ${said}`)
   // 400, 413, 422: these alerts will never be accepted as they are; anything else (401, 403, 404, 429...) may heal.
   const final = status === 400 || status === 413 || status === 422
-  throw new SinkError('http_4xx', `${origin} answered HTTP ${status}: ${said}${status === 401 || status === 403 ? ' (check the credential file of this sink)' : ''}`, !final)
+  const denied = status === 401 || status === 403
+  throw new SinkError('http_4xx', `${origin} answered HTTP ${status}${denied ? ': the receiver does not accept this sink\'s credential (check its token, password or secret file)' : `: ${said}`}`, !final)
 }
 
 function transportError(err: Error & { code?: string }, origin: string, timeoutMs: number): SinkError {

@@ -85,9 +85,19 @@ export class AlertmanagerSink implements AlertSink {
     const now = Date.now()
     const body = JSON.stringify(alerts.map((a) => toPostableAlert(a, this.#config.resolveTimeoutMs, now)))
     const headers: Record<string, string> = {}
-    if (this.#token) headers.authorization = `Bearer ${await this.#token.read()}`
-    if (this.#password) headers.authorization = `Basic ${Buffer.from(`${this.#config.basicAuth.username}:${await this.#password.read()}`).toString('base64')}`
-    await postJson(this.#dispatcher, this.#url, this.origin, body, headers, this.#config.timeoutMs, this.#abort.signal)
+    const secrets: string[] = []
+    if (this.#token) {
+      const token = await this.#token.read()
+      headers.authorization = `Bearer ${token}`
+      secrets.push(token)
+    }
+    if (this.#password) {
+      const password = await this.#password.read()
+      const basic = Buffer.from(`${this.#config.basicAuth.username}:${password}`).toString('base64')
+      headers.authorization = `Basic ${basic}`
+      secrets.push(basic, password)
+    }
+    await postJson(this.#dispatcher, this.#url, this.origin, body, headers, this.#config.timeoutMs, this.#abort.signal, secrets)
   }
 
   async close(): Promise<void> {

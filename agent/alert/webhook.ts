@@ -85,13 +85,20 @@ export class WebhookSink implements AlertSink {
 
   async #post(body: string): Promise<void> {
     const headers: Record<string, string> = {}
-    if (this.#token) headers.authorization = `Bearer ${await this.#token.read()}`
+    const secrets: string[] = []
+    if (this.#token) {
+      const token = await this.#token.read()
+      headers.authorization = `Bearer ${token}`
+      secrets.push(token)
+    }
     if (this.#secret) {
+      const secret = await this.#secret.read()
       const timestamp = String(Math.floor(Date.now() / 1000))
       headers[TIMESTAMP_HEADER] = timestamp
-      headers[SIGNATURE_HEADER] = signature(await this.#secret.read(), timestamp, body)
+      headers[SIGNATURE_HEADER] = signature(secret, timestamp, body)
+      secrets.push(secret)
     }
-    await postJson(this.#dispatcher, this.#config.url, this.origin, body, headers, this.#config.timeoutMs, this.#abort.signal)
+    await postJson(this.#dispatcher, this.#config.url, this.origin, body, headers, this.#config.timeoutMs, this.#abort.signal, secrets)
   }
 
   async close(): Promise<void> {

@@ -241,15 +241,16 @@ export class AlertDispatcher {
   #sleep(lane: Lane, ms: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms)
-      function done() {
-        clearTimeout(timer)
-        if (lane.wake === done) lane.wake = undefined
-        resolve()
-      }
       // During a backoff a new alert does not cut the wait short; only close() does.
-      lane.wake = () => {
+      const wake = () => {
         if (this.#stopped) done()
       }
+      function done() {
+        clearTimeout(timer)
+        if (lane.wake === wake) lane.wake = undefined
+        resolve()
+      }
+      lane.wake = wake
     })
   }
 

@@ -73,7 +73,7 @@ export interface AlertSink {
 
 /** Why a send failed. `reason` is a metric label; `retry` false means the receiver refused these alerts for good. */
 export class SinkError extends Error {
-  readonly reason: 'transport' | 'timeout' | 'http_4xx' | 'http_5xx' | 'credentials'
+  readonly reason: 'transport' | 'timeout' | 'http_4xx' | 'http_5xx'
   readonly retry: boolean
   constructor(reason: SinkError['reason'], message: string, retry = true) {
     super(message)

@@ -37,7 +37,7 @@ export class AgentMetrics {
   readonly lastAckTimestamp = this.#gauge('auditrail_last_acknowledgement_timestamp_seconds', 'When the collector last acknowledged a batch, Unix seconds.')
   // Alerts (agent/alert): `sink` is alertmanager or webhook.
   readonly alertsSent = this.#counter('auditrail_alerts_sent_total', 'Alerts a sink accepted, by sink.', ['sink'])
-  readonly alertSendFailures = this.#counter('auditrail_alert_send_failures_total', 'Failed alert requests, by sink and reason (transport, timeout, http_4xx, http_5xx, credentials); retried up to alert.retry.', ['sink', 'reason'])
+  readonly alertSendFailures = this.#counter('auditrail_alert_send_failures_total', 'Failed alert requests, by sink and reason (transport, timeout, http_4xx, http_5xx); retried up to alert.retry unless the receiver refused the alerts for good.', ['sink', 'reason'])
   readonly alertsDropped = this.#counter('auditrail_alerts_dropped_total', 'Alerts given up, by sink and reason (queue_full, retries_exhausted, rejected, closed).', ['sink', 'reason'])
   readonly alertsDeduplicated = this.#counter('auditrail_alerts_deduplicated_total', 'Findings not alerted because the same finding was alerted within alert.coolDown.')
   readonly alertQueueLength = this.#gauge('auditrail_alert_queue_length', 'Alerts waiting to be sent, by sink (bounded by alert.queueSize).', ['sink'])

@@ -39,6 +39,40 @@ export interface AgentConfig {
   detectors: { builtin: boolean; dirs: string[] }
   observe: { listen: string }
   redact: { enabled: boolean }
+  alert: AlertConfig
+}
+
+/** Alerts (agent/alert): findings at or above `minSeverity` leave at once for the configured sinks. */
+export interface AlertConfig {
+  /** True when at least one sink is configured; no sink means no alerting. */
+  enabled: boolean
+  minSeverity: 'info' | 'low' | 'medium' | 'high' | 'critical'
+  queueSize: number
+  coolDownMs: number
+  coolDownMaxKeys: number
+  maxAlertsPerRequest: number
+  closeTimeoutMs: number
+  retry: { initialDelayMs: number; maxDelayMs: number; maxAttempts: number; maxAgeMs: number }
+  /** Empty url: not configured. */
+  alertmanager: {
+    url: string
+    timeoutMs: number
+    resolveTimeoutMs: number
+    caFile: string
+    bearerTokenFile: string
+    basicAuth: { username: string; passwordFile: string }
+    allowInsecureHttp: boolean
+  }
+  /** Empty url: not configured. */
+  webhook: {
+    url: string
+    timeoutMs: number
+    format: 'object' | 'array'
+    caFile: string
+    bearerTokenFile: string
+    hmacSecretFile: string
+    allowInsecureHttp: boolean
+  }
 }
 
 export class ConfigError extends Error {
@@ -117,6 +151,41 @@ const SCHEMA = {
   },
   redact: {
     enabled: { kind: 'bool', default: true },
+  },
+  alert: {
+    minSeverity: { kind: 'enum', values: ['info', 'low', 'medium', 'high', 'critical'], default: 'high' },
+    queueSize: { kind: 'int', default: 1000, min: 1, max: 1_000_000 },
+    coolDown: { kind: 'duration', default: 300_000, min: 0, max: 86_400_000 },
+    coolDownMaxKeys: { kind: 'int', default: 10_000, min: 1, max: 10_000_000 },
+    maxAlertsPerRequest: { kind: 'int', default: 16, min: 1, max: 1000 },
+    closeTimeout: { kind: 'duration', default: 2000, min: 0, max: 60_000 },
+    retry: {
+      initialDelay: { kind: 'duration', default: 250, min: 1, max: 60_000 },
+      maxDelay: { kind: 'duration', default: 10_000, min: 1, max: 3_600_000 },
+      maxAttempts: { kind: 'int', default: 10, min: 1, max: 1000 },
+      maxAge: { kind: 'duration', default: 300_000, min: 100, max: 86_400_000 },
+    },
+    alertmanager: {
+      url: { kind: 'string', default: '' },
+      timeout: { kind: 'duration', default: 5000, min: 100, max: 600_000 },
+      resolveTimeout: { kind: 'duration', default: 300_000, min: 1000, max: 86_400_000 },
+      caFile: { kind: 'string', default: '' },
+      bearerTokenFile: { kind: 'string', default: '' },
+      basicAuth: {
+        username: { kind: 'string', default: '' },
+        passwordFile: { kind: 'string', default: '' },
+      },
+      allowInsecureHttp: { kind: 'bool', default: false },
+    },
+    webhook: {
+      url: { kind: 'string', default: '' },
+      timeout: { kind: 'duration', default: 5000, min: 100, max: 600_000 },
+      format: { kind: 'enum', values: ['object', 'array'], default: 'object' },
+      caFile: { kind: 'string', default: '' },
+      bearerTokenFile: { kind: 'string', default: '' },
+      hmacSecretFile: { kind: 'string', default: '' },
+      allowInsecureHttp: { kind: 'bool', default: false },
+    },
   },
 } as const satisfies Section
 
@@ -278,6 +347,19 @@ interface RawConfig {
   detectors: { builtin: boolean; dirs: string[] }
   observe: { listen: string }
   redact: { enabled: boolean }
+  alert: RawAlert
+}
+
+interface RawAlert {
+  minSeverity: AlertConfig['minSeverity']
+  queueSize: number
+  coolDown: number
+  coolDownMaxKeys: number
+  maxAlertsPerRequest: number
+  closeTimeout: number
+  retry: { initialDelay: number; maxDelay: number; maxAttempts: number; maxAge: number }
+  alertmanager: Omit<AlertConfig['alertmanager'], 'timeoutMs' | 'resolveTimeoutMs'> & { timeout: number; resolveTimeout: number }
+  webhook: Omit<AlertConfig['webhook'], 'timeoutMs'> & { timeout: number }
 }
 
 const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/
@@ -329,7 +411,58 @@ function finish(raw: RawConfig, where: string): AgentConfig {
     detectors: raw.detectors,
     observe: raw.observe,
     redact: raw.redact,
+    alert: finishAlert(raw.alert, where),
   }
+}
+
+function finishAlert(raw: RawAlert, where: string): AlertConfig {
+  if (raw.retry.maxDelay < raw.retry.initialDelay) throw new ConfigError(`${where}: alert.retry.maxDelay must not be below alert.retry.initialDelay`)
+  const am = raw.alertmanager
+  const wh = raw.webhook
+  if (am.basicAuth.username && am.bearerTokenFile) throw new ConfigError(`${where}: alert.alertmanager: set basicAuth or bearerTokenFile, not both`)
+  if (Boolean(am.basicAuth.username) !== Boolean(am.basicAuth.passwordFile)) throw new ConfigError(`${where}: alert.alertmanager.basicAuth.username and alert.alertmanager.basicAuth.passwordFile go together: set both, or neither`)
+  const amUrl = am.url ? sinkUrl(am.url, 'alert.alertmanager', Boolean(am.bearerTokenFile || am.basicAuth.username), am.allowInsecureHttp, where) : ''
+  const whUrl = wh.url ? sinkUrl(wh.url, 'alert.webhook', Boolean(wh.bearerTokenFile), wh.allowInsecureHttp, where) : ''
+  for (const [key, set] of [['alert.alertmanager', am.caFile || am.bearerTokenFile || am.basicAuth.username], ['alert.webhook', wh.caFile || wh.bearerTokenFile || wh.hmacSecretFile]] as const) {
+    if (set && !(key === 'alert.alertmanager' ? amUrl : whUrl)) throw new ConfigError(`${where}: ${key} has settings but no url: set ${key}.url, or remove the section`)
+  }
+  return {
+    enabled: Boolean(amUrl || whUrl),
+    minSeverity: raw.minSeverity,
+    queueSize: raw.queueSize,
+    coolDownMs: raw.coolDown,
+    coolDownMaxKeys: raw.coolDownMaxKeys,
+    maxAlertsPerRequest: raw.maxAlertsPerRequest,
+    closeTimeoutMs: raw.closeTimeout,
+    retry: { initialDelayMs: raw.retry.initialDelay, maxDelayMs: raw.retry.maxDelay, maxAttempts: raw.retry.maxAttempts, maxAgeMs: raw.retry.maxAge },
+    alertmanager: {
+      url: amUrl,
+      timeoutMs: am.timeout,
+      resolveTimeoutMs: am.resolveTimeout,
+      caFile: am.caFile,
+      bearerTokenFile: am.bearerTokenFile,
+      basicAuth: am.basicAuth,
+      allowInsecureHttp: am.allowInsecureHttp,
+    },
+    webhook: { url: whUrl, timeoutMs: wh.timeout, format: wh.format, caFile: wh.caFile, bearerTokenFile: wh.bearerTokenFile, hmacSecretFile: wh.hmacSecretFile, allowInsecureHttp: wh.allowInsecureHttp },
+  }
+}
+
+/** A sink's URL: http(s), no credentials in it, and no credential sent in clear over the network. */
+function sinkUrl(raw: string, key: string, sendsCredentials: boolean, allowInsecureHttp: boolean, where: string): string {
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    throw new ConfigError(`${where}: ${key}.url ${JSON.stringify(raw)} is not a URL (expected e.g. http://alertmanager-operated.monitoring.svc:9093)`)
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(`${where}: ${key}.url must use http or https, got ${url.protocol}`)
+  if (url.username || url.password) throw new ConfigError(`${where}: ${key}.url must not carry credentials; put them in a file (${key}.${key.endsWith('alertmanager') ? 'basicAuth.passwordFile or bearerTokenFile' : 'bearerTokenFile'})`)
+  if (url.protocol === 'http:' && sendsCredentials && !isLoopback(url.hostname) && !allowInsecureHttp) {
+    throw new ConfigError(`${where}: ${key}.url uses plain http to ${url.hostname}, and a credential is configured: it would cross the network in clear. Use https, or set ${key}.allowInsecureHttp: true if you really mean it`)
+  }
+  // The Alertmanager URL is a base (a path prefix is kept); the webhook URL is used exactly as written.
+  return key === 'alert.alertmanager' ? url.toString().replace(/\/$/, '') : url.toString()
 }
 
 function isLoopback(host: string): boolean {

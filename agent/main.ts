@@ -4,9 +4,11 @@
 // strictly: an unknown flag is an error that names it.
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util'
 import { AuditAgent } from './agent.ts'
+import { createAlertDispatcher } from './alert/dispatcher.ts'
 import { AGENT_FLAGS, ConfigError, loadAgentConfig, type AgentConfig } from './config.ts'
 import { generateKeyPair } from './keygen.ts'
 import { createLogger } from './observe/logger.ts'
+import { AgentMetrics } from './observe/metrics.ts'
 import { startObserveServer } from './observe/server.ts'
 
 const USAGE = `usage: auditrail <command> [flags]
@@ -98,7 +100,9 @@ flags override the file; NODE_NAME sets the node when neither does.
   }
   const config = agentConfigFromArgs(argv)
   const logger = createLogger(config.logLevel)
-  const agent = new AuditAgent(config, { logger })
+  const metrics = new AgentMetrics()
+  const alerts = createAlertDispatcher(config, { logger, metrics })
+  const agent = new AuditAgent(config, { logger, metrics, ...(alerts ? { onFinding: alerts.onFinding } : {}) })
   const observe = await startObserveServer({ listen: config.observe.listen, registry: agent.metrics.registry, ready: () => agent.ready })
   logger.info({ metrics: `${observe.url}/metrics` }, 'observe server listening')
   let stopping = false
@@ -107,7 +111,7 @@ flags override the file; NODE_NAME sets the node when neither does.
       if (stopping) return
       stopping = true
       logger.info({ signal }, 'stopping: sealing what was read and waiting for the collector')
-      void agent.stop().then(() => observe.close()).then(() => resolve(0))
+      void agent.stop().then(() => alerts?.close()).then(() => observe.close()).then(() => resolve(0))
     }
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))
@@ -115,6 +119,7 @@ flags override the file; NODE_NAME sets the node when neither does.
   try {
     await agent.start()
   } catch (err) {
+    await alerts?.close(0)
     await observe.close()
     throw err
   }

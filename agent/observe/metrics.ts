@@ -39,6 +39,19 @@ export class AgentMetrics {
   readonly lagSeconds = this.#gauge('auditrail_lag_seconds', 'Now minus the event time of the newest acknowledged event.')
   readonly checkpointTimestamp = this.#gauge('auditrail_checkpoint_timestamp_seconds', 'When the checkpoint was last written, Unix seconds.')
   readonly lastAckTimestamp = this.#gauge('auditrail_last_acknowledgement_timestamp_seconds', 'When the collector last acknowledged a batch, Unix seconds.')
+  // Alerts (agent/alert): `sink` is alertmanager or webhook.
+  readonly alertsSent = this.#counter('auditrail_alerts_sent_total', 'Alerts a sink accepted, by sink.', ['sink'])
+  readonly alertSendFailures = this.#counter('auditrail_alert_send_failures_total', 'Failed alert requests, by sink and reason (transport, timeout, http_4xx, http_5xx); retried up to alert.retry unless the receiver refused the alerts for good.', ['sink', 'reason'])
+  readonly alertsDropped = this.#counter('auditrail_alerts_dropped_total', 'Alerts given up, by sink and reason (queue_full, retries_exhausted, rejected, closed).', ['sink', 'reason'])
+  readonly alertsDeduplicated = this.#counter('auditrail_alerts_deduplicated_total', 'Findings not alerted because the same finding was alerted within alert.coolDown.')
+  readonly alertQueueLength = this.#gauge('auditrail_alert_queue_length', 'Alerts waiting to be sent, by sink (bounded by alert.queueSize).', ['sink'])
+  readonly alertDelay = new Histogram({
+    name: 'auditrail_alert_delay_seconds',
+    help: 'Time from a finding being offered for alerting to a sink accepting it, by sink.',
+    labelNames: ['sink'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  })
 
   constructor() {
     collectDefaultMetrics({ register: this.registry })
@@ -50,7 +63,7 @@ export class AgentMetrics {
     return new Counter({ name, help, labelNames, registers: [this.registry] })
   }
 
-  #gauge(name: string, help: string): Gauge<string> {
-    return new Gauge({ name, help, registers: [this.registry] })
+  #gauge(name: string, help: string, labelNames: string[] = []): Gauge<string> {
+    return new Gauge({ name, help, labelNames, registers: [this.registry] })
   }
 }

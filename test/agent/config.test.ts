@@ -56,3 +56,54 @@ t.test('mistakes name the key and the fix', async (t) => {
 t.test('plain http to loopback is fine (the demo and tests)', async (t) => {
   t.equal(loadAgentConfig({ overrides: { node: 'n', 'collector.url': 'http://127.0.0.1:7070' }, env }).collector.url, 'http://127.0.0.1:7070')
 })
+
+t.test('alert: off without a sink; the file configures sinks, units and limits; mistakes name the key', async (t) => {
+  const off = loadAgentConfig({ overrides: base, env }).alert
+  t.match(off, { enabled: false, minSeverity: 'high', queueSize: 1000, coolDownMs: 300_000, retry: { maxAttempts: 10, maxAgeMs: 300_000 }, alertmanager: { url: '', resolveTimeoutMs: 300_000 }, webhook: { url: '', format: 'object' } })
+  const dir = t.testdir()
+  const file = join(dir, 'agent.yaml')
+  writeFileSync(file, [
+    'alert:',
+    '  minSeverity: medium',
+    '  queueSize: 50',
+    '  coolDown: 1m',
+    '  alertmanager:',
+    '    url: https://alertmanager.monitoring.svc:9093/am/',
+    '    timeout: 2s',
+    '    resolveTimeout: 10m',
+    '    bearerTokenFile: /etc/auditrail/alert/token',
+    '  webhook:',
+    '    url: http://127.0.0.1:8080/hook/',
+    '    format: array',
+    '    hmacSecretFile: /etc/auditrail/alert/hmac',
+    '',
+  ].join('\n'))
+  const c = loadAgentConfig({ file, overrides: base, env }).alert
+  t.equal(c.enabled, true)
+  t.equal(c.minSeverity, 'medium')
+  t.equal(c.coolDownMs, 60_000)
+  t.equal(c.alertmanager.url, 'https://alertmanager.monitoring.svc:9093/am', 'a base URL: its path prefix kept, no trailing slash')
+  t.equal(c.alertmanager.timeoutMs, 2000)
+  t.equal(c.alertmanager.resolveTimeoutMs, 600_000)
+  t.equal(c.webhook.url, 'http://127.0.0.1:8080/hook/', 'the webhook URL exactly as written')
+  t.equal(c.webhook.format, 'array')
+
+  const cases: Array<[string, RegExp]> = [
+    ['alert:\n  minSeverity: urgent\n', /alert\.minSeverity: expected one of info, low, medium, high, critical/],
+    ['alert:\n  queueSize: 0\n', /alert\.queueSize: 0 is out of range/],
+    ['alert:\n  alertmanager:\n    urls: http://x\n', /unknown key alert\.alertmanager\.urls/],
+    ['alert:\n  alertmanager:\n    url: alertmanager:9093\n', /alert\.alertmanager\.url must use http or https/],
+    ['alert:\n  webhook:\n    url: https://user:pw@hooks.example/x\n', /alert\.webhook\.url must not carry credentials; put them in a file \(alert\.webhook\.bearerTokenFile\)/],
+    ['alert:\n  webhook:\n    url: http://hooks.example/x\n    bearerTokenFile: /t\n', /alert\.webhook\.url uses plain http to hooks\.example.*allowInsecureHttp/],
+    ['alert:\n  alertmanager:\n    url: https://am\n    bearerTokenFile: /t\n    basicAuth:\n      username: a\n      passwordFile: /p\n', /set basicAuth or bearerTokenFile, not both/],
+    ['alert:\n  alertmanager:\n    url: https://am\n    basicAuth:\n      username: a\n', /basicAuth\.username and alert\.alertmanager\.basicAuth\.passwordFile go together/],
+    ['alert:\n  webhook:\n    hmacSecretFile: /s\n', /alert\.webhook has settings but no url: set alert\.webhook\.url/],
+    ['alert:\n  retry:\n    initialDelay: 2s\n    maxDelay: 1s\n', /alert\.retry\.maxDelay must not be below alert\.retry\.initialDelay/],
+  ]
+  for (const [yaml, error] of cases) {
+    writeFileSync(file, yaml)
+    t.throws(() => loadAgentConfig({ file, overrides: base, env }), error, yaml)
+  }
+  writeFileSync(file, 'alert:\n  webhook:\n    url: http://hooks.example/x\n    hmacSecretFile: /s\n')
+  t.equal(loadAgentConfig({ file, overrides: base, env }).alert.webhook.url, 'http://hooks.example/x', 'an HMAC signature over plain http sends no secret: allowed')
+})

@@ -4,8 +4,8 @@
 //   1. offer to visible: 200 findings offered one at a time to the
 //      AlertDispatcher; each is timed from offer() until GET /api/v2/alerts shows it.
 //   2. append to visible: 200 audit lines appended one at a time to the live
-//      log of a real AuditAgent (collector on 127.0.0.1, a stand-in secret-read
-//      rule as its inspector); each is timed from the append until Alertmanager shows it.
+//      log of a real AuditAgent (collector on 127.0.0.1, the built-in
+//      secret-read-by-human rule finds them); each is timed from the append until Alertmanager shows it.
 // Alertmanager is polled every --poll-ms (2 ms): the figures include up to that much.
 // Prints the figures, writes them as JSON to bench-out/, and inserts a dated row
 // in the Alerts table of docs/benchmarks.md.
@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { execFileSync } from 'node:child_process'
 import { pino } from 'pino'
-import { AuditAgent, type EventInspector } from '../agent/agent.ts'
+import { AuditAgent } from '../agent/agent.ts'
 import { AlertDispatcher, createAlertDispatcher } from '../agent/alert/dispatcher.ts'
 import { loadAgentConfig } from '../agent/config.ts'
 import { generateKeyPair } from '../agent/keygen.ts'
@@ -65,14 +65,8 @@ const auditLine = (i: number) => JSON.stringify({
   objectRef: { resource: 'secrets', namespace: 'prod', name: `s${i}`, apiVersion: 'v1' }, responseStatus: { code: 200 }, stageTimestamp: new Date().toISOString(),
 })
 
-const secretReads: EventInspector = {
-  inspect(event, out) {
-    if (event.objectRef?.resource === 'secrets' && event.verb === 'get') out.push({ source: 'rule', id: 'secret-read', severity: 'high', message: 'secret read', auditId: event.auditID, details: {} })
-  },
-}
-
 async function offerToVisible(am: RunningAlertmanager): Promise<number[]> {
-  const config = loadAgentConfig({ overrides: { node: 'bench', 'collector.url': 'https://c:1', 'alert.alertmanager.url': am.url }, env: {} }).alert
+  const config = loadAgentConfig({ overrides: { node: 'bench', 'collector.url': 'https://c:1', 'alert.alertmanager.url': am.url, 'alert.minSeverity': 'medium' }, env: {} }).alert
   const alerts = new AlertDispatcher({ config, node: 'bench', logger: pino({ level: 'silent' }), metrics: new AgentMetrics() })
   const samples: number[] = []
   try {
@@ -94,13 +88,13 @@ async function appendToVisible(am: RunningAlertmanager, dir: string): Promise<nu
   const keys = generateKeyPair(join(dir, 'node'))
   const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: join(dir, 'store'), trustedKeys: loadTrustedKeys([keys.publicKeyFile]) })
   const config = loadAgentConfig({
-    overrides: { node: 'bench', 'collector.url': collector.url, 'tail.path': join(dir, 'log', 'audit.log'), stateDir: join(dir, 'state'), 'signing.keyFile': keys.keyFile, 'alert.alertmanager.url': am.url },
+    overrides: { node: 'bench', 'collector.url': collector.url, 'tail.path': join(dir, 'log', 'audit.log'), stateDir: join(dir, 'state'), 'signing.keyFile': keys.keyFile, 'alert.alertmanager.url': am.url, 'alert.minSeverity': 'medium' },
     env: {},
   })
   const logger = pino({ level: 'silent' })
   const metrics = new AgentMetrics()
   const alerts = createAlertDispatcher(config, { logger, metrics })!
-  const agent = new AuditAgent(config, { logger, metrics, inspectors: [secretReads], onFinding: alerts.onFinding })
+  const agent = new AuditAgent(config, { logger, metrics, onFinding: alerts.onFinding })
   writeFileSync(config.tail.path, '')
   await agent.start()
   const samples: number[] = []

@@ -1,5 +1,6 @@
 // End to end through the agent: a line appended to the audit log, read by a
-// real AuditAgent (tailer, collector on 127.0.0.1), found by an inspector,
+// real AuditAgent (tailer, collector on 127.0.0.1), found by the built-in
+// secret-read-by-human rule,
 // offered through AgentDeps.onFinding, and visible in a real Alertmanager's
 // API, within 1 second of the append.
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs'
@@ -7,7 +8,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { pino } from 'pino'
 import t from 'tap'
-import { AuditAgent, type EventInspector } from '../../../agent/agent.ts'
+import { AuditAgent } from '../../../agent/agent.ts'
 import { createAlertDispatcher } from '../../../agent/alert/dispatcher.ts'
 import { loadAgentConfig } from '../../../agent/config.ts'
 import { generateKeyPair } from '../../../agent/keygen.ts'
@@ -15,15 +16,6 @@ import { AgentMetrics } from '../../../agent/observe/metrics.ts'
 import { startCollector } from '../../../collector/server.ts'
 import { loadTrustedKeys } from '../../../proto/keys.ts'
 import { startAlertmanager } from '../../../scripts/alertmanager.ts'
-
-/** A stand-in guardrail: any read of a Secret is a high finding. */
-const secretReads: EventInspector = {
-  inspect(event, out) {
-    if (event.objectRef?.resource === 'secrets' && event.verb === 'get' && event.stage === 'ResponseComplete') {
-      out.push({ source: 'rule', id: 'secret-read', severity: 'high', message: `secret ${event.objectRef.name} read`, auditId: event.auditID, details: {} })
-    }
-  },
-}
 
 const line = (i: number) => JSON.stringify({
   kind: 'Event', apiVersion: 'audit.k8s.io/v1', level: 'Metadata', auditID: `${String(i).padStart(8, '0')}-2222-4000-8000-000000000000`, stage: 'ResponseComplete',
@@ -40,14 +32,14 @@ t.test('appended to the audit log, visible in Alertmanager within 1 s; no sink, 
   const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: join(dir, 'store'), trustedKeys: loadTrustedKeys([keys.publicKeyFile]) })
   t.teardown(() => collector.close())
   const file = join(dir, 'agent.yaml')
-  writeFileSync(file, `alert:\n  minSeverity: high\n  alertmanager:\n    url: ${am.url}\n`)
+  writeFileSync(file, `alert:\n  minSeverity: medium\n  alertmanager:\n    url: ${am.url}\n`)
   const config = loadAgentConfig({ file, overrides: { node: 'cp-e2e', 'collector.url': collector.url, 'tail.path': join(dir, 'log', 'audit.log'), stateDir: join(dir, 'state'), 'signing.keyFile': keys.keyFile }, env: {} })
   config.tail.pollIntervalMs = 50
   const logger = pino({ level: 'silent' })
   const metrics = new AgentMetrics()
   const alerts = createAlertDispatcher(config, { logger, metrics })
   t.ok(alerts, 'a configured Alertmanager turns alerting on')
-  const agent = new AuditAgent(config, { logger, metrics, inspectors: [secretReads], ...(alerts ? { onFinding: alerts.onFinding } : {}) })
+  const agent = new AuditAgent(config, { logger, metrics, ...(alerts ? { onFinding: alerts.onFinding } : {}) })
   t.teardown(async () => {
     await agent.stop()
     await alerts?.close()
@@ -68,7 +60,7 @@ t.test('appended to the audit log, visible in Alertmanager within 1 s; no sink, 
   }
   t.ok(delays.every((d) => d < 1000), `append to visible in Alertmanager: ${delays.map((d) => d.toFixed(0)).join(', ')} ms (each under 1000)`)
   const got = (await am.alerts()).find((a) => a.labels.user === 'user-3')!
-  t.same(got.labels, { alertname: 'secret-read', severity: 'high', source: 'rule', node: 'cp-e2e', user: 'user-3', namespace: 'prod', resource: 'secrets/s3', auditrail: 'true' })
+  t.same(got.labels, { alertname: 'secret-read-by-human', severity: 'medium', source: 'rule', node: 'cp-e2e', user: 'user-3', namespace: 'prod', resource: 'secrets/s3', auditrail: 'true' })
   t.equal(got.annotations.auditID, '00000003-2222-4000-8000-000000000000')
   t.equal(createAlertDispatcher(loadAgentConfig({ overrides: { node: 'n', 'collector.url': collector.url }, env: {} }), { logger, metrics }), undefined, 'no sink configured: no alerting')
 })

@@ -160,7 +160,7 @@ export class Detectors {
           this.#firstSeen(d, t.field, t.learningMs, event, timeMs, out)
           break
         case 'unanswered':
-          if (event.stage === 'RequestReceived') d.keys.set(event.auditID, { timeMs, user: event.user?.username ?? '<none>', verb: event.verb, uri: event.requestURI ?? '' })
+          if (event.stage === 'RequestReceived') d.keys.set(event.auditID, { timeMs, user: String(event.user?.username ?? '<none>'), verb: event.verb, uri: String(event.requestURI ?? '') })
           break
       }
     }
@@ -203,7 +203,7 @@ export class Detectors {
 
   #firstSeen(d: RunningDetector, field: string, learningMs: number, event: AuditEvent, timeMs: number, out: DetectorFinding[]): void {
     const value = KEY_FIELDS[field]!(event)
-    if (value === undefined) return
+    if (typeof value !== 'string') return
     const key = d.keyOf(event)
     let s = d.keys.get(key) as FirstSeenState | undefined
     if (!s) d.keys.set(key, (s = { firstMs: timeMs, values: new Set(), coolUntil: 0 }))
@@ -266,8 +266,8 @@ function fold(s: BaselineState, x: number): void {
 function finding(def: Detector, event: AuditEvent, message: string, details: Record<string, string>): DetectorFinding {
   const base: Record<string, string> = { title: def.title }
   if (def.mitre.length > 0) base.mitre = def.mitre.join(',')
-  if (event.user?.username) base.user = event.user.username
-  if (event.sourceIPs?.[0]) base.sourceIP = event.sourceIPs[0]
+  if (event.user?.username) base.user = String(event.user.username)
+  if (event.sourceIPs?.[0]) base.sourceIP = String(event.sourceIPs[0])
   if (event.stageTimestamp) base.stageTimestamp = event.stageTimestamp
   return { source: 'detector', id: def.id, severity: def.severity, message: message.length > 1024 ? `${message.slice(0, 1023)}…` : message, auditId: event.auditID, details: { ...base, ...details } }
 }

@@ -39,14 +39,20 @@ export type EventExpression = (event: AuditEvent) => CelResult
  * The variables an expression may read. `event` is the audit event as
  * parsed. The others are derived from it, and computed only for the
  * expressions that name them:
- *   object      the object the request leaves behind: the request body, or for a
- *               patch the response body (the result) when the policy logs it
+ *   object      the object the request leaves behind: the response body when the
+ *               policy logs it (what was stored, after mutating admission),
+ *               else the request body (for a patch, only the patch)
+ *   name        the object's name: objectRef's, else the object's, else its
+ *               generateName followed by "*" (a create names nothing yet)
+ *   target      what the request was about, for messages: "secrets prod/db",
+ *               "pods/exec default/web-1", "secrets in prod", "namespaces foo"
  *   podSpec     the pod spec inside `object`: a Pod's spec, the template of a
  *               Deployment, DaemonSet, StatefulSet, ReplicaSet, Job or
  *               ReplicationController, a CronJob's job template
  *   containers  podSpec's containers, initContainers and ephemeralContainers in one list
  */
-export const VARIABLES = ['event', 'object', 'podSpec', 'containers'] as const
+export const VARIABLES = ['event', 'object', 'name', 'target', 'podSpec', 'containers'] as const
+const DERIVED = VARIABLES.slice(1)
 
 /** Compiles an expression over the variable `event`. Throws CelCompileError. */
 export function compileExpression(text: string): EventExpression {
@@ -77,7 +83,7 @@ export function compileExpression(text: string): EventExpression {
     names.add(e.exprKind.value.name)
   })
   const program = plan(env, parsed)
-  if (!names.has('object') && !names.has('podSpec') && !names.has('containers')) return (event) => program({ event: event as never })
+  if (!DERIVED.some((n) => names.has(n))) return (event) => program({ event: event as never })
   return (event) => program(derivedBindings(event) as never)
 }
 
@@ -94,7 +100,12 @@ function derivedBindings(event: AuditEvent): Record<string, unknown> {
 
 function deriveBindings(event: AuditEvent): Record<string, unknown> {
   const bindings: Record<string, unknown> = { event }
-  const object = event.verb === 'patch' ? (event.responseObject ?? event.requestObject) : (event.requestObject ?? event.responseObject)
+  const response = event.responseObject
+  const object = isRecord(response) && response.kind !== 'Status' && isRecord(response.metadata) ? response : event.requestObject
+  const metadata = isRecord(object) && isRecord(object.metadata) ? object.metadata : {}
+  const name = event.objectRef?.name ?? metadata.name ?? (typeof metadata.generateName === 'string' ? `${metadata.generateName}*` : undefined)
+  if (typeof name === 'string') bindings.name = name
+  bindings.target = targetOf(event, typeof name === 'string' ? name : undefined)
   if (!isRecord(object)) return bindings
   bindings.object = object
   const podSpec = podSpecOf(object)
@@ -102,6 +113,16 @@ function deriveBindings(event: AuditEvent): Record<string, unknown> {
   bindings.podSpec = podSpec
   bindings.containers = [podSpec.containers, podSpec.initContainers, podSpec.ephemeralContainers].flatMap((list) => (Array.isArray(list) ? list.filter(isRecord) : []))
   return bindings
+}
+
+function targetOf(event: AuditEvent, name: string | undefined): string {
+  const ref = event.objectRef
+  if (!ref?.resource) return String(event.requestURI ?? '')
+  const what = ref.subresource ? `${ref.resource}/${ref.subresource}` : ref.resource
+  // A namespace's objectRef names it twice (namespace and name).
+  const namespace = ref.resource === 'namespaces' ? undefined : ref.namespace
+  if (name) return `${what} ${namespace ? `${namespace}/` : ''}${name}`
+  return namespace ? `${what} in ${namespace}` : what
 }
 
 function podSpecOf(object: Record<string, unknown>): Record<string, unknown> | undefined {

@@ -40,14 +40,15 @@ export class NameList {
     this.#exact = new Set(patterns.filter((p) => !p.endsWith('*')))
     this.#prefixes = patterns.filter((p) => p.endsWith('*')).map((p) => p.slice(0, -1))
   }
-  has(value: string | undefined): boolean {
-    if (value === undefined) return false
+  /** Event fields come from hostile input: anything but a string is not in the list. */
+  has(value: unknown): boolean {
+    if (typeof value !== 'string') return false
     if (this.#exact.has(value)) return true
     for (const p of this.#prefixes) if (value.startsWith(p)) return true
     return false
   }
-  hasAny(values: readonly string[] | undefined): boolean {
-    if (!values) return false
+  hasAny(values: unknown): boolean {
+    if (!Array.isArray(values)) return false
     for (const v of values) if (this.has(v)) return true
     return false
   }

@@ -8,7 +8,7 @@ t.test('a compile error names the place in the expression', async (t) => {
   const cases: [string, RegExp, number, number][] = [
     ['event.verb ==', /found|expect/, 1, 12],
     ['event.verb == "get" &&\n  nosuch(event)', /unknown function nosuch\(\)/, 2, 3],
-    ['evnt.verb == "get"', /unknown variable evnt: an expression reads event, object, podSpec, containers/, 1, 1],
+    ['evnt.verb == "get"', /unknown variable evnt: an expression reads event, object, name, target, podSpec, containers/, 1, 1],
     ['event.user.username.matches("(")', /invalid regular expression/, 1, 29],
   ]
   for (const [text, message, line, column] of cases) {
@@ -40,16 +40,30 @@ t.test('object, podSpec and containers are derived from the event', async (t) =>
   const pod = { kind: 'Pod', metadata: { name: 'p' }, spec: { containers: [{ name: 'a' }], initContainers: [{ name: 'i', securityContext: { privileged: true } }], ephemeralContainers: [{ name: 'e' }] } }
   const names = compileExpression('containers.map(c, c.name).join(",")')
   t.equal(evaluateToText(names, event({ verb: 'create', requestObject: pod })), 'a,i,e')
-  const deployment = { kind: 'Deployment', spec: { template: { spec: { hostPID: true, containers: [] } } } }
+  const deployment = { kind: 'Deployment', metadata: { name: 'web' }, spec: { template: { spec: { hostPID: true, containers: [] } } } }
   t.equal(compilePredicate('podSpec.hostPID == true')(event({ verb: 'create', requestObject: deployment })), true)
   const cronJob = { kind: 'CronJob', spec: { jobTemplate: { spec: { template: { spec: { hostIPC: true } } } } } }
   t.equal(compilePredicate('podSpec.hostIPC == true')(event({ verb: 'create', requestObject: cronJob })), true)
-  // A patch's request body is the patch; the result is in the response.
+  // The response is what was stored (a patch's request body is only the patch).
   const patched = event({ verb: 'patch', requestObject: { spec: { template: {} } }, responseObject: deployment })
   t.equal(compilePredicate('podSpec.hostPID == true')(patched), true)
   t.equal(compilePredicate('object.kind == "Deployment"')(patched), true)
   t.equal(compilePredicate('podSpec.hostPID == true')(event({ verb: 'create', requestObject: { kind: 'ConfigMap', data: {} } })), false)
   t.equal(compilePredicate('size(containers) == 0')(event({ verb: 'create', requestObject: { kind: 'Pod', spec: { containers: 'nope' } } })), true, 'a malformed list is no containers')
+})
+
+t.test('name and target: what a message says the request was about', async (t) => {
+  const text = (expr: string, fields: Partial<AuditEvent> & Record<string, unknown>) => evaluateToText(compileExpression(expr), event(fields))
+  t.equal(text('target', { objectRef: { resource: 'secrets', namespace: 'prod', name: 'db' } }), 'secrets prod/db')
+  t.equal(text('target', { verb: 'list', objectRef: { resource: 'secrets', namespace: 'prod' } }), 'secrets in prod')
+  t.equal(text('target', { verb: 'list', objectRef: { resource: 'secrets' } }), 'secrets')
+  t.equal(text('target', { objectRef: { resource: 'pods', subresource: 'exec', namespace: 'd', name: 'p' } }), 'pods/exec d/p')
+  t.equal(text('target', { verb: 'delete', objectRef: { resource: 'namespaces', namespace: 'foo', name: 'foo' } }), 'namespaces foo')
+  t.equal(text('target', { requestURI: '/healthz' }), '/healthz')
+  const created = { verb: 'create', objectRef: { resource: 'pods', namespace: 'd' }, requestObject: { kind: 'Pod', metadata: { generateName: 'web-7d4b9c-' } } }
+  t.equal(text('name', created), 'web-7d4b9c-*', 'a generated name not known yet')
+  t.equal(text('target', { ...created, responseObject: { kind: 'Pod', metadata: { name: 'web-7d4b9c-x2x9k' } } }), 'pods d/web-7d4b9c-x2x9k', 'the response knows the name')
+  t.equal(text('object.metadata.name', { ...created, responseObject: { kind: 'Status', metadata: {}, code: 500 } }), undefined, 'a Status response is not the object')
 })
 
 t.test('evaluateToText renders scalars and nothing else', async (t) => {

@@ -26,6 +26,7 @@ import { AgentMetrics } from '../agent/observe/metrics.ts'
 import { startCollector } from '../collector/server.ts'
 import { loadTrustedKeys } from '../proto/keys.ts'
 import { ALERTMANAGER_BINARY, startAlertmanager, type RunningAlertmanager } from './alertmanager.ts'
+import { insertBenchmarkRow } from './benchmarks-doc.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const { values } = parseArgs({ options: { alerts: { type: 'string', default: '200' }, 'poll-ms': { type: 'string', default: '2' } }, strict: true })
@@ -135,14 +136,6 @@ mkdirSync(join(ROOT, 'bench-out'), { recursive: true })
 const jsonFile = join(ROOT, 'bench-out', `bench-alert-${started.toISOString().replace(/[:.]/g, '-')}.json`)
 writeFileSync(jsonFile, `${JSON.stringify(result, null, 2)}\n`)
 
-// The row goes at the end of the Alerts table, wherever it is in the file (`npm run bench` appends to the file's last table).
-const doc = join(ROOT, 'docs', 'benchmarks.md')
-const lines = readFileSync(doc, 'utf8').split('\n')
-const header = lines.findIndex((l) => l.startsWith('| date | node | cpu | alertmanager |'))
-if (header < 0) throw new Error(`${doc} has no Alerts table (a line starting "| date | node | cpu | alertmanager |"): restore it from git`)
-let end = header + 1
-while (end < lines.length && lines[end]!.startsWith('|')) end++
 const f = (x: Figures) => `${x.p50Ms.toFixed(0)} / ${x.p99Ms.toFixed(0)} / ${x.maxMs.toFixed(0)}`
-lines.splice(end, 0, `| ${started.toISOString().slice(0, 10)} | ${process.version} | ${cpu} x${cpus().length} | ${version} | ${N} | ${f(offer)} | ${f(append)} |`)
-writeFileSync(doc, lines.join('\n'))
+insertBenchmarkRow(join(ROOT, 'docs', 'benchmarks.md'), 'Alerts', `| ${started.toISOString().slice(0, 10)} | ${process.version} | ${cpu} x${cpus().length} | ${version} | ${N} | ${f(offer)} | ${f(append)} |`)
 say(`figures: ${jsonFile}; row added to the Alerts table of docs/benchmarks.md`)

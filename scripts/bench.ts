@@ -6,8 +6,8 @@
 //   4. an outage: the collector down for 60 s at 3,000 events/s, then back
 // The agent runs as its own process (the real CLI); the collector runs in this
 // process on 127.0.0.1 so its stream head can be watched without extra traffic.
-// Prints the figures, writes them as JSON to bench-out/, and appends a dated
-// row to docs/benchmarks.md.
+// Prints the figures, writes them as JSON to bench-out/, and adds a dated
+// row to the Pipeline table of docs/benchmarks.md.
 //   node scripts/bench.ts [--events N] [--outage-seconds S] [--steady-seconds S] [--log FILE]
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
@@ -24,6 +24,7 @@ import { startCollector, type Collector } from '../collector/server.ts'
 import { loadTrustedKeys } from '../proto/keys.ts'
 import { decodeBatch, decodeSealedBatch } from '../proto/wire.ts'
 import { expectedExport } from '../agent/redact/expected-export.ts'
+import { insertBenchmarkRow } from './benchmarks-doc.ts'
 import { generateAuditLog } from './generate-audit-log.ts'
 
 const MAIN = fileURLToPath(new URL('../agent/main.ts', import.meta.url))
@@ -297,10 +298,5 @@ const result = { date: started.toISOString(), node: process.version, cpu: cpus()
 mkdirSync(join(ROOT, 'bench-out'), { recursive: true })
 const jsonFile = join(ROOT, 'bench-out', `bench-${started.toISOString().replace(/[:.]/g, '-')}.json`)
 writeFileSync(jsonFile, `${JSON.stringify(result, null, 2)}\n`)
-const doc = join(ROOT, 'docs', 'benchmarks.md')
-if (!existsSync(doc)) {
-  mkdirSync(join(ROOT, 'docs'), { recursive: true })
-  writeFileSync(doc, '# Benchmarks\n\nRows appended by `npm run bench` (scripts/bench.ts). Floor: bare line split + JSON.parse of the same log. Latency: line appended to the live file until the collector holds its batch.\n\n| date | node | cpu | floor ev/s | agent ev/s | % floor | CPU s / M ev | peak RSS full | steady p50 / p99 / max ms | steady CPU % | outage peak RSS | catch-up × live | nothing lost |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n')
-}
-appendFileSync(doc, `| ${started.toISOString().slice(0, 10)} | ${process.version} | ${result.cpu} x${result.cores} | ${Math.round(full.floor.eventsPerSecond)} | ${Math.round(full.agent.eventsPerSecond)} | ${(full.agent.ratioToFloor * 100).toFixed(0)}% | ${full.agent.cpuSecondsPerMillionEvents.toFixed(1)} | ${full.agent.peakRssMiB.toFixed(0)} MiB | ${s.p50Ms.toFixed(0)} / ${s.p99Ms.toFixed(0)} / ${s.maxMs.toFixed(0)} | ${s.cpuPercentOfOneCore.toFixed(1)} | ${o.peakRssMiB.toFixed(0)} MiB | ${o.catchUpRateVsLive.toFixed(1)} | ${full.agent.exportMatches && o.exportMatches ? 'yes' : 'NO'} |\n`)
-say(`figures: ${jsonFile}; row appended to docs/benchmarks.md`)
+insertBenchmarkRow(join(ROOT, 'docs', 'benchmarks.md'), 'Pipeline', `| ${started.toISOString().slice(0, 10)} | ${process.version} | ${result.cpu} x${result.cores} | ${Math.round(full.floor.eventsPerSecond)} | ${Math.round(full.agent.eventsPerSecond)} | ${(full.agent.ratioToFloor * 100).toFixed(0)}% | ${full.agent.cpuSecondsPerMillionEvents.toFixed(1)} | ${full.agent.peakRssMiB.toFixed(0)} MiB | ${s.p50Ms.toFixed(0)} / ${s.p99Ms.toFixed(0)} / ${s.maxMs.toFixed(0)} | ${s.cpuPercentOfOneCore.toFixed(1)} | ${o.peakRssMiB.toFixed(0)} MiB | ${o.catchUpRateVsLive.toFixed(1)} | ${full.agent.exportMatches && o.exportMatches ? 'yes' : 'NO'} |`)
+say(`figures: ${jsonFile}; row added to the Pipeline table of docs/benchmarks.md`)

@@ -73,3 +73,13 @@ t.test('evaluateToText renders scalars and nothing else', async (t) => {
   t.equal(evaluateToText(compileExpression('event.nothing'), ev), undefined)
   t.equal(evaluateToText(compileExpression('event.user.groups'), ev), undefined)
 })
+
+t.test('event data is read through lazy views: own keys only, the same answers as plain JSON', async (t) => {
+  const hostile = JSON.parse('{"auditID":"a","stage":"ResponseComplete","verb":"get","user":{"username":"x","__proto__":{"admin":true},"constructor":"c"},"annotations":{"k":"v"}}') as AuditEvent
+  t.equal(compilePredicate('has(event.user.admin)')(hostile), false, 'a __proto__ key is not a way in')
+  t.equal(compilePredicate('event.user.constructor == "c"')(hostile), true, 'a key named constructor is just a key')
+  t.equal(compilePredicate('has(event.toString)')(hostile), false, 'inherited properties are not fields')
+  t.equal(compilePredicate('size(event.user) == 3 && "username" in event.user')(hostile), true)
+  t.equal(compilePredicate('event.annotations.all(k, event.annotations[k] == "v")')(hostile), true)
+  t.equal(compilePredicate('event.user.exists(k, k == "constructor")')(hostile), true)
+})

@@ -17,7 +17,7 @@ import { ENTRY_HEADER_BYTES, listSegments, listStreams, readSegment, StoreError,
 
 export const INDEX_FILE = 'index.sqlite'
 /** Bumped whenever the schema or what is indexed changes: an index of another version is rebuilt. */
-export const INDEX_SCHEMA_VERSION = '1'
+export const INDEX_SCHEMA_VERSION = '2'
 
 export class IndexError extends Error {
   constructor(message: string) {
@@ -30,9 +30,13 @@ export function severityRank(s: Severity): number {
   return SEVERITIES.indexOf(s)
 }
 
+// Values that repeat (users, groups, IPs, verbs, resources, namespaces, stages) are stored once in
+// `terms` and referred to by number: measured, this halves the index (and its inserts get faster).
+// Names and audit IDs are nearly all distinct and stay text. The view `events_view` shows them resolved.
 const TABLES = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS streams (stream TEXT PRIMARY KEY, indexed_sequence INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS terms (id INTEGER PRIMARY KEY, term TEXT NOT NULL UNIQUE) STRICT;
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY,
   time INTEGER NOT NULL,              -- stageTimestamp, Unix ms
@@ -43,17 +47,24 @@ CREATE TABLE IF NOT EXISTS events (
   entry_offset INTEGER NOT NULL,      -- byte offset of the batch's entry in that file
   line_position INTEGER NOT NULL,     -- byte offset of the event line in that file
   line_length INTEGER NOT NULL,
-  user TEXT, impersonated_user TEXT, source_ip TEXT, verb TEXT, resource TEXT, subresource TEXT,
-  api_group TEXT, namespace TEXT, name TEXT, code INTEGER, audit_id TEXT, stage TEXT,
+  user INTEGER, impersonated_user INTEGER, source_ip INTEGER, verb INTEGER, resource INTEGER, subresource INTEGER,
+  api_group INTEGER, namespace INTEGER, name TEXT, code INTEGER, audit_id TEXT, stage INTEGER,   -- INTEGER: terms.id
   severity INTEGER                    -- highest finding severity (0 info .. 4 critical), NULL without findings
 ) STRICT;
 -- Keyed by group first: the only question asked of it is "events of this group".
-CREATE TABLE IF NOT EXISTS event_groups (grp TEXT NOT NULL, event INTEGER NOT NULL, PRIMARY KEY (grp, event)) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_groups (grp INTEGER NOT NULL, event INTEGER NOT NULL, PRIMARY KEY (grp, event)) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS findings (
   event INTEGER NOT NULL, n INTEGER NOT NULL, time INTEGER NOT NULL,
   finding_id TEXT NOT NULL, severity INTEGER NOT NULL, source TEXT NOT NULL, message TEXT NOT NULL,
   PRIMARY KEY (event, n)
 ) STRICT, WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS events_view AS SELECT e.id, e.time, e.stream, e.sequence, e.record, e.segment, e.entry_offset, e.line_position, e.line_length,
+  (SELECT term FROM terms WHERE id = e.user) AS user, (SELECT term FROM terms WHERE id = e.impersonated_user) AS impersonated_user,
+  (SELECT term FROM terms WHERE id = e.source_ip) AS source_ip, (SELECT term FROM terms WHERE id = e.verb) AS verb,
+  (SELECT term FROM terms WHERE id = e.resource) AS resource, (SELECT term FROM terms WHERE id = e.subresource) AS subresource,
+  (SELECT term FROM terms WHERE id = e.api_group) AS api_group, (SELECT term FROM terms WHERE id = e.namespace) AS namespace,
+  e.name, e.code, e.audit_id, (SELECT term FROM terms WHERE id = e.stage) AS stage, e.severity
+  FROM events e;
 `
 // Secondary indexes: one per field that narrows a query a lot, each ending in time for the
 // result order. Verb, code, stage, subresource and API group narrow little: a scan in time order
@@ -71,6 +82,8 @@ CREATE INDEX IF NOT EXISTS events_severity ON events (severity, time) WHERE seve
 CREATE INDEX IF NOT EXISTS findings_id ON findings (finding_id, time);
 CREATE INDEX IF NOT EXISTS findings_severity ON findings (severity, time);
 `
+
+const TERM_CACHE = 200_000
 
 /** Where a batch's entry lies: the segment (by its first sequence) and the entry's byte offset. */
 export interface EntryLocation {
@@ -159,6 +172,10 @@ export class EventIndex {
   readonly #insertFinding: StatementSync | undefined
   readonly #setIndexed: StatementSync | undefined
   readonly #getIndexed: StatementSync
+  readonly #findTerm: StatementSync
+  readonly #insertTerm: StatementSync | undefined
+  /** term -> id; every distinct term seen (bounded: cleared when it grows past TERM_CACHE). */
+  #terms = new Map<string, number>()
   #closed = false
 
   constructor(path: string, options: OpenIndexOptions = {}) {
@@ -182,9 +199,23 @@ export class EventIndex {
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
       this.#insertGroup = this.db.prepare('INSERT INTO event_groups (grp, event) VALUES (?, ?)')
       this.#insertFinding = this.db.prepare('INSERT INTO findings (event, n, time, finding_id, severity, source, message) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      this.#insertTerm = this.db.prepare('INSERT INTO terms (term) VALUES (?)')
       this.#setIndexed = this.db.prepare('INSERT INTO streams (stream, indexed_sequence) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET indexed_sequence = excluded.indexed_sequence')
     }
     this.#getIndexed = this.db.prepare('SELECT indexed_sequence AS s FROM streams WHERE stream = ?')
+    this.#findTerm = this.db.prepare('SELECT id FROM terms WHERE term = ?')
+  }
+
+  /** The id of a term, added when new (inside the caller's transaction). */
+  #term(value: string | null): number | null {
+    if (value === null) return null
+    const cached = this.#terms.get(value)
+    if (cached !== undefined) return cached
+    const found = this.#findTerm.get(value) as { id: number } | undefined
+    const id = found ? found.id : Number(this.#insertTerm!.run(value).lastInsertRowid)
+    if (this.#terms.size >= TERM_CACHE) this.#terms.clear()
+    this.#terms.set(value, id)
+    return id
   }
 
   /** The last batch of the stream in the index (0: none). */
@@ -222,10 +253,10 @@ export class EventIndex {
         const severity = fs.length > 0 ? Math.max(...fs.map((f) => severityRank(f.severity))) : null
         const { lastInsertRowid: id } = this.#insertEvent!.run(
           fields.time, stream, b.sequence, i, at.segment, at.offset, at.offset + ENTRY_HEADER_BYTES + position, r.line.length,
-          fields.user, fields.impersonated, fields.sourceIp, fields.verb, fields.resource, fields.subresource,
-          fields.apiGroup, fields.namespace, fields.name, fields.code, fields.auditId, fields.stage, severity,
+          this.#term(fields.user), this.#term(fields.impersonated), this.#term(fields.sourceIp), this.#term(fields.verb), this.#term(fields.resource), this.#term(fields.subresource),
+          this.#term(fields.apiGroup), this.#term(fields.namespace), fields.name, fields.code, fields.auditId, this.#term(fields.stage), severity,
         )
-        for (const g of fields.groups) this.#insertGroup!.run(g, id)
+        for (const g of fields.groups) this.#insertGroup!.run(this.#term(g), id)
         for (const [n, f] of fs.entries()) this.#insertFinding!.run(id, n, fields.time, f.id, severityRank(f.severity), f.source, f.message)
         events++
         findings += fs.length
@@ -234,6 +265,7 @@ export class EventIndex {
       this.db.exec('COMMIT')
     } catch (err) {
       this.db.exec('ROLLBACK')
+      this.#terms.clear() // it may hold ids of terms the rollback removed
       throw err
     }
     return { events, findings }
@@ -367,8 +399,10 @@ function removeIndexFiles(path: string): void {
 export interface LiveIndexerStats {
   indexedBatches: number
   failures: number
-  /** Time spent indexing batches on the push path, in ms (the ack waits for it). */
+  /** Time spent indexing the last batch, the most for one, and in all, in ms (after the acks). */
   lastBatchMs: number
+  maxBatchMs: number
+  totalMs: number
 }
 
 /**
@@ -385,7 +419,7 @@ export class LiveIndexer {
   readonly #store: Store
   readonly #log: Logger
   readonly #catchingUp = new Map<string, Promise<void>>()
-  readonly stats: LiveIndexerStats = { indexedBatches: 0, failures: 0, lastBatchMs: 0 }
+  readonly stats: LiveIndexerStats = { indexedBatches: 0, failures: 0, lastBatchMs: 0, maxBatchMs: 0, totalMs: 0 }
   /** Appended batches waiting for the next turn of the event loop (after their acks went out). */
   #queue: Array<{ stream: string; sequence: number; at: EntryLocation; entry: Uint8Array }> = []
   #scheduled = false
@@ -438,6 +472,8 @@ export class LiveIndexer {
       this.#catchUp(stream)
     }
     this.stats.lastBatchMs = performance.now() - started
+    this.stats.maxBatchMs = Math.max(this.stats.maxBatchMs, this.stats.lastBatchMs)
+    this.stats.totalMs += this.stats.lastBatchMs
   }
 
   /** Resolves when no catch-up is running. */

@@ -140,21 +140,28 @@ export function buildSql(q: Query): { sql: string; params: Array<string | number
     where.push(`e.${column} = ?`)
     params.push(value)
   }
-  eq('user', q.user)
-  eq('impersonated_user', q.impersonatedUser)
-  eq('source_ip', q.sourceIp)
-  eq('verb', q.verb)
-  eq('resource', q.resource)
-  eq('subresource', q.subresource)
-  eq('api_group', q.apiGroup)
-  eq('namespace', q.namespace)
+  // Columns holding term ids: the term is looked up once (a constant subquery; no such term, no match).
+  const term = (column: string, value: string | undefined) => {
+    if (value === undefined) return
+    where.push(`e.${column} = (SELECT id FROM terms WHERE term = ?)`)
+    params.push(value)
+  }
+  term('user', q.user)
+  term('impersonated_user', q.impersonatedUser)
+  term('source_ip', q.sourceIp)
+  term('verb', q.verb)
+  term('resource', q.resource)
+  term('subresource', q.subresource)
+  term('api_group', q.apiGroup)
+  term('namespace', q.namespace)
   eq('name', q.name)
   eq('code', q.code)
   eq('audit_id', q.auditId)
-  eq('stage', q.stage)
+  term('stage', q.stage)
   eq('stream', q.stream)
   if (q.group !== undefined) {
-    where.push('EXISTS (SELECT 1 FROM event_groups g WHERE g.event = e.id AND g.grp = ?)')
+    // IN, not EXISTS: the planner may then start from the group's events rather than scan all in time order.
+    where.push('e.id IN (SELECT event FROM event_groups WHERE grp = (SELECT id FROM terms WHERE term = ?))')
     params.push(q.group)
   }
   const findings = q.kind === 'findings'
@@ -183,7 +190,7 @@ export function buildSql(q: Query): { sql: string; params: Array<string | number
     }
   } else {
     if (q.finding !== undefined) {
-      where.push('EXISTS (SELECT 1 FROM findings fi WHERE fi.event = e.id AND fi.finding_id = ?)')
+      where.push('e.id IN (SELECT event FROM findings WHERE finding_id = ?)')
       params.push(q.finding)
     }
     if (rank !== undefined) {

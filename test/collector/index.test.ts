@@ -147,8 +147,9 @@ async function answers(dir: string): Promise<unknown[]> {
       out.push((await engine.run(parseQuery(kind, new URLSearchParams(qs)))).results)
     }
     // The whole index, row by row, except the row ids (which only number insertions).
-    out.push(index.db.prepare('SELECT time, stream, sequence, record, segment, entry_offset, line_position, line_length, user, impersonated_user, source_ip, verb, resource, subresource, api_group, namespace, name, code, audit_id, stage, severity FROM events ORDER BY stream, sequence, record').all())
-    out.push(index.db.prepare('SELECT e.stream, e.sequence, e.record, g.grp FROM event_groups g JOIN events e ON e.id = g.event ORDER BY 1, 2, 3, 4').all())
+    // Row and term ids only number insertions (a rebuild goes stream by stream): compare what they stand for.
+    out.push(index.db.prepare('SELECT time, stream, sequence, record, segment, entry_offset, line_position, line_length, user, impersonated_user, source_ip, verb, resource, subresource, api_group, namespace, name, code, audit_id, stage, severity FROM events_view ORDER BY stream, sequence, record').all())
+    out.push(index.db.prepare('SELECT e.stream, e.sequence, e.record, t.term FROM event_groups g JOIN events e ON e.id = g.event JOIN terms t ON t.id = g.grp ORDER BY 1, 2, 3, 4').all())
     out.push(index.db.prepare('SELECT e.stream, e.sequence, e.record, f.n, f.time, f.finding_id, f.severity, f.source, f.message FROM findings f JOIN events e ON e.id = f.event ORDER BY 1, 2, 3, 4').all())
     out.push(index.db.prepare('SELECT * FROM streams ORDER BY stream').all())
     return out

@@ -7,7 +7,7 @@ import { KeyError, loadTrustedKeys } from '../proto/keys.ts'
 import { createLogger } from '../agent/observe/logger.ts'
 import { ExportError, exportStream } from './export.ts'
 import { EventIndex, IndexError, indexPath, rebuildIndex } from './index.ts'
-import { parseQuery, QueryEngine, QueryError, QUERY_PARAMS, type EventResult, type FindingResult, type QueryKind } from './query.ts'
+import { parseQuery, QueryEngine, QueryError, QUERY_PARAMS, resultLine, resultObject, type EventResult, type FindingResult, type QueryKind } from './query.ts'
 import { loadReaders, newToken, ReadersError } from './readers.ts'
 import { startCollector, type TlsOptions } from './server.ts'
 import { openStore, StoreError } from './store.ts'
@@ -290,6 +290,7 @@ export function queryCommand(argv: string[]): Promise<number> {
     const storeDir = values.store as string | undefined
     if ((url === undefined) === (storeDir === undefined)) throw new UsageError('give either --url URL (with --token-file FILE) or --store DIR')
     let results: Array<EventResult | FindingResult>
+    let lines: string[]
     let next: string | undefined
     if (storeDir !== undefined) {
       if (values['token-file'] !== undefined) throw new UsageError('--token-file goes with --url, not --store')
@@ -303,7 +304,8 @@ export function queryCommand(argv: string[]): Promise<number> {
       const index = new EventIndex(indexPath(storeDir), { readOnly: true })
       try {
         const answer = await new QueryEngine(index, storeDir).run(q)
-        results = answer.results
+        lines = answer.results.map(resultLine)
+        results = values.json === true ? [] : answer.results.map(resultObject)
         next = answer.nextCursor
       } finally {
         index.close()
@@ -332,10 +334,11 @@ export function queryCommand(argv: string[]): Promise<number> {
         } catch {}
         throw new QueryFailed(`the collector answered ${res.status}: ${message}`)
       }
-      results = body.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as EventResult)
+      lines = body.split('\n').filter((l) => l !== '').map((l) => `${l}\n`)
+      results = values.json === true ? [] : lines.map((l) => JSON.parse(l) as EventResult)
       next = res.headers.get('auditrail-next-cursor') ?? undefined
     }
-    if (values.json === true) process.stdout.write(results.map((r) => `${JSON.stringify(r)}\n`).join(''))
+    if (values.json === true) process.stdout.write(lines.join(''))
     else process.stdout.write(table(kind, results))
     if (next) process.stderr.write(`more results: repeat with --cursor ${next}\n`)
     return 0

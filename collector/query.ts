@@ -6,11 +6,11 @@
 // Order: (time, stream, sequence, record index[, finding number]). The cursor is
 // that position of the last row returned, opaque to callers (base64url JSON):
 // the next page is everything after it, so pages are stable while events arrive.
-import { open, type FileHandle } from 'node:fs/promises'
+import { closeSync, openSync, readSync } from 'node:fs'
 import { join } from 'node:path'
 import type { StatementSync } from 'node:sqlite'
 import { SEVERITIES, type Severity } from '../proto/wire.ts'
-import type { EventIndex } from './index.ts'
+import { auditKey, type EventIndex } from './index.ts'
 import { segmentName, streamDir } from './store.ts'
 
 export const DEFAULT_LIMIT = 100
@@ -156,7 +156,10 @@ export function buildSql(q: Query): { sql: string; params: Array<string | number
   term('namespace', q.namespace)
   eq('name', q.name)
   eq('code', q.code)
-  eq('audit_id', q.auditId)
+  if (q.auditId !== undefined) {
+    where.push('e.audit_key = ? AND e.audit_id = ?')
+    params.push(auditKey(q.auditId), q.auditId)
+  }
   term('stage', q.stage)
   eq('stream', q.stream)
   if (q.group !== undefined) {
@@ -219,6 +222,7 @@ export interface FindingOut {
   message: string
 }
 
+/** One answer line, as sent: these fields, then `event` (the raw event JSON, as stored), then `findings`. */
 export interface EventResult {
   stream: string
   sequence: number
@@ -233,6 +237,21 @@ export interface EventResult {
 
 export interface FindingResult extends EventResult {
   finding: FindingOut
+}
+
+/** A result whose event is still the stored JSON text: put into the answer line as it is, never re-serialized. */
+export type RawResult = Omit<EventResult, 'event'> & { finding?: FindingOut; eventJson: string }
+
+/** The answer line of a result (newline included). The event's text is copied, not parsed and printed again. */
+export function resultLine(r: RawResult): string {
+  const { eventJson, findings, finding, ...coordinates } = r
+  const head = JSON.stringify(finding ? { ...coordinates, finding } : coordinates)
+  return `${head.slice(0, -1)},"event":${eventJson},"findings":${JSON.stringify(findings)}}\n`
+}
+
+export function resultObject(r: RawResult): EventResult | FindingResult {
+  const { eventJson, ...rest } = r
+  return { ...rest, event: JSON.parse(eventJson) as unknown }
 }
 
 export interface QueryAnswer<T> {
@@ -271,7 +290,7 @@ export class QueryEngine {
     this.#findingsOf = index.db.prepare('SELECT event, finding_id, severity, source, message FROM findings WHERE event IN (SELECT value FROM json_each(?)) ORDER BY event, n')
   }
 
-  async run(q: Query): Promise<QueryAnswer<EventResult | FindingResult>> {
+  async run(q: Query): Promise<QueryAnswer<RawResult>> {
     const { sql, params } = buildSql(q)
     // The statement text depends only on which filters are set: a bounded set, prepared once each.
     let statement = this.#statements.get(sql)
@@ -282,22 +301,20 @@ export class QueryEngine {
     const rows = statement.all(...params) as unknown as Row[]
     const more = rows.length > q.limit
     if (more) rows.length = q.limit
-    const lines = await this.#readLines(rows)
+    const lines = this.#readLines(rows)
     const findings = this.#findings(rows)
-    const results = rows.map((r, i) => {
-      const base: EventResult = {
-        stream: r.stream,
-        sequence: r.sequence,
-        recordIndex: r.record,
-        time: new Date(r.time).toISOString(),
-        segment: segmentName(r.segment),
-        offset: r.entry_offset,
-        event: JSON.parse(lines[i]!.toString('utf8')),
-        findings: findings.get(r.id) ?? [],
-      }
-      if (q.kind === 'events') return base
-      return { ...base, finding: { id: r.finding_id!, severity: SEVERITIES[r.fseverity!]!, source: r.source!, message: r.message! } }
-    })
+    const results = rows.map((r, i): RawResult => ({
+      stream: r.stream,
+      sequence: r.sequence,
+      recordIndex: r.record,
+      time: new Date(r.time).toISOString(),
+      segment: segmentName(r.segment),
+      offset: r.entry_offset,
+      // Only lines that parsed as JSON objects are indexed: the text is valid JSON as it is.
+      eventJson: lines[i]!.toString('utf8'),
+      findings: findings.get(r.id) ?? [],
+      ...(q.kind === 'findings' ? { finding: { id: r.finding_id!, severity: SEVERITIES[r.fseverity!]!, source: r.source!, message: r.message! } } : {}),
+    }))
     const last = rows.at(-1)
     const nextCursor = more && last ? encodeCursor([q.kind === 'findings' ? last.ftime! : last.time, last.stream, last.sequence, last.record, last.n ?? 0]) : undefined
     return { results, nextCursor }
@@ -315,27 +332,30 @@ export class QueryEngine {
     return out
   }
 
-  /** The event lines, read from the segment files (each opened once per query). */
-  async #readLines(rows: Row[]): Promise<Buffer[]> {
-    const files = new Map<string, FileHandle>()
+  /**
+   * The event lines, read from the segment files (each opened once per query). Synchronous reads:
+   * at most 1,000 small reads from the page cache, measured faster than as many awaited ones.
+   */
+  #readLines(rows: Row[]): Buffer[] {
+    const files = new Map<string, number>()
     try {
       const out: Buffer[] = []
       for (const r of rows) {
         // streamDir checks the stream id: a row can only ever name a file inside the store.
         const path = join(streamDir(this.#storeDir, r.stream), segmentName(r.segment))
-        let fh = files.get(path)
-        if (!fh) {
-          fh = await open(path, 'r')
-          files.set(path, fh)
+        let fd = files.get(path)
+        if (fd === undefined) {
+          fd = openSync(path, 'r')
+          files.set(path, fd)
         }
         const line = Buffer.allocUnsafe(r.line_length)
-        const { bytesRead } = await fh.read(line, 0, r.line_length, r.line_position)
+        const bytesRead = readSync(fd, line, 0, r.line_length, r.line_position)
         if (bytesRead !== r.line_length) throw new Error(`${path}: the index points past the end of the file (byte ${r.line_position}); rebuild it with 'auditrail collector reindex'`)
         out.push(line)
       }
       return out
     } finally {
-      await Promise.all([...files.values()].map((fh) => fh.close()))
+      for (const fd of files.values()) closeSync(fd)
     }
   }
 }

@@ -29,7 +29,7 @@ import {
   type SealedBatch,
 } from '../proto/wire.ts'
 import { EventIndex, indexPath, IndexError, LiveIndexer } from './index.ts'
-import { parseQuery, QueryEngine, QueryError, type QueryKind } from './query.ts'
+import { parseQuery, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
 import { may, type Readers } from './readers.ts'
 import { checkSeal } from './seal.ts'
 import { isValidStreamId, openStore, STREAM_ID_PATTERN, type Store } from './store.ts'
@@ -338,7 +338,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     try {
       const q = parseQuery(kind, url.searchParams)
       const answer = await queries.run(q)
-      const body = answer.results.map((r) => `${JSON.stringify(r)}\n`).join('')
+      const body = answer.results.map(resultLine).join('')
       res.writeHead(200, {
         'content-type': 'application/x-ndjson',
         'content-length': Buffer.byteLength(body),

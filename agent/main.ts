@@ -18,6 +18,7 @@ commands:
   collector  run the reference collector (verifies every seal and the chain, stores append-only)
   verify     check a collector store end to end (signatures, chain, no gaps)
   export     print the stored event lines of a stream, exactly as shipped
+  query      search a collector's index (events, findings) by user, object, time, severity...
   keygen     write an Ed25519 key pair for a node
   config     'config check FILE': print the effective agent configuration
   demo       run a collector and an agent on 127.0.0.1 against a generated, rotating audit log
@@ -36,6 +37,7 @@ const COMMANDS: Record<string, Command> = {
   collector: async (argv) => (await import('../collector/cli.ts')).collectorCommand(argv),
   verify: async (argv) => (await import('../collector/cli.ts')).verifyCommand(argv),
   export: async (argv) => (await import('../collector/cli.ts')).exportCommand(argv),
+  query: async (argv) => (await import('../collector/cli.ts')).queryCommand(argv),
   demo: async (argv) => (await import('./demo.ts')).demoCommand(argv),
   policy: async (argv) => (await import('./policy/cli.ts')).policyCommand(argv),
   rules: async (argv) => (await import('./guard/cli.ts')).rulesCommand(argv),

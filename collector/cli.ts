@@ -1,20 +1,46 @@
-// `auditrail collector`, `auditrail verify` and `auditrail export`. Each returns
-// its exit code: 0 success, 1 failure (verify: the store does not hold), 2 usage.
+// `auditrail collector` (and `collector reindex`, `collector token`), `auditrail verify`,
+// `auditrail export` and `auditrail query`. Each returns its exit code: 0 success,
+// 1 failure (verify: the store does not hold), 2 usage.
 import { readFileSync } from 'node:fs'
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util'
 import { KeyError, loadTrustedKeys } from '../proto/keys.ts'
 import { createLogger } from '../agent/observe/logger.ts'
 import { ExportError, exportStream } from './export.ts'
+import { EventIndex, IndexError, indexPath, rebuildIndex } from './index.ts'
+import { parseQuery, QueryEngine, QueryError, QUERY_PARAMS, resultLine, resultObject, type EventResult, type FindingResult, type QueryKind } from './query.ts'
+import { loadReaders, newToken, ReadersError } from './readers.ts'
 import { startCollector, type TlsOptions } from './server.ts'
-import { StoreError } from './store.ts'
-import { verifyStore } from './verify.ts'
+import { openStore, StoreError } from './store.ts'
+import { verifyEvent, verifyStore, type EventCoordinates } from './verify.ts'
 
 const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store DIR --trust PUBKEY_FILE [--trust PUBKEY_FILE...]
-                           [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--log-level LEVEL]
+                           [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--readers FILE] [--no-index] [--log-level LEVEL]
+       auditrail collector reindex --store DIR
+       auditrail collector token --name NAME [--role auditor]
   --client-ca  require client certificates (mTLS) signed by this CA
+  --readers    enable the query API (GET /v1/events, /v1/findings) for the readers listed:
+               one 'ROLE sha256:HEX NAME' line each (the token's SHA-256, never the token)
+  --no-index   keep no query index (the query API is then off)
+  reindex      drop the index and rebuild it from the segments (stop the collector first)
+  token        print a new random reader token and the readers-file line for it
 `
 const VERIFY_USAGE = `usage: auditrail verify DIR --trust PUBKEY_FILE [--trust PUBKEY_FILE...] [--stream ID]
-  exits 0 only if every stream (or the one named) is whole: checksums, signatures, links, no gap
+       auditrail verify DIR --trust PUBKEY_FILE... --event STREAM:SEQUENCE:INDEX
+       auditrail query ... --json | auditrail verify DIR --trust PUBKEY_FILE... --event -
+  exits 0 only if every stream (or the one named) is whole: checksums, signatures, links, no gap.
+  --event checks one event: its batch's checksum and signature, the record, the link to the batch
+  before and from the batch after; '-' reads 'auditrail query --json' lines from stdin and also
+  checks that each line's event is the one stored
+`
+const QUERY_USAGE = `usage: auditrail query (--url URL --token-file FILE | --store DIR) [--findings] [--json] [filters]
+  filters: --user U --group G --impersonated-user U --source-ip IP --verb V --resource R --subresource S
+           --api-group G ('' is the core group) --namespace NS --name N --code 403 --audit-id ID --stage S
+           --stream ID --since T --until T (RFC 3339 or Unix ms; since inclusive, until exclusive)
+           --finding ID --severity info|low|medium|high|critical (at least) --limit N (1-1000, default 100)
+           --cursor C (from the previous page)
+  --findings  list findings (one row per finding) instead of events
+  --json      one JSON object per line, as GET /v1/events returns them (pipe into 'auditrail verify --event -')
+  the next page's cursor, if any, is printed on stderr
 `
 const EXPORT_USAGE = `usage: auditrail export DIR [--stream ID] [--records]
   prints the stream's event lines in order, exactly as shipped; --records adds
@@ -22,6 +48,8 @@ const EXPORT_USAGE = `usage: auditrail export DIR [--stream ID] [--records]
 `
 
 class UsageError extends Error {}
+/** A query the collector refused, or that could not reach it. */
+class QueryFailed extends Error {}
 
 type Parsed = ReturnType<typeof parseArgs>
 
@@ -46,7 +74,7 @@ async function run(name: string, usage: string, argv: string[], command: (argv: 
       process.stderr.write(`auditrail ${name}: ${err.message}\n${usage}`)
       return 2
     }
-    if (err instanceof KeyError || err instanceof ExportError || err instanceof StoreError) {
+    if (err instanceof KeyError || err instanceof ExportError || err instanceof StoreError || err instanceof IndexError || err instanceof ReadersError || err instanceof QueryFailed) {
       process.stderr.write(`auditrail ${name}: ${err.message}\n`)
       return 1
     }
@@ -66,6 +94,8 @@ function onePositional(positionals: string[], what: string): string {
 }
 
 export function collectorCommand(argv: string[]): Promise<number> {
+  if (argv[0] === 'reindex') return run('collector reindex', COLLECTOR_USAGE, argv.slice(1), reindexCommand)
+  if (argv[0] === 'token') return run('collector token', COLLECTOR_USAGE, argv.slice(1), tokenCommand)
   return run('collector', COLLECTOR_USAGE, argv, async () => {
     const { values } = parse(argv, {
       listen: { type: 'string' },
@@ -74,6 +104,8 @@ export function collectorCommand(argv: string[]): Promise<number> {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'client-ca': { type: 'string' },
+      readers: { type: 'string' },
+      'no-index': { type: 'boolean' },
       'log-level': { type: 'string', default: 'info' },
     }, false)
     const listen = parseListen(values.listen as string | undefined)
@@ -81,8 +113,12 @@ export function collectorCommand(argv: string[]): Promise<number> {
     if (!storeDir) throw new UsageError('--store DIR is required')
     const trustedKeys = trustedKeysFrom(values)
     const tls = tlsFrom(values)
+    const index = values['no-index'] !== true
+    if (!index && values.readers) throw new UsageError('--readers needs the index; drop --no-index')
+    const readers = values.readers ? loadReaders(values.readers as string) : undefined
     const log = createLogger(values['log-level'] as string, 'collector')
-    const collector = await startCollector({ listen, storeDir, trustedKeys, logger: log, ...(tls ? { tls } : {}) })
+    if (readers) log.info({ readers: readers.size, roles: readers.roles() }, 'query API on: GET /v1/events, /v1/findings')
+    const collector = await startCollector({ listen, storeDir, trustedKeys, logger: log, index, ...(readers ? { readers } : {}), ...(tls ? { tls } : {}) })
     const signal = await new Promise<NodeJS.Signals>((resolve) => {
       const stop = (s: NodeJS.Signals) => {
         process.off('SIGTERM', stop)
@@ -125,9 +161,13 @@ function tlsFrom(values: Parsed['values']): TlsOptions | undefined {
 
 export function verifyCommand(argv: string[]): Promise<number> {
   return run('verify', VERIFY_USAGE, argv, async () => {
-    const { values, positionals } = parse(argv, { trust: { type: 'string', multiple: true }, stream: { type: 'string' } }, true)
+    const { values, positionals } = parse(argv, { trust: { type: 'string', multiple: true }, stream: { type: 'string' }, event: { type: 'string' } }, true)
     const dir = onePositional(positionals, 'store directory')
     const trustedKeys = trustedKeysFrom(values)
+    if (values.event !== undefined) {
+      if (values.stream !== undefined) throw new UsageError('--stream and --event do not go together (the event names its stream)')
+      return verifyEvents(dir, trustedKeys, values.event as string)
+    }
     const result = await verifyStore(dir, trustedKeys, values.stream !== undefined ? { stream: values.stream as string } : {})
     for (const s of result.streams) {
       process.stdout.write(`ok   stream ${s.stream}: sequences 1..${s.headSequence}, ${s.lines} lines, head digest ${s.headDigest}\n`)
@@ -149,4 +189,177 @@ export function exportCommand(argv: string[]): Promise<number> {
     await exportStream(dir, { out: process.stdout, records: values.records === true, ...(values.stream !== undefined ? { stream: values.stream as string } : {}) })
     return 0
   })
+}
+
+type Wanted = EventCoordinates & { event?: unknown }
+
+async function verifyEvents(dir: string, trustedKeys: ReturnType<typeof loadTrustedKeys>, spec: string): Promise<number> {
+  const wanted: Wanted[] = []
+  if (spec === '-') {
+    const text = await readStdin()
+    for (const [i, line] of text.split('\n').entries()) {
+      if (line.trim() === '') continue
+      let o: Record<string, unknown>
+      try {
+        o = JSON.parse(line) as Record<string, unknown>
+      } catch {
+        throw new UsageError(`stdin line ${i + 1} is not JSON; pipe 'auditrail query --json' into 'verify --event -'`)
+      }
+      if (typeof o.stream !== 'string' || !Number.isSafeInteger(o.sequence) || !Number.isSafeInteger(o.recordIndex)) {
+        throw new UsageError(`stdin line ${i + 1} has no stream, sequence and recordIndex; pipe 'auditrail query --json' into 'verify --event -'`)
+      }
+      wanted.push({ stream: o.stream, sequence: o.sequence as number, recordIndex: o.recordIndex as number, ...('event' in o ? { event: o.event } : {}) })
+    }
+    if (wanted.length === 0) throw new UsageError('no events on stdin')
+  } else {
+    const m = /^([A-Za-z0-9][A-Za-z0-9._-]*):(\d+):(\d+)$/.exec(spec)
+    if (!m || Number(m[2]) < 1) throw new UsageError(`--event ${JSON.stringify(spec)} is not STREAM:SEQUENCE:INDEX (for example node-a:42:7; sequences start at 1, record indexes at 0)`)
+    wanted.push({ stream: m[1]!, sequence: Number(m[2]), recordIndex: Number(m[3]) })
+  }
+  let failed = 0
+  for (const w of wanted) {
+    const name = `${w.stream}:${w.sequence}:${w.recordIndex}`
+    const proof = await verifyEvent(dir, trustedKeys, w)
+    let problem = proof.problem?.reason
+    if (proof.ok && 'event' in w && JSON.stringify(JSON.parse(proof.line!.toString('utf8'))) !== JSON.stringify(w.event)) {
+      problem = 'the event given is not the one stored at these coordinates (the signed line differs)'
+    }
+    if (problem) {
+      const where = [proof.problem?.segment && `segment ${proof.problem.segment}`, proof.problem?.offset !== undefined && `byte ${proof.problem.offset}`].filter(Boolean).join(', ')
+      process.stdout.write(`FAIL event ${name}${where ? ` (${where})` : ''}: ${problem}\n`)
+      failed++
+      continue
+    }
+    process.stdout.write(`ok   event ${name}\n${proof.checks.map((c) => `     ${c}\n`).join('')}`)
+  }
+  return failed > 0 ? 1 : 0
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) chunks.push(chunk)
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+async function reindexCommand(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { store: { type: 'string' } }, false)
+  const storeDir = values.store as string | undefined
+  if (!storeDir) throw new UsageError('--store DIR is required')
+  // The store's lock: no collector appends (or indexes) while the index is rebuilt.
+  const store = await openStore(storeDir)
+  try {
+    const summary = await rebuildIndex(storeDir)
+    process.stdout.write(`reindexed ${storeDir}: ${summary.streams} streams, ${summary.batches} batches, ${summary.events} events in ${summary.ms} ms (${indexPath(storeDir)})\n`)
+  } finally {
+    await store.close()
+  }
+  return 0
+}
+
+async function tokenCommand(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { name: { type: 'string' }, role: { type: 'string', default: 'auditor' } }, false)
+  if (!values.name) throw new UsageError('--name NAME is required (who the token is for; it appears in the query log)')
+  const { token, line } = newToken(values.role as string, values.name as string)
+  process.stdout.write(`token:        ${token}\nreaders line: ${line}\n`)
+  process.stderr.write('give the token to the reader (keep it secret: it is shown only here); add the line to the collector\'s --readers file\n')
+  return 0
+}
+
+// --- query
+
+/** CLI flag -> query parameter: the same names, in kebab case. */
+const QUERY_FLAGS: Record<string, string> = Object.fromEntries(QUERY_PARAMS.map((p) => [p.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`), p]))
+
+export function queryCommand(argv: string[]): Promise<number> {
+  return run('query', QUERY_USAGE, argv, async () => {
+    const { values } = parse(argv, {
+      url: { type: 'string' },
+      'token-file': { type: 'string' },
+      store: { type: 'string' },
+      findings: { type: 'boolean' },
+      json: { type: 'boolean' },
+      ...Object.fromEntries(Object.keys(QUERY_FLAGS).map((f) => [f, { type: 'string' as const }])),
+    }, false)
+    const kind: QueryKind = values.findings === true ? 'findings' : 'events'
+    const params = new URLSearchParams()
+    for (const [flag, param] of Object.entries(QUERY_FLAGS)) {
+      const v = values[flag]
+      if (typeof v === 'string') params.set(param, v)
+    }
+    const url = values.url as string | undefined
+    const storeDir = values.store as string | undefined
+    if ((url === undefined) === (storeDir === undefined)) throw new UsageError('give either --url URL (with --token-file FILE) or --store DIR')
+    let results: Array<EventResult | FindingResult>
+    let lines: string[]
+    let next: string | undefined
+    if (storeDir !== undefined) {
+      if (values['token-file'] !== undefined) throw new UsageError('--token-file goes with --url, not --store')
+      let q
+      try {
+        q = parseQuery(kind, params)
+      } catch (err) {
+        if (err instanceof QueryError) throw new UsageError(`--${Object.entries(QUERY_FLAGS).find(([, p]) => p === err.param)?.[0] ?? err.param}: ${err.message.slice(err.param.length + 2)}`)
+        throw err
+      }
+      const index = new EventIndex(indexPath(storeDir), { readOnly: true })
+      try {
+        const answer = await new QueryEngine(index, storeDir).run(q)
+        lines = answer.results.map(resultLine)
+        results = values.json === true ? [] : answer.results.map(resultObject)
+        next = answer.nextCursor
+      } finally {
+        index.close()
+      }
+    } else {
+      const tokenFile = values['token-file'] as string | undefined
+      if (!tokenFile) throw new UsageError('--token-file FILE is required with --url (a file holding the reader\'s bearer token)')
+      let token: string
+      try {
+        token = readFileSync(tokenFile, 'utf8').trim()
+      } catch (err) {
+        throw new UsageError(`--token-file ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+      }
+      const target = new URL(`/v1/${kind}?${params}`, url)
+      let res: Response
+      try {
+        res = await fetch(target, { headers: { authorization: `Bearer ${token}` } })
+      } catch (err) {
+        throw new QueryFailed(`cannot reach ${target.origin}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`)
+      }
+      const body = await res.text()
+      if (res.status !== 200) {
+        let message = body
+        try {
+          message = (JSON.parse(body) as { error?: string }).error ?? body
+        } catch {}
+        throw new QueryFailed(`the collector answered ${res.status}: ${message}`)
+      }
+      lines = body.split('\n').filter((l) => l !== '').map((l) => `${l}\n`)
+      results = values.json === true ? [] : lines.map((l) => JSON.parse(l) as EventResult)
+      next = res.headers.get('auditrail-next-cursor') ?? undefined
+    }
+    if (values.json === true) process.stdout.write(lines.join(''))
+    else process.stdout.write(table(kind, results))
+    if (next) process.stderr.write(`more results: repeat with --cursor ${next}\n`)
+    return 0
+  })
+}
+
+function table(kind: QueryKind, results: Array<EventResult | FindingResult>): string {
+  const header = kind === 'events'
+    ? ['TIME', 'EVENT (STREAM:SEQ:INDEX)', 'USER', 'VERB', 'RESOURCE', 'NAMESPACE/NAME', 'CODE', 'FINDINGS']
+    : ['TIME', 'EVENT (STREAM:SEQ:INDEX)', 'SEVERITY', 'FINDING', 'USER', 'VERB', 'RESOURCE', 'NAMESPACE/NAME', 'MESSAGE']
+  const rows = results.map((r) => {
+    const e = (r.event ?? {}) as { user?: { username?: string }; verb?: string; objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string }; responseStatus?: { code?: number } }
+    const ref = e.objectRef ?? {}
+    const common = [r.time, `${r.stream}:${r.sequence}:${r.recordIndex}`]
+    const what = [e.user?.username ?? '', e.verb ?? '', [ref.resource, ref.subresource].filter(Boolean).join('/'), [ref.namespace, ref.name].filter(Boolean).join('/')]
+    if (kind === 'events') return [...common, ...what, String(e.responseStatus?.code ?? ''), r.findings.map((f) => `${f.id}(${f.severity})`).join(',')]
+    const f = (r as FindingResult).finding
+    return [...common, f.severity, f.id, ...what, f.message]
+  })
+  if (rows.length === 0) return '(no results)\n'
+  const widths = header.map((h, i) => Math.min(60, Math.max(h.length, ...rows.map((r) => r[i]!.length))))
+  const fmt = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.slice(0, widths[i]).padEnd(widths[i]!))).join('  ').trimEnd() + '\n'
+  return fmt(header) + rows.map(fmt).join('')
 }

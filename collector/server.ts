@@ -28,6 +28,9 @@ import {
   type Batch,
   type SealedBatch,
 } from '../proto/wire.ts'
+import { EventIndex, indexPath, IndexError, LiveIndexer } from './index.ts'
+import { parseQuery, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
+import { may, type Readers } from './readers.ts'
 import { checkSeal } from './seal.ts'
 import { isValidStreamId, openStore, STREAM_ID_PATTERN, type Store } from './store.ts'
 
@@ -89,7 +92,13 @@ export interface CollectorOptions {
   logger?: Logger
   /** Segment size of the store (tests use small ones). */
   segmentBytes?: number
+  /** Keep the query index (default true); off, nothing is indexed and the query API answers 404. */
+  index?: boolean
+  /** Who may use the query API (GET /v1/events, /v1/findings); without readers it answers 404. */
+  readers?: Readers
 }
+
+const QUERY_PATHS: Readonly<Record<string, QueryKind>> = { '/v1/events': 'events', '/v1/findings': 'findings' }
 
 export interface CollectorStats {
   requests: number
@@ -102,6 +111,8 @@ export interface Collector {
   url: string
   port: number
   store: Store
+  /** Undefined when the index is off. */
+  indexer: LiveIndexer | undefined
   stats(): CollectorStats
   close(): Promise<void>
 }
@@ -113,6 +124,19 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   }
   const log = options.logger ?? pino({ level: 'silent' })
   const store = await openStore(options.storeDir, { logger: log, ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}) })
+  let indexer: LiveIndexer | undefined
+  let queries: QueryEngine | undefined
+  if (options.index !== false) {
+    try {
+      indexer = new LiveIndexer(new EventIndex(indexPath(options.storeDir), { create: true }), store, log)
+    } catch (err) {
+      await store.close()
+      if (err instanceof IndexError) throw err
+      throw new IndexError(`cannot open the index ${indexPath(options.storeDir)}: ${(err as Error).message}; move it away (or run 'auditrail collector reindex') and start again`)
+    }
+    indexer.start()
+    queries = new QueryEngine(indexer.index, options.storeDir)
+  }
   const stats: CollectorStats = { requests: 0, acceptedBatches: 0, duplicateBatches: 0, rejected: {} }
   const buckets = new TokenBuckets(limits.streamRequestsPerSecond, limits.streamBurst)
   const locks = new StreamLocks()
@@ -153,6 +177,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : 'closing\n')
       return
     }
+    const queryKind = path !== undefined ? QUERY_PATHS[path] : undefined
+    if (queryKind) return query(req, res, queryKind)
     if (path !== PUSH_BATCH_PATH && path !== GET_STREAM_HEAD_PATH) {
       return reject(res, new ConnectError('unimplemented', `no procedure at ${JSON.stringify(path?.slice(0, 200))}; this collector serves ${PUSH_BATCH_PATH} and ${GET_STREAM_HEAD_PATH}`), 404)
     }
@@ -264,12 +290,67 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
     try {
       // The batch bytes are kept exactly as signed; only the SealedBatch frame around them is re-encoded.
-      await store.append(streamId, batch.sequence, digest, encodeSealedBatch(sealed))
+      const entry = encodeSealedBatch(sealed)
+      const at = await store.append(streamId, batch.sequence, digest, entry)
+      // Indexed right after the ack has gone out (see LiveIndexer): queryable milliseconds later.
+      indexer?.afterAppend(streamId, batch.sequence, at, entry)
     } catch (err) {
       log.error({ stream: streamId, sequence: batch.sequence, err: (err as Error).message }, 'store append failed')
       throw new ConnectError('unavailable', `the collector could not store sequence ${batch.sequence}: ${(err as Error).message}`)
     }
     stats.acceptedBatches++
+  }
+
+  /**
+   * The read path: GET only, bearer token of a reader whose role allows the kind,
+   * then the filters. Nothing here writes. Every answered query is logged with the
+   * reader's name (never the token), the parameters, and the number of results.
+   */
+  async function query(req: IncomingMessage, res: ServerResponse, kind: QueryKind): Promise<void> {
+    const fail = (status: number, message: string, headers: Record<string, string> = {}) => {
+      const body = JSON.stringify({ error: message })
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers }).end(body)
+    }
+    if (!options.readers || !queries) {
+      return fail(404, !queries
+        ? 'the query API is off because this collector keeps no index; start it without index: false'
+        : 'the query API is off; start the collector with --readers FILE (lines \'ROLE sha256:HEX NAME\', see \'auditrail collector token\')')
+    }
+    if (req.method !== 'GET') return fail(405, `${req.method} is not supported; the query API is read-only: use GET`, { allow: 'GET' })
+    const url = new URL(req.url ?? '/', 'http://collector')
+    const auth = req.headers.authorization ?? ''
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth)
+    if (!m) {
+      log.warn({ path: url.pathname, remote: req.socket.remoteAddress, reason: auth ? 'malformed authorization header' : 'no token' }, 'query refused: not authenticated')
+      return fail(401, 'missing bearer token: send \'Authorization: Bearer TOKEN\' with a token listed (as its SHA-256) in the collector\'s readers file', { 'www-authenticate': 'Bearer realm="auditrail"' })
+    }
+    const reader = options.readers.identify(m[1]!)
+    if (!reader) {
+      log.warn({ path: url.pathname, remote: req.socket.remoteAddress, reason: 'unknown token' }, 'query refused: not authenticated')
+      return fail(401, 'unknown bearer token: its SHA-256 is not in the collector\'s readers file', { 'www-authenticate': 'Bearer realm="auditrail", error="invalid_token"' })
+    }
+    if (!may(reader, kind)) {
+      log.warn({ reader: reader.name, role: reader.role, path: url.pathname }, 'query refused: role does not allow it')
+      return fail(403, `reader ${reader.name} has role ${reader.role}, which may not read ${kind}; the auditor role may`)
+    }
+    const params = Object.fromEntries([...url.searchParams].map(([k, v]) => [k.slice(0, 64), v.slice(0, 256)]))
+    const started = performance.now()
+    try {
+      const q = parseQuery(kind, url.searchParams)
+      const answer = await queries.run(q)
+      const body = answer.results.map(resultLine).join('')
+      res.writeHead(200, {
+        'content-type': 'application/x-ndjson',
+        'content-length': Buffer.byteLength(body),
+        'cache-control': 'no-store',
+        ...(answer.nextCursor ? { 'auditrail-next-cursor': answer.nextCursor } : {}),
+      }).end(body)
+      log.info({ reader: reader.name, role: reader.role, kind, params, results: answer.results.length, more: answer.nextCursor !== undefined, ms: Math.round(performance.now() - started) }, 'query')
+    } catch (err) {
+      if (!(err instanceof QueryError)) throw err
+      log.info({ reader: reader.name, role: reader.role, kind, params, error: err.message }, 'query rejected: bad parameter')
+      return fail(400, `bad parameter ${err.message}`)
+    }
   }
 
   function getStreamHead(body: Buffer): Uint8Array {
@@ -310,6 +391,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       resolve()
     })
   }).catch(async (err: unknown) => {
+    await indexer?.close()
     await store.close()
     throw err
   })
@@ -322,6 +404,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     url,
     port,
     store,
+    indexer,
     stats: () => ({ ...stats, rejected: { ...stats.rejected } }),
     async close(graceMs = 5000) {
       if (closing) return
@@ -332,6 +415,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       await closed
       clearTimeout(timer)
       await locks.idle()
+      await indexer?.close()
       await store.close()
       log.info({ stats }, 'collector closed')
     },

@@ -263,8 +263,9 @@ export class Store {
    * Appends the next batch of a stream and returns once it is on disk (file and,
    * for a new file, its directory fsynced). The caller checked the chain; this
    * only insists on the next sequence number and on one append at a time.
+   * Returns where the entry went (the index points there).
    */
-  async append(streamId: string, sequence: number, digest: Buffer, sealed: Uint8Array): Promise<void> {
+  async append(streamId: string, sequence: number, digest: Buffer, sealed: Uint8Array): Promise<{ segment: number; offset: number }> {
     if (this.#closed) throw new StoreError('store is closed')
     const state = this.#streams.get(streamId) ?? (await this.#createStream(streamId))
     if (state.failed) throw new StoreError(`stream ${streamId} is not writable since an earlier write failed (${state.failed}); restart the collector`)
@@ -304,9 +305,11 @@ export class Store {
       state.segments.push(segment)
       state.size = 0
     }
+    const offset = state.size
     state.size += entry.length
     state.head = { sequence, digest, sealed: Buffer.from(sealed) }
     remember(state, sequence, digest)
+    return { segment: segment.first, offset }
   }
 
   /** Releases the store's lock; appends already returned are on disk. */

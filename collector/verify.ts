@@ -117,3 +117,103 @@ async function findSequence(segments: SegmentFile[], index: number, after: numbe
   }
   return undefined
 }
+
+export interface EventCoordinates {
+  stream: string
+  sequence: number
+  recordIndex: number
+}
+
+export interface EventProof {
+  ok: boolean
+  /** The record's line as stored (when the batch could be read). */
+  line?: Buffer
+  /** What was checked, one line each, for the operator. */
+  checks: string[]
+  problem?: VerifyProblem
+}
+
+/**
+ * Proves one event without reading the whole stream: its batch's entry checksum
+ * and signature, the record at that index, the link to batch sequence-1 (its
+ * digest equals prev_digest, and its own seal holds), and, when batch sequence+1
+ * is stored, that it links to this one. Everything is found again from the
+ * segments; nothing the index says is trusted.
+ */
+export async function verifyEvent(dir: string, trustedKeys: ReadonlyMap<string, KeyObject>, at: EventCoordinates): Promise<EventProof> {
+  const { stream, sequence, recordIndex } = at
+  const checks: string[] = []
+  const fail = (reason: string, where: Partial<VerifyProblem> = {}): EventProof => ({ ok: false, checks, problem: { stream, sequence, reason, ...where } })
+  const streams = await listStreams(dir)
+  if (!streams.includes(stream)) return fail(`no stream ${JSON.stringify(stream)} in ${dir} (streams: ${streams.join(', ') || 'none'})`)
+  const { segments } = await listSegments(dir, stream)
+
+  const target = await sealedAt(segments, sequence)
+  if ('reason' in target) return fail(target.reason, target)
+  const sealProblem = checkSeal(target.sealed, trustedKeys)
+  if (sealProblem) return fail(`bad seal on sequence ${sequence}: ${sealProblem.field} ${sealProblem.reason}`, target)
+  const batch = decodeBatch(target.sealed.batch)
+  if (batch.streamId !== stream) return fail(`batch belongs to stream ${JSON.stringify(batch.streamId)}, stored under ${JSON.stringify(stream)}`, target)
+  checks.push(`sequence ${sequence}: checksum and ${target.sealed.algorithm} signature by key ${target.sealed.keyId} hold (segment ${target.segment}, byte ${target.offset})`)
+  const record = batch.records[recordIndex]
+  if (!record) return fail(`batch ${sequence} has ${batch.records.length} records; there is no record ${recordIndex}`, target)
+  if (!record.line) return fail(`record ${recordIndex} of batch ${sequence} is a ${record.gap ? 'gap' : 'quarantine'} record, not an event line`, target)
+  checks.push(`record ${recordIndex}: an event line of ${record.line.length} bytes`)
+
+  const digest = batchDigest(target.sealed.batch)
+  if (sequence === 1) {
+    if (Buffer.from(batch.prevDigest).length !== 0) return fail('sequence 1 must have an empty prev_digest', target)
+    checks.push('link back: sequence 1 starts the chain')
+  } else {
+    const prev = await sealedAt(segments, sequence - 1)
+    if ('reason' in prev) return fail(`cannot check the link back: ${prev.reason}`, prev)
+    const p = checkSeal(prev.sealed, trustedKeys)
+    if (p) return fail(`bad seal on sequence ${sequence - 1}: ${p.field} ${p.reason}`, prev)
+    const prevDigest = batchDigest(prev.sealed.batch)
+    if (!prevDigest.equals(Buffer.from(batch.prevDigest))) {
+      return fail(`broken link: prev_digest ${Buffer.from(batch.prevDigest).toString('hex')} of sequence ${sequence} is not the digest of sequence ${sequence - 1} (${prevDigest.toString('hex')})`, target)
+    }
+    checks.push(`link back: prev_digest equals the digest of sequence ${sequence - 1} (${prevDigest.toString('hex')}), whose seal holds`)
+  }
+  const next = await sealedAt(segments, sequence + 1)
+  if ('reason' in next) {
+    if (!next.absent) return fail(`cannot check the link forward: ${next.reason}`, next)
+    checks.push(`link forward: sequence ${sequence} is the stream's head`)
+  } else {
+    const n = checkSeal(next.sealed, trustedKeys)
+    if (n) return fail(`bad seal on sequence ${sequence + 1}: ${n.field} ${n.reason}`, next)
+    const nextBatch = decodeBatch(next.sealed.batch)
+    if (!digest.equals(Buffer.from(nextBatch.prevDigest))) {
+      return fail(`broken link: sequence ${sequence + 1}'s prev_digest ${Buffer.from(nextBatch.prevDigest).toString('hex')} is not the digest of sequence ${sequence} (${digest.toString('hex')})`, next)
+    }
+    checks.push(`link forward: sequence ${sequence + 1} (seal holds) names this batch's digest ${digest.toString('hex')}`)
+  }
+  return { ok: true, line: Buffer.from(record.line), checks }
+}
+
+type Located = { sealed: SealedBatch; segment: string; offset: number }
+type NotLocated = { reason: string; segment?: string; offset?: number; absent?: boolean }
+
+/** The stored batch of a sequence: sequences are consecutive, so the segment is the last one starting at or before it. */
+async function sealedAt(segments: SegmentFile[], sequence: number): Promise<Located | NotLocated> {
+  const segment = segments.findLast((s) => s.first <= sequence)
+  if (!segment) return { reason: `sequence ${sequence} is not stored`, absent: true }
+  let n = segment.first
+  for await (const item of readSegment(segment.path)) {
+    if (item.kind === 'bad') return { reason: `altered or truncated entry where sequence ${n} was expected: ${item.reason}`, segment: segment.name, offset: item.offset, absent: false }
+    if (n === sequence) {
+      let sealed: SealedBatch
+      try {
+        sealed = decodeSealedBatch(item.bytes)
+        const found = decodeBatch(sealed.batch).sequence
+        if (found !== sequence) return { reason: `segment ${segment.name} byte ${item.offset} holds sequence ${found} where ${sequence} belongs`, segment: segment.name, offset: item.offset }
+      } catch (err) {
+        if (err instanceof WireError) return { reason: `entry does not decode: ${err.message}`, segment: segment.name, offset: item.offset }
+        throw err
+      }
+      return { sealed, segment: segment.name, offset: item.offset }
+    }
+    n++
+  }
+  return { reason: `sequence ${sequence} is not stored (segment ${segment.name} ends at ${n - 1})`, absent: true }
+}

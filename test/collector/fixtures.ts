@@ -4,7 +4,8 @@ import { generateKeyPairSync, type KeyObject } from 'node:crypto'
 import { request } from 'node:http'
 import { gzipSync } from 'node:zlib'
 import { keyIdOf, signBytes } from '../../proto/keys.ts'
-import { batchDigest, encodeBatch, SIGNATURE_ALGORITHM, type Batch, type SealedBatch, type WireRecord } from '../../proto/wire.ts'
+import { batchDigest, encodeBatch, SIGNATURE_ALGORITHM, type Batch, type Finding, type SealedBatch, type WireRecord } from '../../proto/wire.ts'
+import { createAuditEventGenerator } from '../../scripts/audit-events.ts'
 
 export interface TestKey {
   privateKey: KeyObject
@@ -121,4 +122,48 @@ export function post(url: string, path: string, body: Uint8Array, headers: Recor
 
 export function gzip(bytes: Uint8Array): Buffer {
   return gzipSync(bytes)
+}
+
+/**
+ * A small deterministic inspector for index and query tests (the real rule pack
+ * is elsewhere): what a guardrail would flag in the generated traffic.
+ */
+export function sampleFindings(line: string): Array<Omit<Finding, 'recordIndex'>> {
+  const e = JSON.parse(line) as { auditID: string; verb?: string; user?: { username?: string }; objectRef?: { resource?: string; subresource?: string }; responseStatus?: { code?: number } }
+  const out: Array<Omit<Finding, 'recordIndex'>> = []
+  const user = e.user?.username ?? ''
+  const resource = e.objectRef?.resource
+  const f = (id: string, severity: Finding['severity'], source: Finding['source'], message: string) => out.push({ id, severity, source, message, auditId: e.auditID, details: {} })
+  if (resource === 'secrets' && !user.startsWith('system:') && ['get', 'list', 'watch'].includes(e.verb ?? '')) f('secret-read-by-human', 'high', 'rule', `${user} read secrets`)
+  if ((resource === 'clusterrolebindings' || resource === 'rolebindings') && ['create', 'update', 'patch', 'delete'].includes(e.verb ?? '')) f('rbac-binding-change', 'critical', 'rule', `${user} changed a ${resource}`)
+  if (resource === 'pods' && e.objectRef?.subresource === 'exec') f('pod-exec', 'high', 'rule', `${user} exec'd into a pod`)
+  if (e.responseStatus?.code === 403) f('forbidden-burst', 'medium', 'detector', `${user} was denied`)
+  if (user === 'system:anonymous') f('anonymous-request', 'low', 'rule', 'anonymous request')
+  return out
+}
+
+export interface GeneratedBatches {
+  /** Every event line, in stream order. */
+  lines: string[]
+  /** Sealed batches per stream, in sequence order. */
+  chains: Chain[]
+}
+
+/**
+ * Generated audit events sealed into batches of `perBatch` lines with their
+ * sample findings, spread round-robin (batch by batch) over `streams` streams.
+ * `eventsPerSecond` sets the events' clock (a low rate spreads them over hours).
+ */
+export function generatedBatches(options: { events: number; perBatch: number; streams?: string[]; key?: TestKey; seed?: number; startTimeMs?: number; eventsPerSecond?: number }): GeneratedBatches {
+  const key = options.key ?? testKey()
+  const chains = (options.streams ?? ['node-a']).map((s) => new Chain(s, key))
+  const generator = createAuditEventGenerator({ seed: options.seed ?? 1, startTimeMs: options.startTimeMs ?? Date.parse('2026-11-25T10:00:00Z'), eventsPerSecond: options.eventsPerSecond ?? 50 })
+  const lines: string[] = []
+  for (let n = 0; lines.length < options.events; n++) {
+    const batch = Array.from({ length: Math.min(options.perBatch, options.events - lines.length) }, () => generator.next())
+    lines.push(...batch)
+    const findings = batch.flatMap((l, recordIndex) => sampleFindings(l).map((f) => ({ ...f, recordIndex })))
+    chains[n % chains.length]!.next(batch, { findings })
+  }
+  return { lines, chains }
 }

@@ -1,0 +1,533 @@
+// The query index: an SQLite file (node:sqlite, WAL) beside the segments.
+// The segments stay the evidence; a row here only says where an event's line
+// lies in them (stream, batch sequence, record index, segment, byte position)
+// and copies the fields that queries filter on. The index can always be
+// dropped and rebuilt from the segments (`auditrail collector reindex`).
+//
+// Each batch is indexed in one transaction together with its stream's
+// `indexed_sequence`, so the index is never half a batch ahead or behind: on
+// start the collector continues from `indexed_sequence + 1` of every stream.
+import { DatabaseSync, type StatementSync } from 'node:sqlite'
+import { existsSync, renameSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { setImmediate as yieldToLoop } from 'node:timers/promises'
+import { pino, type Logger } from 'pino'
+import { decodeBatch, decodeSealedBatch, SEVERITIES, type Batch, type Severity } from '../proto/wire.ts'
+import { ENTRY_HEADER_BYTES, listSegments, listStreams, readSegment, StoreError, type Store } from './store.ts'
+
+export const INDEX_FILE = 'index.sqlite'
+/** Bumped whenever the schema or what is indexed changes: an index of another version is rebuilt. */
+export const INDEX_SCHEMA_VERSION = '3'
+
+export class IndexError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'IndexError'
+  }
+}
+
+export function severityRank(s: Severity): number {
+  return SEVERITIES.indexOf(s)
+}
+
+// Values that repeat (users, groups, IPs, verbs, resources, namespaces, stages) are stored once in
+// `terms` and referred to by number: measured, this halves the index (and its inserts get faster).
+// Names and audit IDs are nearly all distinct and stay text. The view `events_view` shows them resolved.
+const TABLES = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS streams (stream TEXT PRIMARY KEY, indexed_sequence INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS terms (id INTEGER PRIMARY KEY, term TEXT NOT NULL UNIQUE) STRICT;
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY,
+  time INTEGER NOT NULL,              -- stageTimestamp, Unix ms
+  stream TEXT NOT NULL,
+  sequence INTEGER NOT NULL,
+  record INTEGER NOT NULL,            -- index in Batch.records
+  segment INTEGER NOT NULL,           -- first sequence of the segment file (its name)
+  entry_offset INTEGER NOT NULL,      -- byte offset of the batch's entry in that file
+  line_position INTEGER NOT NULL,     -- byte offset of the event line in that file
+  line_length INTEGER NOT NULL,
+  user INTEGER, impersonated_user INTEGER, source_ip INTEGER, verb INTEGER, resource INTEGER, subresource INTEGER,
+  api_group INTEGER, namespace INTEGER, name TEXT, code INTEGER, audit_id TEXT, stage INTEGER,   -- INTEGER: terms.id
+  audit_key INTEGER,                  -- auditKey(audit_id): what the audit ID index holds
+  severity INTEGER                    -- highest finding severity (0 info .. 4 critical), NULL without findings
+) STRICT;
+-- Keyed by group first: the only question asked of it is "events of this group".
+CREATE TABLE IF NOT EXISTS event_groups (grp INTEGER NOT NULL, event INTEGER NOT NULL, PRIMARY KEY (grp, event)) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS findings (
+  event INTEGER NOT NULL, n INTEGER NOT NULL, time INTEGER NOT NULL,
+  finding_id TEXT NOT NULL, severity INTEGER NOT NULL, source TEXT NOT NULL, message TEXT NOT NULL,
+  PRIMARY KEY (event, n)
+) STRICT, WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS events_view AS SELECT e.id, e.time, e.stream, e.sequence, e.record, e.segment, e.entry_offset, e.line_position, e.line_length,
+  (SELECT term FROM terms WHERE id = e.user) AS user, (SELECT term FROM terms WHERE id = e.impersonated_user) AS impersonated_user,
+  (SELECT term FROM terms WHERE id = e.source_ip) AS source_ip, (SELECT term FROM terms WHERE id = e.verb) AS verb,
+  (SELECT term FROM terms WHERE id = e.resource) AS resource, (SELECT term FROM terms WHERE id = e.subresource) AS subresource,
+  (SELECT term FROM terms WHERE id = e.api_group) AS api_group, (SELECT term FROM terms WHERE id = e.namespace) AS namespace,
+  e.name, e.code, e.audit_id, (SELECT term FROM terms WHERE id = e.stage) AS stage, e.severity
+  FROM events e;
+`
+// Audit IDs are random: every insert lands on another page of their index. Indexed as a 48-bit hash
+// (8 bytes instead of 36 characters), that index stays small enough for the page cache; measured at
+// 300,000 events, indexing the text made a batch twice as slow and growing, the hash keeps it flat.
+// Secondary indexes: one per field that narrows a query a lot, each ending in time for the
+// result order. Verb, code, stage, subresource and API group narrow little: a scan in time order
+// with them as filters finds a page soon enough, and each index costs every insert (measured:
+// about 2 ms per 800-event batch each). A rebuild creates these after loading (much faster than growing them).
+const INDEXES = `
+CREATE INDEX IF NOT EXISTS events_order ON events (time, stream, sequence, record);
+CREATE INDEX IF NOT EXISTS events_user ON events (user, time);
+CREATE INDEX IF NOT EXISTS events_impersonated ON events (impersonated_user, time) WHERE impersonated_user IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_source_ip ON events (source_ip, time);
+CREATE INDEX IF NOT EXISTS events_object ON events (resource, name, time);
+CREATE INDEX IF NOT EXISTS events_namespace ON events (namespace, time);
+CREATE INDEX IF NOT EXISTS events_audit_key ON events (audit_key);
+CREATE INDEX IF NOT EXISTS events_severity ON events (severity, time) WHERE severity IS NOT NULL;
+CREATE INDEX IF NOT EXISTS findings_id ON findings (finding_id, time);
+CREATE INDEX IF NOT EXISTS findings_severity ON findings (severity, time);
+`
+
+const TERM_CACHE = 200_000
+
+/** A 48-bit hash of an audit ID (two FNV-1a lanes): the key of the audit ID index; the text is compared after. */
+export function auditKey(id: string): number {
+  let a = 0x811c9dc5
+  let b = 0x01000193 ^ id.length
+  for (let i = 0; i < id.length; i++) {
+    const c = id.charCodeAt(i)
+    a = Math.imul(a ^ c, 0x01000193)
+    b = Math.imul(b ^ c, 0x5bd1e995)
+  }
+  return (a >>> 0) * 0x10000 + ((b >>> 16) & 0xffff)
+}
+
+/** Where a batch's entry lies: the segment (by its first sequence) and the entry's byte offset. */
+export interface EntryLocation {
+  segment: number
+  offset: number
+}
+
+export interface IndexedBatch {
+  events: number
+  findings: number
+}
+
+interface EventFields {
+  time: number
+  user: string | null
+  impersonated: string | null
+  sourceIp: string | null
+  verb: string | null
+  resource: string | null
+  subresource: string | null
+  apiGroup: string | null
+  namespace: string | null
+  name: string | null
+  code: number | null
+  auditId: string | null
+  stage: string | null
+  groups: string[]
+}
+
+const str = (v: unknown): string | null => (typeof v === 'string' ? v : null)
+
+/** The indexed fields of one event line, or undefined for a line that is not a JSON object. */
+export function eventFields(line: Uint8Array, fallbackTime: number): EventFields | undefined {
+  let e: Record<string, unknown>
+  try {
+    const value: unknown = JSON.parse(Buffer.from(line.buffer, line.byteOffset, line.byteLength).toString('utf8'))
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined
+    e = value as Record<string, unknown>
+  } catch {
+    return undefined
+  }
+  const user = (e.user ?? {}) as Record<string, unknown>
+  const impersonated = (e.impersonatedUser ?? {}) as Record<string, unknown>
+  const ref = e.objectRef as Record<string, unknown> | undefined
+  const status = e.responseStatus as Record<string, unknown> | undefined
+  const ips = Array.isArray(e.sourceIPs) ? e.sourceIPs : []
+  const time = parseTime(e.stageTimestamp) ?? parseTime(e.requestReceivedTimestamp) ?? fallbackTime
+  return {
+    time,
+    user: str(user.username),
+    impersonated: str(impersonated.username),
+    sourceIp: str(ips[0]),
+    verb: str(e.verb),
+    resource: ref ? str(ref.resource) : null,
+    subresource: ref ? str(ref.subresource) : null,
+    // The core group has no apiGroup in the event: it is indexed as '' so that it can be asked for.
+    apiGroup: ref ? (str(ref.apiGroup) ?? '') : null,
+    namespace: ref ? str(ref.namespace) : null,
+    name: ref ? str(ref.name) : null,
+    code: status && typeof status.code === 'number' && Number.isSafeInteger(status.code) ? status.code : null,
+    auditId: str(e.auditID),
+    stage: str(e.stage),
+    groups: Array.isArray(user.groups) ? [...new Set(user.groups.filter((g): g is string => typeof g === 'string'))] : [],
+  }
+}
+
+function parseTime(v: unknown): number | undefined {
+  if (typeof v !== 'string') return undefined
+  const ms = Date.parse(v)
+  return Number.isFinite(ms) ? ms : undefined
+}
+
+export interface OpenIndexOptions {
+  readOnly?: boolean
+  /** Create the file when missing (the collector does; readers do not). */
+  create?: boolean
+  /** No secondary indexes yet (a rebuild adds them at the end with `finishBulkLoad`). */
+  bulk?: boolean
+}
+
+export class EventIndex {
+  readonly path: string
+  readonly db: DatabaseSync
+  readonly #insertEvent: StatementSync | undefined
+  readonly #insertGroup: StatementSync | undefined
+  readonly #insertFinding: StatementSync | undefined
+  readonly #setIndexed: StatementSync | undefined
+  readonly #getIndexed: StatementSync
+  readonly #findTerm: StatementSync
+  readonly #insertTerm: StatementSync | undefined
+  /** term -> id; every distinct term seen (bounded: cleared when it grows past TERM_CACHE). */
+  #terms = new Map<string, number>()
+  #closed = false
+
+  constructor(path: string, options: OpenIndexOptions = {}) {
+    if (!options.create && !existsSync(path)) throw new IndexError(`no index at ${path}; run 'auditrail collector reindex --store DIR' (or start the collector, which builds it)`)
+    this.path = path
+    this.db = new DatabaseSync(path, { readOnly: options.readOnly === true, timeout: 5000 })
+    if (!options.readOnly) {
+      this.db.exec('PRAGMA journal_mode = WAL')
+      // NORMAL in WAL mode: a power loss may lose the last transactions, never corrupt the file;
+      // whatever is lost is re-indexed from the segments on start.
+      this.db.exec(`PRAGMA synchronous = ${options.bulk ? 'OFF' : 'NORMAL'}`)
+      // Inserts into the per-field indexes land all over them: keep the hot pages in memory (64 MiB).
+      this.db.exec('PRAGMA cache_size = -65536')
+      this.db.exec(TABLES)
+      if (!options.bulk) this.db.exec(INDEXES)
+      const version = this.db.prepare('SELECT value FROM meta WHERE key = ?').get('schema') as { value: string } | undefined
+      if (!version) this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema', INDEX_SCHEMA_VERSION)
+      else if (version.value !== INDEX_SCHEMA_VERSION) throw new IndexError(`${path} has schema version ${version.value}, this collector writes ${INDEX_SCHEMA_VERSION}; run 'auditrail collector reindex'`)
+      this.#insertEvent = this.db.prepare(`INSERT INTO events (time, stream, sequence, record, segment, entry_offset, line_position, line_length,
+        user, impersonated_user, source_ip, verb, resource, subresource, api_group, namespace, name, code, audit_id, stage, severity, audit_key)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      this.#insertGroup = this.db.prepare('INSERT INTO event_groups (grp, event) VALUES (?, ?)')
+      this.#insertFinding = this.db.prepare('INSERT INTO findings (event, n, time, finding_id, severity, source, message) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      // Planner statistics where they are missing or stale (cheap: it analyzes only what needs it).
+      if (!options.bulk) this.db.exec('PRAGMA optimize = 0x10002')
+      this.#insertTerm = this.db.prepare('INSERT INTO terms (term) VALUES (?)')
+      this.#setIndexed = this.db.prepare('INSERT INTO streams (stream, indexed_sequence) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET indexed_sequence = excluded.indexed_sequence')
+    }
+    this.#getIndexed = this.db.prepare('SELECT indexed_sequence AS s FROM streams WHERE stream = ?')
+    this.#findTerm = this.db.prepare('SELECT id FROM terms WHERE term = ?')
+  }
+
+  /** The id of a term, added when new (inside the caller's transaction). */
+  #term(value: string | null): number | null {
+    if (value === null) return null
+    const cached = this.#terms.get(value)
+    if (cached !== undefined) return cached
+    const found = this.#findTerm.get(value) as { id: number } | undefined
+    const id = found ? found.id : Number(this.#insertTerm!.run(value).lastInsertRowid)
+    if (this.#terms.size >= TERM_CACHE) this.#terms.clear()
+    this.#terms.set(value, id)
+    return id
+  }
+
+  /** The last batch of the stream in the index (0: none). */
+  indexedSequence(stream: string): number {
+    return (this.#getIndexed.get(stream) as { s: number } | undefined)?.s ?? 0
+  }
+
+  /**
+   * Indexes one stored batch, in one transaction with the stream's indexed sequence.
+   * `entry` is the SealedBatch as stored (the line positions are taken from it).
+   */
+  indexBatch(stream: string, at: EntryLocation, entry: Uint8Array): IndexedBatch {
+    const buf = Buffer.isBuffer(entry) ? entry : Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength)
+    // Decoded from the stored bytes themselves: the line positions are views into them.
+    const b = decodeBatch(decodeSealedBatch(buf).batch)
+    const expected = this.indexedSequence(stream) + 1
+    if (b.sequence !== expected) throw new IndexError(`stream ${stream}: index holds up to ${expected - 1}, asked to index ${b.sequence}`)
+    const byRecord = new Map<number, Batch['findings']>()
+    for (const f of b.findings) {
+      const list = byRecord.get(f.recordIndex)
+      if (list) list.push(f)
+      else byRecord.set(f.recordIndex, [f])
+    }
+    let events = 0
+    let findings = 0
+    this.db.exec('BEGIN IMMEDIATE')
+    try {
+      for (let i = 0; i < b.records.length; i++) {
+        const r = b.records[i]!
+        if (!r.line || r.unparsedReason) continue
+        const fields = eventFields(r.line, b.createdUnixMs)
+        if (!fields) continue
+        const position = linePosition(buf, r.line)
+        const fs = byRecord.get(i) ?? []
+        const severity = fs.length > 0 ? Math.max(...fs.map((f) => severityRank(f.severity))) : null
+        const { lastInsertRowid: id } = this.#insertEvent!.run(
+          fields.time, stream, b.sequence, i, at.segment, at.offset, at.offset + ENTRY_HEADER_BYTES + position, r.line.length,
+          this.#term(fields.user), this.#term(fields.impersonated), this.#term(fields.sourceIp), this.#term(fields.verb), this.#term(fields.resource), this.#term(fields.subresource),
+          this.#term(fields.apiGroup), this.#term(fields.namespace), fields.name, fields.code, fields.auditId, this.#term(fields.stage), severity,
+          fields.auditId === null ? null : auditKey(fields.auditId),
+        )
+        for (const g of fields.groups) this.#insertGroup!.run(this.#term(g), id)
+        for (const [n, f] of fs.entries()) this.#insertFinding!.run(id, n, fields.time, f.id, severityRank(f.severity), f.source, f.message)
+        events++
+        findings += fs.length
+      }
+      this.#setIndexed!.run(stream, b.sequence)
+      this.db.exec('COMMIT')
+    } catch (err) {
+      this.db.exec('ROLLBACK')
+      this.#terms.clear() // it may hold ids of terms the rollback removed
+      throw err
+    }
+    return { events, findings }
+  }
+
+  /** Removes what the index holds past a stream's head (a store restored from an older copy). */
+  forgetAfter(stream: string, head: number): number {
+    this.db.exec('BEGIN IMMEDIATE')
+    try {
+      const ids = 'SELECT id FROM events WHERE stream = ? AND sequence > ?'
+      this.db.prepare(`DELETE FROM event_groups WHERE event IN (${ids})`).run(stream, head)
+      this.db.prepare(`DELETE FROM findings WHERE event IN (${ids})`).run(stream, head)
+      const { changes } = this.db.prepare('DELETE FROM events WHERE stream = ? AND sequence > ?').run(stream, head)
+      this.#setIndexed!.run(stream, head)
+      this.db.exec('COMMIT')
+      return Number(changes)
+    } catch (err) {
+      this.db.exec('ROLLBACK')
+      throw err
+    }
+  }
+
+  /** After a bulk load: the secondary indexes, planner statistics, and durable settings. */
+  finishBulkLoad(): void {
+    this.db.exec(INDEXES)
+    this.db.exec('ANALYZE')
+    this.db.exec('PRAGMA synchronous = NORMAL')
+    this.db.exec('PRAGMA wal_checkpoint(TRUNCATE)')
+  }
+
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
+    try {
+      if (!this.db.isOpen) return
+      if (!this.#readOnly()) this.db.exec('PRAGMA optimize')
+    } finally {
+      this.db.close()
+    }
+  }
+
+  #readOnly(): boolean {
+    return this.#insertEvent === undefined
+  }
+}
+
+/** Byte offset of a record's line inside the SealedBatch bytes it was decoded from. */
+function linePosition(entry: Buffer, line: Uint8Array): number {
+  // protobufjs hands out views of the buffer it decoded: the position is the view's offset.
+  if (line.buffer === entry.buffer) {
+    const at = line.byteOffset - entry.byteOffset
+    if (at >= 0 && at + line.length <= entry.length) return at
+  }
+  const at = entry.indexOf(line)
+  if (at < 0) throw new IndexError('a record line is not inside its entry\'s bytes')
+  return at
+}
+
+export function indexPath(storeDir: string): string {
+  return join(storeDir, INDEX_FILE)
+}
+
+/**
+ * Indexes a stream from the segments, from the index's indexed sequence + 1 up to
+ * `head` (entries after it may be half written by a live collector). Yields to the
+ * event loop between batches so that a live collector keeps serving.
+ */
+export async function catchUpStream(index: EventIndex, storeDir: string, stream: string, head: number, options: { yieldEvery?: number; stop?: () => boolean } = {}): Promise<number> {
+  let next = index.indexedSequence(stream) + 1
+  if (next > head) return 0
+  const { segments } = await listSegments(storeDir, stream)
+  let start = segments.findLastIndex((s) => s.first <= next)
+  if (start < 0) start = 0
+  let batches = 0
+  for (const segment of segments.slice(start)) {
+    let sequence = segment.first
+    for await (const item of readSegment(segment.path)) {
+      if (sequence > head || options.stop?.()) return batches
+      if (item.kind === 'bad') throw new StoreError(`${segment.path} at byte ${item.offset}: ${item.reason}; run 'auditrail verify' on the store`)
+      if (sequence >= next) {
+        index.indexBatch(stream, { segment: segment.first, offset: item.offset }, item.bytes)
+        next = sequence + 1
+        batches++
+        if (options.yieldEvery && batches % options.yieldEvery === 0) await yieldToLoop()
+      }
+      sequence++
+    }
+  }
+  return batches
+}
+
+export interface ReindexSummary {
+  streams: number
+  batches: number
+  events: number
+  ms: number
+}
+
+/**
+ * Drops the index and rebuilds it from the segments. The new index is built in a
+ * separate file and renamed over the old one: a failed rebuild leaves the old one.
+ * The caller holds the store's lock (no collector appends meanwhile).
+ */
+export async function rebuildIndex(storeDir: string): Promise<ReindexSummary> {
+  const started = performance.now()
+  const target = indexPath(storeDir)
+  const temp = `${target}.rebuild`
+  removeIndexFiles(temp)
+  const index = new EventIndex(temp, { create: true, bulk: true })
+  let batches = 0
+  const streams = await listStreams(storeDir)
+  try {
+    for (const stream of streams) batches += await catchUpStream(index, storeDir, stream, Number.MAX_SAFE_INTEGER)
+    index.finishBulkLoad()
+  } catch (err) {
+    index.close()
+    removeIndexFiles(temp)
+    throw err
+  }
+  const events = (index.db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n
+  index.close()
+  removeIndexFiles(target)
+  renameSync(temp, target)
+  return { streams: streams.length, batches, events, ms: Math.round(performance.now() - started) }
+}
+
+function removeIndexFiles(path: string): void {
+  for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(`${path}${suffix}`, { force: true })
+}
+
+export interface LiveIndexerStats {
+  indexedBatches: number
+  failures: number
+  /** Time spent indexing the last batch, the most for one, and in all, in ms (after the acks). */
+  lastBatchMs: number
+  maxBatchMs: number
+  totalMs: number
+}
+
+/**
+ * The collector's side of the index: each appended batch is indexed right after
+ * its acknowledgement has been written (setImmediate runs after the response; one
+ * transaction per batch, measured at about 25 ms for a 1 MiB batch of 800 events),
+ * so the ack never waits for the index and the event is queryable milliseconds
+ * later. A stream that is behind (start-up, an earlier failure) is caught up from
+ * the segments in the background. An index failure never fails a push: the
+ * segments hold the batch, and the catch-up indexes it later.
+ */
+export class LiveIndexer {
+  readonly index: EventIndex
+  readonly #store: Store
+  readonly #log: Logger
+  readonly #catchingUp = new Map<string, Promise<void>>()
+  readonly stats: LiveIndexerStats = { indexedBatches: 0, failures: 0, lastBatchMs: 0, maxBatchMs: 0, totalMs: 0 }
+  /** Appended batches waiting for the next turn of the event loop (after their acks went out). */
+  #queue: Array<{ stream: string; sequence: number; at: EntryLocation; entry: Uint8Array }> = []
+  #scheduled = false
+  #closed = false
+
+  constructor(index: EventIndex, store: Store, log: Logger = pino({ level: 'silent' })) {
+    this.index = index
+    this.#store = store
+    this.#log = log
+  }
+
+  /** Brings every stream of the store up to date (in the background) and drops what the index holds past a head. */
+  start(): void {
+    for (const stream of this.#store.streams()) {
+      const head = this.#store.head(stream)?.sequence ?? 0
+      const indexed = this.index.indexedSequence(stream)
+      if (indexed > head) {
+        const dropped = this.index.forgetAfter(stream, head)
+        this.#log.warn({ stream, indexed, head, dropped }, 'the index was ahead of the segments (store restored?); dropped the rows past the head')
+      } else if (indexed < head) this.#catchUp(stream)
+    }
+  }
+
+  afterAppend(stream: string, sequence: number, at: EntryLocation, entry: Uint8Array): void {
+    if (this.#closed) return
+    this.#queue.push({ stream, sequence, at, entry })
+    if (!this.#scheduled) {
+      this.#scheduled = true
+      setImmediate(() => this.#drain())
+    }
+  }
+
+  #drain(): void {
+    this.#scheduled = false
+    for (const { stream, sequence, at, entry } of this.#queue.splice(0)) this.#indexNow(stream, sequence, at, entry)
+  }
+
+  #indexNow(stream: string, sequence: number, at: EntryLocation, entry: Uint8Array): void {
+    if (this.#catchingUp.has(stream) || this.index.indexedSequence(stream) !== sequence - 1) {
+      this.#catchUp(stream)
+      return
+    }
+    const started = performance.now()
+    try {
+      this.index.indexBatch(stream, at, entry)
+      this.stats.indexedBatches++
+    } catch (err) {
+      this.stats.failures++
+      this.#log.error({ stream, sequence, err: (err as Error).message }, 'indexing a batch failed; it is stored, and will be indexed from the segments')
+      this.#catchUp(stream)
+    }
+    this.stats.lastBatchMs = performance.now() - started
+    this.stats.maxBatchMs = Math.max(this.stats.maxBatchMs, this.stats.lastBatchMs)
+    this.stats.totalMs += this.stats.lastBatchMs
+  }
+
+  /** Resolves when no catch-up is running. */
+  async idle(): Promise<void> {
+    this.#drain()
+    while (this.#catchingUp.size > 0) await Promise.all(this.#catchingUp.values())
+  }
+
+  /** Indexes what is queued; a catch-up stops after its current batch (the next start continues it). */
+  async close(): Promise<void> {
+    this.#closed = true
+    await this.idle()
+    this.index.close()
+  }
+
+  #catchUp(stream: string): void {
+    if (this.#catchingUp.has(stream) || this.#closed) return
+    const run = (async () => {
+      const started = performance.now()
+      let batches = 0
+      try {
+        // Appends go on meanwhile: loop until the index reaches the head.
+        for (;;) {
+          const head = this.#store.head(stream)?.sequence ?? 0
+          if (this.#closed || this.index.indexedSequence(stream) >= head) break
+          batches += await catchUpStream(this.index, this.#store.dir, stream, head, { yieldEvery: 1, stop: () => this.#closed })
+        }
+        this.#log.info({ stream, batches, ms: Math.round(performance.now() - started), indexedSequence: this.index.indexedSequence(stream) }, 'index caught up with the segments')
+      } catch (err) {
+        this.stats.failures++
+        this.#log.error({ stream, err: (err as Error).message }, 'indexing from the segments failed; queries miss this stream\'s newer events until a restart or \'auditrail collector reindex\'')
+      } finally {
+        this.#catchingUp.delete(stream)
+      }
+    })()
+    this.#catchingUp.set(stream, run)
+  }
+}

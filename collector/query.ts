@@ -1,0 +1,361 @@
+// Queries over the index: the filters of GET /v1/events and /v1/findings (and of
+// `auditrail query`), checked into a typed Query, turned into SQL built only
+// from the fixed fragments below with every value a bound parameter, and
+// answered with the raw event lines read from the segments the index points to.
+//
+// Order: (time, stream, sequence, record index[, finding number]). The cursor is
+// that position of the last row returned, opaque to callers (base64url JSON):
+// the next page is everything after it, so pages are stable while events arrive.
+import { closeSync, openSync, readSync } from 'node:fs'
+import { join } from 'node:path'
+import type { StatementSync } from 'node:sqlite'
+import { SEVERITIES, type Severity } from '../proto/wire.ts'
+import { auditKey, type EventIndex } from './index.ts'
+import { segmentName, streamDir } from './store.ts'
+
+export const DEFAULT_LIMIT = 100
+export const MAX_LIMIT = 1000
+
+export type QueryKind = 'events' | 'findings'
+
+export interface Query {
+  kind: QueryKind
+  user?: string
+  group?: string
+  impersonatedUser?: string
+  sourceIp?: string
+  verb?: string
+  resource?: string
+  subresource?: string
+  apiGroup?: string
+  namespace?: string
+  name?: string
+  code?: number
+  auditId?: string
+  stage?: string
+  stream?: string
+  /** Unix ms, inclusive. */
+  since?: number
+  /** Unix ms, exclusive. */
+  until?: number
+  finding?: string
+  /** Minimum severity. */
+  severity?: Severity
+  limit: number
+  cursor?: Cursor
+}
+
+/** [time, stream, sequence, record, finding number (findings only)] */
+export type Cursor = [number, string, number, number, number]
+
+/** A parameter that is unknown or has a bad value; `param` names it. */
+export class QueryError extends Error {
+  readonly param: string
+  constructor(param: string, problem: string) {
+    super(`${param}: ${problem}`)
+    this.name = 'QueryError'
+    this.param = param
+  }
+}
+
+type Text = 'user' | 'group' | 'impersonatedUser' | 'sourceIp' | 'verb' | 'resource' | 'subresource' | 'apiGroup' | 'namespace' | 'name' | 'auditId' | 'stage' | 'stream' | 'finding'
+const TEXT_PARAMS: readonly Text[] = ['user', 'group', 'impersonatedUser', 'sourceIp', 'verb', 'resource', 'subresource', 'apiGroup', 'namespace', 'name', 'auditId', 'stage', 'stream', 'finding']
+export const QUERY_PARAMS: readonly string[] = [...TEXT_PARAMS, 'code', 'since', 'until', 'severity', 'limit', 'cursor']
+const MAX_VALUE_LENGTH = 1024
+
+/** Checks URL query parameters (or CLI flags, same names) into a Query. */
+export function parseQuery(kind: QueryKind, params: URLSearchParams): Query {
+  const q: Query = { kind, limit: DEFAULT_LIMIT }
+  const seen = new Set<string>()
+  for (const [param, value] of params) {
+    if (!QUERY_PARAMS.includes(param)) throw new QueryError(param.slice(0, 64), `unknown parameter; known: ${QUERY_PARAMS.join(', ')}`)
+    if (seen.has(param)) throw new QueryError(param, 'given more than once; give each filter once')
+    seen.add(param)
+    if (value.length > MAX_VALUE_LENGTH) throw new QueryError(param, `value of ${value.length} characters is over the limit of ${MAX_VALUE_LENGTH}`)
+    // An empty value means the core API group for apiGroup; anywhere else it is a mistake.
+    if (value === '' && param !== 'apiGroup') throw new QueryError(param, 'empty value; leave the parameter out to not filter on it')
+    switch (param) {
+      case 'code': {
+        if (!/^\d{3}$/.test(value)) throw new QueryError(param, `${JSON.stringify(value)} is not an HTTP status code (three digits, e.g. 403)`)
+        q.code = Number(value)
+        break
+      }
+      case 'since':
+      case 'until':
+        q[param] = parseTimeParam(param, value)
+        break
+      case 'severity': {
+        if (!SEVERITIES.includes(value as Severity)) throw new QueryError(param, `${JSON.stringify(value)} is not one of ${SEVERITIES.join(', ')}`)
+        q.severity = value as Severity
+        break
+      }
+      case 'limit': {
+        const n = Number(value)
+        if (!/^\d+$/.test(value) || n < 1 || n > MAX_LIMIT) throw new QueryError(param, `${JSON.stringify(value)} is not a whole number from 1 to ${MAX_LIMIT}`)
+        q.limit = n
+        break
+      }
+      case 'cursor':
+        q.cursor = decodeCursor(value)
+        break
+      default:
+        q[param as Text] = value
+    }
+  }
+  if (q.since !== undefined && q.until !== undefined && q.until <= q.since) throw new QueryError('until', 'must be after since')
+  return q
+}
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/
+
+function parseTimeParam(param: string, value: string): number {
+  if (/^\d{1,15}$/.test(value)) return Number(value)
+  const ms = RFC3339.test(value) ? Date.parse(value) : NaN
+  if (!Number.isFinite(ms)) throw new QueryError(param, `${JSON.stringify(value)} is neither RFC 3339 (2026-11-25T10:00:00Z) nor Unix milliseconds`)
+  return ms
+}
+
+export function encodeCursor(c: Cursor): string {
+  return Buffer.from(JSON.stringify(c)).toString('base64url')
+}
+
+function decodeCursor(value: string): Cursor {
+  let c: unknown
+  try {
+    c = JSON.parse(Buffer.from(value, 'base64url').toString('utf8'))
+  } catch {
+    c = undefined
+  }
+  const ok = Array.isArray(c) && c.length === 5 && typeof c[1] === 'string' && [c[0], c[2], c[3], c[4]].every((n) => Number.isSafeInteger(n))
+  if (!ok) throw new QueryError('cursor', 'not a cursor this collector gave out; pass the value of the last answer\'s auditrail-next-cursor header unchanged')
+  return c as Cursor
+}
+
+/** The SQL and its parameters; every value is a parameter, the text comes only from the fragments here. */
+export function buildSql(q: Query): { sql: string; params: Array<string | number> } {
+  const where: string[] = []
+  const params: Array<string | number> = []
+  const eq = (column: string, value: string | number | undefined) => {
+    if (value === undefined) return
+    where.push(`e.${column} = ?`)
+    params.push(value)
+  }
+  // Columns holding term ids: the term is looked up once (a constant subquery; no such term, no match).
+  const term = (column: string, value: string | undefined) => {
+    if (value === undefined) return
+    where.push(`e.${column} = (SELECT id FROM terms WHERE term = ?)`)
+    params.push(value)
+  }
+  term('user', q.user)
+  term('impersonated_user', q.impersonatedUser)
+  term('source_ip', q.sourceIp)
+  term('verb', q.verb)
+  term('resource', q.resource)
+  term('subresource', q.subresource)
+  term('api_group', q.apiGroup)
+  term('namespace', q.namespace)
+  eq('name', q.name)
+  eq('code', q.code)
+  if (q.auditId !== undefined) {
+    where.push('e.audit_key = ? AND e.audit_id = ?')
+    params.push(auditKey(q.auditId), q.auditId)
+  }
+  term('stage', q.stage)
+  eq('stream', q.stream)
+  if (q.group !== undefined) {
+    // IN, not EXISTS: the planner may then start from the group's events rather than scan all in time order.
+    where.push('e.id IN (SELECT event FROM event_groups WHERE grp = (SELECT id FROM terms WHERE term = ?))')
+    params.push(q.group)
+  }
+  const findings = q.kind === 'findings'
+  const time = findings ? 'f.time' : 'e.time'
+  if (q.since !== undefined) {
+    where.push(`${time} >= ?`)
+    params.push(q.since)
+  }
+  if (q.until !== undefined) {
+    where.push(`${time} < ?`)
+    params.push(q.until)
+  }
+  const rank = q.severity === undefined ? undefined : SEVERITIES.indexOf(q.severity)
+  if (findings) {
+    if (q.finding !== undefined) {
+      where.push('f.finding_id = ?')
+      params.push(q.finding)
+    }
+    if (rank !== undefined) {
+      where.push('f.severity >= ?')
+      params.push(rank)
+    }
+    if (q.cursor) {
+      where.push('(f.time, e.stream, e.sequence, e.record, f.n) > (?, ?, ?, ?, ?)')
+      params.push(...q.cursor)
+    }
+  } else {
+    if (q.finding !== undefined) {
+      where.push('e.id IN (SELECT event FROM findings WHERE finding_id = ?)')
+      params.push(q.finding)
+    }
+    if (rank !== undefined) {
+      where.push('e.severity >= ?')
+      params.push(rank)
+    }
+    if (q.cursor) {
+      where.push('(e.time, e.stream, e.sequence, e.record) > (?, ?, ?, ?)')
+      params.push(...q.cursor.slice(0, 4))
+    }
+  }
+  const columns = 'e.id, e.time, e.stream, e.sequence, e.record, e.segment, e.entry_offset, e.line_position, e.line_length'
+  const filter = where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''
+  // One row more than asked: its presence says whether there is a next page.
+  const sql = findings
+    ? `SELECT ${columns}, f.n, f.time AS ftime, f.finding_id, f.severity AS fseverity, f.source, f.message FROM findings f JOIN events e ON e.id = f.event ${filter} ORDER BY f.time, e.stream, e.sequence, e.record, f.n LIMIT ?`
+    : `SELECT ${columns} FROM events e ${filter} ORDER BY e.time, e.stream, e.sequence, e.record LIMIT ?`
+  params.push(q.limit + 1)
+  return { sql, params }
+}
+
+export interface FindingOut {
+  id: string
+  severity: Severity
+  source: string
+  message: string
+}
+
+/** One answer line, as sent: these fields, then `event` (the raw event JSON, as stored), then `findings`. */
+export interface EventResult {
+  stream: string
+  sequence: number
+  recordIndex: number
+  time: string
+  /** Where the batch's entry lies: segment file name and byte offset (verify re-finds it from the sequence). */
+  segment: string
+  offset: number
+  event: unknown
+  findings: FindingOut[]
+}
+
+export interface FindingResult extends EventResult {
+  finding: FindingOut
+}
+
+/** A result whose event is still the stored JSON text: put into the answer line as it is, never re-serialized. */
+export type RawResult = Omit<EventResult, 'event'> & { finding?: FindingOut; eventJson: string }
+
+/** The answer line of a result (newline included). The event's text is copied, not parsed and printed again. */
+export function resultLine(r: RawResult): string {
+  const { eventJson, findings, finding, ...coordinates } = r
+  const head = JSON.stringify(finding ? { ...coordinates, finding } : coordinates)
+  return `${head.slice(0, -1)},"event":${eventJson},"findings":${JSON.stringify(findings)}}\n`
+}
+
+export function resultObject(r: RawResult): EventResult | FindingResult {
+  const { eventJson, ...rest } = r
+  return { ...rest, event: JSON.parse(eventJson) as unknown }
+}
+
+export interface QueryAnswer<T> {
+  results: T[]
+  nextCursor: string | undefined
+}
+
+interface Row {
+  id: number
+  time: number
+  stream: string
+  sequence: number
+  record: number
+  segment: number
+  entry_offset: number
+  line_position: number
+  line_length: number
+  n?: number
+  ftime?: number
+  finding_id?: string
+  fseverity?: number
+  source?: string
+  message?: string
+}
+
+/** Runs queries against an index and reads the lines from the store it indexes. */
+export class QueryEngine {
+  readonly #index: EventIndex
+  readonly #storeDir: string
+  readonly #statements = new Map<string, StatementSync>()
+  readonly #findingsOf: StatementSync
+
+  constructor(index: EventIndex, storeDir: string) {
+    this.#index = index
+    this.#storeDir = storeDir
+    this.#findingsOf = index.db.prepare('SELECT event, finding_id, severity, source, message FROM findings WHERE event IN (SELECT value FROM json_each(?)) ORDER BY event, n')
+  }
+
+  async run(q: Query): Promise<QueryAnswer<RawResult>> {
+    const { sql, params } = buildSql(q)
+    // The statement text depends only on which filters are set: a bounded set, prepared once each.
+    let statement = this.#statements.get(sql)
+    if (!statement) {
+      statement = this.#index.db.prepare(sql)
+      this.#statements.set(sql, statement)
+    }
+    const rows = statement.all(...params) as unknown as Row[]
+    const more = rows.length > q.limit
+    if (more) rows.length = q.limit
+    const lines = this.#readLines(rows)
+    const findings = this.#findings(rows)
+    const results = rows.map((r, i): RawResult => ({
+      stream: r.stream,
+      sequence: r.sequence,
+      recordIndex: r.record,
+      time: new Date(r.time).toISOString(),
+      segment: segmentName(r.segment),
+      offset: r.entry_offset,
+      // Only lines that parsed as JSON objects are indexed: the text is valid JSON as it is.
+      eventJson: lines[i]!.toString('utf8'),
+      findings: findings.get(r.id) ?? [],
+      ...(q.kind === 'findings' ? { finding: { id: r.finding_id!, severity: SEVERITIES[r.fseverity!]!, source: r.source!, message: r.message! } } : {}),
+    }))
+    const last = rows.at(-1)
+    const nextCursor = more && last ? encodeCursor([q.kind === 'findings' ? last.ftime! : last.time, last.stream, last.sequence, last.record, last.n ?? 0]) : undefined
+    return { results, nextCursor }
+  }
+
+  #findings(rows: Row[]): Map<number, FindingOut[]> {
+    const out = new Map<number, FindingOut[]>()
+    if (rows.length === 0) return out
+    const ids = JSON.stringify([...new Set(rows.map((r) => r.id))])
+    for (const f of this.#findingsOf.all(ids) as Array<{ event: number; finding_id: string; severity: number; source: string; message: string }>) {
+      const list = out.get(f.event) ?? []
+      list.push({ id: f.finding_id, severity: SEVERITIES[f.severity]!, source: f.source, message: f.message })
+      out.set(f.event, list)
+    }
+    return out
+  }
+
+  /**
+   * The event lines, read from the segment files (each opened once per query). Synchronous reads:
+   * at most 1,000 small reads from the page cache, measured faster than as many awaited ones.
+   */
+  #readLines(rows: Row[]): Buffer[] {
+    const files = new Map<string, number>()
+    try {
+      const out: Buffer[] = []
+      for (const r of rows) {
+        // streamDir checks the stream id: a row can only ever name a file inside the store.
+        const path = join(streamDir(this.#storeDir, r.stream), segmentName(r.segment))
+        let fd = files.get(path)
+        if (fd === undefined) {
+          fd = openSync(path, 'r')
+          files.set(path, fd)
+        }
+        const line = Buffer.allocUnsafe(r.line_length)
+        const bytesRead = readSync(fd, line, 0, r.line_length, r.line_position)
+        if (bytesRead !== r.line_length) throw new Error(`${path}: the index points past the end of the file (byte ${r.line_position}); rebuild it with 'auditrail collector reindex'`)
+        out.push(line)
+      }
+      return out
+    } finally {
+      for (const fd of files.values()) closeSync(fd)
+    }
+  }
+}

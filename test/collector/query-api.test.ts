@@ -1,0 +1,133 @@
+// The read path over real HTTP: who may read (401/403/200), what a bad filter gets
+// (400 naming the parameter), that values never become SQL, that every query is
+// logged with the reader's name and never the token, and that nothing writes.
+import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import { pino } from 'pino'
+import t, { type Test } from 'tap'
+import { parseReaders, ReadersError, newToken } from '../../collector/readers.ts'
+import { startCollector } from '../../collector/server.ts'
+import { encodePushBatchRequest, PUSH_BATCH_PATH } from '../../proto/wire.ts'
+import { generatedBatches, post, testKey, trustOf } from './fixtures.ts'
+
+const key = testKey()
+const AUDITOR = 'auditor-token-3f9c1b7e'
+const OTHER = 'metrics-token-a81d44c0'
+const hash = (s: string) => createHash('sha256').update(s).digest('hex')
+const readersText = `# role  sha256 of the token  name
+auditor sha256:${hash(AUDITOR)} alice@example.com
+metrics   sha256:${hash(OTHER)}   prometheus
+`
+const data = generatedBatches({ events: 600, perBatch: 200, key })
+
+async function collector(t: Test, withReaders = true) {
+  const logs: string[] = []
+  const logger = pino({ level: 'info' }, new Writable({ write(chunk, _e, cb) { logs.push(chunk.toString()); cb() } }))
+  const dir = t.testdir()
+  const c = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: dir, trustedKeys: trustOf(key), logger, ...(withReaders ? { readers: parseReaders(readersText) } : {}) })
+  t.teardown(() => c.close())
+  await post(c.url, PUSH_BATCH_PATH, encodePushBatchRequest(data.chains[0]!.sealed))
+  await c.indexer!.idle()
+  return { ...c, dir, logs }
+}
+
+async function get(url: string, path: string, token?: string, init: RequestInit = {}) {
+  const res = await fetch(new URL(path, url), { ...init, headers: token ? { authorization: `Bearer ${token}` } : {} })
+  return { status: res.status, headers: res.headers, text: await res.text() }
+}
+
+t.test('no readers file: the query API is off and says how to turn it on', async (t) => {
+  const c = await collector(t, false)
+  const res = await get(c.url, '/v1/events', AUDITOR)
+  t.equal(res.status, 404)
+  t.match(JSON.parse(res.text).error, /start the collector with --readers FILE/)
+})
+
+t.test('401 without a token or with an unknown one, 403 for a role that may not read, 200 for an auditor', async (t) => {
+  const c = await collector(t)
+  const none = await get(c.url, '/v1/events')
+  t.equal(none.status, 401)
+  t.match(none.headers.get('www-authenticate'), /^Bearer/)
+  t.match(JSON.parse(none.text).error, /missing bearer token/)
+  const basic = await fetch(new URL('/v1/events', c.url), { headers: { authorization: 'Basic YWxpY2U6c2VjcmV0' } })
+  t.equal(basic.status, 401)
+  const unknown = await get(c.url, '/v1/events', 'not-a-token-anyone-has')
+  t.equal(unknown.status, 401)
+  t.match(JSON.parse(unknown.text).error, /unknown bearer token/)
+  const wrongRole = await get(c.url, '/v1/findings', OTHER)
+  t.equal(wrongRole.status, 403)
+  t.match(JSON.parse(wrongRole.text).error, /prometheus has role metrics, which may not read findings; the auditor role may/)
+  const ok = await get(c.url, '/v1/events?limit=5', AUDITOR)
+  t.equal(ok.status, 200)
+  t.equal(ok.headers.get('content-type'), 'application/x-ndjson')
+  t.equal(ok.text.trim().split('\n').length, 5)
+  t.ok(ok.headers.get('auditrail-next-cursor'), 'more pages: a cursor')
+  const findings = await get(c.url, '/v1/findings', AUDITOR)
+  t.equal(findings.status, 200)
+
+  // The query log: who, what, how many; never a token, not even a refused one.
+  const logs = c.logs.join('')
+  for (const token of [AUDITOR, OTHER, 'not-a-token-anyone-has', 'YWxpY2U6c2VjcmV0']) t.notOk(logs.includes(token), `token ${token.slice(0, 8)}… never logged`)
+  const queries = c.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === 'query')
+  t.match(queries[0], { reader: 'alice@example.com', role: 'auditor', kind: 'events', params: { limit: '5' }, results: 5, more: true, time: Number })
+  t.match(queries[1], { reader: 'alice@example.com', kind: 'findings', results: Number })
+  t.equal(c.logs.filter((l) => /query refused/.test(l)).length, 4)
+})
+
+t.test('a bad filter gets 400 naming the parameter', async (t) => {
+  const c = await collector(t)
+  const cases: Array<[string, RegExp]> = [
+    ['frobnicate=1', /bad parameter frobnicate: unknown parameter; known: user, group/],
+    ['code=abc', /bad parameter code: "abc" is not an HTTP status code/],
+    ['since=yesterday', /bad parameter since: "yesterday" is neither RFC 3339/],
+    ['until=2026-11-25', /bad parameter until: /],
+    ['since=2026-11-25T11:00:00Z&until=2026-11-25T10:00:00Z', /bad parameter until: must be after since/],
+    ['limit=5000', /bad parameter limit: "5000" is not a whole number from 1 to 1000/],
+    ['limit=0', /bad parameter limit/],
+    ['severity=urgent', /bad parameter severity: "urgent" is not one of info, low, medium, high, critical/],
+    ['cursor=bm9wZQ', /bad parameter cursor: not a cursor this collector gave out/],
+    ['user=a&user=b', /bad parameter user: given more than once/],
+    ['verb=', /bad parameter verb: empty value/],
+    [`name=${'x'.repeat(2000)}`, /bad parameter name: value of 2000 characters/],
+  ]
+  for (const [qs, message] of cases) {
+    const res = await get(c.url, `/v1/events?${qs}`, AUDITOR)
+    t.equal(res.status, 400, qs.slice(0, 60))
+    t.match(JSON.parse(res.text).error, message)
+  }
+})
+
+t.test('values are parameters, never SQL; nothing reads outside the store; nothing writes', async (t) => {
+  const c = await collector(t)
+  const indexBefore = readFileSync(join(c.dir, 'index.sqlite'))
+  for (const evil of ["' OR 1=1 --", 'x"; DROP TABLE events; --', "alice@example.com' UNION SELECT * FROM streams --"]) {
+    const res = await get(c.url, `/v1/events?user=${encodeURIComponent(evil)}`, AUDITOR)
+    t.equal(res.status, 200)
+    t.equal(res.text, '', `no rows for ${evil}`)
+  }
+  const stream = await get(c.url, `/v1/events?stream=${encodeURIComponent('../../etc')}`, AUDITOR)
+  t.equal(stream.status, 200)
+  t.equal(stream.text, '', 'a stream filter is only compared, never a path')
+  for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
+    const res = await get(c.url, '/v1/events', AUDITOR, { method })
+    t.equal(res.status, 405, `${method} refused`)
+    t.equal(res.headers.get('allow'), 'GET')
+  }
+  const all = await get(c.url, '/v1/events?limit=1000', AUDITOR)
+  t.equal(all.text.trim().split('\n').length, 600, 'everything is still there')
+  t.same(readFileSync(join(c.dir, 'index.sqlite')), indexBefore, 'the index file is unchanged by queries')
+})
+
+t.test('the readers file holds hashes, never tokens, and says what is wrong', async (t) => {
+  t.throws(() => parseReaders('auditor s3cr3t-token alice\n', 'readers.txt'), new ReadersError("readers.txt line 1: expected 'ROLE sha256:HEX NAME' (the SHA-256 of the token, never the token itself; 'auditrail collector token --name NAME' prints a line)"))
+  t.throws(() => parseReaders(`auditor sha256:${hash('a')} alice\nauditor sha256:${hash('b')} alice\n`), /line 2: reader alice appears twice/)
+  t.throws(() => parseReaders(`auditor sha256:${hash('a')} alice\nauditor sha256:${hash('a')} bob\n`), /line 2: this token hash is already given/)
+  t.throws(() => parseReaders('auditor sha256:abc alice\n'), /64 lowercase hex digits/)
+  const { token, line } = newToken('auditor', 'carol')
+  const readers = parseReaders(`${line}\n`)
+  t.same(readers.identify(token), { name: 'carol', role: 'auditor' })
+  t.notOk(line.includes(token))
+  t.equal(readers.identify(`${token}x`), undefined)
+})

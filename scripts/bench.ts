@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm run bench`: what the agent costs a control-plane node, in one run.
 //   1. the floor: a bare line split + JSON.parse over the same log
-//   2. the agent at full speed: catch-up from the head of a large log
+//   2. the agent at full speed: catch-up from the head of a large log, built-in
+//      rules and detectors on; then the same log with them off (their cost)
 //   3. the agent at a steady 3,000 events/s: append-to-ack latency, CPU
 //   4. an outage: the collector down for 60 s at 3,000 events/s, then back
 // The agent runs as its own process (the real CLI); the collector runs in this
@@ -11,7 +12,7 @@
 //   node scripts/bench.ts [--events N] [--outage-seconds S] [--steady-seconds S] [--log FILE]
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
@@ -81,10 +82,10 @@ async function rig(name: string, port = 0): Promise<Rig> {
   return { dir, logDir, store, keyFile: keys.keyFile, trusted, collector, port: collector.port }
 }
 
-function startAgent(r: Rig, extra: string[] = []): ChildProcess {
+function startAgent(r: Rig, nodeArgs: string[] = [], agentArgs: string[] = []): ChildProcess {
   const child = spawn(
     process.execPath,
-    [...extra, MAIN, 'agent', '--node', STREAM, '--collector', `http://127.0.0.1:${r.port}`, '--log', join(r.logDir, 'audit.log'), '--state-dir', join(r.dir, 'state'), '--key', r.keyFile, '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn'],
+    [...nodeArgs, MAIN, 'agent', ...agentArgs, '--node', STREAM, '--collector', `http://127.0.0.1:${r.port}`, '--log', join(r.logDir, 'audit.log'), '--state-dir', join(r.dir, 'state'), '--key', r.keyFile, '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn'],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   )
   r.agent = child
@@ -157,25 +158,19 @@ async function fullSpeed() {
   const floorS = (performance.now() - t0) / 1000
   const floor = { events: parsed, seconds: floorS, eventsPerSecond: parsed / floorS, mbPerSecond: gen.bytes / 1e6 / floorS }
 
-  const head = headWatcher(r)
-  const { size, inode } = liveEnd(r.logDir)
-  const started = performance.now()
-  const agent = startAgent(r)
-  let peak = 0
-  let cpu = 0
-  while (true) {
-    const p = head()
-    try {
-      const s = procStats(agent.pid!)
-      peak = Math.max(peak, s.peakRssBytes)
-      cpu = s.cpuSeconds
-    } catch {}
-    if (p.inode === inode && p.offset === size) break
-    await sleep(20)
-  }
-  const seconds = (performance.now() - started) / 1000
+  const run = await catchUp(r)
+  const seconds = run.seconds
+  const peak = run.peakRssBytes
+  const cpu = run.cpuSeconds
   const out = await exportSha(r)
+  // The same log once more, rules and detectors off: what inspection costs the agent.
+  const bare = await rig('bare')
+  copyFileSync(file, join(bare.logDir, 'audit.log'))
   await done(r)
+  const config = join(bare.dir, 'agent.yaml')
+  writeFileSync(config, 'rules:\n  builtin: false\ndetectors:\n  builtin: false\n')
+  const bareRun = await catchUp(bare, ['--config', config])
+  await done(bare)
   return {
     floor,
     agent: {
@@ -188,8 +183,30 @@ async function fullSpeed() {
       cpuSecondsPerMillionEvents: (cpu / gen.events) * 1e6,
       peakRssMiB: peak / 1048576,
       exportMatches: out.sha256 === expected.sha256() && out.lines === gen.events,
+      withoutInspection: { eventsPerSecond: gen.events / bareRun.seconds, cpuSecondsPerMillionEvents: (bareRun.cpuSeconds / gen.events) * 1e6, peakRssMiB: bareRun.peakRssBytes / 1048576 },
     },
   }
+}
+
+/** Starts the agent on the rig's log and waits until the collector holds its end; CPU and peak RSS of the agent. */
+async function catchUp(r: Rig, agentArgs: string[] = []): Promise<{ seconds: number; cpuSeconds: number; peakRssBytes: number }> {
+  const head = headWatcher(r)
+  const { size, inode } = liveEnd(r.logDir)
+  const started = performance.now()
+  const agent = startAgent(r, [], agentArgs)
+  let peak = 0
+  let cpu = 0
+  while (true) {
+    const p = head()
+    try {
+      const s = procStats(agent.pid!)
+      peak = Math.max(peak, s.peakRssBytes)
+      cpu = s.cpuSeconds
+    } catch {}
+    if (p.inode === inode && p.offset === size) break
+    await sleep(20)
+  }
+  return { seconds: (performance.now() - started) / 1000, cpuSeconds: cpu, peakRssBytes: peak }
 }
 
 // --- 3 and 4: steady rate, with an outage of the collector in the middle of its own run
@@ -288,6 +305,8 @@ say(`auditrail bench: ${EVENTS} events full speed; ${RATE}/s steady for ${STEADY
 const full = await fullSpeed()
 say(`1. floor (split + JSON.parse):   ${Math.round(full.floor.eventsPerSecond)} events/s, ${full.floor.mbPerSecond.toFixed(1)} MB/s`)
 say(`2. agent at full speed:          ${Math.round(full.agent.eventsPerSecond)} events/s, ${full.agent.mbPerSecond.toFixed(1)} MB/s (${(full.agent.ratioToFloor * 100).toFixed(0)}% of the floor), ${full.agent.cpuSecondsPerMillionEvents.toFixed(1)} CPU s per million events, peak RSS ${full.agent.peakRssMiB.toFixed(0)} MiB, export ${full.agent.exportMatches ? 'matches' : 'DIFFERS'}`)
+const bare = full.agent.withoutInspection
+say(`   same log, rules and detectors off: ${Math.round(bare.eventsPerSecond)} events/s, ${bare.cpuSecondsPerMillionEvents.toFixed(1)} CPU s per million events, peak RSS ${bare.peakRssMiB.toFixed(0)} MiB: with them on, ${((full.agent.eventsPerSecond / bare.eventsPerSecond) * 100).toFixed(0)}% of that`)
 const steadyRun = await steadyAndOutage()
 const s = steadyRun.steady
 const o = steadyRun.outage
@@ -298,5 +317,5 @@ const result = { date: started.toISOString(), node: process.version, cpu: cpus()
 mkdirSync(join(ROOT, 'bench-out'), { recursive: true })
 const jsonFile = join(ROOT, 'bench-out', `bench-${started.toISOString().replace(/[:.]/g, '-')}.json`)
 writeFileSync(jsonFile, `${JSON.stringify(result, null, 2)}\n`)
-insertBenchmarkRow(join(ROOT, 'docs', 'benchmarks.md'), 'Pipeline', `| ${started.toISOString().slice(0, 10)} | ${process.version} | ${result.cpu} x${result.cores} | ${Math.round(full.floor.eventsPerSecond)} | ${Math.round(full.agent.eventsPerSecond)} | ${(full.agent.ratioToFloor * 100).toFixed(0)}% | ${full.agent.cpuSecondsPerMillionEvents.toFixed(1)} | ${full.agent.peakRssMiB.toFixed(0)} MiB | ${s.p50Ms.toFixed(0)} / ${s.p99Ms.toFixed(0)} / ${s.maxMs.toFixed(0)} | ${s.cpuPercentOfOneCore.toFixed(1)} | ${o.peakRssMiB.toFixed(0)} MiB | ${o.catchUpRateVsLive.toFixed(1)} | ${full.agent.exportMatches && o.exportMatches ? 'yes' : 'NO'} |`)
+insertBenchmarkRow(join(ROOT, 'docs', 'benchmarks.md'), 'Pipeline', `| ${started.toISOString().slice(0, 10)} | ${process.version} | ${result.cpu} x${result.cores} | ${Math.round(full.floor.eventsPerSecond)} | ${Math.round(full.agent.eventsPerSecond)} | ${(full.agent.ratioToFloor * 100).toFixed(0)}% | ${full.agent.cpuSecondsPerMillionEvents.toFixed(1)} | ${full.agent.peakRssMiB.toFixed(0)} MiB | ${s.p50Ms.toFixed(0)} / ${s.p99Ms.toFixed(0)} / ${s.maxMs.toFixed(0)} | ${s.cpuPercentOfOneCore.toFixed(1)} | ${o.peakRssMiB.toFixed(0)} MiB | ${o.catchUpRateVsLive.toFixed(1)} | ${full.agent.exportMatches && o.exportMatches ? 'yes' : 'NO'} | ${Math.round(bare.eventsPerSecond)} (${((full.agent.eventsPerSecond / bare.eventsPerSecond) * 100).toFixed(0)}%) |`)
 say(`figures: ${jsonFile}; row added to the Pipeline table of docs/benchmarks.md`)

@@ -2,7 +2,6 @@
 //   tail -> decode -> inspect (rules, detectors) -> redact -> batch -> seal -> send -> (ack) checkpoint
 // This module wires the stages together and owns their lifecycle; each stage
 // lives in its own folder and knows nothing of the others.
-import { readFileSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import { watch, type FSWatcher } from 'chokidar'
 import type { Logger } from 'pino'
@@ -18,6 +17,7 @@ import { Batcher, type ProcessedRecord } from './ship/batcher.ts'
 import { Sealer, type BatchDraft, type SealedItem } from './ship/sealer.ts'
 import { collectorDispatcher, Sender, SendError, backoffMs } from './ship/sender.ts'
 import { SigningKeyFile } from './ship/signing-key.ts'
+import { CollectorTls } from './ship/collector-tls.ts'
 import { createRedactor, UnscannableLine } from './redact/redactor.ts'
 import { loadOrCreateSalt } from './redact/salt.ts'
 import { CheckpointFile, type Checkpoint } from './state/checkpoint.ts'
@@ -53,7 +53,8 @@ export class AuditAgent {
   readonly #key: SigningKeyFile
   readonly #checkpoints: CheckpointFile
   readonly #sender: Sender
-  readonly #dispatcher: Dispatcher
+  #dispatcher: Dispatcher
+  readonly #tls: CollectorTls
   #tailer: Tailer | undefined
   #watcher: FSWatcher | undefined
   #batcher: Batcher | undefined
@@ -87,11 +88,8 @@ export class AuditAgent {
     this.#key = new SigningKeyFile(config.signing.keyFile, { allowLoosePermissions: config.signing.allowLoosePermissions })
     this.#checkpoints = new CheckpointFile(config.stateDir)
     const c = config.collector
-    this.#dispatcher = collectorDispatcher({
-      timeoutMs: c.timeoutMs,
-      ...(c.caFile ? { ca: readFileSync(c.caFile) } : {}),
-      ...(c.certFile ? { cert: readFileSync(c.certFile), key: readFileSync(c.keyFile) } : {}),
-    })
+    this.#tls = new CollectorTls({ caFile: c.caFile, certFile: c.certFile, keyFile: c.keyFile })
+    this.#dispatcher = collectorDispatcher({ timeoutMs: c.timeoutMs, ...this.#tls.material })
     this.#sender = new Sender({
       url: c.url,
       streamId: config.streamId,
@@ -167,7 +165,10 @@ export class AuditAgent {
         void this.#tailer?.discover().catch((err: Error) => this.#log.error({ err: err.message }, 'discovery failed'))
         this.#wakeUp()
       }, this.#config.tail.pollIntervalMs),
-      setInterval(() => void this.#reloadKey(), this.#config.signing.reloadIntervalMs),
+      setInterval(() => {
+        void this.#reloadKey()
+        this.#reloadTls()
+      }, this.#config.signing.reloadIntervalMs),
       setInterval(() => void this.#updateLag(), 1000),
     )
     for (const t of this.#timers) t.unref()
@@ -436,6 +437,22 @@ export class AuditAgent {
     } catch (err) {
       this.#log.error({ err: (err as Error).message }, 'cannot reload the signing key; still signing with the previous one')
     }
+  }
+
+  /** A renewed collector CA or client certificate (a rotated Secret) takes effect for new connections. */
+  #reloadTls(): void {
+    try {
+      if (!this.#tls.reload()) return
+    } catch (err) {
+      this.#log.error({ err: (err as Error).message }, 'cannot reload the TLS files for the collector; still using the previous ones')
+      return
+    }
+    const next = collectorDispatcher({ timeoutMs: this.#config.collector.timeoutMs, ...this.#tls.material })
+    const previous = this.#sender.useDispatcher(next)
+    this.#dispatcher = next
+    // Requests in flight finish on the old connections; then they close.
+    void previous.close().catch(() => {})
+    this.#log.info('TLS files for the collector changed; new connections use them')
   }
 
   async #updateLag(): Promise<void> {

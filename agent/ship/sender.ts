@@ -51,6 +51,7 @@ export class SendError extends Error {
 
 export class Sender {
   readonly #o: SenderOptions
+  #dispatcher: Dispatcher
   readonly #queue: SealedItem[] = []
   #unackedBytes = 0
   #running: Promise<void> | undefined
@@ -63,6 +64,14 @@ export class Sender {
 
   constructor(options: SenderOptions) {
     this.#o = options
+    this.#dispatcher = options.dispatcher
+  }
+
+  /** New connections (new TLS material) for the requests from now on; returns the pool they replace, for the caller to close. */
+  useDispatcher(dispatcher: Dispatcher): Dispatcher {
+    const previous = this.#dispatcher
+    this.#dispatcher = dispatcher
+    return previous
   }
 
   get unackedBytes(): number {
@@ -176,7 +185,7 @@ export class Sender {
     try {
       res = await request(new URL(path, this.#o.url), {
         method: 'POST',
-        dispatcher: this.#o.dispatcher,
+        dispatcher: this.#dispatcher,
         headers: {
           'content-type': PROTO_CONTENT_TYPE,
           'connect-protocol-version': '1',

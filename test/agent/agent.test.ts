@@ -201,3 +201,49 @@ t.test('guardrail findings travel in the batch of their event, are counted, and 
   const counted = (await agent.metrics.findings.get()).values.map((v) => `${v.labels.id}:${v.labels.severity}:${v.value}`).sort()
   t.same(counted, ['list-by-u:high:1', 'pod-created:info:1', 'privileged-container:high:1'])
 })
+
+t.test('mTLS to the collector; a rotated collector CA and client certificate are picked up without a restart', async (t) => {
+  const s = await setup(t, (c) => {
+    c.signing.reloadIntervalMs = 100
+  })
+  const { makeCa, makeLeaf } = await import('./ship/tls-certificates.ts')
+  const pki = join(s.dir, 'pki')
+  mkdirSync(pki)
+  const ca1 = makeCa(pki, 'ca1')
+  const ca2 = makeCa(pki, 'ca2')
+  const mounted = { ca: join(pki, 'mounted-ca.crt'), cert: join(pki, 'mounted-client.crt'), key: join(pki, 'mounted-client.key') }
+  const client1 = makeLeaf(pki, 'client1', ca1, 'clientAuth')
+  copyFileSync(ca1.certFile, mounted.ca)
+  copyFileSync(client1.certFile, mounted.cert)
+  copyFileSync(client1.keyFile, mounted.key)
+  const startTls = async (ca: typeof ca1, port: number) => {
+    const server = makeLeaf(pki, `server-${port}-${ca === ca1 ? 1 : 2}`, ca, 'serverAuth')
+    const collector = await startCollector({
+      listen: { host: '127.0.0.1', port }, storeDir: join(s.dir, 'tls-store'), trustedKeys: loadTrustedKeys([s.keys.publicKeyFile]),
+      tls: { cert: server.cert, key: server.key, ca: ca.cert, requireClientCert: true },
+    })
+    s.closeLater(() => collector.close())
+    return collector
+  }
+  let collector = await startTls(ca1, 0)
+  s.config.collector.url = collector.url
+  s.config.collector.caFile = mounted.ca
+  s.config.collector.certFile = mounted.cert
+  s.config.collector.keyFile = mounted.key
+  writeFileSync(s.logPath, `${event(1)}\n`)
+  await s.start()
+  const stored = async () => (await exportRecords(join(s.dir, 'tls-store'))).filter((l) => !l.startsWith('#')).length
+  await until('the first line over mTLS', async () => (await stored()) === 1)
+
+  // The PKI is replaced: a new CA signs the collector's and the agent's certificates (the Secrets are updated in place).
+  const port = collector.port
+  await collector.close()
+  collector = await startTls(ca2, port)
+  const client2 = makeLeaf(pki, 'client2', ca2, 'clientAuth')
+  copyFileSync(ca2.certFile, mounted.ca)
+  copyFileSync(client2.keyFile, mounted.key)
+  copyFileSync(client2.certFile, mounted.cert)
+  appendFileSync(s.logPath, `${event(2)}\n`)
+  await until('the second line over the new PKI', async () => (await stored()) === 2)
+  t.pass('shipped with the renewed CA and client certificate')
+})

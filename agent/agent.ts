@@ -136,7 +136,7 @@ export class AuditAgent {
     const checkpoint = await this.#syncChain((await this.#checkpoints.load()) ?? { streamId: this.#config.streamId, nextSequence: 1, headDigest: Buffer.alloc(0), position: undefined })
     if (this.#stopping) return
     this.#checkpointPosition = checkpoint.position
-    if (this.#config.redact.enabled) this.#redact = createRedactor({ salt: loadOrCreateSalt(this.#config.stateDir) })
+    if (this.#config.redact.enabled) this.#redact = createRedactor({ salt: loadOrCreateSalt(this.#config.stateDir), extraPaths: this.#config.redact.extraPaths })
     const quarantine = new QuarantineDirectory(this.#config.quarantine.dir, this.#config.quarantine.maxBytes)
     this.#tailer = new Tailer({
       path: this.#config.tail.path,

@@ -38,7 +38,8 @@ export interface AgentConfig {
   rules: { builtin: boolean; dirs: string[] }
   detectors: { builtin: boolean; dirs: string[] }
   observe: { listen: string }
-  redact: { enabled: boolean }
+  /** extraPaths: per resource ("configmaps", "group/resource", "resource/subresource"), JSON paths whose values are redacted too. */
+  redact: { enabled: boolean; extraPaths: Record<string, string[]> }
   alert: AlertConfig
 }
 
@@ -151,6 +152,7 @@ const SCHEMA = {
   },
   redact: {
     enabled: { kind: 'bool', default: true },
+    extraPaths: { kind: 'strings', default: [] },
   },
   alert: {
     minSeverity: { kind: 'enum', values: ['info', 'low', 'medium', 'high', 'critical'], default: 'high' },
@@ -346,7 +348,7 @@ interface RawConfig {
   rules: { builtin: boolean; dirs: string[] }
   detectors: { builtin: boolean; dirs: string[] }
   observe: { listen: string }
-  redact: { enabled: boolean }
+  redact: { enabled: boolean; extraPaths: string[] }
   alert: RawAlert
 }
 
@@ -410,7 +412,7 @@ function finish(raw: RawConfig, where: string): AgentConfig {
     rules: raw.rules,
     detectors: raw.detectors,
     observe: raw.observe,
-    redact: raw.redact,
+    redact: { enabled: raw.redact.enabled, extraPaths: redactionPaths(raw.redact.extraPaths, where) },
     alert: finishAlert(raw.alert, where),
   }
 }
@@ -463,6 +465,19 @@ function sinkUrl(raw: string, key: string, sendsCredentials: boolean, allowInsec
   }
   // The Alertmanager URL is a base (a path prefix is kept); the webhook URL is used exactly as written.
   return key === 'alert.alertmanager' ? url.toString().replace(/\/$/, '') : url.toString()
+}
+
+const EXTRA_PATH = /^([a-z0-9.-]+(?:\/[a-z0-9.-]+){0,2})=((?:requestObject|responseObject)(?:\.[^.\s]+)+)$/
+
+/** "configmaps=requestObject.data.*" entries, grouped by resource; `*` is any key, `[*]` any list element. */
+function redactionPaths(entries: string[], where: string): Record<string, string[]> {
+  const out: Record<string, string[]> = {}
+  for (const entry of entries) {
+    const m = EXTRA_PATH.exec(entry)
+    if (!m) throw new ConfigError(`${where}: redact.extraPaths: ${JSON.stringify(entry)} is not RESOURCE=PATH; write e.g. "configmaps=requestObject.data.*" or "example.com/widgets=responseObject.spec.token" (PATH starts with requestObject or responseObject; * is any key, [*] any list element)`)
+    ;(out[m[1]!] ??= []).push(m[2]!)
+  }
+  return out
 }
 
 function isLoopback(host: string): boolean {

@@ -159,18 +159,21 @@ t.test('a new signing key file is picked up at runtime; the chain continues unde
   t.equal(reload, 1)
 })
 
-t.test('secret values are redacted before they ship; the line is marked with the paths removed', async (t) => {
-  const s = await setup(t)
+t.test('secret values, and the paths the config adds, are redacted before they ship; the line is marked with the paths removed', async (t) => {
+  const s = await setup(t, (c) => {
+    c.redact.extraPaths = { configmaps: ['requestObject.data.*'] }
+  })
   const secret = `{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"5ec12e70-1111-4000-8000-000000000000","stage":"ResponseComplete","verb":"get","user":{"username":"alice"},"objectRef":{"resource":"secrets","namespace":"default","name":"db","apiVersion":"v1"},"responseObject":{"kind":"Secret","data":{"password":"aHVudGVyMg=="}},"stageTimestamp":"2026-11-25T10:00:00.000000Z"}`
-  writeFileSync(s.logPath, `${secret}\n`)
-  const agent = await s.start()
-  await until('the secret event', async () => (await exportRecords(s.store)).some((l) => l.includes('5ec12e70')))
+  const configMap = `{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"c0f16000-1111-4000-8000-000000000000","stage":"ResponseComplete","verb":"create","user":{"username":"alice"},"objectRef":{"resource":"configmaps","namespace":"default","name":"app","apiVersion":"v1"},"requestObject":{"kind":"ConfigMap","data":{"dsn":"postgres://app:hunter2@db"}},"stageTimestamp":"2026-11-25T10:00:01.000000Z"}`
+  writeFileSync(s.logPath, `${secret}\n${configMap}\n`)
+  await s.start()
+  await until('both events', async () => (await exportRecords(s.store)).some((l) => l.includes('c0f16000')))
   const lines = await exportRecords(s.store)
-  const [note] = notes(lines, 'redacted')
-  t.same(note.paths, ['responseObject.data.password'])
+  t.same(notes(lines, 'redacted').map((n) => n.paths), [['responseObject.data.password'], ['requestObject.data.dsn']])
   const shipped = lines.find((l) => l.includes('5ec12e70'))!
   t.notMatch(shipped, /aHVudGVyMg/)
   t.equal(shipped, secret.replace('"aHVudGVyMg=="', shipped.match(/"auditrail:redacted:sha256:[0-9a-f]{16}"/)![0]))
+  t.notMatch(lines.find((l) => l.includes('c0f16000') && !l.startsWith('#'))!, /hunter2/)
 })
 
 t.test('guardrail findings travel in the batch of their event, are counted, and reach onFinding at once', async (t) => {

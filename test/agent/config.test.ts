@@ -42,6 +42,8 @@ t.test('mistakes name the key and the fix', async (t) => {
     ['collector:\n  url: http://10.0.0.5:8080\n', /plain http to 10\.0\.0\.5.*allowInsecureHttp/],
     ['collector:\n  url: not a url\n', /collector\.url "not a url" is not a URL/],
     ['collector:\n  certFile: /c.pem\n', /certFile and collector\.keyFile go together/],
+    ['redact:\n  extraPaths: ["configmaps:data.x"]\n', /redact\.extraPaths: "configmaps:data\.x" is not RESOURCE=PATH; write e\.g\. "configmaps=requestObject\.data\.\*"/],
+    ['redact:\n  extraPaths: ["configmaps=metadata.name"]\n', /PATH starts with requestObject or responseObject/],
   ]
   for (const [yaml, error] of cases) {
     const file = join(dir, 'c.yaml')
@@ -51,6 +53,14 @@ t.test('mistakes name the key and the fix', async (t) => {
   }
   t.throws(() => loadAgentConfig({ overrides: { 'collector.url': 'https://c:1' }, env }), /node is not set.*NODE_NAME/)
   t.throws(() => loadAgentConfig({ file: join(dir, 'missing.yaml'), env }), /cannot read the file \(ENOENT\)/)
+})
+
+t.test('redact.extraPaths: RESOURCE=PATH entries, grouped by resource', async (t) => {
+  const dir = t.testdir({ 'c.yaml': 'redact:\n  extraPaths: ["configmaps=requestObject.data.*", "example.com/widgets=responseObject.spec.token", "configmaps=responseObject.data.*"]\n' })
+  t.same(loadAgentConfig({ file: join(dir, 'c.yaml'), overrides: base, env }).redact, {
+    enabled: true,
+    extraPaths: { configmaps: ['requestObject.data.*', 'responseObject.data.*'], 'example.com/widgets': ['responseObject.spec.token'] },
+  })
 })
 
 t.test('plain http to loopback is fine (the demo and tests)', async (t) => {

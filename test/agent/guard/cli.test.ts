@@ -74,3 +74,17 @@ t.test('rules lint: every error with its place, exit 1; a good directory exits 0
   await t.rejects(run(['frob']), /unknown subcommand "frob"/)
   await t.rejects(run(['test']), /test needs at least one audit log file/)
 })
+
+t.test('replaying the same log twice gives identical findings, rules and detectors alike', async (t) => {
+  const dir = t.testdir()
+  const { generateAuditLog } = await import('../../../scripts/generate-audit-log.ts')
+  await generateAuditLog({ dir, events: 20_000, seed: 11, maxBytes: 2 ** 40, startTimeMs: Date.parse('2026-11-25T00:00:00Z') })
+  const log = join(dir, 'audit.log')
+  const first = await run(['test', '--json', log])
+  const second = await run(['test', '--json', log])
+  t.equal(first.code, 0)
+  t.ok(first.out.length > 0)
+  t.equal(second.out, first.out, 'byte for byte the same findings')
+  t.equal(second.err, first.err, 'the same counts')
+  t.match(first.err, /detector:/, 'detectors found something on the generator\'s mix')
+})

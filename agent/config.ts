@@ -229,7 +229,7 @@ export function loadAgentConfig(options: LoadOptions): AgentConfig {
       const e = parsed.errors[0]!
       throw new ConfigError(`${where}: not valid YAML at line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0]}`)
     }
-    doc = parsed.toJS({ maxAliasCount: 100 }) ?? {}
+    try { doc = parsed.toJS({ maxAliasCount: 100 }) ?? {} } catch (err) { throw new ConfigError(`${where}: not valid YAML: ${(err as Error).message.split('\n')[0]}`) }
   }
   const values = readSection(SCHEMA, doc, '', where, options.env ?? process.env)
   for (const [key, raw] of Object.entries(options.overrides ?? {})) {

@@ -90,7 +90,7 @@ export function compileDetector(raw: unknown, file: string): Detector {
     }
   }
   const key = stringList(r.key, 'key', fail) ?? []
-  for (const k of key) if (!(k in KEY_FIELDS)) fail(`key: ${JSON.stringify(k)} is not a key field; use ${Object.keys(KEY_FIELDS).join(', ')}`)
+  for (const k of key) if (!Object.hasOwn(KEY_FIELDS, k)) fail(`key: ${JSON.stringify(k)} is not a key field; use ${Object.keys(KEY_FIELDS).join(', ')}`)
   const trigger = compileTrigger(r.trigger, fail)
   if (key.length === 0 && trigger.kind !== 'unanswered' && trigger.kind !== 'silence') fail(`key: a ${trigger.kind} detector counts per key: name one or more of ${Object.keys(KEY_FIELDS).join(', ')}`)
   const windowMs = r.window === undefined && (trigger.kind === 'unanswered' || trigger.kind === 'silence') ? 0 : duration(r.window, 'window', fail)
@@ -134,7 +134,7 @@ function compileTrigger(raw: unknown, fail: (message: string) => never): Trigger
       return { kind: 'baseline', sigmas: num(b.sigmas, 'sigmas', 6), factor: num(b.factor, 'factor', 3), minCount: b.minCount === undefined ? 100 : count(b.minCount, 'trigger.baseline.minCount', 1), warmupWindows: b.warmupWindows === undefined ? 30 : count(b.warmupWindows, 'trigger.baseline.warmupWindows', 1) }
     }
     case 'firstSeen':
-      if (typeof t.firstSeen !== 'string' || !(t.firstSeen in KEY_FIELDS)) return fail(`trigger.firstSeen: expected a field name: ${Object.keys(KEY_FIELDS).join(', ')}`)
+      if (typeof t.firstSeen !== 'string' || !Object.hasOwn(KEY_FIELDS, t.firstSeen)) return fail(`trigger.firstSeen: expected a field name: ${Object.keys(KEY_FIELDS).join(', ')}`)
       return { kind: 'firstSeen', field: t.firstSeen, learningMs: t.learning === undefined ? 3_600_000 : duration(t.learning, 'trigger.learning', fail) }
     case 'unanswered':
       return { kind: 'unanswered', timeoutMs: duration(t.unanswered, 'trigger.unanswered', fail) }

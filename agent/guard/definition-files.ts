@@ -58,7 +58,8 @@ function yamlDocuments(text: string, file: string): unknown[] {
       const e = doc.errors[0]!
       throw new DefinitionError(file, undefined, `not valid YAML at line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0]}`)
     }
-    const value: unknown = doc.toJS({ maxAliasCount: 100 })
+    let value: unknown
+    try { value = doc.toJS({ maxAliasCount: 100 }) } catch (err) { throw new DefinitionError(file, undefined, `not valid YAML: ${(err as Error).message.split('\n')[0]}`) } // an alias without its anchor, or too many aliases
     if (value === null || value === undefined) continue
     out.push(...(Array.isArray(value) ? value : [value]))
   }

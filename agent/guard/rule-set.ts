@@ -103,7 +103,7 @@ function findingOf(rule: Rule, event: AuditEvent): RuleFinding {
   const ref = event.objectRef
   const details: Record<string, string> = { title: rule.title }
   const put = (key: string, value: string | number | undefined) => {
-    if (value === undefined || value === '') return
+    if ((typeof value !== 'string' && typeof value !== 'number') || value === '') return // event fields are hostile: an object here cannot be turned into text
     const s = String(value)
     details[key] = s.length > MAX_DETAIL_LENGTH ? `${s.slice(0, MAX_DETAIL_LENGTH - 1)}…` : s
   }
@@ -112,7 +112,7 @@ function findingOf(rule: Rule, event: AuditEvent): RuleFinding {
   put('impersonatedUser', event.impersonatedUser?.username)
   put('sourceIP', event.sourceIPs?.[0])
   put('verb', event.verb)
-  put('resource', ref?.resource && (ref.subresource ? `${ref.resource}/${ref.subresource}` : ref.resource))
+  put('resource', typeof ref?.resource === 'string' && ref.resource ? (typeof ref.subresource === 'string' && ref.subresource ? `${ref.resource}/${ref.subresource}` : ref.resource) : undefined)
   put('namespace', ref?.namespace)
   put('name', ref?.name)
   put('code', event.responseStatus?.code)

@@ -65,14 +65,62 @@ export function decodeAuditLine(line: Uint8Array): DecodeResult {
   return toAuditEvent(value)
 }
 
-/** Checks the shape of a parsed value; an event missing what every stage carries is unparsed. */
+/**
+ * Checks the shape of a parsed value: what every stage carries must be there,
+ * and every field the agent reads must have its type when present (a real
+ * apiserver never writes otherwise; a forged line does). Anything else is
+ * unparsed: shipped as evidence, never inspected.
+ */
 export function toAuditEvent(value: unknown): DecodeResult {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return { unparsed: 'not a JSON object' }
-  const e = value as Record<string, unknown>
+  if (!isObject(value)) return { unparsed: 'not a JSON object' }
+  const e = value
   if (e.kind !== undefined && e.kind !== 'Event') return { unparsed: `kind is ${JSON.stringify(e.kind).slice(0, 40)}, not Event` }
   if (typeof e.auditID !== 'string') return { unparsed: 'auditID missing or not a string' }
   if (typeof e.stage !== 'string') return { unparsed: 'stage missing or not a string' }
   if (typeof e.verb !== 'string') return { unparsed: 'verb missing or not a string' }
-  if (e.user === null || typeof e.user !== 'object' || Array.isArray(e.user)) return { unparsed: 'user missing or not an object' }
-  return { event: value as AuditEvent }
+  if (!isObject(e.user)) return { unparsed: 'user missing or not an object' }
+  const wrong = wrongField(e)
+  if (wrong) return { unparsed: `field ${wrong}` }
+  return { event: value as unknown as AuditEvent }
+}
+
+const STRINGS = ['level', 'requestURI', 'userAgent', 'requestReceivedTimestamp', 'stageTimestamp'] as const
+const OBJECT_REF_STRINGS = ['resource', 'namespace', 'name', 'uid', 'apiGroup', 'apiVersion', 'resourceVersion', 'subresource'] as const
+
+/** The first field of a known name whose value has the wrong type, with what it should be. */
+function wrongField(e: Record<string, unknown>): string | undefined {
+  for (const key of STRINGS) if (e[key] !== undefined && typeof e[key] !== 'string') return `${key}: expected a string`
+  const user = wrongUser(e.user as Record<string, unknown>, 'user')
+  if (user) return user
+  if (e.impersonatedUser !== undefined) {
+    if (!isObject(e.impersonatedUser)) return 'impersonatedUser: expected an object'
+    const impersonated = wrongUser(e.impersonatedUser, 'impersonatedUser')
+    if (impersonated) return impersonated
+  }
+  if (e.sourceIPs !== undefined && !isStringList(e.sourceIPs)) return 'sourceIPs: expected a list of strings'
+  if (e.objectRef !== undefined) {
+    if (!isObject(e.objectRef)) return 'objectRef: expected an object'
+    for (const key of OBJECT_REF_STRINGS) if (e.objectRef[key] !== undefined && typeof e.objectRef[key] !== 'string') return `objectRef.${key}: expected a string`
+  }
+  if (e.responseStatus !== undefined) {
+    if (!isObject(e.responseStatus)) return 'responseStatus: expected an object'
+    if (e.responseStatus.code !== undefined && !Number.isInteger(e.responseStatus.code)) return 'responseStatus.code: expected a whole number'
+  }
+  if (e.annotations !== undefined && (!isObject(e.annotations) || !Object.values(e.annotations).every((v) => typeof v === 'string'))) return 'annotations: expected an object of strings'
+  return undefined
+}
+
+function wrongUser(u: Record<string, unknown>, at: string): string | undefined {
+  if (u.username !== undefined && typeof u.username !== 'string') return `${at}.username: expected a string`
+  if (u.uid !== undefined && typeof u.uid !== 'string') return `${at}.uid: expected a string`
+  if (u.groups !== undefined && !isStringList(u.groups)) return `${at}.groups: expected a list of strings`
+  return undefined
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+function isStringList(v: unknown): v is string[] {
+  return Array.isArray(v) && v.every((x) => typeof x === 'string')
 }

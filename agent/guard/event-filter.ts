@@ -34,9 +34,11 @@ export class DefinitionError extends Error {
 
 /** Names with optional trailing-`*` prefixes. */
 export class NameList {
+  readonly patterns: readonly string[]
   readonly #exact: Set<string>
   readonly #prefixes: string[]
   constructor(patterns: readonly string[]) {
+    this.patterns = patterns
     this.#exact = new Set(patterns.filter((p) => !p.endsWith('*')))
     this.#prefixes = patterns.filter((p) => p.endsWith('*')).map((p) => p.slice(0, -1))
   }
@@ -144,7 +146,12 @@ export function stringList(v: unknown, field: string, fail: (message: string) =>
 }
 
 export function preview(v: unknown): string {
-  const s = JSON.stringify(v) ?? String(v)
+  let s: string
+  try {
+    s = JSON.stringify(v) ?? String(v)
+  } catch {
+    s = typeof v // a BigInt or a cycle, from a caller: say what it is
+  }
   return s.length > 60 ? `${s.slice(0, 60)}…` : s
 }
 

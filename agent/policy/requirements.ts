@@ -100,7 +100,7 @@ export function isClusterScoped(resource: string): boolean {
 // Resources a rule may name without apiGroups, and their group.
 const KNOWN_GROUPS: ReadonlyMap<string, string> = new Map([
   ...['pods', 'secrets', 'configmaps', 'serviceaccounts', 'services', 'namespaces', 'nodes', 'endpoints', 'events', 'persistentvolumes', 'persistentvolumeclaims', 'replicationcontrollers'].map((r) => [r, ''] as const),
-  ...[...WORKLOADS, ...RBAC, ...WEBHOOKS, ...inGroup('networking.k8s.io', 'networkpolicies', 'ingresses'), ...inGroup('certificates.k8s.io', 'certificatesigningrequests')].map((r) => [r.resource, r.group] as const),
+  ...[...WORKLOADS, ...RBAC, ...WEBHOOKS, ...inGroup('networking.k8s.io', 'networkpolicies', 'ingresses'), ...inGroup('certificates.k8s.io', 'certificatesigningrequests'), ...inGroup('monitoring.coreos.com', 'podmonitors', 'prometheusrules')].map((r) => [r.resource, r.group] as const),
 ])
 
 /** The group of a well-known resource (pods -> "", deployments -> "apps"), or undefined. */

@@ -1,12 +1,10 @@
 // Requirements derived from guardrail rule files (`policy check --rules DIR`).
-// This reads only what the policy check needs from each rule: its id, its
-// `match` block and whether its condition or output reads the request or
-// response body. Compiling and validating rules is the guard engine's job;
-// when agent/guard exposes its loader, `requirementFromRule` takes its rules
-// and `loadRuleRequirements` becomes a call to that loader.
-import { readdirSync, readFileSync, statSync } from 'node:fs'
-import { join } from 'node:path'
-import { parseAllDocuments } from 'yaml'
+// The guard's loader reads and checks the rules; this takes what the policy
+// check needs from each: its id, its `match` block and whether its condition
+// or output reads the request or response body.
+import type { NameList } from '../guard/event-filter.ts'
+import type { Rule } from '../guard/rule.ts'
+import { readRuleDirectory } from '../guard/rule-set.ts'
 import { PolicyError, STAGES, type Level, type Stage } from './audit-policy.ts'
 import { ALL_VERBS, knownGroupOf, type Requirement, type ResourceRef } from './requirements.ts'
 
@@ -30,7 +28,8 @@ export interface RuleShape {
 export function requirementFromRule(rule: RuleShape): Requirement {
   const m = rule.match ?? {}
   const text = rule.expressions.join('\n')
-  const level: Level = /\bresponseObject\b/.test(text) ? 'RequestResponse' : /\brequestObject\b/.test(text) ? 'Request' : 'Metadata'
+  // object, podSpec and containers are read from the request body (or the response, when logged).
+  const level: Level = /\bresponseObject\b/.test(text) ? 'RequestResponse' : /\b(requestObject|object|podSpec|containers)\b/.test(text) ? 'Request' : 'Metadata'
   const stages = (m.stages && m.stages.length > 0 ? m.stages : ['ResponseComplete']).filter((s): s is Stage => STAGES.includes(s as Stage))
   const req: Requirement = {
     source: 'rule',
@@ -62,45 +61,20 @@ function resourcesOf(rule: RuleShape): ResourceRef[] {
   return out
 }
 
-const MAX_RULE_FILES = 1000
-const MAX_RULE_FILE_BYTES = 1024 * 1024
-
-/** Every rule in the .yaml/.yml files of `dir` (not recursive), in file name order. */
+/** Every enabled rule in the .yaml/.yml files of `dir`, read and checked by the guard's own loader. */
 export function loadRuleRequirements(dir: string): Requirement[] {
-  let names: string[]
-  try {
-    names = readdirSync(dir).filter((n) => /\.ya?ml$/.test(n)).sort()
-  } catch (err) {
-    throw new PolicyError(`--rules ${dir}: cannot read the directory (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
-  }
-  if (names.length > MAX_RULE_FILES) throw new PolicyError(`--rules ${dir}: more than ${MAX_RULE_FILES} rule files`)
-  const out: Requirement[] = []
-  for (const name of names) {
-    const file = join(dir, name)
-    if (!statSync(file).isFile()) continue
-    if (statSync(file).size > MAX_RULE_FILE_BYTES) throw new PolicyError(`${file}: larger than ${MAX_RULE_FILE_BYTES} bytes: not a rule file`)
-    for (const doc of parseAllDocuments(readFileSync(file, 'utf8'))) {
-      if (doc.errors.length > 0) throw new PolicyError(`${file}: not valid YAML: ${doc.errors[0]!.message.split('\n')[0]}`)
-      const value: unknown = doc.toJS({ maxAliasCount: 100 })
-      for (const raw of Array.isArray(value) ? value : value === null ? [] : [value]) out.push(requirementFromRule(readRuleShape(raw, file)))
-    }
-  }
-  return out
+  const { rules, errors } = readRuleDirectory(dir)
+  if (errors.length > 0) throw new PolicyError(`--rules ${dir}: the rules do not load (auditrail rules lint lists every error): ${errors.map((e) => e.message).join('; ')}`)
+  return rules.filter((r) => r.enabled).map((r) => requirementFromRule(shapeOf(r)))
 }
 
-function readRuleShape(raw: unknown, file: string): RuleShape {
-  if (typeof raw !== 'object' || raw === null || typeof (raw as { id?: unknown }).id !== 'string') throw new PolicyError(`${file}: a rule without an id: every rule needs id, match and condition`)
-  const r = raw as Record<string, unknown>
-  const id = r.id as string
-  const match = r.match === undefined ? {} : r.match
-  if (typeof match !== 'object' || match === null || Array.isArray(match)) throw new PolicyError(`${file}: rule ${id}: match: expected a mapping`)
-  const shape: NonNullable<RuleShape['match']> = {}
-  for (const key of ['verbs', 'resources', 'subresources', 'apiGroups', 'namespaces', 'users', 'groups', 'stages'] as const) {
-    const v = (match as Record<string, unknown>)[key]
-    if (v === undefined) continue
-    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new PolicyError(`${file}: rule ${id}: match.${key}: expected a list of strings`)
-    shape[key] = v
+function shapeOf(rule: Rule): RuleShape {
+  const m = rule.match
+  const list = (set: ReadonlySet<string> | undefined) => (set ? [...set] : undefined)
+  const names = (n: NameList | undefined) => n?.patterns
+  const match: NonNullable<RuleShape['match']> = { stages: [...m.stages], subresources: m.subresources ? [...m.subresources] : ['*'] }
+  for (const [key, value] of [['verbs', list(m.verbs)], ['resources', list(m.resources)], ['apiGroups', list(m.apiGroups)], ['namespaces', names(m.namespaces)], ['users', names(m.users)], ['groups', names(m.groups)]] as const) {
+    if (value) match[key] = [...value]
   }
-  const expressions = [r.condition, r.output, ...(Array.isArray(r.exceptions) ? r.exceptions : [r.exceptions])].map((x) => (typeof x === 'string' ? x : x === undefined ? '' : JSON.stringify(x)))
-  return { id, match: shape, expressions }
+  return { id: rule.id, match, expressions: rule.expressions }
 }

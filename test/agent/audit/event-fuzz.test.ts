@@ -40,7 +40,7 @@ function mutate(line: Buffer): Buffer {
     case 3: // random bytes
       return Buffer.from(Array.from({ length: int(300) }, () => int(256)))
     default: // a secret event with a hostile body
-      return Buffer.from(`{"kind":"Event","auditID":"a","stage":"ResponseComplete","verb":"get","user":{},"objectRef":{"resource":"secrets","subresource":${int(2) ? '"token"' : 'null'}},"responseObject":${'['.repeat(int(300))}{"data":{"k":"v${int(9)}"}}${']'.repeat(int(300))}}`)
+      return Buffer.from(`{"kind":"Event","auditID":"a","stage":"ResponseComplete","verb":"get","user":{},"objectRef":{"resource":"secrets"${int(2) ? ',"subresource":"token"' : ''}},"responseObject":${'['.repeat(int(300))}{"data":{"k":"v${int(9)}"}}${']'.repeat(int(300))}}`)
   }
 }
 

@@ -65,8 +65,14 @@ t.test('usage and unreadable input are errors that say what to do', async (t) =>
   await t.rejects(run('lint', SHIPPED), PolicyError)
   await t.rejects(run('check'), /usage: auditrail policy check POLICY\.yaml/)
   await t.rejects(run('check', here('policies/missing.yaml')), /cannot read .*missing\.yaml: ENOENT/)
-  await t.rejects(run('check', SHIPPED, '--rules', here('policies/missing')), /--rules .*missing: cannot read the directory \(ENOENT\)/)
+  await t.rejects(run('check', SHIPPED, '--rules', here('policies/missing')), /--rules .*missing: the rules do not load .*missing: cannot read the rules directory \(ENOENT\)/)
   await t.rejects(run('check', SHIPPED, '--no-builtin'), /nothing to check/)
   await t.rejects(run('check', SHIPPED, '--level', 'x'), { code: 'ERR_PARSE_ARGS_UNKNOWN_OPTION' })
   t.equal((await run('--help')).code, 0)
+})
+
+t.test('the shipped policy lets through everything the built-in guardrail pack reads', async (t) => {
+  const { code, lines } = await run('check', SHIPPED, '--rules', here('../../../agent/guard/builtin-rules'))
+  t.same(spots(lines), [])
+  t.equal(code, 0)
 })

@@ -27,12 +27,12 @@ t.test('resources: well-known groups, subresources, and "any" when the match nam
 
 t.test('rule files: several documents, lists of rules, and errors that name the file', async (t) => {
   const dir = t.testdir({
-    'a.yaml': 'id: one\nmatch: {verbs: [delete], resources: [secrets]}\ncondition: "true"\n---\n- id: two\n  match: {resources: [roles], apiGroups: [rbac.authorization.k8s.io]}\n  condition: event.requestObject.rules.size() > 0\n',
+    'a.yaml': 'id: one\ntitle: One\nseverity: low\nmatch: {verbs: [delete], resources: [secrets]}\ncondition: "true"\n---\n- id: two\n  title: Two\n  severity: low\n  match: {resources: [roles], apiGroups: [rbac.authorization.k8s.io]}\n  condition: event.requestObject.rules.size() > 0\n---\nid: three\ntitle: Three\nseverity: low\nmatch: {verbs: [create], resources: [pods]}\ncondition: podSpec.hostPID == true\n',
     'notes.txt': 'not a rule',
   })
-  t.same(loadRuleRequirements(dir).map((r) => `${r.id} ${r.level} ${r.verbs.join(',')}`), ['one Metadata delete', `two Request ${ALL_VERBS.join(',')}`])
+  t.same(loadRuleRequirements(dir).map((r) => `${r.id} ${r.level} ${r.verbs.join(',')}`), ['one Metadata delete', `two Request ${ALL_VERBS.join(',')}`, 'three Request create'], 'podSpec is read from the request body')
   writeFileSync(join(dir, 'b.yaml'), 'title: no id\n')
-  t.throws(() => loadRuleRequirements(dir), /b\.yaml: a rule without an id/)
-  writeFileSync(join(dir, 'b.yaml'), 'id: bad\nmatch: {verbs: delete}\n')
+  t.throws(() => loadRuleRequirements(dir), /the rules do not load .*b\.yaml: id: expected a kebab-case name/)
+  writeFileSync(join(dir, 'b.yaml'), 'id: bad\ntitle: Bad\nseverity: low\nmatch: {verbs: delete}\n')
   t.throws(() => loadRuleRequirements(dir), /b\.yaml: rule bad: match\.verbs: expected a list of strings/)
 })

@@ -77,6 +77,8 @@ const cases: Case[] = [
     line: Buffer.from(create('wide-role', 'clusterroles', undefined, JSON.stringify({ kind: 'ClusterRole', apiVersion: 'rbac.authorization.k8s.io/v1', metadata: { name: 'x' }, rules: Array.from({ length: 10_000 }, (_, i) => ({ apiGroups: [''], resources: [`r${i}`], verbs: i === 9_999 ? ['*'] : ['get'] })) }))),
     expect: 'event', findings: ['rbac-object-changed', 'role-with-wildcard'], verbatim: true,
   },
+  { name: 'a user name that is an object with a non-callable toString', line: Buffer.from(create('tostring-user', 'pods', 'default', pod(1, () => true)).replace('"username":"alice"', '"username":{"toString":1}')), expect: 'unparsed', reason: /user/, verbatim: true },
+  { name: 'a stageTimestamp that is an object with a non-callable toString', line: Buffer.from(create('tostring-time', 'pods', 'default', pod(1, () => true)).replace('"stageTimestamp":"2026-11-25T10:00:00.100000Z"', '"stageTimestamp":{"toString":1,"valueOf":1}')), expect: 'unparsed', reason: /stageTimestamp/, verbatim: true },
   { name: `an expensive user CEL rule (nested exists over ${EXPENSIVE_CONTAINERS} containers)`, line: Buffer.from(create('cel-cost', 'pods', 'cel-cost', pod(EXPENSIVE_CONTAINERS, () => false, 'cel-cost'))), expect: 'event', findings: ['expensive-nested-exists', 'pod-created'], verbatim: true },
 ]
 
@@ -202,9 +204,6 @@ t.test('hostile inputs through the agent: each has its outcome, the pipeline kee
   t.ok(growth < 768 * MiB, `RSS grew ${Math.round(growth / MiB)} MiB while the agent read a ${Math.round(log.length / MiB)} MiB log: bounded (under 768 MiB)`)
 })
 
-t.test('known gaps, not sent: each stops or stalls the agent loop', async (t) => {
-  // Found by test/agent/guard/definition-fuzz.test.ts and by reading agent/agent.ts; see their todo notes.
-  t.ok(false, 'an event whose user.username is {"toString":1} (or a list holding such an object) reaches a keyed detector without throwing', { todo: 'agent/anomaly/detectors.ts RunningDetector.keyOf interpolates KEY_FIELDS values with a template literal (and the unanswered trigger calls String(event.user.username)): TypeError "Cannot convert object to primitive value" out of Detectors.inspect, out of AuditAgent #processLine, and the agent loop fails' })
+t.test('known gap: an expensive CEL rule stalls the agent loop', async (t) => {
   t.ok(false, 'a CEL condition has a cost budget', { todo: `no limit on evaluation cost: the user rule above (nested exists, ${EXPENSIVE_CONTAINERS} containers, about 10^6 iterations) costs about 1 s for one event, 2,000 containers about 4-6 s, and 10,000 containers would be about 10^8 iterations (minutes) during which the agent reads nothing; @bufbuild/cel plans have no cost limit, so the guard would need one (e.g. reject nested comprehensions at load, or cap list sizes seen by CEL)` })
-  t.ok(false, 'an event whose stageTimestamp is {"toString":1} is processed', { todo: 'agent/agent.ts #processLine: `event.stageTimestamp ? Date.parse(event.stageTimestamp) : 0` calls ToString on an object: TypeError, the agent loop fails (log.fatal "agent loop failed" and the rethrown rejection)' })
 })

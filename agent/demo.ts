@@ -49,7 +49,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const samples: Array<{ inode: number; offset: number; at: number }> = []
     const latencies: number[] = []
     const agent = new AuditAgent(config, {
-      logger: pino({ level: 'warn' }, pino.destination(2)),
+      logger: pino({ level: process.env.AUDITRAIL_DEMO_LOG ?? 'warn' }, pino.destination(2)),
       onAcknowledged: (items) => {
         const now = performance.now()
         for (const item of items) {

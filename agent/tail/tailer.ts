@@ -467,9 +467,15 @@ export class Tailer {
       const st = await stat(path).catch(() => undefined)
       return st !== undefined && sameInode(st, file.identity)
     }
+    // A fingerprint taken while the file was short may be a prefix every audit line shares
+    // ('{"kind":"Event","apiVersion":...'): extend it first, and while it stays short (the
+    // file we hold is that short), only a backup exactly that short can be this file.
+    await refreshFingerprint(file)
     if (file.identity.fingerprintLength === 0) return false
     const head = await open(path, 'r').then((h) => gzipHead(h, FINGERPRINT_BYTES)).catch(() => undefined)
-    return head !== undefined && head.length >= file.identity.fingerprintLength && headMatches(file.identity, head)
+    if (head === undefined) return false
+    if (file.identity.fingerprintLength < FINGERPRINT_BYTES && head.length !== file.identity.fingerprintLength) return false
+    return headMatches(file.identity, head)
   }
 
   #enqueue(file: Tracked): void {

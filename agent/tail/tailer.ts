@@ -425,7 +425,9 @@ export class Tailer {
       file.order = { rotatedAt: b.rotatedAt, liveAfter: b.rotatedAt }
       this.#enqueue(file)
     }
-    if (live && this.#closed) {
+    // Rotated between our open and our listing, the pinned "live" file can be the anchor itself (now
+    // known by its backup name): a file we already hold is never queued twice.
+    if (live && (this.#closed || this.#holds(live.identity))) {
       await live.source!.close()
       live = undefined
     }
@@ -476,6 +478,11 @@ export class Tailer {
     if (head === undefined) return false
     if (file.identity.fingerprintLength < FINGERPRINT_BYTES && head.length !== file.identity.fingerprintLength) return false
     return headMatches(file.identity, head)
+  }
+
+  /** Device and inode of a file we hold open: while we hold it, no other file can have them. */
+  #holds(identity: FileIdentity): boolean {
+    return [this.#current?.file, ...this.#queue].some((f) => f?.source !== undefined && f.identity.inode === identity.inode && f.identity.device === identity.device)
   }
 
   #enqueue(file: Tracked): void {

@@ -238,3 +238,31 @@ t.test('a live file caught holding only the start of its first line is not mista
   const chunk = await tailer.read()
   t.same(chunk.records, [], 'and nothing more')
 })
+
+t.test('rotations racing discovery (between pinning the live file and listing the backups): every line exactly once', async (t) => {
+  const dir = t.testdir()
+  const tailer = makeTailer(dir)
+  t.teardown(() => tailer.close())
+  write(dir, range(0, 5))
+  await tailer.start(undefined)
+  const records = await readRecords(tailer, 5)
+  let next = 5
+  for (let round = 0; round < 150; round++) {
+    write(dir, range(next, next + 5))
+    next += 5
+    const discovering = tailer.discover()
+    // Rotate somewhere inside discovery's awaits: open, stat, read head, list.
+    for (let k = round % 6; k > 0; k--) await new Promise((r) => setImmediate(r))
+    rotate(dir, round % 3 === 0)
+    await discovering
+    await readRecords(tailer, next, records)
+  }
+  write(dir, range(next, next + 5))
+  next += 5
+  t.same(texts(await readRecords(tailer, next, records)), range(0, next))
+  await new Promise((r) => setTimeout(r, 50))
+  await tailer.discover()
+  const rest: TailRecord[] = []
+  for (let i = 0; i < 20; i++) rest.push(...(await tailer.read()).records)
+  t.same(rest, [], 'no file read twice')
+})

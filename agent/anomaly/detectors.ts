@@ -8,6 +8,7 @@
 import { fileURLToPath } from 'node:url'
 import { LRUCache } from 'lru-cache'
 import type { AuditEvent } from '../audit/event.ts'
+import { CelBudgetExceeded } from '../guard/cel.ts'
 import { readDefinitionDirectory } from '../guard/definition-files.ts'
 import { DefinitionError, matchesEvent } from '../guard/event-filter.ts'
 import type { RuleFinding } from '../guard/rule-set.ts'
@@ -147,7 +148,7 @@ export class Detectors {
         continue
       }
       if (!matchesEvent(d.def.match, event)) continue
-      if (d.def.filter && !d.def.filter(event)) continue
+      if (d.def.filter && !filterMatches(d.def.filter, event)) continue
       if (d.def.exceptions.length > 0 && d.def.exceptions.some((e) => safely(e, event))) continue
       switch (t.kind) {
         case 'threshold':
@@ -270,6 +271,16 @@ function finding(def: Detector, event: AuditEvent, message: string, details: Rec
   if (event.sourceIPs?.[0]) base.sourceIP = String(event.sourceIPs[0])
   if (event.stageTimestamp) base.stageTimestamp = event.stageTimestamp
   return { source: 'detector', id: def.id, severity: def.severity, message: message.length > 1024 ? `${message.slice(0, 1023)}…` : message, auditId: event.auditID, details: { ...base, ...details } }
+}
+
+/** An event too costly to filter counts (fails closed), as for rules. */
+function filterMatches(filter: (event: AuditEvent) => boolean, event: AuditEvent): boolean {
+  try {
+    return filter(event)
+  } catch (err) {
+    if (err instanceof CelBudgetExceeded) return true
+    throw err
+  }
 }
 
 function safely(test: (event: AuditEvent) => boolean, event: AuditEvent): boolean {

@@ -10,12 +10,57 @@
 
 const views = new WeakMap<object, unknown>()
 
+/**
+ * CEL has no loops, but comprehensions nest: `a.exists(x, b.exists(y, ...))`
+ * over two lists of 10,000 is 10^8 steps on one event. Every list element and
+ * map entry an evaluation visits costs one unit of its budget; past it, each
+ * visit throws, so the evaluation ends in time proportional to what it already did.
+ */
+export const EVALUATION_BUDGET = 200_000
+let remaining = EVALUATION_BUDGET
+let exceeded = false
+
+export class CelBudgetExceeded extends Error {
+  constructor() {
+    super(`the expression visited more than ${EVALUATION_BUDGET} list elements or map entries on this event`)
+    this.name = 'CelBudgetExceeded'
+  }
+}
+
+/** Runs one evaluation with a fresh budget; throws CelBudgetExceeded when it ran out (whatever the evaluation made of it). */
+export function withBudget<T>(evaluate: () => T): T {
+  remaining = EVALUATION_BUDGET
+  exceeded = false
+  const result = evaluate()
+  if (exceeded) throw new CelBudgetExceeded()
+  return result
+}
+
+function charge(): void {
+  if (--remaining < 0) {
+    exceeded = true
+    throw new CelBudgetExceeded()
+  }
+}
+
+const arrayCharging: ProxyHandler<unknown[]> = {
+  get(target, key, receiver) {
+    if (typeof key === 'string' && key.length > 0 && key.charCodeAt(0) >= 48 && key.charCodeAt(0) <= 57) charge()
+    return Reflect.get(target, key, receiver)
+  },
+}
+
+/** A list of views whose elements cost budget when visited. */
+export function chargedList(views: unknown[]): unknown[] {
+  return new Proxy(views, arrayCharging)
+}
+
 /** The CEL input for a JSON value: scalars as they are, objects as ObjectViews, arrays of views. */
 export function celView(value: unknown): unknown {
   if (typeof value !== 'object' || value === null) return value
   let view = views.get(value)
   if (view === undefined) {
-    view = Array.isArray(value) ? value.map(celView) : new ObjectView(value as Record<string, unknown>)
+    view = Array.isArray(value) ? chargedList(value.map(celView)) : new ObjectView(value as Record<string, unknown>)
     views.set(value, view)
   }
   return view
@@ -42,16 +87,25 @@ class ObjectView extends Map<string, unknown> {
     return Object.keys(this.#object).length
   }
 
-  override keys(): MapIterator<string> {
-    return Object.keys(this.#object)[Symbol.iterator]()
+  override *keys(): MapIterator<string> {
+    for (const key of Object.keys(this.#object)) {
+      charge()
+      yield key
+    }
   }
 
   override *values(): MapIterator<unknown> {
-    for (const key of Object.keys(this.#object)) yield celView(this.#object[key])
+    for (const key of Object.keys(this.#object)) {
+      charge()
+      yield celView(this.#object[key])
+    }
   }
 
   override *entries(): MapIterator<[string, unknown]> {
-    for (const key of Object.keys(this.#object)) yield [key, celView(this.#object[key])]
+    for (const key of Object.keys(this.#object)) {
+      charge()
+      yield [key, celView(this.#object[key])]
+    }
   }
 
   override [Symbol.iterator](): MapIterator<[string, unknown]> {
@@ -59,6 +113,9 @@ class ObjectView extends Map<string, unknown> {
   }
 
   override forEach(callback: (value: unknown, key: string, map: Map<string, unknown>) => void, thisArg?: unknown): void {
-    for (const key of Object.keys(this.#object)) callback.call(thisArg, celView(this.#object[key]), key, this)
+    for (const key of Object.keys(this.#object)) {
+      charge()
+      callback.call(thisArg, celView(this.#object[key]), key, this)
+    }
   }
 }

@@ -11,7 +11,9 @@
 import { celEnv, isCelError, parse, plan, type CelResult } from '@bufbuild/cel'
 import { strings } from '@bufbuild/cel/ext'
 import type { AuditEvent } from '../audit/event.ts'
-import { celView } from './cel-view.ts'
+import { CelBudgetExceeded, celView, chargedList, withBudget } from './cel-view.ts'
+
+export { CelBudgetExceeded }
 
 /** Long enough for any real rule, short enough that a hostile rule file cannot make the parser work hard. */
 export const MAX_EXPRESSION_LENGTH = 4096
@@ -91,7 +93,7 @@ export function compileExpression(text: string): EventExpression {
     const limit = Error.stackTraceLimit
     Error.stackTraceLimit = 0
     try {
-      return program(bind(event) as never)
+      return withBudget(() => program(bind(event) as never))
     } finally {
       Error.stackTraceLimit = limit
     }
@@ -122,7 +124,7 @@ function deriveBindings(event: AuditEvent): Record<string, unknown> {
   const podSpec = podSpecOf(object)
   if (!podSpec) return bindings
   bindings.podSpec = celView(podSpec)
-  bindings.containers = [podSpec.containers, podSpec.initContainers, podSpec.ephemeralContainers].flatMap((list) => (Array.isArray(list) ? list.filter(isRecord).map(celView) : []))
+  bindings.containers = chargedList([podSpec.containers, podSpec.initContainers, podSpec.ephemeralContainers].flatMap((list) => (Array.isArray(list) ? list.filter(isRecord).map(celView) : [])))
   return bindings
 }
 
@@ -166,14 +168,16 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 /**
  * Compiles a condition: true only when the expression yields exactly `true`.
  * An evaluation error (most often a field the event does not have) is false,
- * so a condition that reads a missing field never fires and never throws.
+ * so a condition that reads a missing field never fires. The one exception
+ * is CelBudgetExceeded, which the caller decides about (rules fail closed).
  */
 export function compilePredicate(text: string): EventPredicate {
   const expression = compileExpression(text)
   return (event) => {
     try {
       return expression(event) === true
-    } catch {
+    } catch (err) {
+      if (err instanceof CelBudgetExceeded) throw err
       return false
     }
   }

@@ -7,6 +7,7 @@ import type { Finding } from '../../proto/wire.ts'
 import type { AuditEvent } from '../audit/event.ts'
 import { readDefinitionDirectory } from './definition-files.ts'
 import { DefinitionError, matchesEvent } from './event-filter.ts'
+import { CelBudgetExceeded } from './cel.ts'
 import { compileRule, type Rule } from './rule.ts'
 
 export const BUILTIN_RULES_DIR = fileURLToPath(new URL('./builtin-rules/', import.meta.url))
@@ -79,14 +80,26 @@ export class RuleSet {
     for (let i = 0; i < candidates.length; i++) {
       const rule = candidates[i]!
       if (!matchesEvent(rule.match, event)) continue
-      if (rule.condition && !rule.condition(event)) continue
+      let overBudget = false
+      try {
+        if (rule.condition && !rule.condition(event)) continue
+      } catch (err) {
+        if (!(err instanceof CelBudgetExceeded)) throw err
+        // An event built to be too costly to judge is judged a match: evading a rule that way must not work.
+        overBudget = true
+      }
       if (rule.exceptions.length > 0 && rule.exceptions.some((e) => safely(e, event))) continue
       if (rule.match.stages.size > 1) {
         const key = `${rule.id}\u0000${event.auditID}`
         if (this.#fired.has(key)) continue
         this.#fired.set(key, true)
       }
-      out.push(findingOf(rule, event))
+      const finding = findingOf(rule, event)
+      if (overBudget) {
+        finding.message = `${rule.title}: this event was too costly to evaluate (over the budget of list elements and map entries), so it counts as a match`
+        finding.details.overBudget = 'true'
+      }
+      out.push(finding)
     }
   }
 }

@@ -43,7 +43,7 @@ match:
   codes: [201]
 condition: containers.exists(a, containers.exists(b, a.name == b.name && b.name == "c999"))
 `
-const EXPENSIVE_CONTAINERS = 1000
+const EXPENSIVE_CONTAINERS = 10_000
 
 interface Case {
   name: string
@@ -79,7 +79,7 @@ const cases: Case[] = [
   },
   { name: 'a user name that is an object with a non-callable toString', line: Buffer.from(create('tostring-user', 'pods', 'default', pod(1, () => true)).replace('"username":"alice"', '"username":{"toString":1}')), expect: 'unparsed', reason: /user/, verbatim: true },
   { name: 'a stageTimestamp that is an object with a non-callable toString', line: Buffer.from(create('tostring-time', 'pods', 'default', pod(1, () => true)).replace('"stageTimestamp":"2026-11-25T10:00:00.100000Z"', '"stageTimestamp":{"toString":1,"valueOf":1}')), expect: 'unparsed', reason: /stageTimestamp/, verbatim: true },
-  { name: `an expensive user CEL rule (nested exists over ${EXPENSIVE_CONTAINERS} containers)`, line: Buffer.from(create('cel-cost', 'pods', 'cel-cost', pod(EXPENSIVE_CONTAINERS, () => false, 'cel-cost'))), expect: 'event', findings: ['expensive-nested-exists', 'pod-created'], verbatim: true },
+  { name: `an expensive user CEL rule (nested exists over ${EXPENSIVE_CONTAINERS} containers: 10^8 steps, stopped by the evaluation budget and counted as a match)`, line: Buffer.from(create('cel-cost', 'pods', 'cel-cost', pod(EXPENSIVE_CONTAINERS, () => false, 'cel-cost'))), expect: 'event', findings: ['expensive-nested-exists', 'pod-created'], verbatim: true },
 ]
 
 async function setup(t: Test, overrides: (c: AgentConfig) => void) {
@@ -202,8 +202,4 @@ t.test('hostile inputs through the agent: each has its outcome, the pipeline kee
   const growth = rssPeak - rssBefore
   t.comment(`all ${cases.length} hostile lines in ${(elapsed / 1000).toFixed(1)} s; RSS ${Math.round(rssBefore / MiB)} MiB before, peak ${Math.round(rssPeak / MiB)} MiB (the test holds the ${Math.round(log.length / MiB)} MiB log itself)`)
   t.ok(growth < 768 * MiB, `RSS grew ${Math.round(growth / MiB)} MiB while the agent read a ${Math.round(log.length / MiB)} MiB log: bounded (under 768 MiB)`)
-})
-
-t.test('known gap: an expensive CEL rule stalls the agent loop', async (t) => {
-  t.ok(false, 'a CEL condition has a cost budget', { todo: `no limit on evaluation cost: the user rule above (nested exists, ${EXPENSIVE_CONTAINERS} containers, about 10^6 iterations) costs about 1 s for one event, 2,000 containers about 4-6 s, and 10,000 containers would be about 10^8 iterations (minutes) during which the agent reads nothing; @bufbuild/cel plans have no cost limit, so the guard would need one (e.g. reject nested comprehensions at load, or cap list sizes seen by CEL)` })
 })

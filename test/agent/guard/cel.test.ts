@@ -83,3 +83,20 @@ t.test('event data is read through lazy views: own keys only, the same answers a
   t.equal(compilePredicate('event.annotations.all(k, event.annotations[k] == "v")')(hostile), true)
   t.equal(compilePredicate('event.user.exists(k, k == "constructor")')(hostile), true)
 })
+
+t.test('an evaluation has a budget: nested comprehensions over huge lists stop, and rules count such an event as a match', async (t) => {
+  const { CelBudgetExceeded } = await import('../../../agent/guard/cel.ts')
+  const big = Array.from({ length: 10_000 }, (_, i) => ({ name: `c${i}` }))
+  const ev = event({ verb: 'create', requestObject: { kind: 'Pod', metadata: { name: 'p' }, spec: { containers: big } } })
+  const nested = compilePredicate('containers.exists(a, containers.exists(b, a.name == b.name && b.name == "none"))')
+  const started = performance.now()
+  t.throws(() => nested(ev), CelBudgetExceeded)
+  t.ok(performance.now() - started < 30_000, 'it ends (10^8 steps unbudgeted)')
+  t.equal(compilePredicate('containers.exists(c, c.name == "c9999")')(ev), true, 'one pass over 10,000 elements is within budget')
+  const { loadRuleSet } = await import('../../../agent/guard/rule-set.ts')
+  const dir = t.testdir({ 'r.yaml': 'id: costly\ntitle: Costly\nseverity: medium\nmatch:\n  verbs: [create]\n  resources: [pods]\n  codes: [201]\ncondition: containers.exists(a, containers.exists(b, a.name == b.name && b.name == "none"))\n' })
+  const out: import('../../../agent/guard/rule-set.ts').RuleFinding[] = []
+  loadRuleSet([dir]).inspect({ ...ev, objectRef: { resource: 'pods', namespace: 'd' }, responseStatus: { code: 201 } }, out)
+  t.equal(out.length, 1)
+  t.match(out[0], { id: 'costly', details: { overBudget: 'true' }, message: /too costly to evaluate .* counts as a match/ })
+})

@@ -151,6 +151,16 @@ export class AuditAgent {
       onError: (err) => this.#log.error({ err: err.message }, 'tail problem'),
     })
     await this.#tailer.start(checkpoint.position)
+    if (!checkpoint.position) {
+      // A first start: remember where reading began before anything is acknowledged, so that a crash
+      // before the first acknowledgement resumes here (from the backup the live file becomes), not from
+      // whatever file is live by then.
+      const position = this.#tailer.position()
+      if (position) {
+        this.#checkpointPosition = position
+        await this.#checkpoints.save({ ...checkpoint, position })
+      }
+    }
     this.#synced = true
     this.#batcher = new Batcher(
       { maxEvents: this.#config.batch.maxEvents, maxBytes: this.#config.batch.maxBytes, maxWaitMs: this.#config.batch.maxWaitMs },

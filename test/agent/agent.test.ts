@@ -250,3 +250,26 @@ t.test('mTLS to the collector; a rotated collector CA and client certificate are
   await until('the second line over the new PKI', async () => (await stored()) === 2)
   t.pass('shipped with the renewed CA and client certificate')
 })
+
+t.test('a crash before the first acknowledgement: the restart resumes where the first start began, even after the log rotated', async (t) => {
+  const s = await setup(t, (c) => {
+    c.batch.maxWaitMs = 60_000 // nothing is sealed, so nothing acknowledged, while the test rotates the log
+    c.collector.retryMaxDelayMs = 100
+  })
+  writeFileSync(s.logPath, `${event(1)}\n${event(2)}\n`)
+  const first = await s.start()
+  t.ok(existsSync(join(s.config.stateDir, 'checkpoint.json')), 'the starting position is checkpointed before anything is acknowledged')
+  await s.collector.close()
+  renameSync(s.logPath, join(s.dir, 'log', 'audit-2026-11-25T10-00-00.000.log'))
+  writeFileSync(s.logPath, `${event(3)}\n`)
+  await first.stop(200)
+
+  const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: s.store, trustedKeys: loadTrustedKeys([s.keys.publicKeyFile]) })
+  s.closeLater(() => collector.close())
+  s.config.collector.url = collector.url
+  s.config.batch.maxWaitMs = 50
+  await s.start()
+  await until('all three events', async () => (await exportRecords(s.store)).filter((l) => !l.startsWith('#')).length >= 3)
+  const lines = (await exportRecords(s.store)).filter((l) => !l.startsWith('#'))
+  t.same(lines.map((l) => JSON.parse(l).auditID.slice(0, 8)), ['00000001', '00000002', '00000003'], 'the rotated file from its start, then the new one: nothing lost, nothing twice')
+})

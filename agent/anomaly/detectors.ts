@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url'
 import { LRUCache } from 'lru-cache'
 import type { AuditEvent } from '../audit/event.ts'
 import { CelBudgetExceeded } from '../guard/cel.ts'
-import { readDefinitionDirectory } from '../guard/definition-files.ts'
-import { DefinitionError, matchesEvent } from '../guard/event-filter.ts'
+import { loadDefinitions } from '../guard/definition-files.ts'
+import { matchesEvent } from '../guard/event-filter.ts'
 import type { RuleFinding } from '../guard/rule-set.ts'
 import type { AgentMetrics } from '../observe/metrics.ts'
 import { compileDetector, KEY_FIELDS, type Detector } from './detector.ts'
@@ -27,25 +27,9 @@ const STAGES_THAT_ANSWER = new Set(['ResponseStarted', 'ResponseComplete', 'Pani
 
 export type DetectorFinding = RuleFinding
 
-export function readDetectorDirectory(dir: string): { detectors: Detector[]; errors: DefinitionError[] } {
-  const { items, errors } = readDefinitionDirectory(dir, 'detector', compileDetector)
-  return { detectors: items, errors }
-}
-
-/** Loads directories in order; a later detector with the same id replaces an earlier one. Throws an AggregateError of DefinitionErrors. */
+/** The detectors of the directories, later ones replacing earlier ones by id (see loadDefinitions). */
 export function loadDetectors(dirs: readonly string[]): Detector[] {
-  const byId = new Map<string, Detector>()
-  const errors: DefinitionError[] = []
-  for (const dir of dirs) {
-    const loaded = readDetectorDirectory(dir)
-    errors.push(...loaded.errors)
-    for (const d of loaded.detectors) {
-      byId.delete(d.id)
-      byId.set(d.id, d)
-    }
-  }
-  if (errors.length > 0) throw new AggregateError(errors, errors.map((e) => e.message).join('\n'))
-  return [...byId.values()].filter((d) => d.enabled)
+  return loadDefinitions(dirs, 'detector', compileDetector)
 }
 
 interface KeyState {

@@ -7,6 +7,8 @@ import { DefinitionError } from './event-filter.ts'
 
 const MAX_FILES = 1000
 const MAX_FILE_BYTES = 1024 * 1024
+/** More definitions than anyone writes: a bound on what one load compiles and keeps. */
+const MAX_DEFINITIONS = 5000
 
 /**
  * Every definition in the .yaml/.yml files of `dir` (not recursive, file name
@@ -49,6 +51,28 @@ export function readDefinitionDirectory<T extends { id: string }>(dir: string, k
     }
   }
   return { items, errors }
+}
+
+/**
+ * Loads the directories in order: a definition whose id an earlier directory
+ * already defined replaces it (so a user can tune or, with `enabled: false`,
+ * turn off a built-in one). Returns the enabled ones; throws an AggregateError
+ * of DefinitionErrors when any file is bad.
+ */
+export function loadDefinitions<T extends { id: string; enabled: boolean }>(dirs: readonly string[], kind: 'rule' | 'detector', compile: (raw: unknown, file: string) => T): T[] {
+  const byId = new Map<string, T>()
+  const errors: DefinitionError[] = []
+  for (const dir of dirs) {
+    const loaded = readDefinitionDirectory(dir, kind, compile)
+    errors.push(...loaded.errors)
+    for (const item of loaded.items) {
+      byId.delete(item.id)
+      byId.set(item.id, item)
+    }
+  }
+  if (byId.size > MAX_DEFINITIONS) errors.push(new DefinitionError(dirs.join(', '), undefined, `more than ${MAX_DEFINITIONS} ${kind}s`))
+  if (errors.length > 0) throw new AggregateError(errors, errors.map((e) => e.message).join('\n'))
+  return [...byId.values()].filter((item) => item.enabled)
 }
 
 function yamlDocuments(text: string, file: string): unknown[] {

@@ -5,13 +5,12 @@ import { fileURLToPath } from 'node:url'
 import { LRUCache } from 'lru-cache'
 import type { Finding } from '../../proto/wire.ts'
 import type { AuditEvent } from '../audit/event.ts'
-import { readDefinitionDirectory } from './definition-files.ts'
+import { loadDefinitions, readDefinitionDirectory } from './definition-files.ts'
 import { DefinitionError, matchesEvent } from './event-filter.ts'
 import { CelBudgetExceeded } from './cel.ts'
 import { compileRule, type Rule } from './rule.ts'
 
 export const BUILTIN_RULES_DIR = fileURLToPath(new URL('./builtin-rules/', import.meta.url))
-const MAX_RULES = 5000
 const MAX_DETAIL_LENGTH = 256
 /** Rules that look at several stages of one request fire once per request (auditID). */
 const FIRED_REQUESTS = 10_000
@@ -24,25 +23,9 @@ export function readRuleDirectory(dir: string): { rules: Rule[]; errors: Definit
   return { rules: items, errors }
 }
 
-/**
- * Loads the directories in order: a rule whose id an earlier directory already
- * defined replaces it (so a user can tune or, with `enabled: false`, turn off
- * a built-in rule). Throws an AggregateError of DefinitionErrors when any file is bad.
- */
+/** The rules of the directories, later ones replacing earlier ones by id (see loadDefinitions). */
 export function loadRuleSet(dirs: readonly string[]): RuleSet {
-  const byId = new Map<string, Rule>()
-  const errors: DefinitionError[] = []
-  for (const dir of dirs) {
-    const loaded = readRuleDirectory(dir)
-    errors.push(...loaded.errors)
-    for (const rule of loaded.rules) {
-      byId.delete(rule.id)
-      byId.set(rule.id, rule)
-    }
-  }
-  if (byId.size > MAX_RULES) errors.push(new DefinitionError(dirs.join(', '), undefined, `more than ${MAX_RULES} rules`))
-  if (errors.length > 0) throw new AggregateError(errors, errors.map((e) => e.message).join('\n'))
-  return new RuleSet([...byId.values()].filter((r) => r.enabled))
+  return new RuleSet(loadDefinitions(dirs, 'rule', compileRule))
 }
 
 const OTHER = '\u0000other'

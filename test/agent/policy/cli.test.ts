@@ -57,7 +57,7 @@ t.test('planted gap: RequestReceived omitted for the whole policy blinds the dro
 })
 
 t.test('a credential-bearing body in the log is a warning, not a blind spot', async (t) => {
-  const { lines } = await run('check', here('../../../../shared/fixtures/apiserver-v1.26/audit-policy.yaml'))
+  const { lines } = await run('check', here('../../fixtures/apiserver-v1.26/audit-policy.yaml'))
   t.ok(lines.includes('warning: get,list,watch,create,update,patch secrets is logged at RequestResponse (rules[0]): secret values would be written to the audit log on disk; use Metadata'))
 })
 

@@ -78,7 +78,8 @@ async function rig(name: string, port = 0): Promise<Rig> {
   const keys = generateKeyPair(join(dir, 'node'))
   const trusted = loadTrustedKeys([keys.publicKeyFile])
   const store = join(dir, 'store')
-  const collector = await startCollector({ listen: { host: '127.0.0.1', port }, storeDir: store, trustedKeys: trusted, logger: pino({ level: 'silent' }) })
+  // The collector's query index has its own benchmark (bench:query); here the agent is measured, not the indexing.
+  const collector = await startCollector({ listen: { host: '127.0.0.1', port }, storeDir: store, trustedKeys: trusted, logger: pino({ level: 'silent' }), index: false })
   return { dir, logDir, store, keyFile: keys.keyFile, trusted, collector, port: collector.port }
 }
 
@@ -266,7 +267,7 @@ async function steadyAndOutage() {
     outagePeak = Math.max(outagePeak, procStats(agent.pid!).rssBytes)
     await sleep(200)
   }
-  r.collector = await startCollector({ listen: { host: '127.0.0.1', port }, storeDir: r.store, trustedKeys: r.trusted, logger: pino({ level: 'silent' }) })
+  r.collector = await startCollector({ listen: { host: '127.0.0.1', port }, storeDir: r.store, trustedKeys: r.trusted, logger: pino({ level: 'silent' }), index: false })
   const back = performance.now()
   // Catch-up: until the head reaches where the log was when the collector came back...
   const target = liveEnd(r.logDir)

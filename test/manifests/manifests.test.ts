@@ -148,11 +148,12 @@ t.test("the ConfigMap's agent.yaml is a valid configuration whose paths are the 
   t.throws(() => loadAgentConfig({ file, env: {} }), /node is not set/, 'without the downward API the agent says what is missing')
 })
 
-t.test('NetworkPolicies: agent egress to the collector and DNS only, scraped from monitoring only', async (t) => {
+t.test('NetworkPolicies: agent egress to the collector, DNS and the monitoring namespace\'s Alertmanager only, scraped from monitoring only', async (t) => {
   const np = one('NetworkPolicy', 'auditrail-agent')
   t.same(np.spec.policyTypes, ['Ingress', 'Egress'])
   t.same(np.spec.ingress, [{ from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }], ports: [{ protocol: 'TCP', port: 9787 }] }])
-  t.same(np.spec.egress.map((e: any) => e.ports.map((p: any) => `${p.protocol}/${p.port}`).join(',')), ['TCP/8443', 'UDP/53,TCP/53'])
+  t.same(np.spec.egress.map((e: any) => e.ports.map((p: any) => `${p.protocol}/${p.port}`).join(',')), ['TCP/8443', 'UDP/53,TCP/53', 'TCP/9093'])
+  t.same(np.spec.egress[2].to, [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'alertmanager' } } }])
   t.same(np.spec.egress[0].to, [{ podSelector: { matchLabels: one('Deployment', 'auditrail-collector').spec.selector.matchLabels } }])
   const cnp = one('NetworkPolicy', 'auditrail-collector')
   t.same(cnp.spec.ingress[0].from, [{ podSelector: { matchLabels: ds.spec.selector.matchLabels } }])

@@ -133,7 +133,7 @@ export class Detectors {
       }
       if (!matchesEvent(d.def.match, event)) continue
       if (d.def.filter && !filterMatches(d.def.filter, event)) continue
-      if (d.def.exceptions.length > 0 && d.def.exceptions.some((e) => safely(e, event))) continue
+      if (d.def.exceptions.length > 0 && d.def.exceptions.some((e) => e(event))) continue
       switch (t.kind) {
         case 'threshold':
           this.#threshold(d, t.count, event, timeMs, out)
@@ -264,14 +264,6 @@ function filterMatches(filter: (event: AuditEvent) => boolean, event: AuditEvent
   } catch (err) {
     if (err instanceof CelBudgetExceeded) return true
     throw err
-  }
-}
-
-function safely(test: (event: AuditEvent) => boolean, event: AuditEvent): boolean {
-  try {
-    return test(event)
-  } catch {
-    return false
   }
 }
 

@@ -117,7 +117,17 @@ export function compileExceptions(raw: unknown, fail: (message: string) => never
   if (!Array.isArray(raw) || raw.length > MAX_LIST_LENGTH) return fail(`exceptions: expected a list of CEL expressions or mappings of ${EXCEPTION_KEYS.join(', ')}`)
   return raw.map((item, i) => {
     const field = `exceptions[${i}]`
-    if (typeof item === 'string') return compile(field, item)
+    if (typeof item === 'string') {
+      const holds = compile(field, item)
+      // An exception too costly to evaluate does not hold: the finding stands (fail closed).
+      return (ev: AuditEvent) => {
+        try {
+          return holds(ev)
+        } catch {
+          return false
+        }
+      }
+    }
     if (typeof item !== 'object' || item === null || Array.isArray(item)) return fail(`${field}: expected a CEL expression or a mapping`)
     const e = item as Record<string, unknown>
     for (const key of Object.keys(e)) if (!(EXCEPTION_KEYS as readonly string[]).includes(key)) fail(`${field}: unknown field ${JSON.stringify(key)}; an exception lists ${EXCEPTION_KEYS.join(', ')}`)

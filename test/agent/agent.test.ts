@@ -1,77 +1,24 @@
 // The agent's pipeline in one process with a real collector on 127.0.0.1:
 // hostile lines, heartbeats, declared gaps, a collector ahead of the
 // checkpoint, and a signing key replaced at runtime.
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
 import { pino } from 'pino'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { AuditAgent } from '../../agent/agent.ts'
-import { loadAgentConfig, type AgentConfig } from '../../agent/config.ts'
 import { generateKeyPair } from '../../agent/keygen.ts'
-import { exportStream, RECORD_PREFIX } from '../../collector/export.ts'
+import { RECORD_PREFIX } from '../../collector/export.ts'
 import { startCollector } from '../../collector/server.ts'
 import { verifyStore } from '../../collector/verify.ts'
 import { loadTrustedKeys } from '../../proto/keys.ts'
+import { agentRig, exportRecords, until } from './agent-rig.ts'
 
 const event = (i: number) => `{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"${String(i).padStart(8, '0')}-1111-4000-8000-000000000000","stage":"ResponseComplete","requestURI":"/api/v1/pods","verb":"list","user":{"username":"u"},"stageTimestamp":"2026-11-25T10:00:00.000000Z"}`
 
-/**
- * A collector and an agent configuration in a fresh directory. One teardown stops
- * agents and collectors before the directory goes: tap would remove a testdir first.
- */
-async function setup(t: Test, overrides: (c: AgentConfig) => void = () => {}) {
-  const dir = mkdtempSync(join(tmpdir(), 'auditrail-agent-test-'))
-  const closers: Array<() => Promise<void>> = []
-  t.teardown(async () => {
-    for (const close of closers.reverse()) await close()
-    rmSync(dir, { recursive: true, force: true })
-  })
-  mkdirSync(join(dir, 'log'))
-  const keys = generateKeyPair(join(dir, 'node'))
-  const store = join(dir, 'store')
-  const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: store, trustedKeys: loadTrustedKeys([keys.publicKeyFile]) })
-  closers.push(() => collector.close())
-  const config = loadAgentConfig({
-    overrides: { node: 'node-a', 'collector.url': collector.url, 'tail.path': join(dir, 'log', 'audit.log'), stateDir: join(dir, 'state'), 'signing.keyFile': keys.keyFile },
-    env: {},
-  })
-  config.tail.pollIntervalMs = 50
-  overrides(config)
-  const start = async () => {
-    const agent = new AuditAgent(config, { logger: pino({ level: 'silent' }) })
-    closers.push(() => agent.stop())
-    await agent.start()
-    return agent
-  }
-  return { dir, keys, store, collector, config, start, logPath: config.tail.path, closeLater: (close: () => Promise<void>) => closers.push(close) }
-}
-
-async function exportRecords(store: string): Promise<string[]> {
-  const chunks: Buffer[] = []
-  const out = new Writable({ write(c, _e, cb) { chunks.push(c as Buffer); cb() } })
-  try {
-    await exportStream(store, { records: true, out })
-  } catch (err) {
-    if (/holds no streams/.test((err as Error).message)) return []
-    throw err
-  }
-  return Buffer.concat(chunks).toString('latin1').split('\n').slice(0, -1)
-}
-
 const notes = (lines: string[], kind: string) => lines.filter((l) => l.startsWith(RECORD_PREFIX)).map((l) => JSON.parse(l.slice(RECORD_PREFIX.length))).filter((n) => n.kind === kind)
 
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = 15_000) {
-  const deadline = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
-
 t.test('hostile lines: not JSON and invalid UTF-8 ship as unparsed evidence; a 5 MiB line is quarantined on the node', async (t) => {
-  const s = await setup(t)
+  const s = await agentRig(t)
   const big = Buffer.concat([Buffer.from('{"kind":"Event","x":"'), Buffer.alloc(5 * 1024 * 1024, 0x61), Buffer.from('"}')])
   const invalid = Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]) // {"\xff\xfe"}
   writeFileSync(s.logPath, Buffer.concat([Buffer.from(`${event(1)}\nthis is not json\n`), invalid, Buffer.from('\n'), big, Buffer.from(`\n${event(2)}\n`)]))
@@ -90,7 +37,7 @@ t.test('hostile lines: not JSON and invalid UTF-8 ship as unparsed evidence; a 5
 })
 
 t.test('silence is visible: heartbeats keep coming when nothing is written', async (t) => {
-  const s = await setup(t, (c) => { c.batch.heartbeatIntervalMs = 100 })
+  const s = await agentRig(t, (c) => { c.batch.heartbeatIntervalMs = 100 })
   writeFileSync(s.logPath, `${event(1)}\n`)
   const agent = await s.start()
   await until('three heartbeats', async () => notes(await exportRecords(s.store), 'heartbeat').length >= 3)
@@ -98,7 +45,7 @@ t.test('silence is visible: heartbeats keep coming when nothing is written', asy
 })
 
 t.test('a file that shrinks is declared as a gap in the stream', async (t) => {
-  const s = await setup(t)
+  const s = await agentRig(t)
   writeFileSync(s.logPath, `${event(1)}\n${event(2)}\n`)
   const agent = await s.start()
   await until('two events', async () => (await exportRecords(s.store)).filter((l) => l.startsWith('{')).length === 2)
@@ -111,7 +58,7 @@ t.test('a file that shrinks is declared as a gap in the stream', async (t) => {
 })
 
 t.test('the collector is ahead of the checkpoint (crash between ack and checkpoint): the agent continues after its head, no fork, no duplicate', async (t) => {
-  const s = await setup(t)
+  const s = await agentRig(t)
   writeFileSync(s.logPath, `${event(1)}\n`)
   const first = await s.start()
   await until('the first event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000001-1111')))
@@ -137,7 +84,7 @@ t.test('the collector is ahead of the checkpoint (crash between ack and checkpoi
 
 t.test('a new signing key file is picked up at runtime; the chain continues under the new key id', async (t) => {
   let reload = 0
-  const s = await setup(t, (c) => { c.signing.reloadIntervalMs = 100 })
+  const s = await agentRig(t, (c) => { c.signing.reloadIntervalMs = 100 })
   const next = generateKeyPair(join(s.dir, 'next'))
   await s.collector.close()
   const both = loadTrustedKeys([s.keys.publicKeyFile, next.publicKeyFile])
@@ -160,7 +107,7 @@ t.test('a new signing key file is picked up at runtime; the chain continues unde
 })
 
 t.test('secret values, and the paths the config adds, are redacted before they ship; the line is marked with the paths removed', async (t) => {
-  const s = await setup(t, (c) => {
+  const s = await agentRig(t, (c) => {
     c.redact.extraPaths = { configmaps: ['requestObject.data.*'] }
   })
   const secret = `{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"5ec12e70-1111-4000-8000-000000000000","stage":"ResponseComplete","verb":"get","user":{"username":"alice"},"objectRef":{"resource":"secrets","namespace":"default","name":"db","apiVersion":"v1"},"responseObject":{"kind":"Secret","data":{"password":"aHVudGVyMg=="}},"stageTimestamp":"2026-11-25T10:00:00.000000Z"}`
@@ -178,7 +125,7 @@ t.test('secret values, and the paths the config adds, are redacted before they s
 
 t.test('guardrail findings travel in the batch of their event, are counted, and reach onFinding at once', async (t) => {
   const rulesDir = t.testdir({ 'mine.yaml': 'id: list-by-u\ntitle: u lists\nseverity: high\nmatch:\n  verbs: [list]\n  users: [u]\noutput: "{{ event.user.username }} listed {{ event.requestURI }}"\n' })
-  const s = await setup(t, (c) => {
+  const s = await agentRig(t, (c) => {
     c.rules.dirs = [rulesDir]
   })
   const privileged = JSON.stringify({
@@ -206,7 +153,7 @@ t.test('guardrail findings travel in the batch of their event, are counted, and 
 })
 
 t.test('mTLS to the collector; a rotated collector CA and client certificate are picked up without a restart', async (t) => {
-  const s = await setup(t, (c) => {
+  const s = await agentRig(t, (c) => {
     c.signing.reloadIntervalMs = 100
   })
   const { makeCa, makeLeaf } = await import('./ship/tls-certificates.ts')
@@ -252,7 +199,7 @@ t.test('mTLS to the collector; a rotated collector CA and client certificate are
 })
 
 t.test('a crash before the first acknowledgement: the restart resumes where the first start began, even after the log rotated', async (t) => {
-  const s = await setup(t, (c) => {
+  const s = await agentRig(t, (c) => {
     c.batch.maxWaitMs = 60_000 // nothing is sealed, so nothing acknowledged, while the test rotates the log
     c.collector.retryMaxDelayMs = 100
   })

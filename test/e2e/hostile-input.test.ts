@@ -5,19 +5,13 @@
 // asserted outcome (quarantined, shipped as unparsed evidence, or processed
 // with the expected finding), the normal event after each is shipped, the
 // store verifies, nothing pollutes Object.prototype, and memory stays bounded.
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
-import { pino } from 'pino'
-import t, { type Test } from 'tap'
-import { AuditAgent } from '../../agent/agent.ts'
-import { loadAgentConfig, type AgentConfig } from '../../agent/config.ts'
-import { generateKeyPair } from '../../agent/keygen.ts'
-import { exportStream, RECORD_PREFIX } from '../../collector/export.ts'
-import { startCollector } from '../../collector/server.ts'
+import t from 'tap'
+import { RECORD_PREFIX } from '../../collector/export.ts'
 import { verifyStore } from '../../collector/verify.ts'
 import { loadTrustedKeys } from '../../proto/keys.ts'
+import { agentRig, exportRecords, until } from '../agent/agent-rig.ts'
 
 const MiB = 1024 * 1024
 const marker = (i: number) => `{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"marker-${String(i).padStart(4, '0')}","stage":"ResponseComplete","requestURI":"/api/v1/pods","verb":"list","user":{"username":"u"},"stageTimestamp":"2026-11-25T10:00:00.000000Z"}`
@@ -82,60 +76,11 @@ const cases: Case[] = [
   { name: `an expensive user CEL rule (nested exists over ${EXPENSIVE_CONTAINERS} containers: 10^8 steps, stopped by the evaluation budget and counted as a match)`, line: Buffer.from(create('cel-cost', 'pods', 'cel-cost', pod(EXPENSIVE_CONTAINERS, () => false, 'cel-cost'))), expect: 'event', findings: ['expensive-nested-exists', 'pod-created'], verbatim: true },
 ]
 
-async function setup(t: Test, overrides: (c: AgentConfig) => void) {
-  const dir = mkdtempSync(join(tmpdir(), 'auditrail-hostile-test-'))
-  const closers: Array<() => Promise<void>> = []
-  t.teardown(async () => {
-    for (const close of closers.reverse()) await close()
-    rmSync(dir, { recursive: true, force: true })
-  })
-  mkdirSync(join(dir, 'log'))
-  const keys = generateKeyPair(join(dir, 'node'))
-  const store = join(dir, 'store')
-  const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: store, trustedKeys: loadTrustedKeys([keys.publicKeyFile]) })
-  closers.push(() => collector.close())
-  const config = loadAgentConfig({
-    overrides: { node: 'node-a', 'collector.url': collector.url, 'tail.path': join(dir, 'log', 'audit.log'), stateDir: join(dir, 'state'), 'signing.keyFile': keys.keyFile },
-    env: {},
-  })
-  config.tail.pollIntervalMs = 50
-  overrides(config)
-  const logs: string[] = []
-  const logger = pino({ level: 'warn' }, new Writable({ write(c: Buffer, _e, cb) { logs.push(c.toString()); cb() } }))
-  const start = async () => {
-    const agent = new AuditAgent(config, { logger })
-    closers.push(() => agent.stop())
-    await agent.start()
-    return agent
-  }
-  return { dir, keys, store, config, start, logs }
-}
-
-async function exportRecords(store: string): Promise<string[]> {
-  const chunks: Buffer[] = []
-  const out = new Writable({ write(c, _e, cb) { chunks.push(c as Buffer); cb() } })
-  try {
-    await exportStream(store, { records: true, out })
-  } catch (err) {
-    if (/holds no streams/.test((err as Error).message)) return []
-    throw err
-  }
-  return Buffer.concat(chunks).toString('latin1').split('\n').slice(0, -1)
-}
-
 interface Note { kind: string; offset: number; reason?: string; id?: string; length?: number; storedAs?: string }
 const notesOf = (lines: string[]): Note[] => lines.filter((l) => l.startsWith(RECORD_PREFIX)).map((l) => JSON.parse(l.slice(RECORD_PREFIX.length)) as Note)
 
-async function until(what: string, check: () => boolean | Promise<boolean>, ms: number) {
-  const deadline = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
 t.test('hostile inputs through the agent: each has its outcome, the pipeline keeps going, memory stays bounded', async (t) => {
-  const s = await setup(t, (c) => {
+  const s = await agentRig(t, (c) => {
     const rulesDir = join(c.stateDir, '..', 'rules')
     mkdirSync(rulesDir, { recursive: true })
     writeFileSync(join(rulesDir, 'expensive.yaml'), EXPENSIVE_RULE)

@@ -12,7 +12,7 @@ import { existsSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import { pino, type Logger } from 'pino'
-import { decodeBatch, decodeSealedBatch, SEVERITIES, type Batch, type Severity } from '../proto/wire.ts'
+import { decodeBatch, decodeSealedBatch, severityRank, type Batch } from '../proto/wire.ts'
 import { ENTRY_HEADER_BYTES, listSegments, listStreams, readSegment, StoreError, type Store } from './store.ts'
 
 export const INDEX_FILE = 'index.sqlite'
@@ -24,10 +24,6 @@ export class IndexError extends Error {
     super(message)
     this.name = 'IndexError'
   }
-}
-
-export function severityRank(s: Severity): number {
-  return SEVERITIES.indexOf(s)
 }
 
 // Values that repeat (users, groups, IPs, verbs, resources, namespaces, stages) are stored once in

@@ -65,6 +65,15 @@ export interface WireRecord {
 export type Severity = 'info' | 'low' | 'medium' | 'high' | 'critical'
 export const SEVERITIES: readonly Severity[] = ['info', 'low', 'medium', 'high', 'critical']
 
+export function isSeverity(v: unknown): v is Severity {
+  return typeof v === 'string' && (SEVERITIES as readonly string[]).includes(v)
+}
+
+/** Position in SEVERITIES, lowest first (info 0 ... critical 4): severities compare by it. */
+export function severityRank(s: Severity): number {
+  return SEVERITIES.indexOf(s)
+}
+
 export interface Finding {
   recordIndex: number
   source: 'rule' | 'detector'

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
 import { Agent, request, type Dispatcher } from 'undici'
 import type { AuditEvent } from '../audit/event.ts'
-import { SEVERITIES, type Finding, type Severity } from '../../proto/wire.ts'
+import type { Finding } from '../../proto/wire.ts'
 
 /**
  * One finding on its way out, with the few event fields an alert shows.
@@ -53,10 +53,6 @@ export function buildAlert(finding: Omit<Finding, 'recordIndex'>, event: AuditEv
 /** What makes two findings the same incident: a detector's key (or else the user), the namespace, the resource. */
 export function dedupKey(a: Alert): string {
   return JSON.stringify([a.finding.id, a.finding.details.key ?? a.user, a.namespace, a.resource])
-}
-
-export function severityRank(s: Severity): number {
-  return SEVERITIES.indexOf(s)
 }
 
 /** A destination for alerts. `send` resolves when the receiver accepted every alert given, or throws SinkError. */

@@ -6,13 +6,13 @@
 import { performance } from 'node:perf_hooks'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
-import type { Finding } from '../../proto/wire.ts'
+import { severityRank, type Finding } from '../../proto/wire.ts'
 import type { AuditEvent } from '../audit/event.ts'
 import type { AgentConfig, AlertConfig } from '../config.ts'
 import type { AgentMetrics } from '../observe/metrics.ts'
 import { backoffMs } from '../ship/sender.ts'
 import { AlertmanagerSink } from './alertmanager.ts'
-import { buildAlert, dedupKey, severityRank, SinkError, type Alert, type AlertSink } from './alert.ts'
+import { buildAlert, dedupKey, SinkError, type Alert, type AlertSink } from './alert.ts'
 import { WebhookSink } from './webhook.ts'
 
 export interface AlertDispatcherOptions {

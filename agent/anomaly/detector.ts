@@ -22,7 +22,7 @@ import type { AuditEvent } from '../audit/event.ts'
 import { CelCompileError, compilePredicate, type EventPredicate } from '../guard/cel.ts'
 import { compileExceptions, compileMatch, DefinitionError, MAX_TEXT_LENGTH, preview, stringList, type EventMatch, type EventTest } from '../guard/event-filter.ts'
 import { RULE_ID_PATTERN } from '../guard/rule.ts'
-import { isSeverity, SEVERITIES, type Severity } from '../guard/severity.ts'
+import { isSeverity, SEVERITIES, type Severity } from '../../proto/wire.ts'
 
 const KEYS = new Set(['id', 'title', 'severity', 'description', 'mitre', 'match', 'filter', 'exceptions', 'key', 'window', 'trigger', 'coolDown', 'maxKeys', 'enabled'])
 const MAX_KEYS_LIMIT = 1_000_000

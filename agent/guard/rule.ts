@@ -13,7 +13,7 @@
 import type { AuditEvent } from '../audit/event.ts'
 import { CelCompileError, compileExpression, compilePredicate, evaluateToText, type EventExpression, type EventPredicate } from './cel.ts'
 import { compileExceptions, compileMatch, DefinitionError, MAX_TEXT_LENGTH, preview, stringList, type EventMatch, type EventTest } from './event-filter.ts'
-import { isSeverity, SEVERITIES, type Severity } from './severity.ts'
+import { isSeverity, SEVERITIES, type Severity } from '../../proto/wire.ts'
 
 export const RULE_ID_PATTERN = /^[a-z0-9]+(-[a-z0-9]+)*$/
 const MAX_ID_LENGTH = 100

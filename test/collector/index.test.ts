@@ -4,12 +4,12 @@
 // Reindexing from scratch, and catching up at start-up, must give the same answers.
 import { rmSync } from 'node:fs'
 import t, { type Test } from 'tap'
-import { EventIndex, indexPath, rebuildIndex, severityRank } from '../../collector/index.ts'
+import { EventIndex, indexPath, rebuildIndex } from '../../collector/index.ts'
 import { parseQuery, QueryEngine } from '../../collector/query.ts'
 import { parseReaders } from '../../collector/readers.ts'
 import { startCollector } from '../../collector/server.ts'
 import { listStreams, streamEntries } from '../../collector/store.ts'
-import { decodeBatch, decodeSealedBatch, encodePushBatchRequest, PUSH_BATCH_PATH, SEVERITIES, type Severity } from '../../proto/wire.ts'
+import { decodeBatch, decodeSealedBatch, encodePushBatchRequest, PUSH_BATCH_PATH, SEVERITIES, severityRank, type Severity } from '../../proto/wire.ts'
 import { generatedBatches, post, testKey, trustOf, type GeneratedBatches } from './fixtures.ts'
 
 const key = testKey()

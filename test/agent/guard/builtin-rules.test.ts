@@ -6,7 +6,7 @@
 import t from 'tap'
 import { decodeAuditLine, type AuditEvent } from '../../../agent/audit/event.ts'
 import { BUILTIN_RULES_DIR, loadRuleSet, type RuleFinding } from '../../../agent/guard/rule-set.ts'
-import type { Severity } from '../../../agent/guard/severity.ts'
+import type { Severity } from '../../../proto/wire.ts'
 
 type Json = Record<string, unknown>
 

@@ -10,7 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import t from 'tap'
 import { decodeAuditLine, type DecodeResult } from '../../../agent/audit/event.ts'
 import { BUILTIN_RULES_DIR, loadRuleSet, type RuleFinding, type RuleSet } from '../../../agent/guard/rule-set.ts'
-import { severityRank } from '../../../agent/guard/severity.ts'
+import { severityRank } from '../../../proto/wire.ts'
 
 const FIXTURE = new URL('../../fixtures/falco-k8s-audit/', import.meta.url)
 const MEDIUM = severityRank('medium')

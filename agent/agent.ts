@@ -15,7 +15,7 @@ import { Guard } from './guard/guard.ts'
 import { AgentMetrics } from './observe/metrics.ts'
 import { Batcher, type ProcessedRecord } from './ship/batcher.ts'
 import { Sealer, type BatchDraft, type SealedItem } from './ship/sealer.ts'
-import { collectorDispatcher, Sender, SendError, backoffMs } from './ship/sender.ts'
+import { peerDispatcher, Sender, SendError, backoffMs } from './ship/sender.ts'
 import { SigningKeyFile } from './ship/signing-key.ts'
 import { CollectorTls } from './ship/collector-tls.ts'
 import { createRedactor, UnscannableLine } from './redact/redactor.ts'
@@ -89,7 +89,7 @@ export class AuditAgent {
     this.#checkpoints = new CheckpointFile(config.stateDir)
     const c = config.collector
     this.#tls = new CollectorTls({ caFile: c.caFile, certFile: c.certFile, keyFile: c.keyFile })
-    this.#dispatcher = collectorDispatcher({ timeoutMs: c.timeoutMs, ...this.#tls.material })
+    this.#dispatcher = peerDispatcher({ timeoutMs: c.timeoutMs, ...this.#tls.material })
     this.#sender = new Sender({
       url: c.url,
       streamId: config.streamId,
@@ -457,7 +457,7 @@ export class AuditAgent {
       this.#log.error({ err: (err as Error).message }, 'cannot reload the TLS files for the collector; still using the previous ones')
       return
     }
-    const next = collectorDispatcher({ timeoutMs: this.#config.collector.timeoutMs, ...this.#tls.material })
+    const next = peerDispatcher({ timeoutMs: this.#config.collector.timeoutMs, ...this.#tls.material })
     const previous = this.#sender.useDispatcher(next)
     this.#dispatcher = next
     // Requests in flight finish on the old connections; then they close.

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs'
 import { Agent, request, type Dispatcher } from 'undici'
 import type { AuditEvent } from '../audit/event.ts'
 import type { Finding } from '../../proto/wire.ts'
+import { peerDispatcher } from '../ship/sender.ts'
 
 /**
  * One finding on its way out, with the few event fields an alert shows.
@@ -81,15 +82,7 @@ export class SinkError extends Error {
 
 /** The HTTP client of one sink: keep-alive, TLS verified (against `ca` when given), connect timeout. */
 export function sinkDispatcher(options: { caFile: string; timeoutMs: number }): Agent {
-  return new Agent({
-    keepAliveTimeout: 30_000,
-    connections: 2,
-    connect: {
-      timeout: options.timeoutMs,
-      rejectUnauthorized: true,
-      ...(options.caFile ? { ca: readFileSync(options.caFile) } : {}),
-    },
-  })
+  return peerDispatcher({ timeoutMs: options.timeoutMs, ...(options.caFile ? { ca: readFileSync(options.caFile) } : {}) })
 }
 
 /**

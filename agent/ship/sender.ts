@@ -258,8 +258,8 @@ function transportError(err: Error & { code?: string }, url: string, timeoutMs: 
   return new SendError('transport', `cannot reach collector ${url}: ${code ?? err.message}`)
 }
 
-/** The HTTP client for the collector: keep-alive, TLS verification on, optional client certificate. */
-export function collectorDispatcher(options: { ca?: Buffer; cert?: Buffer; key?: Buffer; timeoutMs: number }): Agent {
+/** An HTTP client for one peer (the collector, an alert sink): keep-alive, TLS verification on, optional client certificate. */
+export function peerDispatcher(options: { ca?: Buffer; cert?: Buffer; key?: Buffer; timeoutMs: number }): Agent {
   return new Agent({
     keepAliveTimeout: 30_000,
     connections: 2,

@@ -9,7 +9,7 @@
 import { closeSync, openSync, readSync } from 'node:fs'
 import { join } from 'node:path'
 import type { StatementSync } from 'node:sqlite'
-import { SEVERITIES, type Severity } from '../proto/wire.ts'
+import { isSeverity, SEVERITIES, severityRank, type Severity } from '../proto/wire.ts'
 import { auditKey, type EventIndex } from './index.ts'
 import { segmentName, streamDir } from './store.ts'
 
@@ -85,8 +85,8 @@ export function parseQuery(kind: QueryKind, params: URLSearchParams): Query {
         q[param] = parseTimeParam(param, value)
         break
       case 'severity': {
-        if (!SEVERITIES.includes(value as Severity)) throw new QueryError(param, `${JSON.stringify(value)} is not one of ${SEVERITIES.join(', ')}`)
-        q.severity = value as Severity
+        if (!isSeverity(value)) throw new QueryError(param, `${JSON.stringify(value)} is not one of ${SEVERITIES.join(', ')}`)
+        q.severity = value
         break
       }
       case 'limit': {
@@ -177,7 +177,7 @@ export function buildSql(q: Query): { sql: string; params: Array<string | number
     where.push(`${time} < ?`)
     params.push(q.until)
   }
-  const rank = q.severity === undefined ? undefined : SEVERITIES.indexOf(q.severity)
+  const rank = q.severity === undefined ? undefined : severityRank(q.severity)
   if (findings) {
     if (q.finding !== undefined) {
       where.push('f.finding_id = ?')

@@ -85,6 +85,13 @@ export function sinkDispatcher(options: { caFile: string; timeoutMs: number }): 
   return peerDispatcher({ timeoutMs: options.timeoutMs, ...(options.caFile ? { ca: readFileSync(options.caFile) } : {}) })
 }
 
+/** Sets the Authorization header from a bearer token file, and notes the token as a secret to keep out of logs. */
+export async function bearer(token: SecretFile, headers: Record<string, string>, secrets: string[]): Promise<void> {
+  const value = await token.read()
+  headers.authorization = `Bearer ${value}`
+  secrets.push(value)
+}
+
 /**
  * A credential kept in a file (a mounted Secret). Read once at start so a
  * wrong path fails the agent's start, then again before each request so a

@@ -3,7 +3,7 @@
 // (same labels) updates the alert instead of adding one.
 import type { Agent } from 'undici'
 import type { AlertConfig } from '../config.ts'
-import { originOf, postJson, SecretFile, sinkDispatcher, type Alert, type AlertSink } from './alert.ts'
+import { bearer, originOf, postJson, SecretFile, sinkDispatcher, type Alert, type AlertSink } from './alert.ts'
 
 /** The body Alertmanager's API takes: labels and annotations are string maps. */
 export interface PostableAlert {
@@ -86,11 +86,7 @@ export class AlertmanagerSink implements AlertSink {
     const body = JSON.stringify(alerts.map((a) => toPostableAlert(a, this.#config.resolveTimeoutMs, now)))
     const headers: Record<string, string> = {}
     const secrets: string[] = []
-    if (this.#token) {
-      const token = await this.#token.read()
-      headers.authorization = `Bearer ${token}`
-      secrets.push(token)
-    }
+    if (this.#token) await bearer(this.#token, headers, secrets)
     if (this.#password) {
       const password = await this.#password.read()
       const basic = Buffer.from(`${this.#config.basicAuth.username}:${password}`).toString('base64')

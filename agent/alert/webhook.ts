@@ -5,7 +5,7 @@
 import { createHmac } from 'node:crypto'
 import type { Agent } from 'undici'
 import type { AlertConfig } from '../config.ts'
-import { originOf, postJson, SecretFile, sinkDispatcher, type Alert, type AlertSink } from './alert.ts'
+import { bearer, originOf, postJson, SecretFile, sinkDispatcher, type Alert, type AlertSink } from './alert.ts'
 
 export const WEBHOOK_SCHEMA = 'auditrail.alert/v1'
 export const SIGNATURE_HEADER = 'x-auditrail-signature'
@@ -86,11 +86,7 @@ export class WebhookSink implements AlertSink {
   async #post(body: string): Promise<void> {
     const headers: Record<string, string> = {}
     const secrets: string[] = []
-    if (this.#token) {
-      const token = await this.#token.read()
-      headers.authorization = `Bearer ${token}`
-      secrets.push(token)
-    }
+    if (this.#token) await bearer(this.#token, headers, secrets)
     if (this.#secret) {
       const secret = await this.#secret.read()
       const timestamp = String(Math.floor(Date.now() / 1000))

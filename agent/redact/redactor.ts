@@ -5,7 +5,7 @@
 // and every other byte of the line stays as the apiserver wrote it: the value
 // spans are found by scanning the original text, never by re-serializing.
 // Rules and detectors see the original event; only the shipped bytes change.
-import { createHmac } from 'node:crypto'
+import { createHmac, createSecretKey } from 'node:crypto'
 import type { AuditEvent } from '../audit/event.ts'
 
 export interface RedactorOptions {
@@ -27,24 +27,37 @@ const BUILTIN: Record<string, Pattern[]> = {
 }
 const MAX_DEPTH = 128
 
-/** The line could not be scanned (not JSON as expected, or nested too deep): its raw bytes must not ship. */
+/** The line could not be scanned (nested too deep, or not the JSON its event was parsed from): its raw bytes must not ship. */
 export class UnscannableLine extends Error {}
 
+const BACKSLASH = 0x5c
+
+/**
+ * Returns the redactor. `line` must be the text `event` was parsed from (so it
+ * is valid JSON: the scanner locates values, it does not validate).
+ */
 export function createRedactor(options: RedactorOptions): (line: Buffer, event: AuditEvent) => RedactResult {
   const byResource = new Map<string, Pattern[]>()
   for (const [resource, patterns] of Object.entries(BUILTIN)) byResource.set(resource, patterns)
   for (const [resource, paths] of Object.entries(options.extraPaths ?? {})) {
     byResource.set(resource, [...(byResource.get(resource) ?? []), ...paths.map((p) => p.split('.').map((s) => (s === '[*]' ? '[*]' : s)))])
   }
-  const marker = (value: string) => `"auditrail:redacted:sha256:${createHmac('sha256', options.salt).update(value).digest('hex').slice(0, 16)}"`
+  const needles = new Map([...byResource].map(([resource, patterns]) => [resource, keyNeedles(patterns)]))
+  const key = createSecretKey(options.salt)
+  const marker = (value: string) => `"auditrail:redacted:sha256:${createHmac('sha256', key).update(value).digest('hex').slice(0, 16)}"`
 
   return (line, event) => {
     const ref = event.objectRef
     if (!ref?.resource) return undefined
     const resource = ref.subresource ? `${ref.resource}/${ref.subresource}` : ref.resource
-    const patterns = byResource.get(resource) ?? (ref.apiGroup ? byResource.get(`${ref.apiGroup}/${resource}`) : undefined)
+    const name = byResource.has(resource) ? resource : ref.apiGroup ? `${ref.apiGroup}/${resource}` : undefined
+    const patterns = name === undefined ? undefined : byResource.get(name)
     // The common case costs one map lookup: lines about other resources are never scanned.
     if (!patterns) return undefined
+    // Most lines about secrets carry no values (metadata-level, deletes, watches): a line
+    // without a pattern's key, and without escapes that could spell one, is not scanned.
+    const keys = needles.get(name!)
+    if (keys && line.indexOf(BACKSLASH) === -1 && !keys.some((k) => line.includes(k))) return undefined
     const text = line.toString('utf8')
     const spans = findSpans(text, patterns)
     if (spans.length === 0) return undefined
@@ -64,76 +77,134 @@ export function createRedactor(options: RedactorOptions): (line: Buffer, event: 
   }
 }
 
+/**
+ * For each pattern, its last literal key as it appears in JSON text ("data"): a
+ * line holding none of them cannot match. Undefined when some pattern has no
+ * literal key (it could match anything: always scan).
+ */
+function keyNeedles(patterns: Pattern[]): Buffer[] | undefined {
+  const needles = new Set<string>()
+  for (const p of patterns) {
+    const literal = p.findLast((s) => s !== '*' && s !== '[*]')
+    if (literal === undefined) return undefined
+    needles.add(JSON.stringify(literal))
+  }
+  return [...needles].map((n) => Buffer.from(n))
+}
+
 interface Span { start: number; end: number; path: string }
 
-/** Spans of the values whose path matches a pattern, in text order. Throws UnscannableLine. */
+const QUOTE = 0x22
+const OPEN_OBJECT = 0x7b
+const CLOSE_OBJECT = 0x7d
+const OPEN_ARRAY = 0x5b
+const CLOSE_ARRAY = 0x5d
+const COMMA = 0x2c
+
+/**
+ * Spans of the values whose path matches a pattern, in text order. `text` is
+ * valid JSON. Throws UnscannableLine when nested deeper than MAX_DEPTH.
+ */
 export function findSpans(text: string, patterns: Pattern[]): Span[] {
   const spans: Span[] = []
+  const n = text.length
   let i = 0
   const fail = (why: string): never => {
     throw new UnscannableLine(`${why} at character ${i}`)
   }
   const ws = () => {
-    while (i < text.length && (text[i] === ' ' || text[i] === '\n' || text[i] === '\t' || text[i] === '\r')) i++
+    for (let c = text.charCodeAt(i); c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0d; c = text.charCodeAt(++i));
   }
-  const str = (): string => {
-    if (text[i] !== '"') fail('expected a string')
-    const start = ++i
-    while (i < text.length && text[i] !== '"') i += text[i] === '\\' ? 2 : 1
-    if (i >= text.length) fail('unterminated string')
-    return JSON.parse(text.slice(start - 1, ++i)) as string
+  /** Moves past the string at i; true when it holds an escape. */
+  const skipString = (): boolean => {
+    let escaped = false
+    for (i++; i < n; i++) {
+      const c = text.charCodeAt(i)
+      if (c === QUOTE) break
+      if (c === BACKSLASH) {
+        escaped = true
+        i++
+      }
+    }
+    i++
+    return escaped
+  }
+  const key = (): string => {
+    const start = i
+    return skipString() ? (JSON.parse(text.slice(start, i)) as string) : text.slice(start + 1, i - 1)
+  }
+  const skipScalar = () => {
+    for (let c = text.charCodeAt(i); i < n && c !== COMMA && c !== CLOSE_OBJECT && c !== CLOSE_ARRAY && c !== 0x20 && c !== 0x0a && c !== 0x09 && c !== 0x0d; c = text.charCodeAt(++i));
+  }
+  /** Moves past a value no pattern reaches, counting brackets (strings skipped whole). */
+  const skipValue = (depth: number): void => {
+    const c = text.charCodeAt(i)
+    if (c === QUOTE) return void skipString()
+    if (c !== OPEN_OBJECT && c !== OPEN_ARRAY) return skipScalar()
+    let level = 0
+    do {
+      if (i >= n) fail('unterminated value')
+      const d = text.charCodeAt(i)
+      if (d === QUOTE) {
+        skipString()
+        continue
+      }
+      if (d === OPEN_OBJECT || d === OPEN_ARRAY) {
+        if (depth + ++level > MAX_DEPTH) fail('nested too deep')
+      } else if (d === CLOSE_OBJECT || d === CLOSE_ARRAY) {
+        level--
+      }
+      i++
+    } while (level > 0)
   }
   // Which patterns can still match below `path`, and does one match `path` exactly?
-  const step = (live: Pattern[], key: string, isIndex: boolean, depth: number): Pattern[] =>
-    live.filter((p) => depth < p.length && (p[depth] === key || (p[depth] === '*' && !isIndex) || (p[depth] === '[*]' && isIndex)))
+  const step = (live: Pattern[], segment: string, isIndex: boolean, depth: number): Pattern[] =>
+    live.filter((p) => depth < p.length && (p[depth] === segment || (p[depth] === '*' && !isIndex) || (p[depth] === '[*]' && isIndex)))
   const value = (live: Pattern[], path: string, depth: number): void => {
     if (depth > MAX_DEPTH) fail('nested too deep')
     ws()
     const start = i
-    const exact = live.some((p) => p.length === depth)
-    const c = text[i]
-    if (c === '{') {
+    const c = text.charCodeAt(i)
+    if (live.length === 0) {
+      skipValue(depth)
+    } else if (c === OPEN_OBJECT) {
       i++
       ws()
-      if (text[i] === '}') i++
-      else {
-        for (;;) {
+      while (text.charCodeAt(i) !== CLOSE_OBJECT) {
+        if (i >= n) fail('unterminated object')
+        const k = key()
+        ws()
+        i++ // the colon
+        value(step(live, k, false, depth), path ? `${path}.${k}` : k, depth + 1)
+        ws()
+        if (text.charCodeAt(i) === COMMA) {
+          i++
           ws()
-          const key = str()
-          ws()
-          if (text[i++] !== ':') fail('expected ":"')
-          const below = live.length > 0 ? step(live, key, false, depth) : live
-          value(below, path ? `${path}.${key}` : key, depth + 1)
-          ws()
-          if (text[i] === ',') i++
-          else if (text[i] === '}') { i++; break }
-          else fail('expected "," or "}"')
         }
       }
-    } else if (c === '[') {
+      i++
+    } else if (c === OPEN_ARRAY) {
       i++
       ws()
-      if (text[i] === ']') i++
-      else {
-        for (let n = 0; ; n++) {
-          const below = live.length > 0 ? step(live, '[*]', true, depth) : live
-          value(below, `${path}[${n}]`, depth + 1)
+      const below = step(live, '[*]', true, depth)
+      for (let index = 0; text.charCodeAt(i) !== CLOSE_ARRAY; index++) {
+        if (i >= n) fail('unterminated array')
+        value(below, `${path}[${index}]`, depth + 1)
+        ws()
+        if (text.charCodeAt(i) === COMMA) {
+          i++
           ws()
-          if (text[i] === ',') i++
-          else if (text[i] === ']') { i++; break }
-          else fail('expected "," or "]"')
         }
       }
-    } else if (c === '"') {
-      str()
+      i++
+    } else if (c === QUOTE) {
+      skipString()
     } else {
-      while (i < text.length && !',}] \n\t\r'.includes(text[i]!)) i++
-      if (i === start) fail('expected a value')
+      skipScalar()
     }
-    if (exact) spans.push({ start, end: i, path })
+    if (i === start) fail('expected a value')
+    if (live.some((p) => p.length === depth)) spans.push({ start, end: i, path })
   }
   value(patterns, '', 0)
-  ws()
-  if (i !== text.length) fail('trailing characters')
   return spans
 }

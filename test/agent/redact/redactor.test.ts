@@ -50,7 +50,7 @@ t.test('configured extra paths; other resources are not touched', async (t) => {
 })
 
 t.test('a line nested too deep to scan is refused, not shipped raw', async (t) => {
-  const deep = `{"objectRef":{"resource":"secrets"},"requestObject":${'['.repeat(500)}${']'.repeat(500)}}`
+  const deep = `{"objectRef":{"resource":"secrets"},"requestObject":{"data":{"k":"dg=="},"x":${'['.repeat(500)}${']'.repeat(500)}}}`
   let thrown: unknown
   try {
     redact(Buffer.from(deep), JSON.parse(deep))
@@ -58,4 +58,19 @@ t.test('a line nested too deep to scan is refused, not shipped raw', async (t) =
     thrown = err
   }
   t.ok(thrown instanceof UnscannableLine, String(thrown))
+})
+
+t.test('keys spelled with escapes, duplicate keys and values that look like keys are still found', async (t) => {
+  const redactText = (text: string) => redact(Buffer.from(text), JSON.parse(text) as AuditEvent)
+  const escaped = redactText('{"objectRef":{"resource":"secrets"},"requestObject":{"\\u0064ata":{"password":"aHVudGVyMg=="}}}')
+  t.same(escaped?.paths, ['requestObject.data.password'], 'a key written as \\u0064ata')
+  t.notMatch(escaped!.line.toString(), /aHVudGVyMg/)
+  // JSON.parse keeps the last of duplicate keys; the shipped bytes hold both, so both are scanned.
+  const duplicate = redactText('{"objectRef":{"resource":"secrets"},"requestObject":{"data":{"a":"c2VjcmV0"}},"requestObject":null}')
+  t.same(duplicate?.paths, ['requestObject.data.a'])
+  t.notMatch(duplicate!.line.toString(), /c2VjcmV0/)
+  const nested = redactText('{"objectRef":{"resource":"secrets"},"responseObject":{"items":[{"metadata":{"name":"data"},"data":{"x":"eA==","y":[1,{"z":"data"}]}}]},"n":-1.5e3}')
+  t.same(nested?.paths, ['responseObject.items[0].data.x', 'responseObject.items[0].data.y'])
+  t.same(JSON.parse(nested!.line.toString()).n, -1500, 'numbers after the redacted values are kept')
+  t.equal(redactText('{"objectRef":{"resource":"secrets","name":"data"},"verb":"get","annotations":{"a":"b"}}'), undefined, 'the word data as a value: scanned, nothing to redact')
 })

@@ -28,7 +28,8 @@ import {
   type Batch,
   type SealedBatch,
 } from '../proto/wire.ts'
-import { EventIndex, indexPath, IndexError, LiveIndexer } from './index.ts'
+import { EventIndex, indexPath, IndexError } from './index.ts'
+import { LiveIndexer } from './live-indexer.ts'
 import { parseQuery, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
 import { may, type Readers } from './readers.ts'
 import { checkSeal } from './seal.ts'
@@ -125,17 +126,22 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   const log = options.logger ?? pino({ level: 'silent' })
   const store = await openStore(options.storeDir, { logger: log, ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}) })
   let indexer: LiveIndexer | undefined
+  /** The query API's connection: read-only, beside the indexer's worker, which writes. */
+  let reader: EventIndex | undefined
   let queries: QueryEngine | undefined
   if (options.index !== false) {
     try {
-      indexer = new LiveIndexer(new EventIndex(indexPath(options.storeDir), { create: true }), store, log)
+      indexer = new LiveIndexer(indexPath(options.storeDir), store, log)
+      // Opened after the worker has created the file and its tables.
+      await indexer.start()
+      reader = new EventIndex(indexPath(options.storeDir), { readOnly: true })
     } catch (err) {
+      await indexer?.close()
       await store.close()
       if (err instanceof IndexError) throw err
       throw new IndexError(`cannot open the index ${indexPath(options.storeDir)}: ${(err as Error).message}; move it away (or run 'auditrail collector reindex') and start again`)
     }
-    indexer.start()
-    queries = new QueryEngine(indexer.index, options.storeDir)
+    queries = new QueryEngine(reader, options.storeDir)
   }
   const stats: CollectorStats = { requests: 0, acceptedBatches: 0, duplicateBatches: 0, rejected: {} }
   const buckets = new TokenBuckets(limits.streamRequestsPerSecond, limits.streamBurst)
@@ -292,7 +298,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       // The batch bytes are kept exactly as signed; only the SealedBatch frame around them is re-encoded.
       const entry = encodeSealedBatch(sealed)
       const at = await store.append(streamId, batch.sequence, digest, entry)
-      // Indexed right after the ack has gone out (see LiveIndexer): queryable milliseconds later.
+      // Indexed by the index's worker thread, beside the ack (see LiveIndexer): queryable milliseconds later.
+      // `entry` is handed over (transferred): not used after this.
       indexer?.afterAppend(streamId, batch.sequence, at, entry)
     } catch (err) {
       log.error({ stream: streamId, sequence: batch.sequence, err: (err as Error).message }, 'store append failed')
@@ -391,6 +398,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       resolve()
     })
   }).catch(async (err: unknown) => {
+    reader?.close()
     await indexer?.close()
     await store.close()
     throw err
@@ -415,6 +423,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       await closed
       clearTimeout(timer)
       await locks.idle()
+      // The reader first: the writer, closing last, checkpoints the WAL into the file.
+      reader?.close()
       await indexer?.close()
       await store.close()
       log.info({ stats }, 'collector closed')

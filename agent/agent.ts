@@ -98,7 +98,7 @@ export class AuditAgent {
       maxUnackedBytes: c.maxUnackedBytes,
       maxBatchesPerRequest: c.maxBatchesPerRequest,
       maxRequestBytes: c.maxRequestBytes,
-      gzipLevel: c.gzipLevel,
+      compression: c.compression,
       retryInitialMs: c.retryInitialDelayMs,
       retryMaxMs: c.retryMaxDelayMs,
       onAck: (last, acked, latencyMs) => this.#onAck(last, acked, latencyMs),

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseDocument } from 'yaml'
+import type { RequestCompression } from './ship/sender.ts'
 
 export interface AgentConfig {
   node: string
@@ -30,7 +31,7 @@ export interface AgentConfig {
     maxUnackedBytes: number
     maxBatchesPerRequest: number
     maxRequestBytes: number
-    gzipLevel: number
+    compression: RequestCompression
     retryInitialDelayMs: number
     retryMaxDelayMs: number
   }
@@ -128,7 +129,7 @@ const SCHEMA = {
     maxUnackedBytes: { kind: 'bytes', default: 8 * MiB, min: 64 * 1024, max: 1024 * MiB },
     maxBatchesPerRequest: { kind: 'int', default: 32, min: 1, max: 1024 },
     maxRequestBytes: { kind: 'bytes', default: 4 * MiB, min: 64 * 1024, max: 256 * MiB },
-    gzipLevel: { kind: 'int', default: 1, min: 0, max: 9 },
+    compression: { kind: 'enum', values: ['zstd', 'gzip', 'none'], default: 'zstd' },
     retry: {
       initialDelay: { kind: 'duration', default: 250, min: 1, max: 60_000 },
       maxDelay: { kind: 'duration', default: 5_000, min: 1, max: 3_600_000 },
@@ -404,7 +405,7 @@ function finish(raw: RawConfig, where: string): AgentConfig {
       maxUnackedBytes: raw.collector.maxUnackedBytes,
       maxBatchesPerRequest: raw.collector.maxBatchesPerRequest,
       maxRequestBytes: raw.collector.maxRequestBytes,
-      gzipLevel: raw.collector.gzipLevel,
+      compression: raw.collector.compression,
       retryInitialDelayMs: raw.collector.retry.initialDelay,
       retryMaxDelayMs: raw.collector.retry.maxDelay,
     },

@@ -10,7 +10,7 @@ import { createServer as createHttpsServer } from 'node:https'
 import type { KeyObject } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { promisify } from 'node:util'
-import { gunzip } from 'node:zlib'
+import { gunzip, zstdDecompress } from 'node:zlib'
 import { pino, type Logger } from 'pino'
 import { ConnectError, PROTO_CONTENT_TYPE, type ConnectCode } from '../proto/connect.ts'
 import {
@@ -36,12 +36,13 @@ import { checkSeal } from './seal.ts'
 import { isValidStreamId, openStore, STREAM_ID_PATTERN, type Store } from './store.ts'
 
 const MiB = 1024 * 1024
-const gunzipAsync = promisify(gunzip)
+const DECOMPRESS = { gzip: promisify(gunzip), zstd: promisify(zstdDecompress) }
+type BodyEncoding = 'identity' | keyof typeof DECOMPRESS
 
 export interface CollectorLimits {
   /** Request body as received (compressed or not). */
   maxBodyBytes: number
-  /** Request body after gzip: a bomb stops here. */
+  /** Request body after decompression (zstd, gzip): a bomb stops here. */
   maxDecompressedBytes: number
   maxBatchesPerRequest: number
   maxRecordsPerBatch: number
@@ -197,12 +198,12 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       return reject(res, new ConnectError('unimplemented', `content-type ${JSON.stringify(req.headers['content-type'] ?? '')} is not supported; send ${PROTO_CONTENT_TYPE}`), 415)
     }
     const encoding = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase()
-    if (encoding !== 'identity' && encoding !== 'gzip') {
-      return reject(res, new ConnectError('unimplemented', `content-encoding ${JSON.stringify(encoding)} is not supported; send gzip or identity`))
+    if (encoding !== 'identity' && encoding !== 'gzip' && encoding !== 'zstd') {
+      return reject(res, new ConnectError('unimplemented', `content-encoding ${JSON.stringify(encoding)} is not supported; send zstd, gzip or identity`))
     }
     if (closing) return reject(res, new ConnectError('unavailable', 'the collector is shutting down; retry'))
     try {
-      const body = await readBody(req, encoding === 'gzip', limits)
+      const body = await readBody(req, encoding, limits)
       const answer = path === PUSH_BATCH_PATH ? await pushBatch(body) : getStreamHead(body)
       res.writeHead(200, { 'content-type': PROTO_CONTENT_TYPE, 'content-length': answer.length }).end(answer)
     } catch (err) {
@@ -442,8 +443,8 @@ class RateLimited extends Error {
   }
 }
 
-/** Reads a request body within the size limits; a gzip body is inflated only up to the decompressed limit. */
-async function readBody(req: IncomingMessage, gzipped: boolean, limits: CollectorLimits): Promise<Buffer> {
+/** Reads a request body within the size limits; a compressed body is inflated only up to the decompressed limit. */
+async function readBody(req: IncomingMessage, encoding: BodyEncoding, limits: CollectorLimits): Promise<Buffer> {
   const declared = Number(req.headers['content-length'])
   if (Number.isFinite(declared) && declared > limits.maxBodyBytes) {
     throw new ConnectError('resource_exhausted', `request body of ${declared} bytes is over the limit of ${limits.maxBodyBytes}; send fewer batches per request`)
@@ -458,17 +459,17 @@ async function readBody(req: IncomingMessage, gzipped: boolean, limits: Collecto
     chunks.push(chunk)
   }
   const body = Buffer.concat(chunks, total)
-  if (!gzipped) {
+  if (encoding === 'identity') {
     if (body.length > limits.maxDecompressedBytes) throw new ConnectError('resource_exhausted', `request body of ${body.length} bytes is over the limit of ${limits.maxDecompressedBytes}`)
     return body
   }
   try {
-    return await gunzipAsync(body, { maxOutputLength: limits.maxDecompressedBytes })
+    return await DECOMPRESS[encoding](body, { maxOutputLength: limits.maxDecompressedBytes })
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
-      throw new ConnectError('resource_exhausted', `gzip body inflates past the limit of ${limits.maxDecompressedBytes} bytes; send fewer batches per request`)
+      throw new ConnectError('resource_exhausted', `${encoding} body inflates past the limit of ${limits.maxDecompressedBytes} bytes; send fewer batches per request`)
     }
-    throw new ConnectError('invalid_argument', `request body is not valid gzip (${(err as Error).message})`)
+    throw new ConnectError('invalid_argument', `request body is not valid ${encoding} (${(err as Error).message})`)
   }
 }
 

@@ -4,7 +4,7 @@
 // jitter, Retry-After honoured): a batch is never skipped. While too many
 // bytes wait for an acknowledgement, `waitForRoom` holds the tailer back.
 import { promisify } from 'node:util'
-import { gzip as gzipCallback } from 'node:zlib'
+import { constants, gzip as gzipCallback, zstdCompress as zstdCallback } from 'node:zlib'
 import { Agent, request, type Dispatcher } from 'undici'
 import { ConnectError, parseConnectError, PROTO_CONTENT_TYPE } from '../../proto/connect.ts'
 import {
@@ -19,6 +19,18 @@ import {
 import type { SealedItem } from './sealer.ts'
 
 const gzip = promisify(gzipCallback)
+const zstd = promisify(zstdCallback)
+
+/** How request bodies are compressed (the Content-Encoding). */
+export type RequestCompression = 'zstd' | 'gzip' | 'none'
+
+// Levels by measurement (4 MiB requests of generated audit lines, one core): zstd 1 compresses
+// at 744 MB/s to 1/11.4, gzip 1 at 247 MB/s to 1/6.9 (gzip 6: 122 MB/s, 1/9.9). Higher zstd
+// levels gained almost nothing (level 3: 586 MB/s, 1/11.6).
+const COMPRESS: Record<Exclude<RequestCompression, 'none'>, (body: Buffer) => Promise<Buffer>> = {
+  zstd: (body) => zstd(body, { params: { [constants.ZSTD_c_compressionLevel]: 1 } }),
+  gzip: (body) => gzip(body, { level: 1 }),
+}
 
 export interface SenderOptions {
   /** Collector base URL, e.g. https://collector.example:8443 */
@@ -31,8 +43,7 @@ export interface SenderOptions {
   maxRequestBytes: number
   retryInitialMs: number
   retryMaxMs: number
-  /** gzip level for request bodies; 0 sends them uncompressed. */
-  gzipLevel: number
+  compression: RequestCompression
   onAck: (last: SealedItem, acknowledged: SealedItem[], latencyMs: number) => Promise<void> | void
   onFailure?: (err: SendError, attempt: number, delayMs: number) => void
 }
@@ -179,8 +190,8 @@ export class Sender {
   }
 
   async #call(path: string, payload: Buffer): Promise<Buffer> {
-    const compress = this.#o.gzipLevel > 0 && payload.length > 1024
-    const body = compress ? await gzip(payload, { level: this.#o.gzipLevel }) : payload
+    const encoding = this.#o.compression !== 'none' && payload.length > 1024 ? this.#o.compression : undefined
+    const body = encoding ? await COMPRESS[encoding](payload) : payload
     let res: Dispatcher.ResponseData
     try {
       res = await request(new URL(path, this.#o.url), {
@@ -190,7 +201,7 @@ export class Sender {
           'content-type': PROTO_CONTENT_TYPE,
           'connect-protocol-version': '1',
           'connect-timeout-ms': String(this.#o.timeoutMs),
-          ...(compress ? { 'content-encoding': 'gzip' } : {}),
+          ...(encoding ? { 'content-encoding': encoding } : {}),
         },
         body,
         headersTimeout: this.#o.timeoutMs,

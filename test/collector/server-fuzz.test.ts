@@ -7,7 +7,7 @@
 // failure, and the store still verifies. Seeded (FUZZ_SEED); longer with
 // FUZZ_SECONDS or `npm run fuzz -- --target server`.
 import { Writable } from 'node:stream'
-import { gzipSync } from 'node:zlib'
+import { gzipSync, zstdCompressSync } from 'node:zlib'
 import fc from 'fast-check'
 import { pino } from 'pino'
 import t from 'tap'
@@ -168,7 +168,7 @@ function signed(batchBytes: Uint8Array): SealedBatch {
 
 const headerSets = fc.record({
   'content-type': fc.constantFrom(PROTO_CONTENT_TYPE, 'application/proto; charset=utf-8', 'APPLICATION/PROTO', 'application/json', 'application/connect+proto', '', 'text/plain', '\t'),
-  'content-encoding': fc.constantFrom(undefined, 'gzip', 'identity', 'br', ' GZIP ', 'gzip, gzip', ''),
+  'content-encoding': fc.constantFrom(undefined, 'gzip', 'zstd', 'identity', 'br', ' GZIP ', 'gzip, gzip', ''),
   'connect-protocol-version': fc.constantFrom(undefined, '1', '2', 'x', ''),
 }, { requiredKeys: ['content-type'] })
 
@@ -187,13 +187,15 @@ const properties: Array<{ name: string; ciRuns: number; share: number; arb: fc.A
         fc.tuple(streamIds, mutations).map(([s, ops]) => mutate(encodeGetStreamHeadRequest(s), ops)),
         mutations.map((ops) => mutate(encodePushBatchRequest([seal(batchOf('fuzz-a', 1, new Uint8Array(0), [{ offset: 0, line: Buffer.from('{}') }]), key)]), ops)),
       ),
-      gzip: fc.constantFrom('as is', 'gzipped', 'gzip then mutated', 'gzip header then garbage'),
+      gzip: fc.constantFrom('as is', 'gzipped', 'gzip then mutated', 'gzip header then garbage', 'zstd', 'zstd then mutated'),
       ops: mutations,
     }),
     run: async (v: { path: string; headers: Record<string, string | undefined>; body: Uint8Array; gzip: string; ops: Mutation[] }) => {
       let body: Uint8Array = v.body
       if (v.gzip === 'gzipped') body = gzipSync(body)
       if (v.gzip === 'gzip then mutated') body = mutate(gzipSync(body), v.ops)
+      if (v.gzip === 'zstd') body = zstdCompressSync(body)
+      if (v.gzip === 'zstd then mutated') body = mutate(zstdCompressSync(body), v.ops)
       if (v.gzip === 'gzip header then garbage') body = Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0, 0xff]), body])
       const headers = Object.fromEntries(Object.entries(v.headers).filter(([, x]) => x !== undefined)) as Record<string, string>
       await send(v.path, body, headers, { ...v, body })

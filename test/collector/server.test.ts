@@ -3,7 +3,7 @@ import { once } from 'node:events'
 import { readdirSync, readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
-import { createGzip } from 'node:zlib'
+import { createGzip, createZstdCompress, zstdCompressSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { startCollector, type CollectorLimits } from '../../collector/server.ts'
 import { segmentName } from '../../collector/store.ts'
@@ -188,6 +188,31 @@ t.test('gzip bodies are accepted; a gzip bomb stops at the decompressed limit', 
   t.equal(errorOf(notGzip).code, 'invalid_argument')
   const brotli = await post(c.url, PUSH_BATCH_PATH, Buffer.from('x'), { 'content-encoding': 'br' })
   t.equal(errorOf(brotli).code, 'unimplemented')
+  t.match(errorOf(brotli).message, /send zstd, gzip or identity/)
+})
+
+t.test('zstd bodies (the agent\'s default) are accepted; a zstd bomb stops at the decompressed limit', async (t) => {
+  const c = await collector(t, { maxDecompressedBytes: 1024 * 1024 })
+  const chain = new Chain('node-a', key)
+  const res = await post(c.url, PUSH_BATCH_PATH, zstdCompressSync(encodePushBatchRequest(chain.grow(3))), { 'content-encoding': 'zstd' })
+  t.equal(res.status, 200)
+  t.equal(decodePushBatchResponse(res.body).acknowledgedSequence, 3)
+  // 256 MiB of zeros in a few KiB
+  const z = createZstdCompress()
+  const out: Buffer[] = []
+  z.on('data', (d: Buffer) => out.push(d))
+  const ended = new Promise((resolve) => z.on('end', resolve))
+  for (let i = 0; i < 256; i++) z.write(Buffer.alloc(1024 * 1024))
+  z.end()
+  await ended
+  const rss = process.memoryUsage().rss
+  const blown = await post(c.url, PUSH_BATCH_PATH, Buffer.concat(out), { 'content-encoding': 'zstd' })
+  t.equal(errorOf(blown).code, 'resource_exhausted')
+  t.match(errorOf(blown).message, /zstd body inflates past the limit of 1048576 bytes/)
+  t.ok(process.memoryUsage().rss - rss < 128 * 1024 * 1024, 'the bomb was not inflated in memory')
+  const notZstd = await post(c.url, PUSH_BATCH_PATH, Buffer.from('plain text'), { 'content-encoding': 'zstd' })
+  t.equal(errorOf(notZstd).code, 'invalid_argument')
+  t.match(errorOf(notZstd).message, /not valid zstd/)
 })
 
 t.test('request limits: body size, batches per request, records per batch, line length', async (t) => {

@@ -62,7 +62,7 @@ function sender(url: string, acked: SealedItem[], failures: string[], timeoutMs 
     maxUnackedBytes: 1024 * 1024,
     maxBatchesPerRequest: 2,
     maxRequestBytes: 1024 * 1024,
-    gzipLevel: 1,
+    compression: 'zstd',
     retryInitialMs: 10,
     retryMaxMs: 50,
     onAck: (_last, items) => void acked.push(...items),
@@ -112,7 +112,7 @@ t.test('backpressure: waitForRoom holds until acknowledgements free the bound', 
   const c = await collector(t, [(_q, res) => { release = () => res.writeHead(503).end() }])
   const s = new Sender({
     url: c.url, streamId: 'node-a', dispatcher: new Agent(), timeoutMs: 5000, maxUnackedBytes: 200, maxBatchesPerRequest: 1,
-    maxRequestBytes: 1 << 20, gzipLevel: 0, retryInitialMs: 1, retryMaxMs: 5, onAck: () => {},
+    maxRequestBytes: 1 << 20, compression: 'none', retryInitialMs: 1, retryMaxMs: 5, onAck: () => {},
   })
   const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) })
   s.enqueue(sealer.seal(draft(0), key, Date.now()))

@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { generateKeyPair } from '../agent/keygen.ts'
+import { AGENT_NODE_FLAGS } from '../agent/node-flags.ts'
 import { exportStream } from '../collector/export.ts'
 import { startCollector, type Collector } from '../collector/server.ts'
 import { loadTrustedKeys } from '../proto/keys.ts'
@@ -83,10 +84,11 @@ async function rig(name: string, port = 0): Promise<Rig> {
   return { dir, logDir, store, keyFile: keys.keyFile, trusted, collector, port: collector.port }
 }
 
-function startAgent(r: Rig, nodeArgs: string[] = [], agentArgs: string[] = []): ChildProcess {
+/** The agent as the image runs it: its own process, with its V8 flags. */
+function startAgent(r: Rig, agentArgs: string[] = []): ChildProcess {
   const child = spawn(
     process.execPath,
-    [...nodeArgs, MAIN, 'agent', ...agentArgs, '--node', STREAM, '--collector', `http://127.0.0.1:${r.port}`, '--log', join(r.logDir, 'audit.log'), '--state-dir', join(r.dir, 'state'), '--key', r.keyFile, '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn'],
+    [...AGENT_NODE_FLAGS, MAIN, 'agent', ...agentArgs, '--node', STREAM, '--collector', `http://127.0.0.1:${r.port}`, '--log', join(r.logDir, 'audit.log'), '--state-dir', join(r.dir, 'state'), '--key', r.keyFile, '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn'],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   )
   r.agent = child
@@ -194,7 +196,7 @@ async function catchUp(r: Rig, agentArgs: string[] = []): Promise<{ seconds: num
   const head = headWatcher(r)
   const { size, inode } = liveEnd(r.logDir)
   const started = performance.now()
-  const agent = startAgent(r, [], agentArgs)
+  const agent = startAgent(r, agentArgs)
   let peak = 0
   let cpu = 0
   while (true) {

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { parse, parseAllDocuments, stringify } from 'yaml'
 import { loadAgentConfig } from '../../agent/config.ts'
+import { AGENT_NODE_FLAGS } from '../../agent/node-flags.ts'
 import { AgentMetrics } from '../../agent/observe/metrics.ts'
 import { parseListen } from '../../agent/observe/server.ts'
 
@@ -192,4 +193,10 @@ t.test('the apiserver snippet writes the log where the DaemonSet reads it, with 
   t.ok(mounted(args['audit-policy-file']), 'the policy file is mounted into the apiserver')
   t.ok(mounted(dirname(args['audit-log-path'])), 'the log directory is mounted into the apiserver')
   t.equal(parse(readFileSync(join(MANIFESTS, 'apiserver/audit-policy.yaml'), 'utf8')).kind, 'Policy', 'blind spots: test/agent/policy/cli.test.ts')
+})
+
+t.test('the image starts node with the agent\'s V8 flags', async (t) => {
+  const entrypoint = /^ENTRYPOINT (.*)$/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))
+  t.ok(entrypoint, 'the Dockerfile has an ENTRYPOINT')
+  t.same(JSON.parse(entrypoint![1]!), ['node', ...AGENT_NODE_FLAGS, 'agent/main.ts'])
 })

@@ -3,7 +3,7 @@
 // atomically (temp file, fsync, rename, fsync of the directory), so a crash
 // leaves either the old or the new checkpoint, never a torn one.
 import { mkdirSync } from 'node:fs'
-import { open, readFile, rename } from 'node:fs/promises'
+import { open, readFile, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { TailPosition } from '../tail/tailer.ts'
 
@@ -58,12 +58,18 @@ export class CheckpointFile {
     const tmp = `${this.path}.${process.pid}.${++this.#writes}.tmp`
     const handle = await open(tmp, 'w', 0o600)
     try {
-      await handle.writeFile(JSON.stringify(serialize(cp)))
-      await handle.sync()
-    } finally {
-      await handle.close()
+      try {
+        await handle.writeFile(JSON.stringify(serialize(cp)))
+        await handle.sync()
+      } finally {
+        await handle.close()
+      }
+      await rename(tmp, this.path)
+    } catch (err) {
+      // Failed writes are retried with the next acknowledgement: leave no temp file per attempt.
+      await rm(tmp, { force: true })
+      throw err
     }
-    await rename(tmp, this.path)
     const dir = await open(this.#dir, 'r')
     try {
       await dir.sync()

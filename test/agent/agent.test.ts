@@ -1,7 +1,7 @@
 // The agent's pipeline in one process with a real collector on 127.0.0.1:
 // hostile lines, heartbeats, declared gaps, a collector ahead of the
 // checkpoint, and a signing key replaced at runtime.
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs'
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import t from 'tap'
@@ -55,6 +55,29 @@ t.test('a file that shrinks is declared as a gap in the stream', async (t) => {
   const [gap] = notes(await exportRecords(s.store), 'gap')
   t.equal(gap.fromOffset, 2 * (event(1).length + 1))
   t.match(gap.reason, /shrank/)
+})
+
+t.test('a checkpoint that cannot be written does not stop shipping; the next acknowledgement writes it', async (t) => {
+  const s = await agentRig(t)
+  writeFileSync(s.logPath, `${event(1)}\n`)
+  const agent = await s.start()
+  await until('the first event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000001-1111')))
+  await agent.drained()
+  const checkpoint = join(s.config.stateDir, 'checkpoint.json')
+  // A directory where the checkpoint goes: the rename over it fails.
+  rmSync(checkpoint)
+  mkdirSync(checkpoint)
+  appendFileSync(s.logPath, `${event(2)}\n`)
+  await until('the second event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000002-1111')))
+  await until('the failed write logged', () => s.logs.some((l) => l.includes('writing the checkpoint failed')))
+  t.same(readdirSync(s.config.stateDir).filter((f) => f.endsWith('.tmp')), [], 'no temp file left by the failed writes')
+  rmdirSync(checkpoint)
+  appendFileSync(s.logPath, `${event(3)}\n`)
+  await until('the third event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000003-1111')))
+  await agent.drained()
+  const saved = JSON.parse(readFileSync(checkpoint, 'utf8'))
+  t.equal(saved.nextSequence, s.collector.store.head('node-a')!.sequence + 1, 'the checkpoint stands at the collector\'s head')
+  t.equal(saved.position.offset, 3 * (event(1).length + 1), 'and at the end of the log')
 })
 
 t.test('the collector is ahead of the checkpoint (crash between ack and checkpoint): the agent continues after its head, no fork, no duplicate', async (t) => {

@@ -116,7 +116,7 @@ const SCHEMA = {
   batch: {
     maxEvents: { kind: 'int', default: 2000, min: 1, max: 100_000 },
     maxBytes: { kind: 'bytes', default: 1 * MiB, min: 1024, max: 64 * MiB },
-    maxWait: { kind: 'duration', default: 200, min: 1, max: 60_000 },
+    maxWait: { kind: 'duration', default: 100, min: 1, max: 60_000 },
     heartbeatInterval: { kind: 'duration', default: 10_000, min: 100, max: 3_600_000 },
   },
   collector: {

@@ -68,4 +68,8 @@ t.test('an event appended to the audit log is queryable within 2 s', async (t) =
   t.equal((await res.text()).trim().split('\n').length, PROBES)
   t.match(collector.logs(), /"reader":"e2e".*"msg":"query"/)
   t.notOk(collector.logs().includes(token), 'the token is never logged')
+  // Stopped here too: tap removes the test directory before the teardowns run, and a running collector
+  // writing into it made that removal fail (ENOTEMPTY) and left both processes running.
+  await stopProcess(agent)
+  await stopProcess(collector)
 })

@@ -107,6 +107,9 @@ t.test(`${EVENTS.toLocaleString('en')} events through the agent: queries by user
   t.same(await ask({ severity: 'high' }, ms), expected.high.sort(), `severity >= high: ${expected.high.length} events`)
   // Timings are the benchmark's business (npm run bench:query); here they are only reported.
   t.comment(`first page of 1,000: ${ms.map((x) => x.toFixed(0)).join(' / ')} ms (user+hour / 3 names / severity)`)
+  // Before tap removes the test directory, which it does ahead of the teardowns.
+  await stopProcess(agent)
+  await stopProcess(collector)
 })
 
 /** The raw event text inside an answer line: `{...coordinates,"event":EVENT,"findings":[...]}`. */

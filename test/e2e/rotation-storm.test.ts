@@ -52,4 +52,6 @@ t.test('rotation storm: export equals the source byte for byte and verify passes
   const verified = await runCli(['verify', store, '--trust', publicKeyFile])
   t.equal(verified.code, 0, verified.stdout.toString() + verified.stderr)
   t.notMatch(agent.logs(), /"level":(50|60)/, 'no errors in the agent log')
+  // Before tap removes the test directory, which it does ahead of the teardowns (the index may still be writing).
+  await stopProcess(collector)
 })

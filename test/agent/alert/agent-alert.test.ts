@@ -63,4 +63,8 @@ t.test('appended to the audit log, visible in Alertmanager within 1 s; no sink, 
   t.same(got.labels, { alertname: 'secret-read-by-human', severity: 'medium', source: 'rule', node: 'cp-e2e', user: 'user-3', namespace: 'prod', resource: 'secrets/s3', auditrail: 'true' })
   t.equal(got.annotations.auditID, '00000003-2222-4000-8000-000000000000')
   t.equal(createAlertDispatcher(loadAgentConfig({ overrides: { node: 'n', 'collector.url': collector.url }, env: {} }), { logger, metrics }), undefined, 'no sink configured: no alerting')
+  // Stopped here as well: tap removes the test directory before the teardowns run, and the running
+  // agent's checkpoint writes into it made that removal fail (ENOTEMPTY).
+  await agent.stop()
+  await collector.close()
 })

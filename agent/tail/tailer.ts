@@ -100,6 +100,8 @@ export class Tailer {
   readonly #naming: BackupNaming
   #current: Current | undefined
   readonly #queue: Tracked[] = []
+  /** Set when a backup in a listing was gone by the time #isBackupOf looked at it (see #discover). */
+  #vanished = false
   #discoveries = 0
   #discovering: Promise<void> | undefined
   #closed = false
@@ -403,7 +405,16 @@ export class Tailer {
       this.#enqueue(live)
       return
     }
-    if (anchor.order.rotatedAt === undefined && anchor.source) await this.#findRotation(anchor, listing)
+    if (anchor.order.rotatedAt === undefined && anchor.source) {
+      this.#vanished = false
+      await this.#findRotation(anchor, listing)
+      // Its backup may be the one that vanished (a gzip finished meanwhile): taken for another file, it
+      // would be queued by name and read a second time from its .gz. Look again next round instead.
+      if (anchor.order.rotatedAt === undefined && this.#vanished) {
+        await live?.source!.close()
+        return
+      }
+    }
     if (anchor.order.rotatedAt === undefined && live && anchor.source && live.identity.inode === anchor.identity.inode && live.identity.device === anchor.identity.device) {
       // The anchor is still the live file: nothing newer yet. (Truncation is the reader's business.)
       anchor.order.liveAfter = Math.max(anchor.order.liveAfter, await this.#rotatedBefore(anchor, listing))
@@ -466,7 +477,10 @@ export class Tailer {
   async #isBackupOf(file: Tracked, b: BackupName): Promise<boolean> {
     const path = join(this.#naming.dir, b.name)
     if (!b.gzip) {
-      const st = await stat(path).catch(() => undefined)
+      const st = await stat(path).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') this.#vanished = true
+        return undefined
+      })
       return st !== undefined && sameInode(st, file.identity)
     }
     // A fingerprint taken while the file was short may be a prefix every audit line shares

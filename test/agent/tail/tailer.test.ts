@@ -266,3 +266,33 @@ t.test('rotations racing discovery (between pinning the live file and listing th
   for (let i = 0; i < 20; i++) rest.push(...(await tailer.read()).records)
   t.same(rest, [], 'no file read twice')
 })
+
+t.test('a backup gzipped while discovery looks for it (its .log gone mid-check): every line exactly once', async (t) => {
+  const dir = t.testdir()
+  const tailer = makeTailer(dir)
+  t.teardown(() => tailer.close())
+  write(dir, range(0, 5))
+  await tailer.start(undefined)
+  const records = await readRecords(tailer, 5)
+  let next = 5
+  for (let round = 0; round < 150; round++) {
+    write(dir, range(next, next + 5))
+    next += 5
+    await readRecords(tailer, next, records)
+    const backup = rotate(dir)
+    const discovering = tailer.discover()
+    // Gzip the backup the way the apiserver does (.gz written, then the .log removed) inside discovery's awaits.
+    for (let k = round % 8; k > 0; k--) await new Promise((r) => setImmediate(r))
+    writeFileSync(`${backup}.gz`, gzipSync(readFileSync(backup)))
+    unlinkSync(backup)
+    await discovering
+  }
+  write(dir, range(next, next + 5))
+  next += 5
+  t.same(texts(await readRecords(tailer, next, records)), range(0, next))
+  await new Promise((r) => setTimeout(r, 50))
+  await tailer.discover()
+  const rest: TailRecord[] = []
+  for (let i = 0; i < 20; i++) rest.push(...(await tailer.read()).records)
+  t.same(rest, [], 'no file read twice')
+})

@@ -100,8 +100,6 @@ export class Tailer {
   readonly #naming: BackupNaming
   #current: Current | undefined
   readonly #queue: Tracked[] = []
-  /** Set when a backup in a listing was gone by the time #isBackupOf looked at it (see #discover). */
-  #vanished = false
   #discoveries = 0
   #discovering: Promise<void> | undefined
   #closed = false
@@ -405,16 +403,7 @@ export class Tailer {
       this.#enqueue(live)
       return
     }
-    if (anchor.order.rotatedAt === undefined && anchor.source) {
-      this.#vanished = false
-      await this.#findRotation(anchor, listing)
-      // Its backup may be the one that vanished (a gzip finished meanwhile): taken for another file, it
-      // would be queued by name and read a second time from its .gz. Look again next round instead.
-      if (anchor.order.rotatedAt === undefined && this.#vanished) {
-        await live?.source!.close()
-        return
-      }
-    }
+    if (anchor.order.rotatedAt === undefined && anchor.source) await this.#findRotation(anchor, listing)
     if (anchor.order.rotatedAt === undefined && live && anchor.source && live.identity.inode === anchor.identity.inode && live.identity.device === anchor.identity.device) {
       // The anchor is still the live file: nothing newer yet. (Truncation is the reader's business.)
       anchor.order.liveAfter = Math.max(anchor.order.liveAfter, await this.#rotatedBefore(anchor, listing))
@@ -477,12 +466,16 @@ export class Tailer {
   async #isBackupOf(file: Tracked, b: BackupName): Promise<boolean> {
     const path = join(this.#naming.dir, b.name)
     if (!b.gzip) {
-      const st = await stat(path).catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') this.#vanished = true
-        return undefined
-      })
-      return st !== undefined && sameInode(st, file.identity)
+      const st = await stat(path).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? null : undefined))
+      if (st) return sameInode(st, file.identity)
+      // Gzipped since the listing named it (the .log goes only once its .gz is written): ask the .gz.
+      // Answering "no" would queue the file a second time, as this backup, and read it twice.
+      return st === null && this.#gzipIsBackupOf(file, `${path}.gz`)
     }
+    return this.#gzipIsBackupOf(file, path)
+  }
+
+  async #gzipIsBackupOf(file: Tracked, path: string): Promise<boolean> {
     // A fingerprint taken while the file was short may be a prefix every audit line shares
     // ('{"kind":"Event","apiVersion":...'): extend it first, and while it stays short (the
     // file we hold is that short), only a backup exactly that short can be this file.

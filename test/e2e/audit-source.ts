@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { gunzipSync } from 'node:zlib'
 import { expectedExport } from '../../agent/redact/expected-export.ts'
+import { eventKey } from './processes.ts'
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/apiserver-v1.26/sample.jsonl.gz', import.meta.url))
 
@@ -28,4 +29,42 @@ export function expectedExportSha256(lines: string[], stateDir: string): string 
   const expected = expectedExport(stateDir)
   for (const line of lines) expected.add(Buffer.from(line))
   return expected.sha256()
+}
+
+/**
+ * What an export got wrong, in source line numbers: which lines are missing,
+ * which came more than once, how many lines are not in the source at all.
+ * Empty when each source line came out exactly once.
+ */
+export function exportDifference(exported: Map<string, number>, lines: string[]): string {
+  const missing: number[] = []
+  const repeated: number[] = []
+  const known = new Set<string>()
+  lines.forEach((line, i) => {
+    const key = eventKey(line.slice(0, 512))
+    known.add(key)
+    const n = exported.get(key) ?? 0
+    if (n === 0) missing.push(i)
+    else if (n > 1) repeated.push(i)
+  })
+  let foreign = 0
+  for (const [key, n] of exported) if (!known.has(key)) foreign += n
+  const parts: string[] = []
+  if (missing.length > 0) parts.push(`${missing.length} missing (source lines ${ranges(missing)})`)
+  if (repeated.length > 0) parts.push(`${repeated.length} more than once (source lines ${ranges(repeated)})`)
+  if (foreign > 0) parts.push(`${foreign} not in the source`)
+  return parts.join('; ')
+}
+
+/** "3-9, 12, 40-41", at most five runs. */
+function ranges(sorted: number[]): string {
+  const runs: string[] = []
+  let from = sorted[0]!
+  for (let i = 1; i <= sorted.length; i++) {
+    if (i < sorted.length && sorted[i] === sorted[i - 1]! + 1) continue
+    const to = sorted[i - 1]!
+    runs.push(from === to ? `${from}` : `${from}-${to}`)
+    from = sorted[i]!
+  }
+  return runs.length > 5 ? `${runs.slice(0, 5).join(', ')} and ${runs.length - 5} more runs` : runs.join(', ')
 }

@@ -94,6 +94,13 @@ export interface ExportDigest {
   /** The `#auditrail {...}` note lines, parsed, but for findings (counted by id: a long log holds hundreds of thousands). */
   notes: Array<{ kind: string; [key: string]: unknown }>
   findings: Map<string, number>
+  /** How many times each event (auditID and stage) came out: tells a test which went missing or came twice. */
+  events: Map<string, number>
+}
+
+/** An event's identity in a test log: its auditID and stage (one request logs several stages under one auditID). */
+export function eventKey(line: string): string {
+  return `${/"auditID":"([^"]+)"/.exec(line)?.[1]}/${/"stage":"([^"]+)"/.exec(line)?.[1]}`
 }
 
 /** Runs `auditrail export --records` and digests its output as it streams: hundreds of MB never sit in memory. */
@@ -103,6 +110,7 @@ export function exportDigest(store: string): Promise<ExportDigest> {
     const hash = createHash('sha256')
     const notes: ExportDigest['notes'] = []
     const findings = new Map<string, number>()
+    const events = new Map<string, number>()
     let lines = 0
     let carry = Buffer.alloc(0)
     let stderr = ''
@@ -119,11 +127,13 @@ export function exportDigest(store: string): Promise<ExportDigest> {
         } else {
           hash.update(line)
           lines++
+          const key = eventKey(line.subarray(0, 512).toString('latin1'))
+          events.set(key, (events.get(key) ?? 0) + 1)
         }
         start = nl + 1
       }
       carry = Buffer.from(data.subarray(start))
     })
-    child.on('close', (code) => resolve({ code: code ?? 1, stderr, lines, sha256: hash.digest('hex'), notes, findings }))
+    child.on('close', (code) => resolve({ code: code ?? 1, stderr, lines, sha256: hash.digest('hex'), notes, findings, events }))
   })
 }

@@ -54,12 +54,14 @@ function rotate(dir: string, gzip = false): string {
   const backup = join(dir, backupNameFor(join(dir, 'audit.log'), clock))
   renameSync(join(dir, 'audit.log'), backup)
   writeFileSync(join(dir, 'audit.log'), '', { mode: 0o600 })
-  if (gzip) {
-    writeFileSync(`${backup}.gz`, gzipSync(readFileSync(backup)))
-    unlinkSync(backup)
-    return `${backup}.gz`
-  }
-  return backup
+  return gzip ? gzipAway(backup) : backup
+}
+
+/** Gzips a backup the way the apiserver does: the .gz written, then the .log removed. */
+function gzipAway(backup: string): string {
+  writeFileSync(`${backup}.gz`, gzipSync(readFileSync(backup)))
+  unlinkSync(backup)
+  return `${backup}.gz`
 }
 
 const write = (dir: string, lines: string[]) => appendFileSync(join(dir, 'audit.log'), lines.map((l) => `${l}\n`).join(''))
@@ -288,7 +290,17 @@ t.test('a backup gzipped while discovery looks for it (its .log gone mid-check):
     const discovering = tailer.discover()
     // Gzip the backup the way the apiserver does (.gz written, then the .log removed) inside discovery's awaits.
     await turns(round % 8)
-    writeFileSync(`${backup}.gz`, gzipSync(readFileSync(backup)))
-    unlinkSync(backup)
+    gzipAway(backup)
+    await discovering
+  }))
+
+t.test('the live file rotated, then gzipped, while discovery checks the backups: every line exactly once', (t) =>
+  everyLineOnce(t, async ({ dir, tailer, round }) => {
+    const discovering = tailer.discover()
+    // Rotated after discovery pinned it, gzipped (its .log gone) after the listing named that .log.
+    await turns(round % 5)
+    const backup = rotate(dir)
+    await turns(Math.floor(round / 5) % 6)
+    gzipAway(backup)
     await discovering
   }))

@@ -21,8 +21,10 @@ LABEL org.opencontainers.image.title="auditrail" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.base.name="gcr.io/distroless/nodejs24-debian12"
 # distroless keeps node in /nodejs/bin; on PATH so that the entrypoint (and `kubectl exec ... node`) finds it.
+# MALLOC_ARENA_MAX: the agent's environment (agent/process-settings.ts says why; a test holds this line to it).
 ENV PATH=/nodejs/bin:/usr/local/bin:/usr/bin:/bin \
-    NODE_ENV=production
+    NODE_ENV=production \
+    MALLOC_ARENA_MAX=2
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 # package.json carries "type": "module", which the .ts sources need.
@@ -38,6 +40,6 @@ COPY scripts/audit-events.ts scripts/audit-log-writer.ts scripts/generate-audit-
 USER 65532:65532
 # 9787: the agent's /metrics, /livez, /readyz. 8443: the collector.
 EXPOSE 9787 8443
-# The agent's V8 flags (agent/node-flags.ts says why; a test holds this line to it).
+# The agent's V8 flags (agent/process-settings.ts says why; a test holds this line to it).
 ENTRYPOINT ["node", "--max-semi-space-size=8", "agent/main.ts"]
 CMD ["--help"]

@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { generateKeyPair } from '../agent/keygen.ts'
-import { AGENT_NODE_FLAGS } from '../agent/node-flags.ts'
+import { AGENT_ENV, AGENT_NODE_FLAGS } from '../agent/process-settings.ts'
 import { exportStream } from '../collector/export.ts'
 import { startCollector, type Collector } from '../collector/server.ts'
 import { loadTrustedKeys } from '../proto/keys.ts'
@@ -84,12 +84,12 @@ async function rig(name: string, port = 0): Promise<Rig> {
   return { dir, logDir, store, keyFile: keys.keyFile, trusted, collector, port: collector.port }
 }
 
-/** The agent as the image runs it: its own process, with its V8 flags. */
+/** The agent as the image runs it: its own process, with its V8 flags and environment. */
 function startAgent(r: Rig, agentArgs: string[] = []): ChildProcess {
   const child = spawn(
     process.execPath,
     [...AGENT_NODE_FLAGS, MAIN, 'agent', ...agentArgs, '--node', STREAM, '--collector', `http://127.0.0.1:${r.port}`, '--log', join(r.logDir, 'audit.log'), '--state-dir', join(r.dir, 'state'), '--key', r.keyFile, '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn'],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
+    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...AGENT_ENV } },
   )
   r.agent = child
   return child

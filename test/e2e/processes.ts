@@ -6,7 +6,7 @@ import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { AGENT_NODE_FLAGS } from '../../agent/node-flags.ts'
+import { AGENT_ENV, AGENT_NODE_FLAGS } from '../../agent/process-settings.ts'
 
 export const MAIN = fileURLToPath(new URL('../../agent/main.ts', import.meta.url))
 
@@ -17,9 +17,9 @@ export interface Running {
   exited: Promise<number | null>
 }
 
-/** The CLI as the image runs it (its ENTRYPOINT: node with the agent's V8 flags). */
+/** The CLI as the image runs it (its ENTRYPOINT and ENV: node with the agent's V8 flags and environment). */
 export function startProcess(args: string[], env: NodeJS.ProcessEnv = {}): Running {
-  const child = spawn(process.execPath, [...AGENT_NODE_FLAGS, MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+  const child = spawn(process.execPath, [...AGENT_NODE_FLAGS, MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...AGENT_ENV, ...env } })
   let logs = ''
   child.stderr!.on('data', (d: Buffer) => {
     logs += d.toString()

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { parse, parseAllDocuments, stringify } from 'yaml'
 import { loadAgentConfig } from '../../agent/config.ts'
-import { AGENT_NODE_FLAGS } from '../../agent/node-flags.ts'
+import { AGENT_ENV, AGENT_NODE_FLAGS } from '../../agent/process-settings.ts'
 import { AgentMetrics } from '../../agent/observe/metrics.ts'
 import { parseListen } from '../../agent/observe/server.ts'
 
@@ -195,8 +195,12 @@ t.test('the apiserver snippet writes the log where the DaemonSet reads it, with 
   t.equal(parse(readFileSync(join(MANIFESTS, 'apiserver/audit-policy.yaml'), 'utf8')).kind, 'Policy', 'blind spots: test/agent/policy/cli.test.ts')
 })
 
-t.test('the image starts node with the agent\'s V8 flags', async (t) => {
-  const entrypoint = /^ENTRYPOINT (.*)$/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))
+t.test('the image starts node with the agent\'s V8 flags and environment', async (t) => {
+  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
+  const entrypoint = /^ENTRYPOINT (.*)$/m.exec(dockerfile)
   t.ok(entrypoint, 'the Dockerfile has an ENTRYPOINT')
   t.same(JSON.parse(entrypoint![1]!), ['node', ...AGENT_NODE_FLAGS, 'agent/main.ts'])
+  // ENV instructions, continuation lines joined, split into KEY=value words.
+  const env = [...dockerfile.replace(/\\\n/g, ' ').matchAll(/^ENV (.*)$/gm)].flatMap((m) => m[1]!.trim().split(/\s+/))
+  for (const [key, value] of Object.entries(AGENT_ENV)) t.ok(env.includes(`${key}=${value}`), `ENV sets ${key}=${value}`)
 })

@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { gunzipSync } from 'node:zlib'
 import { expectedExport } from '../../agent/redact/expected-export.ts'
-import { eventKey } from './processes.ts'
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/apiserver-v1.26/sample.jsonl.gz', import.meta.url))
 
@@ -29,6 +28,11 @@ export function expectedExportSha256(lines: string[], stateDir: string): string 
   const expected = expectedExport(stateDir)
   for (const line of lines) expected.add(Buffer.from(line))
   return expected.sha256()
+}
+
+/** An event's identity in a test log: its auditID and stage (one request logs several stages under one auditID). */
+export function eventKey(line: string): string {
+  return `${/"auditID":"([^"]+)"/.exec(line)?.[1]}/${/"stage":"([^"]+)"/.exec(line)?.[1]}`
 }
 
 /**

@@ -7,6 +7,7 @@ import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../../agent/process-settings.ts'
+import { eventKey } from './audit-source.ts'
 
 export const MAIN = fileURLToPath(new URL('../../agent/main.ts', import.meta.url))
 
@@ -96,11 +97,6 @@ export interface ExportDigest {
   findings: Map<string, number>
   /** How many times each event (auditID and stage) came out: tells a test which went missing or came twice. */
   events: Map<string, number>
-}
-
-/** An event's identity in a test log: its auditID and stage (one request logs several stages under one auditID). */
-export function eventKey(line: string): string {
-  return `${/"auditID":"([^"]+)"/.exec(line)?.[1]}/${/"stage":"([^"]+)"/.exec(line)?.[1]}`
 }
 
 /** Runs `auditrail export --records` and digests its output as it streams: hundreds of MB never sit in memory. */

@@ -18,6 +18,7 @@ export interface AgentConfig {
     maxLineBytes: number
     maxOpenFiles: number
     pollIntervalMs: number
+    appendCheckIntervalMs: number
   }
   quarantine: { dir: string; maxBytes: number }
   batch: { maxEvents: number; maxBytes: number; maxWaitMs: number; heartbeatIntervalMs: number }
@@ -108,6 +109,7 @@ const SCHEMA = {
     maxLineBytes: { kind: 'bytes', default: 4 * MiB, min: 1024, max: 64 * MiB },
     maxOpenFiles: { kind: 'int', default: 16, min: 2, max: 1024 },
     pollInterval: { kind: 'duration', default: 1000, min: 10, max: 60_000 },
+    appendCheckInterval: { kind: 'duration', default: 50, min: 1, max: 10_000 },
   },
   quarantine: {
     dir: { kind: 'string', default: '' },
@@ -341,7 +343,7 @@ interface RawConfig {
   streamId: string
   stateDir: string
   logLevel: AgentConfig['logLevel']
-  tail: { path: string; startAt: 'beginning' | 'end'; maxLineBytes: number; maxOpenFiles: number; pollInterval: number }
+  tail: { path: string; startAt: 'beginning' | 'end'; maxLineBytes: number; maxOpenFiles: number; pollInterval: number; appendCheckInterval: number }
   quarantine: { dir: string; maxBytes: number }
   batch: { maxEvents: number; maxBytes: number; maxWait: number; heartbeatInterval: number }
   collector: Omit<AgentConfig['collector'], 'timeoutMs' | 'retryInitialDelayMs' | 'retryMaxDelayMs'> & { timeout: number; retry: { initialDelay: number; maxDelay: number } }
@@ -392,7 +394,7 @@ function finish(raw: RawConfig, where: string): AgentConfig {
     streamId,
     stateDir: raw.stateDir,
     logLevel: raw.logLevel,
-    tail: { path: raw.tail.path, startAt: raw.tail.startAt, maxLineBytes: raw.tail.maxLineBytes, maxOpenFiles: raw.tail.maxOpenFiles, pollIntervalMs: raw.tail.pollInterval },
+    tail: { path: raw.tail.path, startAt: raw.tail.startAt, maxLineBytes: raw.tail.maxLineBytes, maxOpenFiles: raw.tail.maxOpenFiles, pollIntervalMs: raw.tail.pollInterval, appendCheckIntervalMs: raw.tail.appendCheckInterval },
     quarantine: { dir: raw.quarantine.dir || join(raw.stateDir, 'quarantine'), maxBytes: raw.quarantine.maxBytes },
     batch: { maxEvents: raw.batch.maxEvents, maxBytes: raw.batch.maxBytes, maxWaitMs: raw.batch.maxWait, heartbeatIntervalMs: raw.batch.heartbeatInterval },
     collector: {

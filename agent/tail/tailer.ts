@@ -187,6 +187,12 @@ export class Tailer {
       if (next === undefined) await this.discover()
       if (this.#queue.length > 0) return this.#finishCurrent([])
     }
+    // Idle at the end of the file held as live, and the live path names another file: it was rotated.
+    // Discover now rather than at the next timer tick; the read after that reaches its end for good.
+    if (next === undefined && !rotated && (await this.#liveIsAnotherFile(c.file))) {
+      await this.discover()
+      if (this.#queue.length > 0) return this.read()
+    }
     return this.#chunk(c, start, [], false)
   }
 
@@ -485,6 +491,12 @@ export class Tailer {
     if (head === undefined) return false
     if (file.identity.fingerprintLength < FINGERPRINT_BYTES && head.length !== file.identity.fingerprintLength) return false
     return headMatches(file.identity, head)
+  }
+
+  /** The live path exists and is not `file` (one stat: cheap enough for every idle check). */
+  async #liveIsAnotherFile(file: Tracked): Promise<boolean> {
+    const st = await stat(this.#options.path).catch(() => undefined)
+    return st !== undefined && !sameInode(st, file.identity)
   }
 
   /** Device and inode of a file we hold open: while we hold it, no other file can have them. */

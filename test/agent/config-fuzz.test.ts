@@ -27,7 +27,7 @@ const VALID = {
   rules: { builtin: true, dirs: ['/etc/auditrail/rules'] },
   alert: { minSeverity: 'high', alertmanager: { url: 'http://alertmanager:9093' }, webhook: { url: 'https://hooks.example/x', format: 'array' } },
 }
-const KEYS = ['node', 'streamId', 'stateDir', 'logLevel', 'tail', 'path', 'startAt', 'maxLineBytes', 'maxOpenFiles', 'pollInterval', 'quarantine', 'dir', 'maxBytes', 'batch', 'maxEvents', 'maxWait', 'heartbeatInterval', 'collector', 'url', 'timeout', 'caFile', 'allowInsecureHttp', 'retry', 'initialDelay', 'maxDelay', 'signing', 'keyFile', 'rules', 'builtin', 'dirs', 'alert', 'alertmanager', 'webhook', 'basicAuth', 'username', 'passwordFile', 'format']
+const KEYS = ['node', 'streamId', 'stateDir', 'logLevel', 'tail', 'path', 'startAt', 'maxLineBytes', 'maxOpenFiles', 'pollInterval', 'appendCheckInterval', 'quarantine', 'dir', 'maxBytes', 'batch', 'maxEvents', 'maxWait', 'heartbeatInterval', 'collector', 'url', 'timeout', 'caFile', 'allowInsecureHttp', 'retry', 'initialDelay', 'maxDelay', 'signing', 'keyFile', 'rules', 'builtin', 'dirs', 'alert', 'alertmanager', 'webhook', 'basicAuth', 'username', 'passwordFile', 'format']
 const HOSTILE_KEYS = ['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'polluted', '<<', '']
 
 function pollutionCheck(input: unknown): void {

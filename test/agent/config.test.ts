@@ -10,6 +10,8 @@ t.test('defaults suit a kubeadm control-plane node; flags fill the rest', async 
   const c = loadAgentConfig({ overrides: base, env })
   t.equal(c.tail.path, '/var/log/kubernetes/audit/audit.log')
   t.equal(c.tail.maxLineBytes, 4 * 1024 * 1024)
+  t.equal(c.tail.pollIntervalMs, 1000, 'rotated and new files are looked for every second')
+  t.equal(c.tail.appendCheckIntervalMs, 50, 'an idle reader looks for new lines every 50 ms')
   t.equal(c.streamId, 'cp-1', 'the stream is named after the node')
   t.equal(c.quarantine.dir, '/var/lib/auditrail/quarantine')
   t.equal(c.observe.listen, '0.0.0.0:9787')
@@ -38,6 +40,7 @@ t.test('mistakes name the key and the fix', async (t) => {
     ['tail:\n  maxLineBytes: huge\n', /tail\.maxLineBytes: expected a size like "4MiB"/],
     ['batch:\n  maxWait: 10\n', /batch\.maxWait: expected a duration like "250ms"/],
     ['tail:\n  maxOpenFiles: 0\n', /tail\.maxOpenFiles: 0 is out of range/],
+    ['tail:\n  appendCheckInterval: 0ms\n', /tail\.appendCheckInterval: .*out of range/],
     ['tail: [1\n', /not valid YAML at line/],
     ['collector:\n  url: http://10.0.0.5:8080\n', /plain http to 10\.0\.0\.5.*allowInsecureHttp/],
     ['collector:\n  url: not a url\n', /collector\.url "not a url" is not a URL/],

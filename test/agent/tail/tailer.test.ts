@@ -83,6 +83,21 @@ t.test('follows rename rotation with and without gzip, in order, nothing lost or
   t.same(texts(await readRecords(tailer, 350, records)), range(0, 350))
 })
 
+t.test('idle at the end of the live file, the reader finds a rotation itself: no watcher or timer needed', async (t) => {
+  const dir = t.testdir()
+  write(dir, range(0, 10))
+  const tailer = makeTailer(dir)
+  t.teardown(() => tailer.close())
+  await tailer.start(undefined)
+  const records = await readRecords(tailer, 10)
+  t.same((await tailer.read()).records, [], 'at the end of the live file')
+  rotate(dir)
+  write(dir, range(10, 15))
+  // Only read(), as the agent's idle loop calls it: the rotated file is finished and the new live file read.
+  for (let i = 0; i < 4; i++) records.push(...(await tailer.read()).records)
+  t.same(texts(records), range(0, 15))
+})
+
 t.test('a half-written last line is held back until its newline arrives', async (t) => {
   const dir = t.testdir()
   writeFileSync(join(dir, 'audit.log'), `${line(1)}\n${line(2).slice(0, 30)}`)

@@ -446,7 +446,8 @@ export class AuditAgent {
   // tail.appendCheckInterval (an fstat). The directory is polled, not watched with inotify: inotify
   // reports every append to the live file (one per event written, 3,000/s on a busy apiserver),
   // and chokidar handling each one cost 14% of a core at that rate (7% with the live file ignored),
-  // against under 1% for polling. Rotations are seen within tail.pollInterval, as by the timer.
+  // against under 1% for polling. A reader at the end of the live file notices a rotation itself
+  // (Tailer.read); new backups are otherwise found by this poll and the timer, within tail.pollInterval.
   #watchLogDir(): void {
     const naming = backupNaming(this.#config.tail.path)
     const interval = this.#config.tail.pollIntervalMs

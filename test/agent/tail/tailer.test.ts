@@ -66,13 +66,18 @@ function gzipAway(backup: string): string {
 
 const write = (dir: string, lines: string[]) => appendFileSync(join(dir, 'audit.log'), lines.map((l) => `${l}\n`).join(''))
 
-t.test('follows rename rotation with and without gzip, in order, nothing lost or doubled', async (t) => {
+/** A tailer started on a new live file of `lines` lines and done reading them: where most tests begin. */
+async function tailingFromStart(t: Test, lines: number) {
   const dir = t.testdir()
-  write(dir, range(0, 100))
+  write(dir, range(0, lines))
   const tailer = makeTailer(dir)
   t.teardown(() => tailer.close())
   await tailer.start(undefined)
-  const records = await readRecords(tailer, 100)
+  return { dir, tailer, records: await readRecords(tailer, lines) }
+}
+
+t.test('follows rename rotation with and without gzip, in order, nothing lost or doubled', async (t) => {
+  const { dir, tailer, records } = await tailingFromStart(t, 100)
   // Rotate three times before the reader comes back; one backup gzipped.
   rotate(dir)
   write(dir, range(100, 200))
@@ -84,12 +89,7 @@ t.test('follows rename rotation with and without gzip, in order, nothing lost or
 })
 
 t.test('idle at the end of the live file, the reader finds a rotation itself: no watcher or timer needed', async (t) => {
-  const dir = t.testdir()
-  write(dir, range(0, 10))
-  const tailer = makeTailer(dir)
-  t.teardown(() => tailer.close())
-  await tailer.start(undefined)
-  const records = await readRecords(tailer, 10)
+  const { dir, tailer, records } = await tailingFromStart(t, 10)
   t.same((await tailer.read()).records, [], 'at the end of the live file')
   rotate(dir)
   write(dir, range(10, 15))
@@ -129,12 +129,7 @@ t.test('a rotated file that ends without a newline ships its last line as incomp
 })
 
 t.test('copy-truncate: the rest of the file is read from the copy, then the live file from 0', async (t) => {
-  const dir = t.testdir()
-  write(dir, range(0, 20))
-  const tailer = makeTailer(dir)
-  t.teardown(() => tailer.close())
-  await tailer.start(undefined)
-  const records = await readRecords(tailer, 20)
+  const { dir, tailer, records } = await tailingFromStart(t, 20)
   write(dir, range(20, 30))
   // logrotate copytruncate: copy, then truncate in place.
   clock += 1000
@@ -165,12 +160,7 @@ t.test('a file that shrinks with no copy left is declared as a gap, then read fr
 })
 
 t.test('the file deleted and re-created: the old one is read to its end, then the new one', async (t) => {
-  const dir = t.testdir()
-  write(dir, range(0, 10))
-  const tailer = makeTailer(dir)
-  t.teardown(() => tailer.close())
-  await tailer.start(undefined)
-  const records = await readRecords(tailer, 10)
+  const { dir, tailer, records } = await tailingFromStart(t, 10)
   write(dir, range(10, 15))
   unlinkSync(join(dir, 'audit.log'))
   write(dir, range(15, 25))
@@ -236,12 +226,7 @@ t.test('restart: the checkpoint file is gone; a gap is declared, then newer back
 
 t.test('a live file caught holding only the start of its first line is not mistaken for a gzipped backup that starts alike', async (t) => {
   // Every audit line starts '{"kind":"Event","apiVersion":...': a fingerprint of those bytes alone matches any backup.
-  const dir = t.testdir()
-  write(dir, range(0, 100))
-  const tailer = makeTailer(dir)
-  t.teardown(() => tailer.close())
-  await tailer.start(undefined)
-  const records = await readRecords(tailer, 100)
+  const { dir, tailer, records } = await tailingFromStart(t, 100)
   rotate(dir, true)
   write(dir, range(100, 200))
   rotate(dir, true)

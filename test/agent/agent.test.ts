@@ -14,6 +14,8 @@ import { loadTrustedKeys } from '../../proto/keys.ts'
 import { agentRig, exportRecords, until } from './agent-rig.ts'
 
 const event = (i: number) => `{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"${String(i).padStart(8, '0')}-1111-4000-8000-000000000000","stage":"ResponseComplete","requestURI":"/api/v1/pods","verb":"list","user":{"username":"u"},"stageTimestamp":"2026-11-25T10:00:00.000000Z"}`
+/** Waits until the collector's export holds a line containing `text` (an auditID, or part of one). */
+const untilStored = (store: string, text: string, what: string) => until(what, async () => (await exportRecords(store)).some((l) => l.includes(text)))
 
 const notes = (lines: string[], kind: string) => lines.filter((l) => l.startsWith(RECORD_PREFIX)).map((l) => JSON.parse(l.slice(RECORD_PREFIX.length))).filter((n) => n.kind === kind)
 
@@ -23,7 +25,7 @@ t.test('hostile lines: not JSON and invalid UTF-8 ship as unparsed evidence; a 5
   const invalid = Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]) // {"\xff\xfe"}
   writeFileSync(s.logPath, Buffer.concat([Buffer.from(`${event(1)}\nthis is not json\n`), invalid, Buffer.from('\n'), big, Buffer.from(`\n${event(2)}\n`)]))
   const agent = await s.start()
-  await until('five records', async () => (await exportRecords(s.store)).some((l) => l.includes('00000002-1111')))
+  await untilStored(s.store, '00000002-1111', 'five records')
   const lines = await exportRecords(s.store)
   const unparsed = notes(lines, 'unparsed')
   t.equal(unparsed.length, 2)
@@ -51,7 +53,7 @@ t.test('a file that shrinks is declared as a gap in the stream', async (t) => {
   await until('two events', async () => (await exportRecords(s.store)).filter((l) => l.startsWith('{')).length === 2)
   truncateSync(s.logPath, 0)
   appendFileSync(s.logPath, `${event(3)}\n`)
-  await until('the event after the gap', async () => (await exportRecords(s.store)).some((l) => l.includes('00000003-1111')))
+  await untilStored(s.store, '00000003-1111', 'the event after the gap')
   const [gap] = notes(await exportRecords(s.store), 'gap')
   t.equal(gap.fromOffset, 2 * (event(1).length + 1))
   t.match(gap.reason, /shrank/)
@@ -61,19 +63,19 @@ t.test('a checkpoint that cannot be written does not stop shipping; the next ack
   const s = await agentRig(t)
   writeFileSync(s.logPath, `${event(1)}\n`)
   const agent = await s.start()
-  await until('the first event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000001-1111')))
+  await untilStored(s.store, '00000001-1111', 'the first event')
   await agent.drained()
   const checkpoint = join(s.config.stateDir, 'checkpoint.json')
   // A directory where the checkpoint goes: the rename over it fails.
   rmSync(checkpoint)
   mkdirSync(checkpoint)
   appendFileSync(s.logPath, `${event(2)}\n`)
-  await until('the second event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000002-1111')))
+  await untilStored(s.store, '00000002-1111', 'the second event')
   await until('the failed write logged', () => s.logs.some((l) => l.includes('writing the checkpoint failed')))
   t.same(readdirSync(s.config.stateDir).filter((f) => f.endsWith('.tmp')), [], 'no temp file left by the failed writes')
   rmdirSync(checkpoint)
   appendFileSync(s.logPath, `${event(3)}\n`)
-  await until('the third event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000003-1111')))
+  await untilStored(s.store, '00000003-1111', 'the third event')
   await agent.drained()
   const saved = JSON.parse(readFileSync(checkpoint, 'utf8'))
   t.equal(saved.nextSequence, s.collector.store.head('node-a')!.sequence + 1, 'the checkpoint stands at the collector\'s head')
@@ -84,7 +86,7 @@ t.test('the collector is ahead of the checkpoint (crash between ack and checkpoi
   const s = await agentRig(t)
   writeFileSync(s.logPath, `${event(1)}\n`)
   const first = await s.start()
-  await until('the first event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000001-1111')))
+  await untilStored(s.store, '00000001-1111', 'the first event')
   await first.drained()
   await first.stop()
   const checkpoint = join(s.config.stateDir, 'checkpoint.json')
@@ -92,13 +94,13 @@ t.test('the collector is ahead of the checkpoint (crash between ack and checkpoi
   // Ship more, then put the old checkpoint back: as if the agent died before writing the new one.
   appendFileSync(s.logPath, `${event(2)}\n`)
   const second = await s.start()
-  await until('the second event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000002-1111')))
+  await untilStored(s.store, '00000002-1111', 'the second event')
   await second.drained()
   await second.stop()
   writeFileSync(checkpoint, old)
   appendFileSync(s.logPath, `${event(3)}\n`)
   const third = await s.start()
-  await until('the third event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000003-1111')))
+  await untilStored(s.store, '00000003-1111', 'the third event')
   const events = (await exportRecords(s.store)).filter((l) => l.startsWith('{'))
   t.same(events, [event(1), event(2), event(3)], 'each event once, in order')
   const result = await verifyStore(s.store, loadTrustedKeys([s.keys.publicKeyFile]))
@@ -115,13 +117,13 @@ t.test('a new signing key file is picked up at runtime; the chain continues unde
   s.closeLater(() => collector.close())
   writeFileSync(s.logPath, `${event(1)}\n`)
   const agent = await s.start()
-  await until('the first event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000001-1111')))
+  await untilStored(s.store, '00000001-1111', 'the first event')
   copyFileSync(next.keyFile, `${s.keys.keyFile}.new`)
   renameSync(`${s.keys.keyFile}.new`, s.keys.keyFile)
   reload++
   await new Promise((r) => setTimeout(r, 400))
   appendFileSync(s.logPath, `${event(2)}\n`)
-  await until('the second event', async () => (await exportRecords(s.store)).some((l) => l.includes('00000002-1111')))
+  await untilStored(s.store, '00000002-1111', 'the second event')
   const result = await verifyStore(s.store, both)
   t.equal(result.ok, true, JSON.stringify(result.problem))
   const oldOnly = await verifyStore(s.store, loadTrustedKeys([s.keys.publicKeyFile]))
@@ -137,7 +139,7 @@ t.test('secret values, and the paths the config adds, are redacted before they s
   const configMap = `{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"c0f16000-1111-4000-8000-000000000000","stage":"ResponseComplete","verb":"create","user":{"username":"alice"},"objectRef":{"resource":"configmaps","namespace":"default","name":"app","apiVersion":"v1"},"requestObject":{"kind":"ConfigMap","data":{"dsn":"postgres://app:hunter2@db"}},"stageTimestamp":"2026-11-25T10:00:01.000000Z"}`
   writeFileSync(s.logPath, `${secret}\n${configMap}\n`)
   await s.start()
-  await until('both events', async () => (await exportRecords(s.store)).some((l) => l.includes('c0f16000')))
+  await untilStored(s.store, 'c0f16000', 'both events')
   const lines = await exportRecords(s.store)
   t.same(notes(lines, 'redacted').map((n) => n.paths), [['responseObject.data.password'], ['requestObject.data.dsn']])
   const shipped = lines.find((l) => l.includes('5ec12e70'))!
@@ -162,7 +164,7 @@ t.test('guardrail findings travel in the batch of their event, are counted, and 
   const agent = new AuditAgent(s.config, { logger: pino({ level: 'silent' }), onFinding: (f, ev) => void seen.push(`${f.id}@${ev.auditID}`) })
   s.closeLater(() => agent.stop())
   await agent.start()
-  await until('both lines', async () => (await exportRecords(s.store)).some((l) => l.includes('priv-0001')))
+  await untilStored(s.store, 'priv-0001', 'both lines')
   const lines = await exportRecords(s.store)
   const findings = notes(lines, 'finding')
   t.same(findings.map((f) => [f.id, f.severity, f.auditId]), [['list-by-u', 'high', '00000001-1111-4000-8000-000000000000'], ['pod-created', 'info', 'priv-0001'], ['privileged-container', 'high', 'priv-0001']])

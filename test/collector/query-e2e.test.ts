@@ -24,7 +24,7 @@ t.test('an event appended to the audit log is queryable within 2 s', async (t) =
   const url = `http://127.0.0.1:${port}`
   const collector = startProcess(['collector', '--listen', `127.0.0.1:${port}`, '--store', join(dir, 'store'), '--trust', publicKeyFile, '--readers', join(dir, 'readers')])
   const metrics = `127.0.0.1:${await freePort()}`
-  // The agent as shipped: default batching (100 ms), default polling (1 s, with file watching).
+  // The agent as shipped: default batching (100 ms), new lines looked for every 50 ms, the directory polled every 1 s.
   const agent = startProcess(['agent', '--node', 'cp-1', '--collector', url, '--log', logPath, '--state-dir', join(dir, 'state'), '--key', keyFile, '--metrics-listen', metrics, '--allow-insecure-http'])
   t.teardown(async () => {
     await stopProcess(agent)

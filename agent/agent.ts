@@ -6,8 +6,8 @@ import { performance } from 'node:perf_hooks'
 import { watch, type FSWatcher } from 'chokidar'
 import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
-import { verifyBytes } from '../proto/keys.ts'
-import { batchDigest, decodeBatch, type Finding, type WireRecord } from '../proto/wire.ts'
+import { verifySeal } from '../proto/signed-messages.ts'
+import { batchDigest, decodeBatch, type Batch, type Finding, type WireRecord } from '../proto/wire.ts'
 import { decodeAuditLine, type AuditEvent } from './audit/event.ts'
 import type { AgentConfig } from './config.ts'
 import { Detectors } from './anomaly/detectors.ts'
@@ -169,7 +169,7 @@ export class AuditAgent {
       { maxEvents: this.#config.batch.maxEvents, maxBytes: this.#config.batch.maxBytes, maxWaitMs: this.#config.batch.maxWaitMs },
       checkpoint.position,
     )
-    this.#sealer = new Sealer(this.#config.streamId, this.#config.node, checkpoint)
+    this.#sealer = new Sealer(this.#config.streamId, this.#config.node, checkpoint, this.#key.current)
     this.#lastSealedAt = performance.now()
     this.#watchLogDir()
     await this.#guard.watch()
@@ -377,11 +377,14 @@ export class AuditAgent {
   }
 
   /**
-   * Makes the checkpoint agree with the collector's stream head. The collector
-   * may be ahead (the agent died between the collector's ack and its own
-   * checkpoint write): then the head, signed by our own key, is the truth and
-   * we continue after it instead of sealing a fork. Anything else that
-   * disagrees needs an operator.
+   * Makes the checkpoint agree with the collector's stream head, which must be
+   * signed by this node's key. When the two disagree, reading resumes from the
+   * older of them, never by skipping: the collector ahead (the agent died
+   * between the collector's ack and its own checkpoint write) means continuing
+   * after its head instead of sealing a fork; the collector behind (its store
+   * lost batches, or an acknowledgement was false) means reading again from
+   * after its head, so that what it lacks is sent again. A different batch
+   * under the same sequence needs an operator.
    */
   async #syncChain(cp: Checkpoint): Promise<Checkpoint> {
     if (cp.streamId !== this.#config.streamId) {
@@ -392,43 +395,34 @@ export class AuditAgent {
     const expectedHead = cp.nextSequence - 1
     if (!head) {
       if (expectedHead === 0) return cp
-      throw new ChainError(`the collector has no stream ${this.#config.streamId}, but this agent's checkpoint says batch ${expectedHead} was acknowledged: the collector's store was reset or replaced. Restore the store, or move ${this.#checkpoints.path} away to start a new chain`)
+      this.#log.warn({ acknowledgedBefore: expectedHead }, `the collector holds nothing of stream ${this.#config.streamId}, though batch ${expectedHead} was acknowledged: reading again from the start, as a new chain`)
+      return { streamId: cp.streamId, nextSequence: 1, headDigest: Buffer.alloc(0), position: undefined }
+    }
+    const key = this.#key.current
+    if (head.keyId !== key.keyId) {
+      throw new ChainError(`stream ${this.#config.streamId} belongs to key ${head.keyId} (its head is signed by it), but this agent signs with ${key.keyId}. Rotate keys while the agent runs (replace the key file: the agent endorses the new key with the old one), or give this key a new --stream-id`)
+    }
+    const digest = batchDigest(head.batch)
+    if (!verifySeal(digest, head.signature, key.publicKey)) {
+      throw new ChainError(`the collector's head of stream ${this.#config.streamId} does not verify with this node's key ${key.keyId}; refusing to continue after it`)
     }
     const batch = decodeBatch(head.batch)
-    const digest = batchDigest(head.batch)
     if (batch.sequence === expectedHead) {
       if (!digest.equals(cp.headDigest)) throw new ChainError(`the collector's batch ${batch.sequence} differs from the one this agent sealed: another agent writes to stream ${this.#config.streamId}? Give each agent its own --stream-id`)
       return cp
     }
     if (batch.sequence < expectedHead) {
-      throw new ChainError(`the collector's stream ${this.#config.streamId} ends at batch ${batch.sequence}, but batch ${expectedHead} was acknowledged before: the collector lost data. Restore its store, or move ${this.#checkpoints.path} away to start a new chain`)
+      this.#log.warn({ collectorHead: batch.sequence, acknowledgedBefore: expectedHead }, `the collector's stream ${this.#config.streamId} ends before what was acknowledged: reading again from after its head, so that nothing is skipped`)
+    } else {
+      this.#log.info({ from: cp.nextSequence, to: batch.sequence + 1 }, 'the collector holds batches this agent had not checkpointed yet; continuing after them')
     }
-    const key = this.#key.current
-    if (head.keyId !== key.keyId || !verifyBytes(head.batch, head.signature, key.publicKey)) {
-      throw new ChainError(`the collector's head of stream ${this.#config.streamId} (batch ${batch.sequence}) is not signed by this node's key ${key.keyId}; refusing to continue after it`)
-    }
-    const s = batch.source
-    this.#log.info({ from: cp.nextSequence, to: batch.sequence + 1 }, 'the collector holds batches this agent had not checkpointed yet; continuing after them')
-    // A heartbeat sealed before any log file existed names no file: the position stays where it was.
-    const noFile = s.device === 0 && s.inode === 0 && batch.records.length === 0
-    return {
-      streamId: cp.streamId,
-      nextSequence: batch.sequence + 1,
-      headDigest: digest,
-      position: noFile ? cp.position : {
-        path: s.path,
-        identity: { device: s.device, inode: s.inode, fingerprint: Buffer.from(s.fingerprint), fingerprintLength: s.fingerprintLength },
-        order: { ...(s.rotatedUnixMs ? { rotatedAt: s.rotatedUnixMs } : {}), liveAfter: s.liveAfterUnixMs },
-        offset: s.endOffset,
-        endOfFile: s.endOfFile,
-      },
-    }
+    return { streamId: cp.streamId, nextSequence: batch.sequence + 1, headDigest: digest, position: positionAfter(batch) ?? cp.position }
   }
 
   async #fetchHead() {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#sender.streamHead()
+        return await this.#sender.streamHead(this.#key.current)
       } catch (err) {
         if (this.#stopping) return undefined
         if (!(err instanceof SendError) || ['unauthenticated', 'permission_denied', 'invalid_argument', 'unimplemented'].includes(err.reason)) throw err
@@ -506,5 +500,18 @@ export class AuditAgent {
     const lag = await this.#tailer?.lagBytes().catch(() => undefined)
     if (lag !== undefined) this.metrics.lagBytes.set(lag)
     if (this.#newestAckedEventMs > 0) this.metrics.lagSeconds.set(Math.max(0, (Date.now() - this.#newestAckedEventMs) / 1000))
+  }
+}
+
+/** Where reading resumes after a stored batch; undefined for a heartbeat sealed before any log file existed. */
+function positionAfter(batch: Batch): TailPosition | undefined {
+  const s = batch.source
+  if (s.device === 0 && s.inode === 0 && batch.records.length === 0) return undefined
+  return {
+    path: s.path,
+    identity: { device: s.device, inode: s.inode, fingerprint: Buffer.from(s.fingerprint), fingerprintLength: s.fingerprintLength },
+    order: { ...(s.rotatedUnixMs ? { rotatedAt: s.rotatedUnixMs } : {}), liveAfter: s.liveAfterUnixMs },
+    offset: s.endOffset,
+    endOfFile: s.endOfFile,
   }
 }

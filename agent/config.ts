@@ -411,7 +411,8 @@ function finish(raw: RawConfig, where: string): AgentConfig {
       retryInitialDelayMs: raw.collector.retry.initialDelay,
       retryMaxDelayMs: raw.collector.retry.maxDelay,
     },
-    signing: { keyFile: raw.signing.keyFile, allowLoosePermissions: raw.signing.allowLoosePermissions, reloadIntervalMs: raw.signing.reloadInterval },
+    // '{node}' in the path is the node's name: one Secret holds every node's own key, each agent reads its own.
+    signing: { keyFile: raw.signing.keyFile.replaceAll('{node}', raw.node), allowLoosePermissions: raw.signing.allowLoosePermissions, reloadIntervalMs: raw.signing.reloadInterval },
     rules: raw.rules,
     detectors: raw.detectors,
     observe: raw.observe,

@@ -14,10 +14,14 @@ import { openStore, StoreError } from './store.ts'
 import { verifyEvent, verifyStore, type EventCoordinates } from './verify.ts'
 
 const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store DIR --trust PUBKEY_FILE [--trust PUBKEY_FILE...]
-                           [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--readers FILE] [--no-index] [--log-level LEVEL]
+                           [--tls-cert FILE --tls-key FILE [--client-ca FILE [--shared-client-cert]]] [--readers FILE] [--no-index] [--log-level LEVEL]
        auditrail collector reindex --store DIR
        auditrail collector token --name NAME [--role auditor]
-  --client-ca  require client certificates (mTLS) signed by this CA
+  --trust      a node's .pub.pem, or a directory of them (every *.pub.pem inside): each node signs its
+               own stream with its own key, and a stream stays bound to the key that created it
+  --client-ca  require client certificates (mTLS) signed by this CA; a certificate may then write and
+               read only the stream its CN or a DNS subjectAltName names
+  --shared-client-cert  every node presents the same client certificate: bind streams by key alone
   --readers    enable the query API (GET /v1/events, /v1/findings) for the readers listed:
                one 'ROLE sha256:HEX NAME' line each (the token's SHA-256, never the token)
   --no-index   keep no query index (the query API is then off)
@@ -104,6 +108,7 @@ export function collectorCommand(argv: string[]): Promise<number> {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'client-ca': { type: 'string' },
+      'shared-client-cert': { type: 'boolean' },
       readers: { type: 'string' },
       'no-index': { type: 'boolean' },
       'log-level': { type: 'string', default: 'info' },
@@ -147,6 +152,7 @@ function tlsFrom(values: Parsed['values']): TlsOptions | undefined {
   const cert = values['tls-cert'] as string | undefined
   const key = values['tls-key'] as string | undefined
   const ca = values['client-ca'] as string | undefined
+  if (values['shared-client-cert'] && !ca) throw new UsageError('--shared-client-cert goes with --client-ca')
   if (!cert && !key && !ca) return undefined
   if (!cert || !key) throw new UsageError('--tls-cert and --tls-key go together' + (ca ? ' (and --client-ca needs them)' : ''))
   const read = (flag: string, file: string) => {
@@ -156,7 +162,7 @@ function tlsFrom(values: Parsed['values']): TlsOptions | undefined {
       throw new UsageError(`${flag} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
     }
   }
-  return { cert: read('--tls-cert', cert), key: read('--tls-key', key), ...(ca ? { ca: read('--client-ca', ca), requireClientCert: true } : {}) }
+  return { cert: read('--tls-cert', cert), key: read('--tls-key', key), ...(ca ? { ca: read('--client-ca', ca), requireClientCert: true, sharedClientCert: values['shared-client-cert'] === true } : {}) }
 }
 
 export function verifyCommand(argv: string[]): Promise<number> {

@@ -7,6 +7,7 @@
 // chain under the stream's lock.
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
+import type { TLSSocket } from 'node:tls'
 import type { KeyObject } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { promisify } from 'node:util'
@@ -24,6 +25,7 @@ import {
   encodePushBatchResponse,
   GET_STREAM_HEAD_PATH,
   PUSH_BATCH_PATH,
+  V1_SERVICE_PATH,
   WireError,
   type Batch,
   type SealedBatch,
@@ -32,7 +34,8 @@ import { EventIndex, indexPath, IndexError } from './index.ts'
 import { LiveIndexer } from './live-indexer.ts'
 import { parseQuery, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
 import { may, type Readers } from './readers.ts'
-import { checkSeal } from './seal.ts'
+import { checkKeyContinuity, checkSeal } from './seal.ts'
+import { verifyStreamHeadRequest } from '../proto/signed-messages.ts'
 import { isValidStreamId, openStore, STREAM_ID_PATTERN, type Store } from './store.ts'
 
 const MiB = 1024 * 1024
@@ -56,6 +59,8 @@ export interface CollectorLimits {
   /** Per-stream token bucket: PushBatch requests per second, and the burst allowed. */
   streamRequestsPerSecond: number
   streamBurst: number
+  /** Streams one key may hold: each node has its own key and stream (a rename or two fit under it). */
+  maxStreamsPerKey: number
 }
 
 export const DEFAULT_LIMITS: Readonly<CollectorLimits> = Object.freeze({
@@ -70,7 +75,11 @@ export const DEFAULT_LIMITS: Readonly<CollectorLimits> = Object.freeze({
   maxConnections: 1024,
   streamRequestsPerSecond: 50,
   streamBurst: 200,
+  maxStreamsPerKey: 4,
 })
+
+/** How far a GetStreamHead request's issue time may be from the collector's clock. */
+const HEAD_REQUEST_SKEW_MS = 5 * 60_000
 
 /** Bound on the token buckets kept: the least recently used stream's bucket goes first (it refills anyway). */
 const MAX_BUCKETS = 100_000
@@ -83,6 +92,12 @@ export interface TlsOptions {
   /** CA bundle that client certificates must chain to. */
   ca?: string | Buffer
   requireClientCert?: boolean
+  /**
+   * With client certificates on, a stream may be written or read only by a certificate naming it
+   * (its subject CN or a DNS name in its subjectAltName equals the stream id). Off only for a PKI
+   * that gives every node the same certificate: then the signing key alone binds the stream.
+   */
+  sharedClientCert?: boolean
 }
 
 export interface CollectorOptions {
@@ -186,6 +201,9 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
     const queryKind = path !== undefined ? QUERY_PATHS[path] : undefined
     if (queryKind) return query(req, res, queryKind)
+    if (path?.startsWith(`${V1_SERVICE_PATH}/`)) {
+      return reject(res, new ConnectError('unimplemented', `${path.slice(0, 200)} is wire contract version 1; this collector speaks version 2 (${PUSH_BATCH_PATH}), whose seals sign the batch digest and whose stream heads need the stream's key: upgrade the agent`), 404)
+    }
     if (path !== PUSH_BATCH_PATH && path !== GET_STREAM_HEAD_PATH) {
       return reject(res, new ConnectError('unimplemented', `no procedure at ${JSON.stringify(path?.slice(0, 200))}; this collector serves ${PUSH_BATCH_PATH} and ${GET_STREAM_HEAD_PATH}`), 404)
     }
@@ -204,7 +222,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     if (closing) return reject(res, new ConnectError('unavailable', 'the collector is shutting down; retry'))
     try {
       const body = await readBody(req, encoding, limits)
-      const answer = path === PUSH_BATCH_PATH ? await pushBatch(body) : getStreamHead(body)
+      const peer = certificateNames(req)
+      const answer = path === PUSH_BATCH_PATH ? await pushBatch(body, peer) : getStreamHead(body, peer)
       res.writeHead(200, { 'content-type': PROTO_CONTENT_TYPE, 'content-length': answer.length }).end(answer)
     } catch (err) {
       // A body left unread (over a limit) is not drained: the connection closes after the answer.
@@ -216,27 +235,36 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
   }
 
-  async function pushBatch(body: Buffer): Promise<Uint8Array> {
+  async function pushBatch(body: Buffer, peer: CertificateNames): Promise<Uint8Array> {
     const sealed = decodePushBatchRequest(body)
     if (sealed.length === 0) throw new ConnectError('invalid_argument', 'request.batches: empty; send at least one SealedBatch')
     if (sealed.length > limits.maxBatchesPerRequest) {
       throw new ConnectError('resource_exhausted', `request.batches: ${sealed.length} batches, over the limit of ${limits.maxBatchesPerRequest} per request; send fewer at a time`)
     }
     const first = authenticate(sealed[0]!, 0)
-    const streamId = first.streamId
-    const wait = buckets.take(streamId)
-    if (wait > 0) {
-      throw new RateLimited(new ConnectError('resource_exhausted', `stream ${streamId} is over its rate of ${limits.streamRequestsPerSecond} requests per second; retry after ${wait} s`), wait)
-    }
+    const streamId = first.batch.streamId
+    checkPeerNamesStream(peer, streamId)
     return locks.run(streamId, async () => {
       let accepted = 0
+      // The stream's rate is charged by the first batch that is new: re-sends of what is stored (a replayed
+      // head, an agent's retry) cost no tokens, so that nobody can starve a stream by replaying it.
+      let charged = false
       try {
         for (let i = 0; i < sealed.length; i++) {
-          const batch = i === 0 ? first : authenticate(sealed[i]!, i)
+          const { batch, digest } = i === 0 ? first : authenticate(sealed[i]!, i)
           if (batch.streamId !== streamId) {
             throw new ConnectError('invalid_argument', `request.batches[${i}]: stream ${JSON.stringify(batch.streamId)} differs from ${JSON.stringify(streamId)}; one stream per request`)
           }
-          await appendInChain(streamId, batch, sealed[i]!, i)
+          if (await isStored(streamId, batch, digest, i)) continue
+          checkKeyBinding(streamId, batch, sealed[i]!, i)
+          if (!charged) {
+            const wait = buckets.take(streamId)
+            if (wait > 0) {
+              throw new RateLimited(new ConnectError('resource_exhausted', `stream ${streamId} is over its rate of ${limits.streamRequestsPerSecond} requests per second; retry after ${wait} s`), wait)
+            }
+            charged = true
+          }
+          await appendInChain(streamId, batch, digest, sealed[i]!, i)
           accepted++
         }
       } catch (err) {
@@ -251,9 +279,10 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   }
 
   /** Signature first, over the bytes as received; only then are they decoded. */
-  function authenticate(sealed: SealedBatch, i: number): Batch {
+  function authenticate(sealed: SealedBatch, i: number): { batch: Batch; digest: Buffer } {
     const field = `request.batches[${i}]`
-    const problem = checkSeal(sealed, options.trustedKeys)
+    const digest = batchDigest(sealed.batch)
+    const problem = checkSeal(sealed, digest, options.trustedKeys)
     if (problem) throw new ConnectError(problem.code, `${field}.${problem.field}: ${problem.reason}`)
     let batch: Batch
     try {
@@ -272,21 +301,37 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     if (long >= 0) {
       throw new ConnectError('resource_exhausted', `${field}.batch.records[${long}].line: ${batch.records[long]!.line!.length} bytes, over the limit of ${limits.maxLineBytes}; lower the agent's maxLineBytes (longer lines go to quarantine)`)
     }
-    return batch
+    return { batch, digest }
   }
 
-  async function appendInChain(streamId: string, batch: Batch, sealed: SealedBatch, i: number): Promise<void> {
+  /** A batch the stream already holds (same sequence, same digest) is acknowledged again; a different one is a fork. */
+  async function isStored(streamId: string, batch: Batch, digest: Buffer, i: number): Promise<boolean> {
+    const headSequence = store.head(streamId)?.sequence ?? 0
+    if (batch.sequence > headSequence) return false
+    const stored = await store.digestAt(streamId, batch.sequence)
+    if (stored?.equals(digest)) {
+      stats.duplicateBatches++
+      return true
+    }
+    throw new ConnectError('already_exists', `request.batches[${i}]: fork: sequence ${batch.sequence} of stream ${streamId} already holds a different batch; the next sequence expected is ${headSequence + 1}`)
+  }
+
+  /** The stream's key (the key of its head) signs what continues it; a new stream counts against its key's quota. */
+  function checkKeyBinding(streamId: string, batch: Batch, sealed: SealedBatch, i: number): void {
+    const head = store.head(streamId)
+    const problem = checkKeyContinuity(batch, sealed, head?.keyId, options.trustedKeys)
+    if (problem) throw new ConnectError('permission_denied', `request.batches[${i}]: ${problem}`)
+    if (!head && store.streamsOfKey(sealed.keyId) >= limits.maxStreamsPerKey) {
+      throw new ConnectError('resource_exhausted', `request.batches[${i}]: key ${sealed.keyId} already holds ${limits.maxStreamsPerKey} streams, the limit per key; give each node its own key (auditrail keygen), or raise maxStreamsPerKey`)
+    }
+    if (head && head.keyId !== sealed.keyId) {
+      log.warn({ stream: streamId, sequence: batch.sequence, from: head.keyId, to: sealed.keyId }, 'stream key rotated: the previous key endorsed the new one')
+    }
+  }
+
+  async function appendInChain(streamId: string, batch: Batch, digest: Buffer, sealed: SealedBatch, i: number): Promise<void> {
     const head = store.head(streamId)
     const headSequence = head?.sequence ?? 0
-    const digest = batchDigest(sealed.batch)
-    if (batch.sequence <= headSequence) {
-      const stored = await store.digestAt(streamId, batch.sequence)
-      if (stored?.equals(digest)) {
-        stats.duplicateBatches++
-        return
-      }
-      throw new ConnectError('already_exists', `request.batches[${i}]: fork: sequence ${batch.sequence} of stream ${streamId} already holds a different batch; the next sequence expected is ${headSequence + 1}`)
-    }
     if (batch.sequence > headSequence + 1) {
       throw new ConnectError('out_of_range', `request.batches[${i}]: gap: stream ${streamId} expects sequence ${headSequence + 1}, got ${batch.sequence}`)
     }
@@ -307,6 +352,14 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       throw new ConnectError('unavailable', `the collector could not store sequence ${batch.sequence}: ${(err as Error).message}`)
     }
     stats.acceptedBatches++
+  }
+
+  /** With per-node client certificates, the certificate must name the stream it writes or reads. */
+  function checkPeerNamesStream(peer: CertificateNames, streamId: string): void {
+    if (!peer || options.tls?.sharedClientCert) return
+    if (!peer.includes(streamId)) {
+      throw new ConnectError('permission_denied', `stream ${streamId} is not named by the client certificate (it names ${peer.slice(0, 4).map((n) => JSON.stringify(n.slice(0, 64))).join(', ') || 'nothing'}); issue each node a certificate whose CN or DNS name is its stream id, or start the collector with --shared-client-cert`)
+    }
   }
 
   /**
@@ -361,12 +414,31 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
   }
 
-  function getStreamHead(body: Buffer): Uint8Array {
-    const streamId = decodeGetStreamHeadRequest(body)
+  /**
+   * Only a caller that signs for the stream learns anything about it: the stream's own key (or, for a
+   * stream not stored yet, a trusted key that could create it), over a request issued within minutes.
+   * Every refusal says the same for a stored and an unknown stream.
+   */
+  function getStreamHead(body: Buffer, peer: CertificateNames): Uint8Array {
+    const request = decodeGetStreamHeadRequest(body)
+    const { streamId, keyId } = request
     if (!isValidStreamId(streamId)) {
       throw new ConnectError('invalid_argument', `request.stream_id: ${JSON.stringify(streamId.slice(0, 64))} does not match ${STREAM_ID_PATTERN}`)
     }
+    checkPeerNamesStream(peer, streamId)
+    const key = options.trustedKeys.get(keyId)
+    if (!key) throw new ConnectError('unauthenticated', `request.key_id: ${JSON.stringify(keyId.slice(0, 64))} is not a trusted key; sign the request with the stream's key`)
+    const skew = Math.abs(Date.now() - request.issuedUnixMs)
+    if (skew > HEAD_REQUEST_SKEW_MS) {
+      throw new ConnectError('unauthenticated', `request.issued_unix_ms: ${skew} ms away from the collector's clock, more than ${HEAD_REQUEST_SKEW_MS}; check the node's clock (NTP)`)
+    }
+    if (!verifyStreamHeadRequest(streamId, request.issuedUnixMs, request.signature, key)) {
+      throw new ConnectError('unauthenticated', `request.signature: does not verify with key ${keyId}`)
+    }
     const head = store.head(streamId)
+    if (head && head.keyId !== keyId) {
+      throw new ConnectError('permission_denied', `key ${keyId} may not read stream ${streamId}: a stream's head is told only to its own key`)
+    }
     return encodeGetStreamHeadResponse(head ? decodeSealedBatch(head.sealed) : undefined)
   }
 
@@ -519,6 +591,25 @@ class StreamLocks {
   async idle(): Promise<void> {
     await Promise.all(this.#tails.values())
   }
+}
+
+/** The names a verified client certificate gives its holder (subject CN, DNS subjectAltNames); undefined without one. */
+type CertificateNames = string[] | undefined
+
+function certificateNames(req: IncomingMessage): CertificateNames {
+  const socket = req.socket as Partial<TLSSocket>
+  if (!socket.encrypted || !socket.authorized || typeof socket.getPeerCertificate !== 'function') return undefined
+  const cert = socket.getPeerCertificate()
+  if (!cert || Object.keys(cert).length === 0) return undefined
+  const names: string[] = []
+  const cn = cert.subject?.CN
+  if (typeof cn === 'string') names.push(cn)
+  else if (Array.isArray(cn)) names.push(...(cn as string[]))
+  for (const part of (cert.subjectaltname ?? '').split(',')) {
+    const m = /^\s*DNS:(.+)$/.exec(part)
+    if (m) names.push(m[1]!.trim())
+  }
+  return names
 }
 
 function hex(bytes: Uint8Array): string {

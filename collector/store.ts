@@ -170,6 +170,8 @@ export interface StoreHead {
   digest: Buffer
   /** The head's SealedBatch bytes, as stored. */
   sealed: Buffer
+  /** The key that signed the head: the key the stream is bound to now. */
+  keyId: string
 }
 
 export interface StoreOptions {
@@ -226,6 +228,13 @@ export class Store {
 
   head(streamId: string): StoreHead | undefined {
     return this.#streams.get(streamId)?.head
+  }
+
+  /** How many streams the key is bound to now (their heads are signed by it). */
+  streamsOfKey(keyId: string): number {
+    let n = 0
+    for (const state of this.#streams.values()) if (state.head?.keyId === keyId) n++
+    return n
   }
 
   /** The digest of the stored batch with this sequence, or undefined when the stream does not hold it. */
@@ -307,7 +316,7 @@ export class Store {
     }
     const offset = state.size
     state.size += entry.length
-    state.head = { sequence, digest, sealed: Buffer.from(sealed) }
+    state.head = { sequence, digest, sealed: Buffer.from(sealed), keyId: decodeSealedBatch(sealed).keyId }
     remember(state, sequence, digest)
     return { segment: segment.first, offset }
   }
@@ -362,7 +371,7 @@ async function recoverStream(dir: string, streamId: string, log: Logger): Promis
       }
       const digest = batchDigest(sealed.batch)
       remember(state, sequence, digest)
-      state.head = { sequence, digest, sealed: item.bytes }
+      state.head = { sequence, digest, sealed: item.bytes, keyId: sealed.keyId }
       end = item.offset + ENTRY_HEADER_BYTES + item.bytes.length
       expected++
     }

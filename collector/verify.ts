@@ -3,7 +3,7 @@
 // place and names it: stream, segment file, byte offset, sequence, and why.
 import type { KeyObject } from 'node:crypto'
 import { batchDigest, decodeBatch, decodeSealedBatch, WireError, type Batch, type SealedBatch } from '../proto/wire.ts'
-import { checkSeal } from './seal.ts'
+import { checkKeyContinuity, checkSeal } from './seal.ts'
 import { listSegments, listStreams, readSegment, type SegmentFile } from './store.ts'
 
 export interface VerifyProblem {
@@ -54,6 +54,7 @@ async function verifyStream(dir: string, stream: string, trustedKeys: ReadonlyMa
   if (segments.length === 0) return { stream, reason: 'the stream directory holds no segment files' }
   let expected = 1
   let prev: Buffer = Buffer.alloc(0)
+  let boundKeyId: string | undefined
   let lines = 0
   for (const [index, segment] of segments.entries()) {
     const last = index === segments.length - 1
@@ -66,9 +67,11 @@ async function verifyStream(dir: string, stream: string, trustedKeys: ReadonlyMa
       }
       let sealed: SealedBatch
       let batch: Batch
+      let digest: Buffer
       try {
         sealed = decodeSealedBatch(item.bytes)
-        const problem = checkSeal(sealed, trustedKeys)
+        digest = batchDigest(sealed.batch)
+        const problem = checkSeal(sealed, digest, trustedKeys)
         if (problem) return { ...at, reason: `${problem.field === 'signature' ? 'bad signature' : problem.field === 'key_id' ? 'unknown key' : 'unsupported algorithm'}: ${problem.field} ${problem.reason}` }
         batch = decodeBatch(sealed.batch)
       } catch (err) {
@@ -82,7 +85,10 @@ async function verifyStream(dir: string, stream: string, trustedKeys: ReadonlyMa
       if (!prev.equals(Buffer.from(batch.prevDigest))) {
         return { ...found, reason: `broken link: prev_digest ${Buffer.from(batch.prevDigest).toString('hex') || '(empty)'} is not the digest of sequence ${expected - 1} (${prev.toString('hex') || '(empty)'})` }
       }
-      prev = batchDigest(sealed.batch)
+      const keyProblem = checkKeyContinuity(batch, sealed, boundKeyId, trustedKeys)
+      if (keyProblem) return { ...found, reason: `key not bound to the stream: ${keyProblem}` }
+      prev = digest
+      boundKeyId = sealed.keyId
       lines += batch.records.reduce((n, r) => n + (r.line ? 1 : 0), 0)
       expected++
       firstInSegment = false
@@ -150,7 +156,8 @@ export async function verifyEvent(dir: string, trustedKeys: ReadonlyMap<string, 
 
   const target = await sealedAt(segments, sequence)
   if ('reason' in target) return fail(target.reason, target)
-  const sealProblem = checkSeal(target.sealed, trustedKeys)
+  const digest = batchDigest(target.sealed.batch)
+  const sealProblem = checkSeal(target.sealed, digest, trustedKeys)
   if (sealProblem) return fail(`bad seal on sequence ${sequence}: ${sealProblem.field} ${sealProblem.reason}`, target)
   const batch = decodeBatch(target.sealed.batch)
   if (batch.streamId !== stream) return fail(`batch belongs to stream ${JSON.stringify(batch.streamId)}, stored under ${JSON.stringify(stream)}`, target)
@@ -160,16 +167,19 @@ export async function verifyEvent(dir: string, trustedKeys: ReadonlyMap<string, 
   if (!record.line) return fail(`record ${recordIndex} of batch ${sequence} is a ${record.gap ? 'gap' : 'quarantine'} record, not an event line`, target)
   checks.push(`record ${recordIndex}: an event line of ${record.line.length} bytes`)
 
-  const digest = batchDigest(target.sealed.batch)
   if (sequence === 1) {
     if (Buffer.from(batch.prevDigest).length !== 0) return fail('sequence 1 must have an empty prev_digest', target)
+    const keyProblem = checkKeyContinuity(batch, target.sealed, undefined, trustedKeys)
+    if (keyProblem) return fail(keyProblem, target)
     checks.push('link back: sequence 1 starts the chain')
   } else {
     const prev = await sealedAt(segments, sequence - 1)
     if ('reason' in prev) return fail(`cannot check the link back: ${prev.reason}`, prev)
-    const p = checkSeal(prev.sealed, trustedKeys)
-    if (p) return fail(`bad seal on sequence ${sequence - 1}: ${p.field} ${p.reason}`, prev)
     const prevDigest = batchDigest(prev.sealed.batch)
+    const p = checkSeal(prev.sealed, prevDigest, trustedKeys)
+    if (p) return fail(`bad seal on sequence ${sequence - 1}: ${p.field} ${p.reason}`, prev)
+    const keyProblem = checkKeyContinuity(batch, target.sealed, prev.sealed.keyId, trustedKeys)
+    if (keyProblem) return fail(`key not bound to the stream: ${keyProblem}`, target)
     if (!prevDigest.equals(Buffer.from(batch.prevDigest))) {
       return fail(`broken link: prev_digest ${Buffer.from(batch.prevDigest).toString('hex')} of sequence ${sequence} is not the digest of sequence ${sequence - 1} (${prevDigest.toString('hex')})`, target)
     }
@@ -180,9 +190,11 @@ export async function verifyEvent(dir: string, trustedKeys: ReadonlyMap<string, 
     if (!next.absent) return fail(`cannot check the link forward: ${next.reason}`, next)
     checks.push(`link forward: sequence ${sequence} is the stream's head`)
   } else {
-    const n = checkSeal(next.sealed, trustedKeys)
+    const n = checkSeal(next.sealed, batchDigest(next.sealed.batch), trustedKeys)
     if (n) return fail(`bad seal on sequence ${sequence + 1}: ${n.field} ${n.reason}`, next)
     const nextBatch = decodeBatch(next.sealed.batch)
+    const keyProblem = checkKeyContinuity(nextBatch, next.sealed, target.sealed.keyId, trustedKeys)
+    if (keyProblem) return fail(`key not bound to the stream at sequence ${sequence + 1}: ${keyProblem}`, next)
     if (!digest.equals(Buffer.from(nextBatch.prevDigest))) {
       return fail(`broken link: sequence ${sequence + 1}'s prev_digest ${Buffer.from(nextBatch.prevDigest).toString('hex')} is not the digest of sequence ${sequence} (${digest.toString('hex')})`, next)
     }

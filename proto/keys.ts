@@ -1,7 +1,8 @@
 // Ed25519 keys as both sides of the contract see them: loading PEM files, the
 // key id that a SealedBatch names, and the signature over a batch's bytes.
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 
 export class KeyError extends Error {
   constructor(message: string) {
@@ -48,14 +49,33 @@ export function loadPublicKey(file: string): KeyObject {
   return key
 }
 
-/** Trusted keys by key id. */
-export function loadTrustedKeys(files: string[]): Map<string, KeyObject> {
+/**
+ * Trusted keys by key id. Each path is a .pub.pem file or a directory of them (every `*.pub.pem`
+ * inside, as a mounted Secret or ConfigMap holds one per node).
+ */
+export function loadTrustedKeys(paths: string[]): Map<string, KeyObject> {
   const keys = new Map<string, KeyObject>()
-  for (const file of files) {
-    const key = loadPublicKey(file)
-    keys.set(keyIdOf(key), key)
+  for (const path of paths) {
+    for (const file of publicKeyFiles(path)) {
+      const key = loadPublicKey(file)
+      keys.set(keyIdOf(key), key)
+    }
   }
   return keys
+}
+
+function publicKeyFiles(path: string): string[] {
+  let isDirectory: boolean
+  try {
+    isDirectory = statSync(path).isDirectory()
+  } catch (err) {
+    throw new KeyError(`cannot read public key ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  }
+  if (!isDirectory) return [path]
+  // Names starting with '..' are a mounted volume's own bookkeeping (..data and its timestamped twin).
+  const files = readdirSync(path).filter((n) => n.endsWith('.pub.pem') && !n.startsWith('..')).sort().map((n) => join(path, n))
+  if (files.length === 0) throw new KeyError(`directory ${path} holds no *.pub.pem file; put each node's public key there (from 'auditrail keygen')`)
+  return files
 }
 
 export function signBytes(bytes: Uint8Array, privateKey: KeyObject): Buffer {

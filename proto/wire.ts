@@ -1,25 +1,26 @@
-// Typed encoding and decoding of the messages in auditrail/v1/collector.proto.
+// Typed encoding and decoding of the messages in auditrail/v2/collector.proto.
 // Both the agent and the collector go through this module: wire bytes become
 // typed values here, once, and a malformed message fails with the field named.
 import { createHash } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import protobuf from 'protobufjs'
 
-const protoFile = fileURLToPath(new URL('./auditrail/v1/collector.proto', import.meta.url))
+const protoFile = fileURLToPath(new URL('./auditrail/v2/collector.proto', import.meta.url))
 const root = protobuf.loadSync(protoFile)
 const types = {
-  Batch: root.lookupType('auditrail.v1.Batch'),
-  SealedBatch: root.lookupType('auditrail.v1.SealedBatch'),
-  PushBatchRequest: root.lookupType('auditrail.v1.PushBatchRequest'),
-  PushBatchResponse: root.lookupType('auditrail.v1.PushBatchResponse'),
-  GetStreamHeadRequest: root.lookupType('auditrail.v1.GetStreamHeadRequest'),
-  GetStreamHeadResponse: root.lookupType('auditrail.v1.GetStreamHeadResponse'),
+  Batch: root.lookupType('auditrail.v2.Batch'),
+  SealedBatch: root.lookupType('auditrail.v2.SealedBatch'),
+  PushBatchRequest: root.lookupType('auditrail.v2.PushBatchRequest'),
+  PushBatchResponse: root.lookupType('auditrail.v2.PushBatchResponse'),
+  GetStreamHeadRequest: root.lookupType('auditrail.v2.GetStreamHeadRequest'),
+  GetStreamHeadResponse: root.lookupType('auditrail.v2.GetStreamHeadResponse'),
 }
 
-export const SERVICE_PATH = '/auditrail.v1.CollectorService'
+export const SERVICE_PATH = '/auditrail.v2.CollectorService'
 export const PUSH_BATCH_PATH = `${SERVICE_PATH}/PushBatch`
 export const GET_STREAM_HEAD_PATH = `${SERVICE_PATH}/GetStreamHead`
-export const SIGNATURE_ALGORITHM = 'ed25519'
+/** Version 1's service, refused by name so that an old agent is told what to do. */
+export const V1_SERVICE_PATH = '/auditrail.v1.CollectorService'
 export const DIGEST_LENGTH = 32
 
 export interface SourceFile {
@@ -84,6 +85,12 @@ export interface Finding {
   details: Record<string, string>
 }
 
+/** The stream's previous key hands it over to the key that signs this batch. */
+export interface KeyRotation {
+  previousKeyId: string
+  endorsement: Uint8Array
+}
+
 export interface Batch {
   streamId: string
   sequence: number
@@ -94,6 +101,7 @@ export interface Batch {
   source: SourceFile
   records: WireRecord[]
   findings: Finding[]
+  keyRotation?: KeyRotation
 }
 
 export interface SealedBatch {
@@ -159,6 +167,7 @@ export function decodeBatch(bytes: Uint8Array): Batch {
     },
     records,
     findings,
+    ...(m.keyRotation ? { keyRotation: { previousKeyId: text(m.keyRotation.previousKeyId, 'batch.key_rotation.previous_key_id'), endorsement: bytesOf(m.keyRotation.endorsement) } } : {}),
   }
 }
 
@@ -191,13 +200,26 @@ export function decodePushBatchResponse(bytes: Uint8Array): PushBatchResponse {
   }
 }
 
-export function encodeGetStreamHeadRequest(streamId: string): Uint8Array {
-  return types.GetStreamHeadRequest.encode({ streamId }).finish()
+/** Signed by the caller (proto/signed-messages.ts): only the stream's key may read its head. */
+export interface GetStreamHeadRequest {
+  streamId: string
+  keyId: string
+  issuedUnixMs: number
+  signature: Uint8Array
 }
 
-export function decodeGetStreamHeadRequest(bytes: Uint8Array): string {
-  const m = decode(types.GetStreamHeadRequest, bytes, 'request') as { streamId?: string }
-  return text(m.streamId, 'request.stream_id')
+export function encodeGetStreamHeadRequest(r: GetStreamHeadRequest): Uint8Array {
+  return types.GetStreamHeadRequest.encode(r as unknown as Record<string, unknown>).finish()
+}
+
+export function decodeGetStreamHeadRequest(bytes: Uint8Array): GetStreamHeadRequest {
+  const m = decode(types.GetStreamHeadRequest, bytes, 'request') as { streamId?: string; keyId?: string; issuedUnixMs?: Num; signature?: Uint8Array }
+  return {
+    streamId: text(m.streamId, 'request.stream_id'),
+    keyId: text(m.keyId, 'request.key_id'),
+    issuedUnixMs: int(m.issuedUnixMs, 'request.issued_unix_ms'),
+    signature: bytesOf(m.signature),
+  }
 }
 
 export function encodeGetStreamHeadResponse(head: SealedBatch | undefined): Uint8Array {
@@ -252,6 +274,7 @@ interface RawBatch {
   }
   records?: RawRecord[]
   findings?: RawFinding[]
+  keyRotation?: { previousKeyId?: string; endorsement?: Uint8Array }
 }
 
 function decode(type: protobuf.Type, bytes: Uint8Array, what: string): unknown {

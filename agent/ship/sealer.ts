@@ -1,7 +1,9 @@
 // Seals a batch: sequence number, link to the previous batch's digest, and an
-// Ed25519 signature over the exact bytes that will be shipped and stored.
-import { batchDigest, encodeBatch, SIGNATURE_ALGORITHM, type Finding, type SealedBatch, type WireRecord } from '../../proto/wire.ts'
-import { signBytes } from '../../proto/keys.ts'
+// Ed25519 signature over the digest of the exact bytes that will be shipped and
+// stored. When the signing key changes, the first batch under the new key
+// carries the old key's endorsement of it (the stream's key rotation).
+import { batchDigest, encodeBatch, type Finding, type KeyRotation, type SealedBatch, type WireRecord } from '../../proto/wire.ts'
+import { SEAL_ALGORITHM, signRotation, signSeal } from '../../proto/signed-messages.ts'
 import type { FileIdentity } from '../tail/file-identity.ts'
 import type { TailPosition } from '../tail/tailer.ts'
 import type { SigningKey } from './signing-key.ts'
@@ -49,12 +51,15 @@ export class Sealer {
   readonly #node: string
   #next: number
   #prev: Buffer
+  /** The key the stream is bound to: the one that signed the last sealed batch (or the collector's head). */
+  #chainKey: SigningKey | undefined
 
-  constructor(streamId: string, node: string, head: ChainHead) {
+  constructor(streamId: string, node: string, head: ChainHead, chainKey: SigningKey | undefined) {
     this.#streamId = streamId
     this.#node = node
     this.#next = head.nextSequence
     this.#prev = head.headDigest
+    this.#chainKey = chainKey
   }
 
   get head(): ChainHead {
@@ -63,6 +68,10 @@ export class Sealer {
 
   seal(draft: BatchDraft, key: SigningKey, nowMs: number): SealedItem {
     const sequence = this.#next
+    const previous = this.#chainKey
+    const keyRotation: KeyRotation | undefined = previous && previous.keyId !== key.keyId
+      ? { previousKeyId: previous.keyId, endorsement: signRotation(this.#streamId, key.keyId, sequence, previous.privateKey) }
+      : undefined
     const bytes = encodeBatch({
       streamId: this.#streamId,
       sequence,
@@ -83,11 +92,13 @@ export class Sealer {
       },
       records: draft.records,
       findings: draft.findings,
+      ...(keyRotation ? { keyRotation } : {}),
     })
-    const sealed: SealedBatch = { batch: bytes, signature: signBytes(bytes, key.privateKey), keyId: key.keyId, algorithm: SIGNATURE_ALGORITHM }
     const digest = batchDigest(bytes)
+    const sealed: SealedBatch = { batch: bytes, signature: signSeal(digest, key.privateKey), keyId: key.keyId, algorithm: SEAL_ALGORITHM }
     this.#next = sequence + 1
     this.#prev = digest
+    this.#chainKey = key
     return {
       sequence,
       digest,

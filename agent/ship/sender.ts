@@ -16,7 +16,9 @@ import {
   PUSH_BATCH_PATH,
   type SealedBatch,
 } from '../../proto/wire.ts'
+import { signStreamHeadRequest } from '../../proto/signed-messages.ts'
 import type { SealedItem } from './sealer.ts'
+import type { SigningKey } from './signing-key.ts'
 
 const gzip = promisify(gzipCallback)
 const zstd = promisify(zstdCallback)
@@ -30,6 +32,11 @@ export type RequestCompression = 'zstd' | 'gzip' | 'none'
 // The output chunk is large: with zlib's default (16 KiB) a request bounced between the pool thread
 // and the busy main thread a few dozen times, measured at 114 ms per request against a few ms of work.
 const CHUNK_BYTES = 1024 * 1024
+/**
+ * The largest answer read from a collector: a stream head is one batch (the collector takes at most
+ * 16 MiB per request), an acknowledgement a few bytes. A bigger body is refused while it arrives.
+ */
+export const MAX_RESPONSE_BYTES = 20 * 1024 * 1024
 const COMPRESS: Record<Exclude<RequestCompression, 'none'>, (body: Uint8Array) => Promise<Buffer>> = {
   zstd: (body) => zstd(body, { chunkSize: CHUNK_BYTES, params: { [constants.ZSTD_c_compressionLevel]: 1 } }),
   gzip: (body) => gzip(body, { chunkSize: CHUNK_BYTES, level: 1 }),
@@ -133,9 +140,11 @@ export class Sender {
     for (const w of this.#idleWaiters.splice(0)) w()
   }
 
-  /** The last batch the collector holds for our stream, or undefined for a new stream. */
-  async streamHead(): Promise<SealedBatch | undefined> {
-    const body = await this.#call(GET_STREAM_HEAD_PATH, encodeGetStreamHeadRequest(this.#o.streamId))
+  /** The last batch the collector holds for our stream, or undefined for a new stream. The request proves we hold `key`. */
+  async streamHead(key: SigningKey): Promise<SealedBatch | undefined> {
+    const issuedUnixMs = Date.now()
+    const signature = signStreamHeadRequest(this.#o.streamId, issuedUnixMs, key.privateKey)
+    const body = await this.#call(GET_STREAM_HEAD_PATH, encodeGetStreamHeadRequest({ streamId: this.#o.streamId, keyId: key.keyId, issuedUnixMs, signature }))
     return decodeGetStreamHeadResponse(body)
   }
 
@@ -150,10 +159,14 @@ export class Sender {
         if (response.streamId !== this.#o.streamId) {
           throw new SendError('bad_response', `collector acknowledged stream ${JSON.stringify(response.streamId)}, not ${JSON.stringify(this.#o.streamId)}`)
         }
-        const acked = this.#release(response.acknowledgedSequence)
-        if (acked.length === 0) {
-          throw new SendError('not_acknowledged', `collector answered with acknowledged sequence ${response.acknowledgedSequence}, below the first batch sent (${batch[0]!.sequence})`)
+        // Only batches of this request can be acknowledged by its answer: a sequence outside them
+        // (a lying or confused peer) moves nothing, and the request is retried.
+        const first = batch[0]!.sequence
+        const last = batch.at(-1)!.sequence
+        if (response.acknowledgedSequence < first || response.acknowledgedSequence > last) {
+          throw new SendError('bad_acknowledgement', `collector acknowledged sequence ${response.acknowledgedSequence}, but this request carried sequences ${first} to ${last}; nothing is taken as acknowledged and the request is sent again`)
         }
+        const acked = this.#release(response.acknowledgedSequence)
         this.#lastSuccessMs = Date.now()
         this.#failing = false
         attempt = 0
@@ -215,12 +228,7 @@ export class Sender {
     } catch (err) {
       throw transportError(err as Error & { code?: string }, this.#o.url, this.#o.timeoutMs)
     }
-    let text: Buffer
-    try {
-      text = Buffer.from(await res.body.arrayBuffer())
-    } catch (err) {
-      throw transportError(err as Error & { code?: string }, this.#o.url, this.#o.timeoutMs)
-    }
+    const text = await readBounded(res, this.#o.url, this.#o.timeoutMs)
     if (res.statusCode === 200) return text
     const error = parseConnectError(res.statusCode, text.toString('utf8', 0, Math.min(text.length, 4096)))
     throw new SendError(error.code, describe(error, res.statusCode), retryAfterMs(res.headers['retry-after'], res.statusCode))
@@ -236,6 +244,31 @@ export class Sender {
       this.#wakeSleep = done
     })
   }
+}
+
+/** The response body, refused (and the connection dropped) as soon as it passes MAX_RESPONSE_BYTES. */
+async function readBounded(res: Dispatcher.ResponseData, url: string, timeoutMs: number): Promise<Buffer> {
+  const declared = Number(res.headers['content-length'])
+  if (Number.isFinite(declared) && declared > MAX_RESPONSE_BYTES) {
+    res.body.destroy()
+    throw new SendError('bad_response', `collector ${url} announced a ${declared}-byte answer, over the limit of ${MAX_RESPONSE_BYTES}; is the URL a collector?`)
+  }
+  const chunks: Buffer[] = []
+  let total = 0
+  try {
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      total += chunk.length
+      if (total > MAX_RESPONSE_BYTES) {
+        res.body.destroy()
+        throw new SendError('bad_response', `collector ${url} sent an answer over the limit of ${MAX_RESPONSE_BYTES} bytes; is the URL a collector?`)
+      }
+      chunks.push(chunk)
+    }
+  } catch (err) {
+    if (err instanceof SendError) throw err
+    throw transportError(err as Error & { code?: string }, url, timeoutMs)
+  }
+  return Buffer.concat(chunks, total)
 }
 
 /** Full jitter: uniform in [0, min(max, initial * 2^(attempt-1))]. */
@@ -255,7 +288,7 @@ function retryAfterMs(header: string | string[] | undefined, status: number): nu
 function describe(error: ConnectError, status: number): string {
   const hints: Partial<Record<string, string>> = {
     unauthenticated: 'the collector does not trust this node\'s signing key: add its .pub.pem to the collector\'s --trust list',
-    permission_denied: 'the collector rejected the signature',
+    permission_denied: 'the collector refused this node\'s signature, key or client certificate for the stream',
     out_of_range: 'the collector\'s stream does not continue where this agent\'s checkpoint does (was the collector\'s store reset, or does another agent use the same stream id?)',
     already_exists: 'the collector holds a different batch under the same sequence number (another agent with the same stream id?)',
     failed_precondition: 'the batch does not link to the collector\'s stream head',

@@ -1,7 +1,7 @@
 // The agent's pipeline in one process with a real collector on 127.0.0.1:
 // hostile lines, heartbeats, declared gaps, a collector ahead of the
 // checkpoint, and a signing key replaced at runtime.
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
+import { appendFileSync, copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import t from 'tap'
@@ -107,6 +107,37 @@ t.test('the collector is ahead of the checkpoint (crash between ack and checkpoi
   t.equal(result.ok, true, JSON.stringify(result.problem))
 })
 
+t.test('the collector is behind the checkpoint (it lost batches, or an acknowledgement lied): the agent reads again from after its head, skipping nothing', async (t) => {
+  const s = await agentRig(t)
+  const port = Number(new URL(s.config.collector.url).port)
+  writeFileSync(s.logPath, `${event(1)}\n`)
+  const first = await s.start()
+  await untilStored(s.store, '00000001-1111', 'the first event')
+  await first.drained()
+  await first.stop()
+  // The store as it was then: the collector that answers later holds only this.
+  await s.collector.close()
+  const behind = join(s.dir, 'store-behind')
+  cpSync(s.store, behind, { recursive: true })
+  const ahead = await startCollector({ listen: { host: '127.0.0.1', port }, storeDir: s.store, trustedKeys: loadTrustedKeys([s.keys.publicKeyFile]) })
+  appendFileSync(s.logPath, `${event(2)}\n${event(3)}\n`)
+  const second = await s.start()
+  await untilStored(s.store, '00000003-1111', 'the second and third events')
+  await second.drained()
+  await second.stop()
+  await ahead.close()
+  const collector = await startCollector({ listen: { host: '127.0.0.1', port }, storeDir: behind, trustedKeys: loadTrustedKeys([s.keys.publicKeyFile]) })
+  s.closeLater(() => collector.close())
+  appendFileSync(s.logPath, `${event(4)}\n`)
+  await s.start()
+  await untilStored(behind, '00000004-1111', 'the fourth event')
+  const events = (await exportRecords(behind)).filter((l) => l.startsWith('{'))
+  t.same(events, [event(1), event(2), event(3), event(4)], 'what the collector lacked was sent again, each event once')
+  t.ok(s.logs.some((l) => l.includes('reading again from after its head')), 'the log says why')
+  const result = await verifyStore(behind, loadTrustedKeys([s.keys.publicKeyFile]))
+  t.equal(result.ok, true, JSON.stringify(result.problem))
+})
+
 t.test('a new signing key file is picked up at runtime; the chain continues under the new key id', async (t) => {
   let reload = 0
   const s = await agentRig(t, (c) => { c.signing.reloadIntervalMs = 100 })
@@ -187,7 +218,8 @@ t.test('mTLS to the collector; a rotated collector CA and client certificate are
   const ca1 = makeCa(pki, 'ca1')
   const ca2 = makeCa(pki, 'ca2')
   const mounted = { ca: join(pki, 'mounted-ca.crt'), cert: join(pki, 'mounted-client.crt'), key: join(pki, 'mounted-client.key') }
-  const client1 = makeLeaf(pki, 'client1', ca1, 'clientAuth')
+  // Each node's certificate names its stream: the collector lets it write and read that stream only.
+  const client1 = makeLeaf(pki, 'client1', ca1, 'clientAuth', s.config.streamId)
   copyFileSync(ca1.certFile, mounted.ca)
   copyFileSync(client1.certFile, mounted.cert)
   copyFileSync(client1.keyFile, mounted.key)
@@ -214,7 +246,7 @@ t.test('mTLS to the collector; a rotated collector CA and client certificate are
   const port = collector.port
   await collector.close()
   collector = await startTls(ca2, port)
-  const client2 = makeLeaf(pki, 'client2', ca2, 'clientAuth')
+  const client2 = makeLeaf(pki, 'client2', ca2, 'clientAuth', s.config.streamId)
   copyFileSync(ca2.certFile, mounted.ca)
   copyFileSync(client2.keyFile, mounted.key)
   copyFileSync(client2.certFile, mounted.cert)

@@ -3,8 +3,9 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto'
 import { request } from 'node:http'
 import { gzipSync } from 'node:zlib'
-import { keyIdOf, signBytes } from '../../proto/keys.ts'
-import { batchDigest, encodeBatch, SIGNATURE_ALGORITHM, type Batch, type Finding, type SealedBatch, type WireRecord } from '../../proto/wire.ts'
+import { keyIdOf } from '../../proto/keys.ts'
+import { SEAL_ALGORITHM, signSeal, signStreamHeadRequest } from '../../proto/signed-messages.ts'
+import { batchDigest, encodeBatch, encodeGetStreamHeadRequest, type Batch, type Finding, type SealedBatch, type WireRecord } from '../../proto/wire.ts'
 import { createAuditEventGenerator } from '../../scripts/audit-events.ts'
 
 export interface TestKey {
@@ -49,7 +50,12 @@ export function batchOf(streamId: string, sequence: number, prevDigest: Uint8Arr
 
 export function seal(batch: Batch, key: TestKey): SealedBatch {
   const bytes = encodeBatch(batch)
-  return { batch: bytes, signature: signBytes(bytes, key.privateKey), keyId: key.keyId, algorithm: SIGNATURE_ALGORITHM }
+  return { batch: bytes, signature: signSeal(batchDigest(bytes), key.privateKey), keyId: key.keyId, algorithm: SEAL_ALGORITHM }
+}
+
+/** A GetStreamHead request signed as the agent signs it. */
+export function headRequest(streamId: string, key: TestKey, issuedUnixMs = Date.now()): Uint8Array {
+  return encodeGetStreamHeadRequest({ streamId, keyId: key.keyId, issuedUnixMs, signature: signStreamHeadRequest(streamId, issuedUnixMs, key.privateKey) })
 }
 
 export function linesToRecords(lines: string[], startOffset = 0): WireRecord[] {
@@ -64,7 +70,8 @@ export function linesToRecords(lines: string[], startOffset = 0): WireRecord[] {
 /** A stream's chain, sealed batch after batch; `next` continues from the last one. */
 export class Chain {
   readonly streamId: string
-  readonly key: TestKey
+  /** The key that seals the next batch (a test may switch it, as a key rotation does). */
+  key: TestKey
   readonly sealed: SealedBatch[] = []
   #prev: Uint8Array = new Uint8Array(0)
 

@@ -19,7 +19,6 @@ import {
   decodeGetStreamHeadResponse,
   decodePushBatchResponse,
   encodeBatch,
-  encodeGetStreamHeadRequest,
   encodePushBatchRequest,
   GET_STREAM_HEAD_PATH,
   PUSH_BATCH_PATH,
@@ -28,9 +27,9 @@ import {
   type SealedBatch,
   type WireRecord,
 } from '../../proto/wire.ts'
-import { signBytes } from '../../proto/keys.ts'
+import { SEAL_ALGORITHM, signSeal } from '../../proto/signed-messages.ts'
 import { executionsLine, fuzzParameters, fuzzSettings, Surprises } from '../../scripts/fuzz.ts'
-import { batchOf, eventLine, post, seal, testKey, trustOf, type RawResponse } from './fixtures.ts'
+import { batchOf, eventLine, headRequest, post, seal, testKey, trustOf, type RawResponse } from './fixtures.ts'
 
 const key = testKey()
 const stranger = testKey()
@@ -163,7 +162,7 @@ function headOf(streamId: string): { sequence: number; digest: Uint8Array } {
 }
 
 function signed(batchBytes: Uint8Array): SealedBatch {
-  return { batch: batchBytes, signature: signBytes(batchBytes, key.privateKey), keyId: key.keyId, algorithm: 'ed25519' }
+  return { batch: batchBytes, signature: signSeal(batchDigest(batchBytes), key.privateKey), keyId: key.keyId, algorithm: SEAL_ALGORITHM }
 }
 
 const headerSets = fc.record({
@@ -184,7 +183,7 @@ const properties: Array<{ name: string; ciRuns: number; share: number; arb: fc.A
       headers: headerSets,
       body: fc.oneof(
         bytes(300),
-        fc.tuple(streamIds, mutations).map(([s, ops]) => mutate(encodeGetStreamHeadRequest(s), ops)),
+        fc.tuple(streamIds, mutations).map(([s, ops]) => mutate(headRequest(s, key), ops)),
         mutations.map((ops) => mutate(encodePushBatchRequest([seal(batchOf('fuzz-a', 1, new Uint8Array(0), [{ offset: 0, line: Buffer.from('{}') }]), key)]), ops)),
       ),
       gzip: fc.constantFrom('as is', 'gzipped', 'gzip then mutated', 'gzip header then garbage', 'zstd', 'zstd then mutated'),
@@ -211,7 +210,7 @@ const properties: Array<{ name: string; ciRuns: number; share: number; arb: fc.A
       const records = [eventLine(head.sequence + 1, 0), eventLine(head.sequence + 1, 1)].map((l, i) => ({ offset: i * 200, line: Buffer.from(l) }))
       const valid = encodeBatch(batchOf(v.streamId, head.sequence + 1, head.digest, records))
       const bytes = mutate(valid, v.ops)
-      const sealed = v.stranger ? { ...signed(bytes), keyId: stranger.keyId, signature: signBytes(bytes, stranger.privateKey) } : signed(bytes)
+      const sealed = v.stranger ? { ...signed(bytes), keyId: stranger.keyId, signature: signSeal(batchDigest(bytes), stranger.privateKey) } : signed(bytes)
       const batches = v.twice ? [sealed, sealed] : [sealed]
       await send(PUSH_BATCH_PATH, encodePushBatchRequest(batches), {}, { ...v, batch: bytes })
     },

@@ -11,13 +11,12 @@ import {
   batchDigest,
   decodeGetStreamHeadResponse,
   decodePushBatchResponse,
-  encodeGetStreamHeadRequest,
   encodePushBatchRequest,
   GET_STREAM_HEAD_PATH,
   PUSH_BATCH_PATH,
   type SealedBatch,
 } from '../../proto/wire.ts'
-import { batchOf, Chain, gzip, post, seal, testKey, trustOf } from './fixtures.ts'
+import { batchOf, Chain, gzip, headRequest, post, seal, testKey, trustOf } from './fixtures.ts'
 
 const key = testKey()
 const stranger = testKey()
@@ -51,10 +50,10 @@ t.test('accepts a chain, acknowledges the head, and serves it back', async (t) =
   const more = await push(c.url, chain.grow(2))
   t.same(decodePushBatchResponse(more.body).acknowledgedSequence, 5)
 
-  const head = await post(c.url, GET_STREAM_HEAD_PATH, encodeGetStreamHeadRequest('node-a'))
+  const head = await post(c.url, GET_STREAM_HEAD_PATH, headRequest('node-a', key))
   t.equal(head.status, 200)
   t.same(Buffer.from(decodeGetStreamHeadResponse(head.body)!.batch), Buffer.from(chain.sealed[4]!.batch))
-  const none = await post(c.url, GET_STREAM_HEAD_PATH, encodeGetStreamHeadRequest('node-b'))
+  const none = await post(c.url, GET_STREAM_HEAD_PATH, headRequest('node-b', key))
   t.equal(decodeGetStreamHeadResponse(none.body), undefined)
   t.equal(c.stats().acceptedBatches, 5)
 })

@@ -3,7 +3,7 @@ import { readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from '
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { openStore, readSegment, segmentName } from '../../collector/store.ts'
-import { verifyStore } from '../../collector/verify.ts'
+import { verifyEvent, verifyStore } from '../../collector/verify.ts'
 import { batchDigest, encodeSealedBatch } from '../../proto/wire.ts'
 import { Chain, testKey, trustOf } from './fixtures.ts'
 
@@ -113,4 +113,21 @@ t.test('unknown key, wrong stream directory, stray file, empty store, unknown st
   writeFileSync(join(streamDir, segmentName(1) + '.bak'), 'x')
   t.match((await verifyStore(dir, trusted)).problem, { segment: segmentName(1) + '.bak', reason: /unexpected file/ })
   t.match((await verifyStore(join(dir, 'elsewhere'), trusted)).problem?.reason, /holds no streams/)
+})
+
+t.test('a batch signed by another trusted key, without the stream key\'s endorsement, fails even with both keys trusted', async (t) => {
+  const dir = t.testdir()
+  const other = testKey()
+  const s = await openStore(dir)
+  const chain = new Chain('node-a', key)
+  const sealed = chain.grow(2)
+  chain.key = other
+  sealed.push(...chain.grow(1))
+  for (const [i, b] of sealed.entries()) await s.append('node-a', i + 1, batchDigest(b.batch), encodeSealedBatch(b))
+  await s.close()
+  const result = await verifyStore(dir, trustOf(key, other))
+  t.equal(result.ok, false)
+  t.match(result.problem, { stream: 'node-a', sequence: 3, reason: /key not bound to the stream: stream node-a belongs to key/ })
+  const proof = await verifyEvent(dir, trustOf(key, other), { stream: 'node-a', sequence: 3, recordIndex: 0 })
+  t.equal(proof.ok, false, 'verify --event refuses the forged event too')
 })

@@ -209,12 +209,13 @@ const properties: Array<{ name: string; ciRuns: number; share: number; arb: fc.A
     arb: fc.tuple(text, u64, mutations),
     check: ([streamId, sequence, ops]: [string, number, Mutation[]]) => {
       try {
-        deepStrictEqual(decodeGetStreamHeadRequest(encodeGetStreamHeadRequest(streamId)), streamId)
+        const request = { streamId, keyId: streamId.slice(0, 32), issuedUnixMs: sequence, signature: Buffer.from(streamId) }
+        deepStrictEqual(decodeGetStreamHeadRequest(encodeGetStreamHeadRequest(request)), request)
         deepStrictEqual(decodePushBatchResponse(encodePushBatchResponse({ streamId, acknowledgedSequence: sequence })), { streamId, acknowledgedSequence: sequence })
       } catch (err) {
         surprises.record(new Error(`small message does not round-trip: ${(err as Error).message.split('\n')[0]}`), { streamId, sequence })
       }
-      decodeAll(mutate(encodeGetStreamHeadRequest(streamId), ops), ['decodeGetStreamHeadRequest'])
+      decodeAll(mutate(encodeGetStreamHeadRequest({ streamId, keyId: 'k', issuedUnixMs: sequence, signature: Buffer.alloc(64) }), ops), ['decodeGetStreamHeadRequest'])
       decodeAll(mutate(encodePushBatchResponse({ streamId, acknowledgedSequence: sequence }), ops), ['decodePushBatchResponse'])
     },
   },

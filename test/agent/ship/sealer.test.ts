@@ -1,6 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto'
 import t from 'tap'
-import { keyIdOf, verifyBytes } from '../../../proto/keys.ts'
+import { keyIdOf } from '../../../proto/keys.ts'
+import { verifySeal } from '../../../proto/signed-messages.ts'
 import { batchDigest, decodeBatch } from '../../../proto/wire.ts'
 import { Sealer, type BatchDraft } from '../../../agent/ship/sealer.ts'
 
@@ -21,7 +22,7 @@ const draft = (line: string, endOfFile = false): BatchDraft => ({
 })
 
 t.test('seals a hash chain: sequence from 1, each batch links to the previous digest, signed bytes decode to the draft', async (t) => {
-  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) })
+  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) }, key)
   const one = sealer.seal(draft('{"a":1}'), key, 1000)
   const two = sealer.seal(draft('{"a":2}', true), key, 2000)
   const b1 = decodeBatch(one.sealed.batch)
@@ -31,7 +32,7 @@ t.test('seals a hash chain: sequence from 1, each batch links to the previous di
   t.equal(b2.sequence, 2)
   t.same(Buffer.from(b2.prevDigest), batchDigest(one.sealed.batch))
   t.same(two.digest, batchDigest(two.sealed.batch))
-  t.ok(verifyBytes(one.sealed.batch, one.sealed.signature, publicKey))
+  t.ok(verifySeal(one.digest, one.sealed.signature, publicKey))
   t.equal(one.sealed.keyId, key.keyId)
   t.equal(Buffer.from(b2.records[0]!.line!).toString(), '{"a":2}')
   t.equal(b2.source.endOfFile, true)
@@ -40,12 +41,12 @@ t.test('seals a hash chain: sequence from 1, each batch links to the previous di
   t.same(two.position, { path: b2.source.path, identity: draft('').identity, order: draft('').order, offset: 8, endOfFile: true })
   const flipped = Buffer.from(one.sealed.batch)
   flipped[flipped.length - 1]! ^= 1
-  t.notOk(verifyBytes(flipped, one.sealed.signature, publicKey), 'one flipped bit breaks the signature')
+  t.notOk(verifySeal(batchDigest(flipped), one.sealed.signature, publicKey), 'one flipped bit breaks the signature')
 })
 
 t.test('continues a chain from a checkpoint', async (t) => {
   const head = Buffer.alloc(32, 3)
-  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 42, headDigest: head })
+  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 42, headDigest: head }, key)
   const b = decodeBatch(sealer.seal(draft('{}'), key, 0).sealed.batch)
   t.equal(b.sequence, 42)
   t.same(Buffer.from(b.prevDigest), head)

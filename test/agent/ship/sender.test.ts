@@ -83,7 +83,7 @@ t.test('retries through 503, 429 with Retry-After, a hang and a reset, in order,
   const acked: SealedItem[] = []
   const failures: string[] = []
   const s = sender(c.url, acked, failures, 500)
-  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) })
+  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) }, key)
   const started = Date.now()
   for (let i = 0; i < 5; i++) s.enqueue(sealer.seal(draft(i), key, Date.now()))
   await s.idle()
@@ -99,12 +99,64 @@ t.test('a collector that acknowledges less than was sent gets the rest again', a
   const acked: SealedItem[] = []
   const failures: string[] = []
   const s = sender(c.url, acked, failures)
-  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) })
+  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) }, key)
   s.enqueue(sealer.seal(draft(0), key, Date.now()))
   await s.idle()
   await s.stop()
-  t.same(failures, ['not_acknowledged'])
+  t.same(failures, ['bad_acknowledgement'])
   t.same(c.accepted, [1])
+})
+
+t.test('an acknowledgement past what the request carried moves nothing: every batch is acknowledged only once stored', async (t) => {
+  // A lying collector (or anything in the middle) answers once with a sequence far ahead of the stream.
+  const c = await collector(t, [(_q, res) => res.writeHead(200).end(encodePushBatchResponse({ streamId: 'node-a', acknowledgedSequence: 1_000_000_000_000 }))])
+  const failures: string[] = []
+  const acked: number[] = []
+  const unstoredWhenAcked: number[] = []
+  const s = new Sender({
+    url: c.url, streamId: 'node-a', dispatcher: new Agent(), timeoutMs: 2000, maxUnackedBytes: 1 << 20, maxBatchesPerRequest: 2,
+    maxRequestBytes: 1 << 20, compression: 'none', retryInitialMs: 1, retryMaxMs: 5,
+    onAck: (_last, items) => {
+      for (const item of items) {
+        acked.push(item.sequence)
+        if (!c.accepted.includes(item.sequence)) unstoredWhenAcked.push(item.sequence)
+      }
+    },
+    onFailure: (err) => void failures.push(err.reason),
+  })
+  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) }, key)
+  for (let i = 0; i < 6; i++) s.enqueue(sealer.seal(draft(i), key, Date.now()))
+  await s.idle()
+  await s.stop()
+  t.same(failures, ['bad_acknowledgement'], 'the lie is a failure, and the request is sent again')
+  t.same(c.accepted, [1, 2, 3, 4, 5, 6], 'the collector got every batch')
+  t.same(acked, [1, 2, 3, 4, 5, 6])
+  t.same(unstoredWhenAcked, [], 'no batch counted as acknowledged before the collector stored it')
+})
+
+t.test('an answer larger than any collector sends is refused while it arrives', async (t) => {
+  let sent = 0
+  const c = await collector(t, [(_q, res) => {
+    res.writeHead(200, { 'content-type': 'application/proto' })
+    const chunk = Buffer.alloc(1024 * 1024)
+    // 64 MiB, no content-length: the sender must stop reading, not buffer it.
+    const write = () => {
+      while (sent < 64 && res.write(chunk)) sent++
+      if (sent < 64 && !res.destroyed) res.once('drain', () => { sent++; write() })
+      else res.end()
+    }
+    write()
+  }])
+  const acked: SealedItem[] = []
+  const failures: string[] = []
+  const s = sender(c.url, acked, failures)
+  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) }, key)
+  s.enqueue(sealer.seal(draft(0), key, Date.now()))
+  await s.idle()
+  await s.stop()
+  t.same(failures, ['bad_response'])
+  t.ok(sent < 64, `the sender stopped reading after ${sent} MiB`)
+  t.same(acked.map((a) => a.sequence), [1], 'then the batch went through')
 })
 
 t.test('backpressure: waitForRoom holds until acknowledgements free the bound', async (t) => {
@@ -114,7 +166,7 @@ t.test('backpressure: waitForRoom holds until acknowledgements free the bound', 
     url: c.url, streamId: 'node-a', dispatcher: new Agent(), timeoutMs: 5000, maxUnackedBytes: 200, maxBatchesPerRequest: 1,
     maxRequestBytes: 1 << 20, compression: 'none', retryInitialMs: 1, retryMaxMs: 5, onAck: () => {},
   })
-  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) })
+  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) }, key)
   s.enqueue(sealer.seal(draft(0), key, Date.now()))
   s.enqueue(sealer.seal(draft(1), key, Date.now()))
   let roomy = false

@@ -19,14 +19,14 @@ export function makeCa(dir: string, name: string): Pem {
   return { certFile, keyFile, cert: readFileSync(certFile), key: readFileSync(keyFile) }
 }
 
-/** A leaf for 127.0.0.1 (server) or a client, signed by `ca`. */
-export function makeLeaf(dir: string, name: string, ca: Pem, usage: 'serverAuth' | 'clientAuth'): Pem {
+/** A leaf for 127.0.0.1 (server) or a client, signed by `ca`; its subject CN is `cn` (default: the file name). */
+export function makeLeaf(dir: string, name: string, ca: Pem, usage: 'serverAuth' | 'clientAuth', cn = name): Pem {
   const certFile = join(dir, `${name}.crt`)
   const keyFile = join(dir, `${name}.key`)
   const csr = join(dir, `${name}.csr`)
   const ext = join(dir, `${name}.ext`)
   writeFileSync(ext, `subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=${usage}\n`)
-  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile, '-out', csr, '-subj', `/CN=${name}`])
+  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile, '-out', csr, '-subj', `/CN=${cn}`])
   openssl(['x509', '-req', '-in', csr, '-CA', ca.certFile, '-CAkey', ca.keyFile, '-CAcreateserial', '-out', certFile, '-days', '2', '-extfile', ext])
   return { certFile, keyFile, cert: readFileSync(certFile), key: readFileSync(keyFile) }
 }

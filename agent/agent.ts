@@ -16,7 +16,7 @@ import { AgentMetrics } from './observe/metrics.ts'
 import { Batcher, type ProcessedRecord } from './ship/batcher.ts'
 import { Sealer, type BatchDraft, type SealedItem } from './ship/sealer.ts'
 import { peerDispatcher, Sender, SendError, backoffMs } from './ship/sender.ts'
-import { SigningKeyFile } from './ship/signing-key.ts'
+import { createSigningKeyIfMissing, SigningKeyFile } from './ship/signing-key.ts'
 import { CollectorTls } from './ship/collector-tls.ts'
 import { createRedactor, UnscannableLine } from './redact/redactor.ts'
 import { loadOrCreateSalt } from './redact/salt.ts'
@@ -134,6 +134,10 @@ export class AuditAgent {
 
   /** Loads the key and checkpoint, syncs the chain with the collector, and starts reading. */
   async start(): Promise<void> {
+    if (this.#config.signing.createIfMissing) {
+      const made = createSigningKeyIfMissing(this.#config.signing.keyFile)
+      if (made) this.#log.warn({ keyId: made.keyId, publicKeyFile: made.publicKeyFile, publicKey: made.publicKeyPem }, 'made this node\'s signing key; the collector refuses its batches until its public key is in the collector\'s --trust directory (docs/install.md, step 3)')
+    }
     await this.#key.reload()
     this.#log.info({ keyId: this.#key.current.keyId, streamId: this.#config.streamId, collector: this.#config.collector.url }, 'signing key loaded')
     const checkpoint = await this.#syncChain((await this.#checkpoints.load()) ?? { streamId: this.#config.streamId, nextSequence: 1, headDigest: Buffer.alloc(0), position: undefined })

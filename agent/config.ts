@@ -36,7 +36,7 @@ export interface AgentConfig {
     retryInitialDelayMs: number
     retryMaxDelayMs: number
   }
-  signing: { keyFile: string; allowLoosePermissions: boolean; reloadIntervalMs: number }
+  signing: { keyFile: string; createIfMissing: boolean; allowLoosePermissions: boolean; reloadIntervalMs: number }
   rules: { builtin: boolean; dirs: string[] }
   detectors: { builtin: boolean; dirs: string[] }
   observe: { listen: string }
@@ -139,6 +139,8 @@ const SCHEMA = {
   },
   signing: {
     keyFile: { kind: 'string', default: '/etc/auditrail/signing/ed25519.key.pem' },
+    // On: a node without a key makes its own (in its state directory), so that no private key ever leaves it.
+    createIfMissing: { kind: 'bool', default: false },
     allowLoosePermissions: { kind: 'bool', default: false },
     reloadInterval: { kind: 'duration', default: 10_000, min: 100, max: 3_600_000 },
   },
@@ -347,7 +349,7 @@ interface RawConfig {
   quarantine: { dir: string; maxBytes: number }
   batch: { maxEvents: number; maxBytes: number; maxWait: number; heartbeatInterval: number }
   collector: Omit<AgentConfig['collector'], 'timeoutMs' | 'retryInitialDelayMs' | 'retryMaxDelayMs'> & { timeout: number; retry: { initialDelay: number; maxDelay: number } }
-  signing: { keyFile: string; allowLoosePermissions: boolean; reloadInterval: number }
+  signing: { keyFile: string; createIfMissing: boolean; allowLoosePermissions: boolean; reloadInterval: number }
   rules: { builtin: boolean; dirs: string[] }
   detectors: { builtin: boolean; dirs: string[] }
   observe: { listen: string }
@@ -411,8 +413,7 @@ function finish(raw: RawConfig, where: string): AgentConfig {
       retryInitialDelayMs: raw.collector.retry.initialDelay,
       retryMaxDelayMs: raw.collector.retry.maxDelay,
     },
-    // '{node}' in the path is the node's name: one Secret holds every node's own key, each agent reads its own.
-    signing: { keyFile: raw.signing.keyFile.replaceAll('{node}', raw.node), allowLoosePermissions: raw.signing.allowLoosePermissions, reloadIntervalMs: raw.signing.reloadInterval },
+    signing: { keyFile: raw.signing.keyFile, createIfMissing: raw.signing.createIfMissing, allowLoosePermissions: raw.signing.allowLoosePermissions, reloadIntervalMs: raw.signing.reloadInterval },
     rules: raw.rules,
     detectors: raw.detectors,
     observe: raw.observe,

@@ -3,8 +3,24 @@
 // up at runtime so that key rotation needs no restart. The key itself never
 // appears in a log, an error or a metric: only its id does.
 import { createPublicKey, type KeyObject } from 'node:crypto'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import { KeyError, keyIdOf, parsePrivateKey } from '../../proto/keys.ts'
+import { generateKeyPair } from '../keygen.ts'
+
+/**
+ * A node's own key, made on the node the first time it starts (PREFIX.key.pem 0600 beside
+ * PREFIX.pub.pem): the private key never leaves the node; the public key is what the collector
+ * is given to trust. Returns the public key (PEM) and its id when one was made, else undefined.
+ */
+export function createSigningKeyIfMissing(keyFile: string): { keyId: string; publicKeyFile: string; publicKeyPem: string } | undefined {
+  if (existsSync(keyFile)) return undefined
+  if (!keyFile.endsWith('.key.pem')) throw new KeyError(`signing.keyFile ${keyFile} must end in .key.pem for signing.createIfMissing (its public key goes beside it as .pub.pem)`)
+  mkdirSync(dirname(keyFile), { recursive: true, mode: 0o700 })
+  const made = generateKeyPair(keyFile.slice(0, -'.key.pem'.length))
+  return { keyId: made.keyId, publicKeyFile: made.publicKeyFile, publicKeyPem: readFileSync(made.publicKeyFile, 'utf8') }
+}
 
 export interface SigningKey {
   privateKey: KeyObject

@@ -22,11 +22,6 @@ t.test('the node name comes from NODE_NAME when not set otherwise', async (t) =>
   t.equal(c.node, 'cp-2')
 })
 
-t.test('{node} in the signing key path is the node name: each agent reads its own key from one Secret', async (t) => {
-  const c = loadAgentConfig({ overrides: { 'collector.url': 'https://c:1', 'signing.keyFile': '/etc/auditrail/signing/{node}.key.pem' }, env: { NODE_NAME: 'cp-2' } })
-  t.equal(c.signing.keyFile, '/etc/auditrail/signing/cp-2.key.pem')
-})
-
 t.test('the file is read, units parsed, and flags override it', async (t) => {
   const dir = t.testdir()
   const file = join(dir, 'agent.yaml')

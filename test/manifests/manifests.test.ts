@@ -94,11 +94,8 @@ t.test('Secrets are not in the base (applying it never replaces a real key); doc
   t.notOk(objects.some((o) => o.kind === 'Secret'))
   const install = readFileSync(join(ROOT, 'docs/install.md'), 'utf8')
   const secrets = [...agentPod.volumes, ...collectorPod.volumes].filter((v: any) => v.secret).map((v: any) => v.secret.secretName)
-  t.same(secrets.sort(), ['auditrail-agent-tls', 'auditrail-collector-tls', 'auditrail-collector-trust', 'auditrail-signing-key'])
+  t.same(secrets.sort(), ['auditrail-agent-tls', 'auditrail-collector-tls', 'auditrail-collector-trust'], 'no signing key in the cluster: each node makes its own')
   for (const name of secrets) t.match(install, new RegExp(`create secret (generic|tls) ${name} `), `docs/install.md creates ${name}`)
-  const example = parse(readFileSync(join(MANIFESTS, 'examples/signing-key-secret.yaml'), 'utf8'))
-  t.equal(example.metadata.name, 'auditrail-signing-key')
-  t.notMatch(JSON.stringify(example), /BEGIN/, 'the example holds no key material')
 })
 
 t.test('the agent: control-plane nodes only, no API access, locked down, the audit log read-only', async (t) => {
@@ -120,7 +117,6 @@ t.test('the agent: control-plane nodes only, no API access, locked down, the aud
   t.same([agent.livenessProbe.httpGet.path, agent.readinessProbe.httpGet.path], ['/livez', '/readyz'])
   t.equal(agent.ports.find((p: any) => p.name === agent.readinessProbe.httpGet.port).containerPort, 9787)
   t.equal(agent.env.find((e: any) => e.name === 'NODE_NAME').valueFrom.fieldRef.fieldPath, 'spec.nodeName')
-  t.equal(agentPod.volumes.find((v: any) => v.name === 'signing-key').secret.defaultMode, 0o400, 'the agent refuses a group- or other-readable key')
   const hostPaths = agentPod.volumes.filter((v: any) => v.hostPath)
   t.same(hostPaths.map((v: any) => [v.hostPath.path, v.hostPath.type]), [['/var/log/kubernetes/audit', 'Directory'], ['/var/lib/auditrail', 'DirectoryOrCreate']])
   for (const m of agent.volumeMounts) {
@@ -142,7 +138,8 @@ t.test("the ConfigMap's agent.yaml is a valid configuration whose paths are the 
   t.equal(mountOf(config.tail.path), 'audit-log')
   t.equal(mountOf(config.stateDir), 'state')
   t.equal(mountOf(config.quarantine.dir), 'state')
-  t.equal(mountOf(config.signing.keyFile), 'signing-key')
+  t.equal(mountOf(config.signing.keyFile), 'state', 'the node\'s own key stays on the node')
+  t.equal(config.signing.createIfMissing, true)
   for (const f of [config.collector.caFile, config.collector.certFile, config.collector.keyFile]) t.equal(mountOf(f), 'tls', f)
   t.same(config.rules.dirs.map(mountOf), ['rules'])
   t.equal(parseListen(config.observe.listen).port, 9787)

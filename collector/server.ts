@@ -25,6 +25,7 @@ import {
   GET_STREAM_HEAD_PATH,
   PUSH_BATCH_PATH,
   WireError,
+  WireLimitError,
   type Batch,
   type SealedBatch,
 } from '../proto/wire.ts'
@@ -211,17 +212,14 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       const close: Record<string, string> = req.complete ? {} : { connection: 'close' }
       if (err instanceof RateLimited) return reject(res, err.error, undefined, { ...close, 'retry-after': String(err.retryAfterSeconds) })
       if (err instanceof ConnectError) return reject(res, err, undefined, close)
-      if (err instanceof WireError) return reject(res, new ConnectError('invalid_argument', err.message), undefined, close)
+      if (err instanceof WireError) return reject(res, new ConnectError(err instanceof WireLimitError ? 'resource_exhausted' : 'invalid_argument', err.message), undefined, close)
       throw err
     }
   }
 
   async function pushBatch(body: Buffer): Promise<Uint8Array> {
-    const sealed = decodePushBatchRequest(body)
+    const sealed = decodePushBatchRequest(body, limits)
     if (sealed.length === 0) throw new ConnectError('invalid_argument', 'request.batches: empty; send at least one SealedBatch')
-    if (sealed.length > limits.maxBatchesPerRequest) {
-      throw new ConnectError('resource_exhausted', `request.batches: ${sealed.length} batches, over the limit of ${limits.maxBatchesPerRequest} per request; send fewer at a time`)
-    }
     const first = authenticate(sealed[0]!, 0)
     const streamId = first.streamId
     const wait = buckets.take(streamId)
@@ -257,16 +255,13 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     if (problem) throw new ConnectError(problem.code, `${field}.${problem.field}: ${problem.reason}`)
     let batch: Batch
     try {
-      batch = decodeBatch(sealed.batch)
+      batch = decodeBatch(sealed.batch, limits)
     } catch (err) {
-      if (err instanceof WireError) throw new ConnectError('invalid_argument', `${field}.${err.message}`)
+      if (err instanceof WireError) throw new ConnectError(err instanceof WireLimitError ? 'resource_exhausted' : 'invalid_argument', `${field}.${err.message}`)
       throw err
     }
     if (!isValidStreamId(batch.streamId)) {
       throw new ConnectError('invalid_argument', `${field}.batch.stream_id: ${JSON.stringify(batch.streamId.slice(0, 64))} does not match ${STREAM_ID_PATTERN}`)
-    }
-    if (batch.records.length > limits.maxRecordsPerBatch) {
-      throw new ConnectError('resource_exhausted', `${field}.batch.records: ${batch.records.length} records, over the limit of ${limits.maxRecordsPerBatch} per batch`)
     }
     const long = batch.records.findIndex((r) => r.line !== undefined && r.line.length > limits.maxLineBytes)
     if (long >= 0) {

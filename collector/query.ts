@@ -10,7 +10,7 @@ import { closeSync, openSync, readSync } from 'node:fs'
 import { join } from 'node:path'
 import type { StatementSync } from 'node:sqlite'
 import { isSeverity, SEVERITIES, severityRank, type Severity } from '../proto/wire.ts'
-import { auditKey, type EventIndex } from './index.ts'
+import { auditKey, isRenderableTime, type EventIndex } from './index.ts'
 import { segmentName, streamDir } from './store.ts'
 
 export const DEFAULT_LIMIT = 100
@@ -242,16 +242,25 @@ export interface FindingResult extends EventResult {
 /** A result whose event is still the stored JSON text: put into the answer line as it is, never re-serialized. */
 export type RawResult = Omit<EventResult, 'event'> & { finding?: FindingOut; eventJson: string }
 
-/** The answer line of a result (newline included). The event's text is copied, not parsed and printed again. */
+/**
+ * The answer line of a result (newline included). The event's text is copied, not parsed and printed
+ * again; only its raw line breaks go, so that every result is one line. They can only stand between
+ * JSON tokens (inside a string they are invalid JSON, and such a line is not indexed): a space keeps the value.
+ */
 export function resultLine(r: RawResult): string {
   const { eventJson, findings, finding, ...coordinates } = r
   const head = JSON.stringify(finding ? { ...coordinates, finding } : coordinates)
-  return `${head.slice(0, -1)},"event":${eventJson},"findings":${JSON.stringify(findings)}}\n`
+  return `${head.slice(0, -1)},"event":${eventJson.replace(/[\r\n]/g, ' ')},"findings":${JSON.stringify(findings)}}\n`
 }
 
 export function resultObject(r: RawResult): EventResult | FindingResult {
   const { eventJson, ...rest } = r
   return { ...rest, event: JSON.parse(eventJson) as unknown }
+}
+
+/** A row's time as RFC 3339; an index written before times were checked may hold one a Date cannot print. */
+function isoTime(ms: number): string {
+  return isRenderableTime(ms) ? new Date(ms).toISOString() : `unprintable (${ms} ms since the Unix epoch)`
 }
 
 export interface QueryAnswer<T> {
@@ -307,7 +316,7 @@ export class QueryEngine {
       stream: r.stream,
       sequence: r.sequence,
       recordIndex: r.record,
-      time: new Date(r.time).toISOString(),
+      time: isoTime(r.time),
       segment: segmentName(r.segment),
       offset: r.entry_offset,
       // Only lines that parsed as JSON objects are indexed: the text is valid JSON as it is.

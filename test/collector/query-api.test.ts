@@ -2,7 +2,7 @@
 // (400 naming the parameter), that values never become SQL, that every query is
 // logged with the reader's name and never the token, and that nothing writes.
 import { createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
@@ -10,7 +10,8 @@ import t, { type Test } from 'tap'
 import { parseReaders, ReadersError, newToken } from '../../collector/readers.ts'
 import { startCollector } from '../../collector/server.ts'
 import { encodePushBatchRequest, PUSH_BATCH_PATH } from '../../proto/wire.ts'
-import { generatedBatches, post, testKey, trustOf } from './fixtures.ts'
+import { runCli } from '../e2e/processes.ts'
+import { Chain, generatedBatches, post, testKey, trustOf } from './fixtures.ts'
 
 const key = testKey()
 const AUDITOR = 'auditor-token-3f9c1b7e'
@@ -118,6 +119,36 @@ t.test('values are parameters, never SQL; nothing reads outside the store; nothi
   const all = await get(c.url, '/v1/events?limit=1000', AUDITOR)
   t.equal(all.text.trim().split('\n').length, 600, 'everything is still there')
   t.same(readFileSync(join(c.dir, 'index.sqlite')), indexBefore, 'the index file is unchanged by queries')
+})
+
+t.test('defect 5: an event no Date can print and a line broken between JSON tokens leave every page whole', async (t) => {
+  const c = await collector(t)
+  // Signed by a trusted key, as the issue found: no timestamps in a batch created at -9e15 ms, and a raw newline (and CR) between tokens.
+  const hostile = new Chain('node-z', key).next([
+    '{"kind":"Event","auditID":"no-time","verb":"get"}',
+    '{"kind":"Event",\n"auditID":"split",\r\n"verb":"get","stageTimestamp":"2026-11-25T10:00:00Z"}',
+  ], { createdUnixMs: -9e15 })
+  t.equal((await post(c.url, PUSH_BATCH_PATH, encodePushBatchRequest([hostile]))).status, 200)
+  await c.indexer!.idle()
+  for (const path of ['/v1/events?limit=1000', '/v1/events?stream=node-z', '/v1/events?verb=get&limit=3', '/v1/events?auditId=split']) {
+    const res = await get(c.url, path, AUDITOR)
+    t.equal(res.status, 200, `${path}: ${res.text.slice(0, 200)}`)
+    const lines = res.text.split('\n').slice(0, -1)
+    t.ok(lines.every((l) => JSON.parse(l)), `${path}: every line is one JSON result`)
+  }
+  const page = (await get(c.url, '/v1/events?stream=node-z', AUDITOR)).text.trim().split('\n').map((l) => JSON.parse(l))
+  t.same(page.map((r) => [r.event.auditID, r.time]), [['no-time', '1970-01-01T00:00:00.000Z'], ['split', '2026-11-25T10:00:00.000Z']])
+
+  // The CLI, over HTTP and from the store directory, reads the same pages.
+  const tokenFile = join(c.dir, 'token')
+  writeFileSync(tokenFile, AUDITOR)
+  for (const source of [['--url', c.url, '--token-file', tokenFile], ['--store', c.dir]]) {
+    const json = await runCli(['query', ...source, '--stream', 'node-z', '--json'])
+    t.equal(json.code, 0, json.stderr)
+    t.same(json.stdout.toString().trim().split('\n').map((l) => JSON.parse(l).event.auditID), ['no-time', 'split'])
+    const table = await runCli(['query', ...source, '--limit', '1000'])
+    t.equal(table.code, 0, table.stderr)
+  }
 })
 
 t.test('the readers file holds hashes, never tokens, and says what is wrong', async (t) => {

@@ -68,7 +68,7 @@ export function parseQuery(kind: QueryKind, params: URLSearchParams): Query {
   const q: Query = { kind, limit: DEFAULT_LIMIT }
   const seen = new Set<string>()
   for (const [param, value] of params) {
-    if (!QUERY_PARAMS.includes(param)) throw new QueryError(param.slice(0, 64), `unknown parameter; known: ${QUERY_PARAMS.join(', ')}`)
+    if (!QUERY_PARAMS.includes(param)) throw new QueryError(echoableName(param), `unknown parameter; known: ${QUERY_PARAMS.join(', ')}`)
     if (seen.has(param)) throw new QueryError(param, 'given more than once; give each filter once')
     seen.add(param)
     if (value.length > MAX_VALUE_LENGTH) throw new QueryError(param, `value of ${value.length} characters is over the limit of ${MAX_VALUE_LENGTH}`)
@@ -106,13 +106,27 @@ export function parseQuery(kind: QueryKind, params: URLSearchParams): Query {
   return q
 }
 
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/
+/**
+ * An unknown parameter's name as messages and logs may show it: a short plain word (a typo of a
+ * filter). Anything longer may be a secret put where a name goes (`?TOKEN`): only its length is told.
+ */
+export function echoableName(param: string): string {
+  return /^[A-Za-z0-9_.-]{1,32}$/.test(param) ? param : `(a parameter name of ${param.length} characters, not repeated here)`
+}
+
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(?:Z|[+-](\d{2}):(\d{2}))$/
 
 function parseTimeParam(param: string, value: string): number {
   if (/^\d{1,15}$/.test(value)) return Number(value)
-  const ms = RFC3339.test(value) ? Date.parse(value) : NaN
-  if (!Number.isFinite(ms)) throw new QueryError(param, `${JSON.stringify(value)} is neither RFC 3339 (2026-11-25T10:00:00Z) nor Unix milliseconds`)
-  return ms
+  const m = RFC3339.exec(value)
+  if (!m) throw new QueryError(param, `${JSON.stringify(value)} is neither RFC 3339 (2026-11-25T10:00:00Z) nor Unix milliseconds`)
+  // Date.parse rolls an impossible day over (2026-02-30 becomes 2 March): every part is checked first.
+  const [year, month, day, hour, minute, second, offsetHour = 0, offsetMinute = 0] = [1, 2, 3, 4, 5, 6, 8, 9].map((i) => Number(m[i] ?? 0)) as [number, number, number, number, number, number, number, number]
+  const daysInMonth = month >= 1 && month <= 12 ? new Date(new Date(0).setUTCFullYear(year, month, 0)).getUTCDate() : 0
+  if (day < 1 || day > daysInMonth || hour > 23 || minute > 59 || second > 59 || offsetHour > 23 || offsetMinute > 59) {
+    throw new QueryError(param, `${JSON.stringify(value)} is not a real date and time (${daysInMonth > 0 ? `${m[1]}-${m[2]} has ${daysInMonth} days` : 'months run 01 to 12'}; hours 00-23, minutes and seconds 00-59)`)
+  }
+  return Date.parse(value)
 }
 
 export function encodeCursor(c: Cursor): string {

@@ -31,7 +31,7 @@ import {
 } from '../proto/wire.ts'
 import { EventIndex, indexPath, IndexError } from './index.ts'
 import { LiveIndexer } from './live-indexer.ts'
-import { parseQuery, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
+import { parseQuery, QUERY_PARAMS, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
 import { may, type Readers } from './readers.ts'
 import { checkSeal } from './seal.ts'
 import { isValidStreamId, openStore, STREAM_ID_PATTERN, type Store } from './store.ts'
@@ -148,7 +148,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   const stats: CollectorStats = { requests: 0, acceptedBatches: 0, duplicateBatches: 0, rejected: {} }
   const buckets = new TokenBuckets(limits.streamRequestsPerSecond, limits.streamBurst)
   const locks = new StreamLocks()
-  const lastWarned = new Map<ConnectCode, { at: number; suppressed: number }>()
+  /** By kind of refusal: a fixed, small set of keys. */
+  const lastWarned = new Map<string, { at: number; suppressed: number }>()
   let closing = false
 
   const serverOptions = {
@@ -324,19 +325,20 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     const auth = req.headers.authorization ?? ''
     const m = /^Bearer\s+(\S+)\s*$/i.exec(auth)
     if (!m) {
-      log.warn({ path: url.pathname, remote: req.socket.remoteAddress, reason: auth ? 'malformed authorization header' : 'no token' }, 'query refused: not authenticated')
+      warnThrottled('query unauthenticated', 'query refused: not authenticated', { path: url.pathname, remote: req.socket.remoteAddress, reason: auth ? 'malformed authorization header' : 'no token' })
       return fail(401, 'missing bearer token: send \'Authorization: Bearer TOKEN\' with a token listed (as its SHA-256) in the collector\'s readers file', { 'www-authenticate': 'Bearer realm="auditrail"' })
     }
     const reader = options.readers.identify(m[1]!)
     if (!reader) {
-      log.warn({ path: url.pathname, remote: req.socket.remoteAddress, reason: 'unknown token' }, 'query refused: not authenticated')
+      warnThrottled('query unauthenticated', 'query refused: not authenticated', { path: url.pathname, remote: req.socket.remoteAddress, reason: 'unknown token' })
       return fail(401, 'unknown bearer token: its SHA-256 is not in the collector\'s readers file', { 'www-authenticate': 'Bearer realm="auditrail", error="invalid_token"' })
     }
     if (!may(reader, kind)) {
       log.warn({ reader: reader.name, role: reader.role, path: url.pathname }, 'query refused: role does not allow it')
       return fail(403, `reader ${reader.name} has role ${reader.role}, which may not read ${kind}; the auditor role may`)
     }
-    const params = Object.fromEntries([...url.searchParams].map(([k, v]) => [k.slice(0, 64), v.slice(0, 256)]))
+    // Known filters only: anything else (an access_token=...) may be a secret and is named in the error, by name.
+    const params = Object.fromEntries([...url.searchParams].filter(([k]) => QUERY_PARAMS.includes(k)).map(([k, v]) => [k, v.slice(0, 256)]))
     const started = performance.now()
     try {
       const q = parseQuery(kind, url.searchParams)
@@ -367,7 +369,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
 
   function reject(res: ServerResponse, error: ConnectError, status = error.httpStatus, headers: Record<string, string> = {}): void {
     stats.rejected[error.code] = (stats.rejected[error.code] ?? 0) + 1
-    warnThrottled(error)
+    warnThrottled(error.code, `rejected a request: ${error.message}`, { code: error.code })
     if (res.headersSent) {
       res.destroy()
       return
@@ -376,15 +378,16 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers }).end(body)
   }
 
-  function warnThrottled(error: ConnectError): void {
+  /** One warning per kind of refusal at most every WARN_EVERY_MS; the next says how many were left out. */
+  function warnThrottled(kind: string, message: string, fields: Record<string, unknown>): void {
     const now = Date.now()
-    const last = lastWarned.get(error.code)
+    const last = lastWarned.get(kind)
     if (last && now - last.at < WARN_EVERY_MS) {
       last.suppressed++
       return
     }
-    log.warn({ code: error.code, suppressedSinceLast: last?.suppressed ?? 0 }, `rejected a request: ${error.message}`)
-    lastWarned.set(error.code, { at: now, suppressed: 0 })
+    log.warn({ ...fields, suppressedSinceLast: last?.suppressed ?? 0 }, message)
+    lastWarned.set(kind, { at: now, suppressed: 0 })
   }
 
   await new Promise<void>((resolve, rejectListen) => {
@@ -446,12 +449,18 @@ async function readBody(req: IncomingMessage, encoding: BodyEncoding, limits: Co
   }
   const chunks: Buffer[] = []
   let total = 0
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    total += chunk.length
-    if (total > limits.maxBodyBytes) {
-      throw new ConnectError('resource_exhausted', `request body is over the limit of ${limits.maxBodyBytes} bytes; send fewer batches per request`)
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      total += chunk.length
+      if (total > limits.maxBodyBytes) {
+        throw new ConnectError('resource_exhausted', `request body is over the limit of ${limits.maxBodyBytes} bytes; send fewer batches per request`)
+      }
+      chunks.push(chunk)
     }
-    chunks.push(chunk)
+  } catch (err) {
+    if (err instanceof ConnectError) throw err
+    // The client went away mid-body: a refusal like the others (counted, its warnings throttled), not a failure of ours.
+    throw new ConnectError('canceled', `the client closed the connection after ${total} bytes of the body (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
   }
   const body = Buffer.concat(chunks, total)
   if (encoding === 'identity') {

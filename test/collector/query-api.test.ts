@@ -2,7 +2,9 @@
 // (400 naming the parameter), that values never become SQL, that every query is
 // logged with the reader's name and never the token, and that nothing writes.
 import { createHash } from 'node:crypto'
+import { once } from 'node:events'
 import { readFileSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
@@ -10,7 +12,7 @@ import t, { type Test } from 'tap'
 import { parseReaders, ReadersError, newToken } from '../../collector/readers.ts'
 import { startCollector } from '../../collector/server.ts'
 import { encodePushBatchRequest, PUSH_BATCH_PATH } from '../../proto/wire.ts'
-import { runCli } from '../e2e/processes.ts'
+import { runCli, waitFor } from '../e2e/processes.ts'
 import { Chain, generatedBatches, post, testKey, trustOf } from './fixtures.ts'
 
 const key = testKey()
@@ -74,7 +76,9 @@ t.test('401 without a token or with an unknown one, 403 for a role that may not 
   const queries = c.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === 'query')
   t.match(queries[0], { reader: 'alice@example.com', role: 'auditor', kind: 'events', params: { limit: '5' }, results: 5, more: true, time: Number })
   t.match(queries[1], { reader: 'alice@example.com', kind: 'findings', results: Number })
-  t.equal(c.logs.filter((l) => /query refused/.test(l)).length, 4)
+  // Three 401s, throttled to one line (issue 20); the 403 names its reader.
+  t.equal(c.logs.filter((l) => /query refused: not authenticated/.test(l)).length, 1)
+  t.equal(c.logs.filter((l) => /query refused: role does not allow it/.test(l)).length, 1)
 })
 
 t.test('a bad filter gets 400 naming the parameter', async (t) => {
@@ -84,6 +88,12 @@ t.test('a bad filter gets 400 naming the parameter', async (t) => {
     ['code=abc', /bad parameter code: "abc" is not an HTTP status code/],
     ['since=yesterday', /bad parameter since: "yesterday" is neither RFC 3339/],
     ['until=2026-11-25', /bad parameter until: /],
+    ['since=2026-02-30T00:00:00Z', /bad parameter since: "2026-02-30T00:00:00Z" is not a real date and time \(2026-02 has 28 days/],
+    ['since=2028-02-30T00:00:00Z', /bad parameter since: .*2028-02 has 29 days/],
+    ['until=2026-13-01T00:00:00Z', /bad parameter until: .*months run 01 to 12/],
+    ['until=2026-04-31T10:00:00Z', /bad parameter until: .*2026-04 has 30 days/],
+    ['since=2026-01-01T24:00:00Z', /bad parameter since: .*hours 00-23/],
+    ['since=2026-01-01T10:00:00%2B24:00', /bad parameter since: .*not a real date/],
     ['since=2026-11-25T11:00:00Z&until=2026-11-25T10:00:00Z', /bad parameter until: must be after since/],
     ['limit=5000', /bad parameter limit: "5000" is not a whole number from 1 to 1000/],
     ['limit=0', /bad parameter limit/],
@@ -98,6 +108,38 @@ t.test('a bad filter gets 400 naming the parameter', async (t) => {
     t.equal(res.status, 400, qs.slice(0, 60))
     t.match(JSON.parse(res.text).error, message)
   }
+})
+
+t.test('a flood of 401s and of pushes cut off mid-body writes one warning per kind, not one per request', async (t) => {
+  const c = await collector(t)
+  const before = c.logs.length
+  for (let i = 0; i < 30; i++) t.equal((await get(c.url, '/v1/events', i % 2 ? 'wrong-token' : undefined)).status, 401)
+  for (let i = 0; i < 20; i++) {
+    const socket = connect(c.port, '127.0.0.1')
+    await once(socket, 'connect')
+    socket.write(`POST ${PUSH_BATCH_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/proto\r\nContent-Length: 100000\r\n\r\n${'x'.repeat(1000)}`)
+    await new Promise((r) => setTimeout(r, 10))
+    socket.destroy()
+  }
+  await waitFor('the collector to count the aborted pushes', () => (c.stats().rejected.canceled ?? 0) === 20, 5000, 20)
+  const lines = c.logs.slice(before)
+  t.equal(lines.filter((l) => /query refused: not authenticated/.test(l)).length, 1, 'one line for 30 refused queries')
+  t.equal(lines.filter((l) => /client closed the connection/.test(l)).length, 1, 'one line for 20 aborted pushes')
+  t.equal(lines.length, 2, lines.join(''))
+})
+
+t.test('a parameter that may hold a secret is never echoed, neither in the answer nor in the log', async (t) => {
+  const c = await collector(t)
+  const secret = 'art_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'
+  const byValue = await get(c.url, `/v1/events?user=alice&access_token=${secret}`, AUDITOR)
+  t.equal(byValue.status, 400)
+  t.match(JSON.parse(byValue.text).error, /bad parameter access_token: unknown parameter/)
+  const byName = await get(c.url, `/v1/events?${secret}`, AUDITOR)
+  t.equal(byName.status, 400)
+  t.match(JSON.parse(byName.text).error, /a parameter name of 47 characters, not repeated here/)
+  for (const text of [byValue.text, byName.text, ...c.logs]) t.notOk(text.includes(secret.slice(4)), 'the secret is nowhere')
+  const logged = c.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === 'query rejected: bad parameter')
+  t.same(logged[0].params, { user: 'alice' }, 'known filters are logged with their values')
 })
 
 t.test('values are parameters, never SQL; nothing reads outside the store; nothing writes', async (t) => {

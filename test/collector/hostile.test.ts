@@ -1,17 +1,17 @@
 // The collector as an attacker on the network meets it (issue 20): a real collector
 // process on 127.0.0.1, each hostile request bounded in time.
-import { readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { PUSH_BATCH_PATH } from '../../proto/wire.ts'
 import { freePort, startProcess, stopProcess, waitFor, type Running } from '../e2e/processes.ts'
+import { newToken } from '../../collector/readers.ts'
 import { post, testKey } from './fixtures.ts'
 
 const key = testKey()
 
-async function collectorProcess(t: Test, extra: string[] = []): Promise<{ url: string; p: Running; dir: string }> {
-  const dir = t.testdir()
+async function collectorProcess(t: Test, extra: string[] = [], dir = t.testdir()): Promise<{ url: string; p: Running; dir: string }> {
   const pub = join(dir, 'node.pub.pem')
   writeFileSync(pub, key.publicKey.export({ type: 'spki', format: 'pem' }))
   const port = await freePort()
@@ -61,4 +61,51 @@ t.test('defect 1: a gzip bomb of 13.4 million tiny SealedBatch entries is refuse
   t.equal((await fetch(`${url}/livez`)).status, 200)
   const peak = peakRssMiB(p.child.pid!)
   t.ok(peak < 600, `peak RSS ${Math.round(peak)} MiB`)
+})
+
+const alice = newToken('auditor', 'alice')
+const bob = newToken('auditor', 'bob')
+
+async function status(url: string, token: string): Promise<number> {
+  return (await fetch(`${url}/v1/events`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(5000) })).status
+}
+
+t.test('a reader removed from the readers file loses access without a restart; a broken file keeps the previous readers', async (t) => {
+  const dir = t.testdir()
+  const readers = join(dir, 'readers')
+  writeFileSync(readers, `${alice.line}\n`)
+  const { url, p } = await collectorProcess(t, ['--readers', readers], dir)
+  t.equal(await status(url, alice.token), 200)
+  t.equal(await status(url, bob.token), 401)
+
+  writeFileSync(readers, `${bob.line}\n`)
+  await waitFor('alice to be refused', async () => (await status(url, alice.token)) === 401, 10_000, 100)
+  t.equal(await status(url, bob.token), 200, 'bob is in')
+  t.match(p.logs(), /"added":\["bob"\],"removed":\["alice"\],"msg":"readers reloaded"/)
+
+  writeFileSync(readers, `${bob.line}\nauditor ${'0'.repeat(64)} mallory\n`)
+  await waitFor('the broken file to be reported', () => p.logs().includes('readers file not reloaded'), 10_000, 100)
+  t.match(p.logs(), /readers line 2: expected 'ROLE sha256:HEX NAME'/)
+  t.equal(await status(url, bob.token), 200, 'the previous readers stay')
+})
+
+t.test('SIGHUP reloads the readers and says so; SIGTERM and SIGINT log, finish and remove the lock', async (t) => {
+  for (const stop of ['SIGTERM', 'SIGINT'] as const) {
+    const dir = t.testdir()
+    const readers = join(dir, 'readers')
+    writeFileSync(readers, `${alice.line}\n`)
+    const { url, p } = await collectorProcess(t, ['--readers', readers], dir)
+    const lock = join(dir, 'store', 'collector.lock')
+    t.ok(existsSync(lock))
+    p.child.kill('SIGHUP')
+    await waitFor('the reload on SIGHUP', () => p.logs().includes('"reason":"SIGHUP"') || p.child.exitCode !== null || p.child.signalCode !== null, 10_000, 50)
+    t.equal(p.child.signalCode, null, 'SIGHUP did not end it')
+    t.match(p.logs(), /"reason":"SIGHUP","readers":1,"added":\[\],"removed":\[\],"msg":"readers reloaded"/)
+    t.equal(await status(url, alice.token), 200, 'still serving')
+    p.child.kill(stop)
+    t.equal(await p.exited, 0)
+    t.match(p.logs(), new RegExp(`"signal":"${stop}","msg":"shutting down`))
+    t.match(p.logs(), /collector closed/)
+    t.notOk(existsSync(lock), 'the lock is gone')
+  }
 })

@@ -8,7 +8,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import type { KeyObject } from 'node:crypto'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { promisify } from 'node:util'
 import { gunzip, zstdDecompress } from 'node:zlib'
 import { pino, type Logger } from 'pino'
@@ -54,6 +54,8 @@ export interface CollectorLimits {
   requestTimeoutMs: number
   keepAliveTimeoutMs: number
   maxConnections: number
+  /** Connections one remote address may hold at once: one client cannot take the whole table. */
+  maxConnectionsPerAddress: number
   /** Per-stream token bucket: PushBatch requests per second, and the burst allowed. */
   streamRequestsPerSecond: number
   streamBurst: number
@@ -69,12 +71,16 @@ export const DEFAULT_LIMITS: Readonly<CollectorLimits> = Object.freeze({
   requestTimeoutMs: 60_000,
   keepAliveTimeoutMs: 5_000,
   maxConnections: 1024,
+  maxConnectionsPerAddress: 64,
   streamRequestsPerSecond: 50,
   streamBurst: 200,
 })
 
 /** Bound on the token buckets kept: the least recently used stream's bucket goes first (it refills anyway). */
 const MAX_BUCKETS = 100_000
+/** With this share of maxConnections open, connections idle for IDLE_GRACE_MS are closed to make room. */
+const NEAR_FULL = 0.9
+const IDLE_GRACE_MS = 1000
 /** Per-code rejection warnings at most this often, so that a flood cannot flood the log. */
 const WARN_EVERY_MS = 10_000
 
@@ -171,6 +177,9 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     : createHttpServer(serverOptions, handle)
   server.maxConnections = limits.maxConnections
   server.keepAliveTimeout = limits.keepAliveTimeoutMs
+  const connections = new ConnectionTable(server, limits, (address) => {
+    warnThrottled('connections per address', 'refused a connection: its address holds too many', { remote: address, limit: limits.maxConnectionsPerAddress })
+  })
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
     route(req, res).catch((err: unknown) => {
@@ -475,6 +484,55 @@ async function readBody(req: IncomingMessage, encoding: BodyEncoding, limits: Co
       throw new ConnectError('resource_exhausted', `${encoding} body inflates past the limit of ${limits.maxDecompressedBytes} bytes; send fewer batches per request`)
     }
     throw new ConnectError('invalid_argument', `request body is not valid ${encoding} (${(err as Error).message})`)
+  }
+}
+
+/**
+ * The open connections by remote address, and since when each has been idle (no request in flight).
+ * A connection past its address's share is closed at once; when the table is nearly full (or full:
+ * Node then drops new ones), connections idle for a while are closed, so that an agent that needs a
+ * new connection gets one. Node's own closeIdleConnections would also close the one just accepted.
+ */
+class ConnectionTable {
+  readonly #byAddress = new Map<string, number>()
+  /** By "address:port", which the TCP socket and the TLS socket over it share. */
+  readonly #open = new Map<string, { socket: Socket; idleSince: number | undefined }>()
+
+  constructor(server: Server, limits: CollectorLimits, onRefused: (address: string) => void) {
+    server.on('connection', (socket: Socket) => {
+      const address = socket.remoteAddress ?? ''
+      const held = this.#byAddress.get(address) ?? 0
+      if (held >= limits.maxConnectionsPerAddress) {
+        onRefused(address)
+        socket.destroy()
+        return
+      }
+      if (this.#open.size >= limits.maxConnections * NEAR_FULL) this.closeIdle(IDLE_GRACE_MS)
+      const key = `${address}:${socket.remotePort}`
+      this.#byAddress.set(address, held + 1)
+      this.#open.set(key, { socket, idleSince: performance.now() })
+      socket.once('close', () => {
+        this.#open.delete(key)
+        const left = (this.#byAddress.get(address) ?? 1) - 1
+        if (left > 0) this.#byAddress.set(address, left)
+        else this.#byAddress.delete(address)
+      })
+    })
+    server.on('drop', () => this.closeIdle(IDLE_GRACE_MS))
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      const entry = this.#open.get(`${req.socket.remoteAddress}:${req.socket.remotePort}`)
+      if (!entry) return
+      entry.idleSince = undefined
+      res.once('close', () => (entry.idleSince = performance.now()))
+    })
+  }
+
+  /** Closes the connections idle for at least `graceMs`. */
+  closeIdle(graceMs: number): void {
+    const now = performance.now()
+    for (const { socket, idleSince } of this.#open.values()) {
+      if (idleSince !== undefined && now - idleSince >= graceMs) socket.destroy()
+    }
   }
 }
 

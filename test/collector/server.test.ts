@@ -294,3 +294,33 @@ t.test('a client that sends its headers slowly is cut off while others are serve
   await closed
   t.match(Buffer.concat(answer).toString(), /^HTTP\/1\.1 408/)
 })
+
+/** `count` connections from `localAddress` that never send a byte; the ones the collector closes are counted. */
+async function idleConnections(t: Test, port: number, localAddress: string, count: number) {
+  const sockets = await Promise.all(Array.from({ length: count }, async () => {
+    const socket = connect({ port, host: '127.0.0.1', localAddress })
+    socket.on('error', () => {})
+    await once(socket, 'connect')
+    return socket
+  }))
+  t.teardown(() => sockets.forEach((s) => s.destroy()))
+  return { open: () => sockets.filter((s) => !s.closed).length }
+}
+
+t.test('one address holding idle connections cannot lock agents out: a cap per address, idle ones closed when the table fills', async (t) => {
+  const c = await collector(t, { maxConnections: 40, maxConnectionsPerAddress: 10 })
+  const chain = new Chain('node-a', key)
+  const hog = await idleConnections(t, c.port, '127.0.0.2', 40)
+  await new Promise((r) => setTimeout(r, 200))
+  t.equal(hog.open(), 10, 'ten kept, the rest closed at once')
+  t.equal(await push(c.url, chain.grow(1)).then((r) => r.status, (err: Error) => err.message), 200, 'an agent gets in')
+
+  // Four more addresses fill the table; once they have idled a second, an agent's new connection makes room.
+  const others = await Promise.all(['127.0.0.3', '127.0.0.4', '127.0.0.5'].map((a) => idleConnections(t, c.port, a, 10)))
+  await new Promise((r) => setTimeout(r, 1100))
+  const next = chain.grow(1)
+  let status = 0
+  for (let attempt = 0; attempt < 3 && status !== 200; attempt++) status = await push(c.url, next).then((r) => r.status, () => 0)
+  t.equal(status, 200, 'served after at most a retry')
+  t.ok(hog.open() + others.reduce((n, o) => n + o.open(), 0) < 40, 'idle connections were closed')
+})

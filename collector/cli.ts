@@ -19,7 +19,8 @@ const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store D
        auditrail collector token --name NAME [--role auditor]
   --client-ca  require client certificates (mTLS) signed by this CA
   --readers    enable the query API (GET /v1/events, /v1/findings) for the readers listed:
-               one 'ROLE sha256:HEX NAME' line each (the token's SHA-256, never the token)
+               one 'ROLE sha256:HEX NAME' line each (the token's SHA-256, never the token);
+               read again when it changes and on SIGHUP
   --no-index   keep no query index (the query API is then off)
   reindex      drop the index and rebuild it from the segments (stop the collector first)
   token        print a new random reader token and the readers-file line for it

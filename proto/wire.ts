@@ -133,7 +133,7 @@ export class WireLimitError extends WireError {
 export interface WireLimits {
   /** PushBatchRequest.batches */
   maxBatchesPerRequest: number
-  /** Batch.records and Batch.findings, each; a batch's redacted paths and finding details, together, NESTED_PER_RECORD times this. */
+  /** Batch.records and Batch.findings, each; a batch's redacted paths, and its finding details, NESTED_PER_RECORD times this each. */
   maxRecordsPerBatch: number
 }
 
@@ -302,8 +302,7 @@ interface RepeatedLimit {
  */
 function decode(type: protobuf.Type, bytes: Uint8Array, what: string, limits: Record<string, RepeatedLimit> = {}): unknown {
   try {
-    const reader = protobuf.Reader.create(bytes)
-    countRepeated(type, reader, bytes.length, new Map(), limits)
+    if (hasRepeated(type)) countRepeated(type, protobuf.Reader.create(bytes), bytes.length, new Map(), limits)
     return type.decode(bytes)
   } catch (err) {
     if (err instanceof WireError) throw err

@@ -1,7 +1,7 @@
 // The wire codec's limits hold while it reads (issue 20, defect 1): a repeated field is
 // counted entry by entry and the decoder stops at the first one past its limit.
 import t from 'tap'
-import { decodeBatch, decodePushBatchRequest, encodeBatch, encodePushBatchRequest, WireLimitError } from '../../proto/wire.ts'
+import { decodeBatch, decodeGetStreamHeadResponse, decodePushBatchRequest, encodeBatch, encodeGetStreamHeadResponse, encodePushBatchRequest, WireLimitError } from '../../proto/wire.ts'
 import { batchOf, Chain, testKey } from '../collector/fixtures.ts'
 
 const key = testKey()
@@ -29,6 +29,17 @@ t.test('records, findings, redacted paths and finding details count against the 
   t.throws(() => decodeBatch(bytes({}, 1, 33), { maxRecordsPerBatch: 2 }), { name: 'WireLimitError', field: 'batch.records[].redacted_paths' })
   const details = Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, 'v']))
   t.throws(() => decodeBatch(bytes({ findings: [{ ...finding, details }] }), { maxRecordsPerBatch: 2 }), { name: 'WireLimitError', field: 'batch.findings[].details' })
+})
+
+t.test('the agent\'s side: a stream head whose batch holds 4 million empty records is refused as it is read', async (t) => {
+  // records { offset: 0 }, 16 MiB of them: what a hostile collector could hand the agent as its stream head
+  const record = Buffer.from([0x3a, 0x02, 0x08, 0x00])
+  const bomb = Buffer.alloc(4 * 1024 * 1024 * record.length)
+  for (let i = 0; i < bomb.length; i += record.length) record.copy(bomb, i)
+  const head = decodeGetStreamHeadResponse(encodeGetStreamHeadResponse({ batch: bomb, signature: Buffer.alloc(64), keyId: 'k', algorithm: 'ed25519' }))!
+  const started = performance.now()
+  t.throws(() => decodeBatch(head.batch), { name: 'WireLimitError', field: 'batch.records', message: /more than 20000 records per batch/ })
+  t.ok(performance.now() - started < 200, `${(performance.now() - started).toFixed(1)} ms`)
 })
 
 t.test('a nested message that claims more bytes than its parent holds is malformed, not read past', async (t) => {

@@ -8,7 +8,7 @@ import { createLogger } from '../agent/observe/logger.ts'
 import { ExportError, exportStream } from './export.ts'
 import { EventIndex, IndexError, indexPath, rebuildIndex } from './index.ts'
 import { parseQuery, QueryEngine, QueryError, QUERY_PARAMS, resultLine, resultObject, type EventResult, type FindingResult, type QueryKind } from './query.ts'
-import { loadReaders, newToken, ReadersError } from './readers.ts'
+import { loadReaders, newToken, ReadersError, watchReaders } from './readers.ts'
 import { startCollector, type TlsOptions } from './server.ts'
 import { openStore, StoreError } from './store.ts'
 import { verifyEvent, verifyStore, type EventCoordinates } from './verify.ts'
@@ -23,7 +23,8 @@ const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store D
                read only the stream its CN or a DNS subjectAltName names
   --shared-client-cert  every node presents the same client certificate: bind streams by key alone
   --readers    enable the query API (GET /v1/events, /v1/findings) for the readers listed:
-               one 'ROLE sha256:HEX NAME' line each (the token's SHA-256, never the token)
+               one 'ROLE sha256:HEX NAME' line each (the token's SHA-256, never the token);
+               read again when it changes and on SIGHUP
   --no-index   keep no query index (the query API is then off)
   reindex      drop the index and rebuild it from the segments (stop the collector first)
   token        print a new random reader token and the readers-file line for it
@@ -50,6 +51,9 @@ const EXPORT_USAGE = `usage: auditrail export DIR [--stream ID] [--records]
   prints the stream's event lines in order, exactly as shipped; --records adds
   heartbeats, gaps, quarantined, unparsed, redacted-line and finding notes as '#auditrail {json}' lines
 `
+
+/** Signals that stop the collector cleanly (requests in flight finished, the store's lock released). */
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGQUIT']
 
 class UsageError extends Error {}
 /** A query the collector refused, or that could not reach it. */
@@ -124,17 +128,25 @@ export function collectorCommand(argv: string[]): Promise<number> {
     const log = createLogger(values['log-level'] as string, 'collector')
     if (readers) log.info({ readers: readers.size, roles: readers.roles() }, 'query API on: GET /v1/events, /v1/findings')
     const collector = await startCollector({ listen, storeDir, trustedKeys, logger: log, index, ...(readers ? { readers } : {}), ...(tls ? { tls } : {}) })
+    const watch = readers ? watchReaders(values.readers as string, readers, log) : undefined
+    // SIGHUP reloads (it would otherwise end the process unlogged, its lock left behind);
+    // the signals that end it close the store first, which removes the lock.
+    const hangUp = () => {
+      if (watch) watch.reload('SIGHUP')
+      else log.info({ signal: 'SIGHUP' }, 'SIGHUP: nothing to reload (no --readers)')
+    }
+    process.on('SIGHUP', hangUp)
     const signal = await new Promise<NodeJS.Signals>((resolve) => {
       const stop = (s: NodeJS.Signals) => {
-        process.off('SIGTERM', stop)
-        process.off('SIGINT', stop)
+        for (const name of STOP_SIGNALS) process.off(name, stop)
         resolve(s)
       }
-      process.on('SIGTERM', stop)
-      process.on('SIGINT', stop)
+      for (const name of STOP_SIGNALS) process.on(name, stop)
     })
     log.info({ signal }, 'shutting down: finishing requests in flight')
+    watch?.close()
     await collector.close()
+    process.off('SIGHUP', hangUp)
     log.flush()
     return 0
   })

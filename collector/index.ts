@@ -143,7 +143,9 @@ export function eventFields(line: Uint8Array, fallbackTime: number): EventFields
   const ref = e.objectRef as Record<string, unknown> | undefined
   const status = e.responseStatus as Record<string, unknown> | undefined
   const ips = Array.isArray(e.sourceIPs) ? e.sourceIPs : []
-  const time = parseTime(e.stageTimestamp) ?? parseTime(e.requestReceivedTimestamp) ?? fallbackTime
+  // Only a time that can be printed is indexed (a batch's created_unix_ms is any int64 its signer chose):
+  // an event with none sorts at the Unix epoch rather than break every page that holds it.
+  const time = parseTime(e.stageTimestamp) ?? parseTime(e.requestReceivedTimestamp) ?? (isRenderableTime(fallbackTime) ? fallbackTime : 0)
   return {
     time,
     user: str(user.username),
@@ -166,7 +168,15 @@ export function eventFields(line: Uint8Array, fallbackTime: number): EventFields
 function parseTime(v: unknown): number | undefined {
   if (typeof v !== 'string') return undefined
   const ms = Date.parse(v)
-  return Number.isFinite(ms) ? ms : undefined
+  return isRenderableTime(ms) ? ms : undefined
+}
+
+/** Largest distance from the Unix epoch a Date holds (ECMA-262 21.4.1.22): past it, toISOString throws. */
+const MAX_DATE_MS = 8.64e15
+
+/** A whole number of ms that a Date can hold and print. */
+export function isRenderableTime(ms: number): boolean {
+  return Number.isSafeInteger(ms) && Math.abs(ms) <= MAX_DATE_MS
 }
 
 export interface OpenIndexOptions {

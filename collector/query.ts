@@ -10,7 +10,7 @@ import { closeSync, openSync, readSync } from 'node:fs'
 import { join } from 'node:path'
 import type { StatementSync } from 'node:sqlite'
 import { isSeverity, SEVERITIES, severityRank, type Severity } from '../proto/wire.ts'
-import { auditKey, type EventIndex } from './index.ts'
+import { auditKey, isRenderableTime, type EventIndex } from './index.ts'
 import { segmentName, streamDir } from './store.ts'
 
 export const DEFAULT_LIMIT = 100
@@ -68,7 +68,7 @@ export function parseQuery(kind: QueryKind, params: URLSearchParams): Query {
   const q: Query = { kind, limit: DEFAULT_LIMIT }
   const seen = new Set<string>()
   for (const [param, value] of params) {
-    if (!QUERY_PARAMS.includes(param)) throw new QueryError(param.slice(0, 64), `unknown parameter; known: ${QUERY_PARAMS.join(', ')}`)
+    if (!QUERY_PARAMS.includes(param)) throw new QueryError(echoableName(param), `unknown parameter; known: ${QUERY_PARAMS.join(', ')}`)
     if (seen.has(param)) throw new QueryError(param, 'given more than once; give each filter once')
     seen.add(param)
     if (value.length > MAX_VALUE_LENGTH) throw new QueryError(param, `value of ${value.length} characters is over the limit of ${MAX_VALUE_LENGTH}`)
@@ -106,13 +106,27 @@ export function parseQuery(kind: QueryKind, params: URLSearchParams): Query {
   return q
 }
 
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/
+/**
+ * An unknown parameter's name as messages and logs may show it: a short plain word (a typo of a
+ * filter). Anything longer may be a secret put where a name goes (`?TOKEN`): only its length is told.
+ */
+export function echoableName(param: string): string {
+  return /^[A-Za-z0-9_.-]{1,32}$/.test(param) ? param : `(a parameter name of ${param.length} characters, not repeated here)`
+}
+
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(?:Z|[+-](\d{2}):(\d{2}))$/
 
 function parseTimeParam(param: string, value: string): number {
   if (/^\d{1,15}$/.test(value)) return Number(value)
-  const ms = RFC3339.test(value) ? Date.parse(value) : NaN
-  if (!Number.isFinite(ms)) throw new QueryError(param, `${JSON.stringify(value)} is neither RFC 3339 (2026-11-25T10:00:00Z) nor Unix milliseconds`)
-  return ms
+  const m = RFC3339.exec(value)
+  if (!m) throw new QueryError(param, `${JSON.stringify(value)} is neither RFC 3339 (2026-11-25T10:00:00Z) nor Unix milliseconds`)
+  // Date.parse rolls an impossible day over (2026-02-30 becomes 2 March): every part is checked first.
+  const [year, month, day, hour, minute, second, offsetHour = 0, offsetMinute = 0] = [1, 2, 3, 4, 5, 6, 8, 9].map((i) => Number(m[i] ?? 0)) as [number, number, number, number, number, number, number, number]
+  const daysInMonth = month >= 1 && month <= 12 ? new Date(new Date(0).setUTCFullYear(year, month, 0)).getUTCDate() : 0
+  if (day < 1 || day > daysInMonth || hour > 23 || minute > 59 || second > 59 || offsetHour > 23 || offsetMinute > 59) {
+    throw new QueryError(param, `${JSON.stringify(value)} is not a real date and time (${daysInMonth > 0 ? `${m[1]}-${m[2]} has ${daysInMonth} days` : 'months run 01 to 12'}; hours 00-23, minutes and seconds 00-59)`)
+  }
+  return Date.parse(value)
 }
 
 export function encodeCursor(c: Cursor): string {
@@ -242,16 +256,25 @@ export interface FindingResult extends EventResult {
 /** A result whose event is still the stored JSON text: put into the answer line as it is, never re-serialized. */
 export type RawResult = Omit<EventResult, 'event'> & { finding?: FindingOut; eventJson: string }
 
-/** The answer line of a result (newline included). The event's text is copied, not parsed and printed again. */
+/**
+ * The answer line of a result (newline included). The event's text is copied, not parsed and printed
+ * again; only its raw line breaks go, so that every result is one line. They can only stand between
+ * JSON tokens (inside a string they are invalid JSON, and such a line is not indexed): a space keeps the value.
+ */
 export function resultLine(r: RawResult): string {
   const { eventJson, findings, finding, ...coordinates } = r
   const head = JSON.stringify(finding ? { ...coordinates, finding } : coordinates)
-  return `${head.slice(0, -1)},"event":${eventJson},"findings":${JSON.stringify(findings)}}\n`
+  return `${head.slice(0, -1)},"event":${eventJson.replace(/[\r\n]/g, ' ')},"findings":${JSON.stringify(findings)}}\n`
 }
 
 export function resultObject(r: RawResult): EventResult | FindingResult {
   const { eventJson, ...rest } = r
   return { ...rest, event: JSON.parse(eventJson) as unknown }
+}
+
+/** A row's time as RFC 3339; an index written before times were checked may hold one a Date cannot print. */
+function isoTime(ms: number): string {
+  return isRenderableTime(ms) ? new Date(ms).toISOString() : `unprintable (${ms} ms since the Unix epoch)`
 }
 
 export interface QueryAnswer<T> {
@@ -307,7 +330,7 @@ export class QueryEngine {
       stream: r.stream,
       sequence: r.sequence,
       recordIndex: r.record,
-      time: new Date(r.time).toISOString(),
+      time: isoTime(r.time),
       segment: segmentName(r.segment),
       offset: r.entry_offset,
       // Only lines that parsed as JSON objects are indexed: the text is valid JSON as it is.

@@ -8,7 +8,8 @@
 // Roles: `auditor` reads events and findings. Any other role name is accepted
 // (for future use) and grants nothing: its tokens get 403.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, unwatchFile, watchFile } from 'node:fs'
+import type { Logger } from 'pino'
 
 export type Permission = 'events' | 'findings'
 
@@ -31,7 +32,7 @@ export class ReadersError extends Error {
 const LINE = /^([a-z][a-z0-9-]{0,62})\s+sha256:([0-9a-f]{64})\s+([A-Za-z0-9][A-Za-z0-9._@-]{0,127})$/
 
 export class Readers {
-  readonly #byHash: Map<string, Reader & { hash: Buffer }>
+  #byHash: Map<string, Reader & { hash: Buffer }>
 
   constructor(entries: Array<Reader & { sha256: string }>) {
     this.#byHash = new Map()
@@ -53,6 +54,15 @@ export class Readers {
 
   roles(): string[] {
     return [...new Set([...this.#byHash.values()].map((r) => r.role))].sort()
+  }
+
+  names(): string[] {
+    return [...this.#byHash.values()].map((r) => r.name).sort()
+  }
+
+  /** Takes the readers of `other` in place of these: the next request is checked against them. */
+  replaceWith(other: Readers): void {
+    this.#byHash = new Map(other.#byHash)
   }
 }
 
@@ -105,4 +115,35 @@ export function newToken(role: string, name: string): { token: string; line: str
   const line = `${role} sha256:${sha256(token).toString('hex')} ${name}`
   if (!LINE.test(line)) throw new ReadersError(`role ${JSON.stringify(role)} or name ${JSON.stringify(name)} is not allowed (role: lowercase letters, digits, '-'; name: letters, digits, '.', '_', '@', '-')`)
   return { token, line }
+}
+
+export interface ReadersWatch {
+  /** Reads the file again now (SIGHUP); `reason` goes into the log line. */
+  reload(reason: string): void
+  close(): void
+}
+
+/**
+ * Keeps `readers` in step with `file`, as the agent's rules are: read again when it changes and on
+ * `reload()`. Polled (a stat every `intervalMs`), not watched: a ConfigMap or Secret is updated by
+ * swapping a symlink, which a watch on the file never sees. A file that cannot be read or parsed
+ * leaves the previous readers in place, and says why.
+ */
+export function watchReaders(file: string, readers: Readers, log: Logger, intervalMs = 1000): ReadersWatch {
+  const reload = (reason: string) => {
+    let next: Readers
+    try {
+      next = loadReaders(file)
+    } catch (err) {
+      log.error({ file, reason, err: (err as Error).message }, 'readers file not reloaded: the previous readers stay; fix the file')
+      return
+    }
+    const before = new Set(readers.names())
+    const after = new Set(next.names())
+    readers.replaceWith(next)
+    log.info({ file, reason, readers: next.size, added: [...after].filter((n) => !before.has(n)), removed: [...before].filter((n) => !after.has(n)) }, 'readers reloaded')
+  }
+  const onChange = () => reload('file changed')
+  watchFile(file, { interval: intervalMs, persistent: false }, onChange)
+  return { reload, close: () => unwatchFile(file, onChange) }
 }

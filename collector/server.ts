@@ -9,7 +9,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer } from 'node:https'
 import type { TLSSocket } from 'node:tls'
 import type { KeyObject } from 'node:crypto'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { promisify } from 'node:util'
 import { gunzip, zstdDecompress } from 'node:zlib'
 import { pino, type Logger } from 'pino'
@@ -27,12 +27,13 @@ import {
   PUSH_BATCH_PATH,
   V1_SERVICE_PATH,
   WireError,
+  WireLimitError,
   type Batch,
   type SealedBatch,
 } from '../proto/wire.ts'
 import { EventIndex, indexPath, IndexError } from './index.ts'
 import { LiveIndexer } from './live-indexer.ts'
-import { parseQuery, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
+import { parseQuery, QUERY_PARAMS, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
 import { may, type Readers } from './readers.ts'
 import { checkKeyContinuity, checkSeal } from './seal.ts'
 import { verifyStreamHeadRequest } from '../proto/signed-messages.ts'
@@ -56,6 +57,8 @@ export interface CollectorLimits {
   requestTimeoutMs: number
   keepAliveTimeoutMs: number
   maxConnections: number
+  /** Connections one remote address may hold at once: one client cannot take the whole table. */
+  maxConnectionsPerAddress: number
   /** Per-stream token bucket: PushBatch requests per second, and the burst allowed. */
   streamRequestsPerSecond: number
   streamBurst: number
@@ -73,6 +76,7 @@ export const DEFAULT_LIMITS: Readonly<CollectorLimits> = Object.freeze({
   requestTimeoutMs: 60_000,
   keepAliveTimeoutMs: 5_000,
   maxConnections: 1024,
+  maxConnectionsPerAddress: 64,
   streamRequestsPerSecond: 50,
   streamBurst: 200,
   maxStreamsPerKey: 4,
@@ -83,6 +87,9 @@ const HEAD_REQUEST_SKEW_MS = 5 * 60_000
 
 /** Bound on the token buckets kept: the least recently used stream's bucket goes first (it refills anyway). */
 const MAX_BUCKETS = 100_000
+/** With this share of maxConnections open, connections idle for IDLE_GRACE_MS are closed to make room. */
+const NEAR_FULL = 0.9
+const IDLE_GRACE_MS = 1000
 /** Per-code rejection warnings at most this often, so that a flood cannot flood the log. */
 const WARN_EVERY_MS = 10_000
 
@@ -162,7 +169,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   const stats: CollectorStats = { requests: 0, acceptedBatches: 0, duplicateBatches: 0, rejected: {} }
   const buckets = new TokenBuckets(limits.streamRequestsPerSecond, limits.streamBurst)
   const locks = new StreamLocks()
-  const lastWarned = new Map<ConnectCode, { at: number; suppressed: number }>()
+  /** By kind of refusal: a fixed, small set of keys. */
+  const lastWarned = new Map<string, { at: number; suppressed: number }>()
   let closing = false
 
   const serverOptions = {
@@ -184,6 +192,9 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     : createHttpServer(serverOptions, handle)
   server.maxConnections = limits.maxConnections
   server.keepAliveTimeout = limits.keepAliveTimeoutMs
+  const connections = new ConnectionTable(server, limits, (address) => {
+    warnThrottled('connections per address', 'refused a connection: its address holds too many', { remote: address, limit: limits.maxConnectionsPerAddress })
+  })
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
     route(req, res).catch((err: unknown) => {
@@ -230,17 +241,14 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       const close: Record<string, string> = req.complete ? {} : { connection: 'close' }
       if (err instanceof RateLimited) return reject(res, err.error, undefined, { ...close, 'retry-after': String(err.retryAfterSeconds) })
       if (err instanceof ConnectError) return reject(res, err, undefined, close)
-      if (err instanceof WireError) return reject(res, new ConnectError('invalid_argument', err.message), undefined, close)
+      if (err instanceof WireError) return reject(res, new ConnectError(err instanceof WireLimitError ? 'resource_exhausted' : 'invalid_argument', err.message), undefined, close)
       throw err
     }
   }
 
   async function pushBatch(body: Buffer, peer: CertificateNames): Promise<Uint8Array> {
-    const sealed = decodePushBatchRequest(body)
+    const sealed = decodePushBatchRequest(body, limits)
     if (sealed.length === 0) throw new ConnectError('invalid_argument', 'request.batches: empty; send at least one SealedBatch')
-    if (sealed.length > limits.maxBatchesPerRequest) {
-      throw new ConnectError('resource_exhausted', `request.batches: ${sealed.length} batches, over the limit of ${limits.maxBatchesPerRequest} per request; send fewer at a time`)
-    }
     const first = authenticate(sealed[0]!, 0)
     const streamId = first.batch.streamId
     checkPeerNamesStream(peer, streamId)
@@ -286,16 +294,13 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     if (problem) throw new ConnectError(problem.code, `${field}.${problem.field}: ${problem.reason}`)
     let batch: Batch
     try {
-      batch = decodeBatch(sealed.batch)
+      batch = decodeBatch(sealed.batch, limits)
     } catch (err) {
-      if (err instanceof WireError) throw new ConnectError('invalid_argument', `${field}.${err.message}`)
+      if (err instanceof WireError) throw new ConnectError(err instanceof WireLimitError ? 'resource_exhausted' : 'invalid_argument', `${field}.${err.message}`)
       throw err
     }
     if (!isValidStreamId(batch.streamId)) {
       throw new ConnectError('invalid_argument', `${field}.batch.stream_id: ${JSON.stringify(batch.streamId.slice(0, 64))} does not match ${STREAM_ID_PATTERN}`)
-    }
-    if (batch.records.length > limits.maxRecordsPerBatch) {
-      throw new ConnectError('resource_exhausted', `${field}.batch.records: ${batch.records.length} records, over the limit of ${limits.maxRecordsPerBatch} per batch`)
     }
     const long = batch.records.findIndex((r) => r.line !== undefined && r.line.length > limits.maxLineBytes)
     if (long >= 0) {
@@ -382,19 +387,20 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     const auth = req.headers.authorization ?? ''
     const m = /^Bearer\s+(\S+)\s*$/i.exec(auth)
     if (!m) {
-      log.warn({ path: url.pathname, remote: req.socket.remoteAddress, reason: auth ? 'malformed authorization header' : 'no token' }, 'query refused: not authenticated')
+      warnThrottled('query unauthenticated', 'query refused: not authenticated', { path: url.pathname, remote: req.socket.remoteAddress, reason: auth ? 'malformed authorization header' : 'no token' })
       return fail(401, 'missing bearer token: send \'Authorization: Bearer TOKEN\' with a token listed (as its SHA-256) in the collector\'s readers file', { 'www-authenticate': 'Bearer realm="auditrail"' })
     }
     const reader = options.readers.identify(m[1]!)
     if (!reader) {
-      log.warn({ path: url.pathname, remote: req.socket.remoteAddress, reason: 'unknown token' }, 'query refused: not authenticated')
+      warnThrottled('query unauthenticated', 'query refused: not authenticated', { path: url.pathname, remote: req.socket.remoteAddress, reason: 'unknown token' })
       return fail(401, 'unknown bearer token: its SHA-256 is not in the collector\'s readers file', { 'www-authenticate': 'Bearer realm="auditrail", error="invalid_token"' })
     }
     if (!may(reader, kind)) {
       log.warn({ reader: reader.name, role: reader.role, path: url.pathname }, 'query refused: role does not allow it')
       return fail(403, `reader ${reader.name} has role ${reader.role}, which may not read ${kind}; the auditor role may`)
     }
-    const params = Object.fromEntries([...url.searchParams].map(([k, v]) => [k.slice(0, 64), v.slice(0, 256)]))
+    // Known filters only: anything else (an access_token=...) may be a secret and is named in the error, by name.
+    const params = Object.fromEntries([...url.searchParams].filter(([k]) => QUERY_PARAMS.includes(k)).map(([k, v]) => [k, v.slice(0, 256)]))
     const started = performance.now()
     try {
       const q = parseQuery(kind, url.searchParams)
@@ -444,7 +450,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
 
   function reject(res: ServerResponse, error: ConnectError, status = error.httpStatus, headers: Record<string, string> = {}): void {
     stats.rejected[error.code] = (stats.rejected[error.code] ?? 0) + 1
-    warnThrottled(error)
+    warnThrottled(error.code, `rejected a request: ${error.message}`, { code: error.code })
     if (res.headersSent) {
       res.destroy()
       return
@@ -453,15 +459,16 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers }).end(body)
   }
 
-  function warnThrottled(error: ConnectError): void {
+  /** One warning per kind of refusal at most every WARN_EVERY_MS; the next says how many were left out. */
+  function warnThrottled(kind: string, message: string, fields: Record<string, unknown>): void {
     const now = Date.now()
-    const last = lastWarned.get(error.code)
+    const last = lastWarned.get(kind)
     if (last && now - last.at < WARN_EVERY_MS) {
       last.suppressed++
       return
     }
-    log.warn({ code: error.code, suppressedSinceLast: last?.suppressed ?? 0 }, `rejected a request: ${error.message}`)
-    lastWarned.set(error.code, { at: now, suppressed: 0 })
+    log.warn({ ...fields, suppressedSinceLast: last?.suppressed ?? 0 }, message)
+    lastWarned.set(kind, { at: now, suppressed: 0 })
   }
 
   await new Promise<void>((resolve, rejectListen) => {
@@ -523,12 +530,18 @@ async function readBody(req: IncomingMessage, encoding: BodyEncoding, limits: Co
   }
   const chunks: Buffer[] = []
   let total = 0
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    total += chunk.length
-    if (total > limits.maxBodyBytes) {
-      throw new ConnectError('resource_exhausted', `request body is over the limit of ${limits.maxBodyBytes} bytes; send fewer batches per request`)
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      total += chunk.length
+      if (total > limits.maxBodyBytes) {
+        throw new ConnectError('resource_exhausted', `request body is over the limit of ${limits.maxBodyBytes} bytes; send fewer batches per request`)
+      }
+      chunks.push(chunk)
     }
-    chunks.push(chunk)
+  } catch (err) {
+    if (err instanceof ConnectError) throw err
+    // The client went away mid-body: a refusal like the others (counted, its warnings throttled), not a failure of ours.
+    throw new ConnectError('canceled', `the client closed the connection after ${total} bytes of the body (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
   }
   const body = Buffer.concat(chunks, total)
   if (encoding === 'identity') {
@@ -543,6 +556,55 @@ async function readBody(req: IncomingMessage, encoding: BodyEncoding, limits: Co
       throw new ConnectError('resource_exhausted', `${encoding} body inflates past the limit of ${limits.maxDecompressedBytes} bytes; send fewer batches per request`)
     }
     throw new ConnectError('invalid_argument', `request body is not valid ${encoding} (${(err as Error).message})`)
+  }
+}
+
+/**
+ * The open connections by remote address, and since when each has been idle (no request in flight).
+ * A connection past its address's share is closed at once; when the table is nearly full (or full:
+ * Node then drops new ones), connections idle for a while are closed, so that an agent that needs a
+ * new connection gets one. Node's own closeIdleConnections would also close the one just accepted.
+ */
+class ConnectionTable {
+  readonly #byAddress = new Map<string, number>()
+  /** By "address:port", which the TCP socket and the TLS socket over it share. */
+  readonly #open = new Map<string, { socket: Socket; idleSince: number | undefined }>()
+
+  constructor(server: Server, limits: CollectorLimits, onRefused: (address: string) => void) {
+    server.on('connection', (socket: Socket) => {
+      const address = socket.remoteAddress ?? ''
+      const held = this.#byAddress.get(address) ?? 0
+      if (held >= limits.maxConnectionsPerAddress) {
+        onRefused(address)
+        socket.destroy()
+        return
+      }
+      if (this.#open.size >= limits.maxConnections * NEAR_FULL) this.closeIdle(IDLE_GRACE_MS)
+      const key = `${address}:${socket.remotePort}`
+      this.#byAddress.set(address, held + 1)
+      this.#open.set(key, { socket, idleSince: performance.now() })
+      socket.once('close', () => {
+        this.#open.delete(key)
+        const left = (this.#byAddress.get(address) ?? 1) - 1
+        if (left > 0) this.#byAddress.set(address, left)
+        else this.#byAddress.delete(address)
+      })
+    })
+    server.on('drop', () => this.closeIdle(IDLE_GRACE_MS))
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      const entry = this.#open.get(`${req.socket.remoteAddress}:${req.socket.remotePort}`)
+      if (!entry) return
+      entry.idleSince = undefined
+      res.once('close', () => (entry.idleSince = performance.now()))
+    })
+  }
+
+  /** Closes the connections idle for at least `graceMs`. */
+  closeIdle(graceMs: number): void {
+    const now = performance.now()
+    for (const { socket, idleSince } of this.#open.values()) {
+      if (idleSince !== undefined && now - idleSince >= graceMs) socket.destroy()
+    }
   }
 }
 

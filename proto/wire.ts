@@ -126,6 +126,29 @@ export class WireError extends Error {
   }
 }
 
+/**
+ * A message with more entries in a repeated field than the reader allows; found while
+ * reading, before the entries are decoded, so that a small body cannot build a huge object.
+ */
+export class WireLimitError extends WireError {
+  constructor(field: string, problem: string) {
+    super(field, problem)
+    this.name = 'WireLimitError'
+  }
+}
+
+/** How many entries of the repeated fields a decoder reads before it gives up (WireLimitError). */
+export interface WireLimits {
+  /** PushBatchRequest.batches */
+  maxBatchesPerRequest: number
+  /** Batch.records and Batch.findings, each; a batch's redacted paths, and its finding details, NESTED_PER_RECORD times this each. */
+  maxRecordsPerBatch: number
+}
+
+export const DEFAULT_WIRE_LIMITS: Readonly<WireLimits> = Object.freeze({ maxBatchesPerRequest: 64, maxRecordsPerBatch: 20_000 })
+/** Redacted paths and finding details per record, on average over a batch: far above what the agent writes. */
+const NESTED_PER_RECORD = 16
+
 /** SHA-256 of a batch's bytes: what the next batch's prev_digest must hold. */
 export function batchDigest(batchBytes: Uint8Array): Buffer {
   return createHash('sha256').update(batchBytes).digest()
@@ -135,8 +158,14 @@ export function encodeBatch(batch: Batch): Uint8Array {
   return types.Batch.encode(batch as unknown as Record<string, unknown>).finish()
 }
 
-export function decodeBatch(bytes: Uint8Array): Batch {
-  const m = decode(types.Batch, bytes, 'batch') as RawBatch
+export function decodeBatch(bytes: Uint8Array, limits: Pick<WireLimits, 'maxRecordsPerBatch'> = DEFAULT_WIRE_LIMITS): Batch {
+  const nested = limits.maxRecordsPerBatch * NESTED_PER_RECORD
+  const m = decode(types.Batch, bytes, 'batch', {
+    records: { max: limits.maxRecordsPerBatch, field: 'batch.records', unit: 'records per batch', todo: 'send fewer (the agent\'s batch.maxEvents)' },
+    findings: { max: limits.maxRecordsPerBatch, field: 'batch.findings', unit: 'findings per batch', todo: 'send fewer records per batch (the agent\'s batch.maxEvents)' },
+    redactedPaths: { max: nested, field: 'batch.records[].redacted_paths', unit: 'redacted paths per batch', todo: 'send fewer records per batch (the agent\'s batch.maxEvents)' },
+    details: { max: nested, field: 'batch.findings[].details', unit: 'finding details per batch', todo: 'send fewer records per batch, or fewer details per finding' },
+  }) as RawBatch
   const sequence = uint(m.sequence, 'batch.sequence')
   if (sequence < 1) throw new WireError('batch.sequence', 'must be 1 or more')
   const prevDigest = bytesOf(m.prevDigest)
@@ -183,8 +212,10 @@ export function encodePushBatchRequest(batches: SealedBatch[]): Uint8Array {
   return types.PushBatchRequest.encode({ batches }).finish()
 }
 
-export function decodePushBatchRequest(bytes: Uint8Array): SealedBatch[] {
-  const m = decode(types.PushBatchRequest, bytes, 'request') as { batches?: RawSealed[] }
+export function decodePushBatchRequest(bytes: Uint8Array, limits: Pick<WireLimits, 'maxBatchesPerRequest'> = DEFAULT_WIRE_LIMITS): SealedBatch[] {
+  const m = decode(types.PushBatchRequest, bytes, 'request', {
+    batches: { max: limits.maxBatchesPerRequest, field: 'request.batches', unit: 'batches per request', todo: 'send fewer at a time (the agent\'s collector.maxBatchesPerRequest)' },
+  }) as { batches?: RawSealed[] }
   return (m.batches ?? []).map((b, i) => sealedFrom(b, `request.batches[${i}]`))
 }
 
@@ -277,12 +308,69 @@ interface RawBatch {
   keyRotation?: { previousKeyId?: string; endorsement?: Uint8Array }
 }
 
-function decode(type: protobuf.Type, bytes: Uint8Array, what: string): unknown {
+/** The bound on one repeated field (by its protobufjs name), counted over the whole message. */
+interface RepeatedLimit {
+  max: number
+  /** The field as error messages name it, and what is counted. */
+  field: string
+  unit: string
+  /** What the sender should do instead. */
+  todo: string
+}
+
+/**
+ * Decodes a message once its repeated fields are known to be within `limits`: a first pass
+ * walks the fields without decoding them and stops at the first entry past a limit. A
+ * repeated field without a limit fails here, so that a new one cannot go unbounded.
+ */
+function decode(type: protobuf.Type, bytes: Uint8Array, what: string, limits: Record<string, RepeatedLimit> = {}): unknown {
   try {
+    if (hasRepeated(type)) countRepeated(type, protobuf.Reader.create(bytes), bytes.length, new Map(), limits)
     return type.decode(bytes)
   } catch (err) {
+    if (err instanceof WireError) throw err
     throw new WireError(what, `not a valid ${type.name} message (${(err as Error).message})`)
   }
+}
+
+/** Types that hold a repeated field, at any depth: only those are walked into. */
+const holdsRepeated = new Map<protobuf.Type, boolean>()
+function hasRepeated(type: protobuf.Type): boolean {
+  let has = holdsRepeated.get(type)
+  if (has === undefined) {
+    holdsRepeated.set(type, false) // a recursive type ends here
+    has = type.fieldsArray.some((f) => {
+      const sub = f.resolve().resolvedType
+      return f.repeated || f.map || (sub instanceof protobuf.Type && hasRepeated(sub))
+    })
+    holdsRepeated.set(type, has)
+  }
+  return has
+}
+
+function countRepeated(type: protobuf.Type, reader: protobuf.Reader, end: number, counts: Map<string, number>, limits: Record<string, RepeatedLimit>): void {
+  while (reader.pos < end) {
+    const tag = reader.uint32()
+    const wireType = tag & 7
+    const field = type.fieldsById[tag >>> 3]
+    if (field && (field.repeated || field.map)) {
+      const limit = limits[field.name]
+      if (!limit) throw new Error(`${type.name}.${field.name} is repeated and has no limit`)
+      const n = (counts.get(field.name) ?? 0) + 1
+      if (n > limit.max) throw new WireLimitError(limit.field, `more than ${limit.max} ${limit.unit}, over the limit; ${limit.todo}`)
+      counts.set(field.name, n)
+    }
+    const sub = field?.resolve().resolvedType
+    if (wireType === 2 && sub instanceof protobuf.Type && !field!.map && hasRepeated(sub)) {
+      const length = reader.uint32()
+      const subEnd = reader.pos + length
+      if (subEnd > end) throw new RangeError(`index out of range: ${subEnd} + 0 > ${end}`)
+      countRepeated(sub, reader, subEnd, counts, limits)
+    } else {
+      reader.skipType(wireType)
+    }
+  }
+  if (reader.pos > end) throw new RangeError(`index out of range: ${reader.pos} > ${end}`)
 }
 
 function sealedFrom(m: RawSealed, field: string): SealedBatch {

@@ -4,12 +4,27 @@
 import { createServer, type Server } from 'node:http'
 import type { Registry } from 'prom-client'
 
+/**
+ * Who connects here: Prometheus, the kubelet's probes, a person with curl; a handful at a time. Past
+ * the cap new connections are closed at once, so that a flood of them cannot take the descriptors
+ * the agent needs to open the audit log (20,600 idle connections once did).
+ */
+const MAX_CONNECTIONS = 64
+/** A connection silent this long is closed: an idle keep-alive, or a client that sends too slowly. */
+const IDLE_TIMEOUT_MS = 10_000
+
+export interface ObserveLimits {
+  maxConnections: number
+  idleTimeoutMs: number
+}
+
 export interface ObserveServer {
   url: string
   close(): Promise<void>
 }
 
-export async function startObserveServer(options: { listen: string; registry: Registry; ready: () => boolean }): Promise<ObserveServer> {
+export async function startObserveServer(options: { listen: string; registry: Registry; ready: () => boolean; limits?: Partial<ObserveLimits> }): Promise<ObserveServer> {
+  const limits: ObserveLimits = { maxConnections: MAX_CONNECTIONS, idleTimeoutMs: IDLE_TIMEOUT_MS, ...options.limits }
   const { host, port } = parseListen(options.listen)
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
@@ -33,6 +48,9 @@ export async function startObserveServer(options: { listen: string; registry: Re
   })
   server.requestTimeout = 10_000
   server.headersTimeout = 5_000
+  server.maxConnections = limits.maxConnections
+  // Inactivity on the socket, whatever the request's state (none yet, headers, keep-alive): destroyed.
+  server.timeout = limits.idleTimeoutMs
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, host, () => resolve())

@@ -2,7 +2,9 @@
 // (400 naming the parameter), that values never become SQL, that every query is
 // logged with the reader's name and never the token, and that nothing writes.
 import { createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { once } from 'node:events'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
@@ -10,7 +12,8 @@ import t, { type Test } from 'tap'
 import { parseReaders, ReadersError, newToken } from '../../collector/readers.ts'
 import { startCollector } from '../../collector/server.ts'
 import { encodePushBatchRequest, PUSH_BATCH_PATH } from '../../proto/wire.ts'
-import { generatedBatches, post, testKey, trustOf } from './fixtures.ts'
+import { runCli, waitFor } from '../e2e/processes.ts'
+import { Chain, generatedBatches, post, testKey, trustOf } from './fixtures.ts'
 
 const key = testKey()
 const AUDITOR = 'auditor-token-3f9c1b7e'
@@ -73,7 +76,9 @@ t.test('401 without a token or with an unknown one, 403 for a role that may not 
   const queries = c.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === 'query')
   t.match(queries[0], { reader: 'alice@example.com', role: 'auditor', kind: 'events', params: { limit: '5' }, results: 5, more: true, time: Number })
   t.match(queries[1], { reader: 'alice@example.com', kind: 'findings', results: Number })
-  t.equal(c.logs.filter((l) => /query refused/.test(l)).length, 4)
+  // Three 401s, throttled to one line (issue 20); the 403 names its reader.
+  t.equal(c.logs.filter((l) => /query refused: not authenticated/.test(l)).length, 1)
+  t.equal(c.logs.filter((l) => /query refused: role does not allow it/.test(l)).length, 1)
 })
 
 t.test('a bad filter gets 400 naming the parameter', async (t) => {
@@ -83,6 +88,12 @@ t.test('a bad filter gets 400 naming the parameter', async (t) => {
     ['code=abc', /bad parameter code: "abc" is not an HTTP status code/],
     ['since=yesterday', /bad parameter since: "yesterday" is neither RFC 3339/],
     ['until=2026-11-25', /bad parameter until: /],
+    ['since=2026-02-30T00:00:00Z', /bad parameter since: "2026-02-30T00:00:00Z" is not a real date and time \(2026-02 has 28 days/],
+    ['since=2028-02-30T00:00:00Z', /bad parameter since: .*2028-02 has 29 days/],
+    ['until=2026-13-01T00:00:00Z', /bad parameter until: .*months run 01 to 12/],
+    ['until=2026-04-31T10:00:00Z', /bad parameter until: .*2026-04 has 30 days/],
+    ['since=2026-01-01T24:00:00Z', /bad parameter since: .*hours 00-23/],
+    ['since=2026-01-01T10:00:00%2B24:00', /bad parameter since: .*not a real date/],
     ['since=2026-11-25T11:00:00Z&until=2026-11-25T10:00:00Z', /bad parameter until: must be after since/],
     ['limit=5000', /bad parameter limit: "5000" is not a whole number from 1 to 1000/],
     ['limit=0', /bad parameter limit/],
@@ -97,6 +108,38 @@ t.test('a bad filter gets 400 naming the parameter', async (t) => {
     t.equal(res.status, 400, qs.slice(0, 60))
     t.match(JSON.parse(res.text).error, message)
   }
+})
+
+t.test('a flood of 401s and of pushes cut off mid-body writes one warning per kind, not one per request', async (t) => {
+  const c = await collector(t)
+  const before = c.logs.length
+  for (let i = 0; i < 30; i++) t.equal((await get(c.url, '/v1/events', i % 2 ? 'wrong-token' : undefined)).status, 401)
+  for (let i = 0; i < 20; i++) {
+    const socket = connect(c.port, '127.0.0.1')
+    await once(socket, 'connect')
+    socket.write(`POST ${PUSH_BATCH_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/proto\r\nContent-Length: 100000\r\n\r\n${'x'.repeat(1000)}`)
+    await new Promise((r) => setTimeout(r, 10))
+    socket.destroy()
+  }
+  await waitFor('the collector to count the aborted pushes', () => (c.stats().rejected.canceled ?? 0) === 20, 5000, 20)
+  const lines = c.logs.slice(before)
+  t.equal(lines.filter((l) => /query refused: not authenticated/.test(l)).length, 1, 'one line for 30 refused queries')
+  t.equal(lines.filter((l) => /client closed the connection/.test(l)).length, 1, 'one line for 20 aborted pushes')
+  t.equal(lines.length, 2, lines.join(''))
+})
+
+t.test('a parameter that may hold a secret is never echoed, neither in the answer nor in the log', async (t) => {
+  const c = await collector(t)
+  const secret = 'art_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'
+  const byValue = await get(c.url, `/v1/events?user=alice&access_token=${secret}`, AUDITOR)
+  t.equal(byValue.status, 400)
+  t.match(JSON.parse(byValue.text).error, /bad parameter access_token: unknown parameter/)
+  const byName = await get(c.url, `/v1/events?${secret}`, AUDITOR)
+  t.equal(byName.status, 400)
+  t.match(JSON.parse(byName.text).error, /a parameter name of 47 characters, not repeated here/)
+  for (const text of [byValue.text, byName.text, ...c.logs]) t.notOk(text.includes(secret.slice(4)), 'the secret is nowhere')
+  const logged = c.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === 'query rejected: bad parameter')
+  t.same(logged[0].params, { user: 'alice' }, 'known filters are logged with their values')
 })
 
 t.test('values are parameters, never SQL; nothing reads outside the store; nothing writes', async (t) => {
@@ -118,6 +161,36 @@ t.test('values are parameters, never SQL; nothing reads outside the store; nothi
   const all = await get(c.url, '/v1/events?limit=1000', AUDITOR)
   t.equal(all.text.trim().split('\n').length, 600, 'everything is still there')
   t.same(readFileSync(join(c.dir, 'index.sqlite')), indexBefore, 'the index file is unchanged by queries')
+})
+
+t.test('defect 5: an event no Date can print and a line broken between JSON tokens leave every page whole', async (t) => {
+  const c = await collector(t)
+  // Signed by a trusted key, as the issue found: no timestamps in a batch created at -9e15 ms, and a raw newline (and CR) between tokens.
+  const hostile = new Chain('node-z', key).next([
+    '{"kind":"Event","auditID":"no-time","verb":"get"}',
+    '{"kind":"Event",\n"auditID":"split",\r\n"verb":"get","stageTimestamp":"2026-11-25T10:00:00Z"}',
+  ], { createdUnixMs: -9e15 })
+  t.equal((await post(c.url, PUSH_BATCH_PATH, encodePushBatchRequest([hostile]))).status, 200)
+  await c.indexer!.idle()
+  for (const path of ['/v1/events?limit=1000', '/v1/events?stream=node-z', '/v1/events?verb=get&limit=3', '/v1/events?auditId=split']) {
+    const res = await get(c.url, path, AUDITOR)
+    t.equal(res.status, 200, `${path}: ${res.text.slice(0, 200)}`)
+    const lines = res.text.split('\n').slice(0, -1)
+    t.ok(lines.every((l) => JSON.parse(l)), `${path}: every line is one JSON result`)
+  }
+  const page = (await get(c.url, '/v1/events?stream=node-z', AUDITOR)).text.trim().split('\n').map((l) => JSON.parse(l))
+  t.same(page.map((r) => [r.event.auditID, r.time]), [['no-time', '1970-01-01T00:00:00.000Z'], ['split', '2026-11-25T10:00:00.000Z']])
+
+  // The CLI, over HTTP and from the store directory, reads the same pages.
+  const tokenFile = join(c.dir, 'token')
+  writeFileSync(tokenFile, AUDITOR)
+  for (const source of [['--url', c.url, '--token-file', tokenFile], ['--store', c.dir]]) {
+    const json = await runCli(['query', ...source, '--stream', 'node-z', '--json'])
+    t.equal(json.code, 0, json.stderr)
+    t.same(json.stdout.toString().trim().split('\n').map((l) => JSON.parse(l).event.auditID), ['no-time', 'split'])
+    const table = await runCli(['query', ...source, '--limit', '1000'])
+    t.equal(table.code, 0, table.stderr)
+  }
 })
 
 t.test('the readers file holds hashes, never tokens, and says what is wrong', async (t) => {

@@ -209,7 +209,7 @@ t.test('request limits: body size, batches per request, records per batch, line 
   const chain = new Chain('node-a', key)
   const tooMany = await push(c.url, chain.grow(5))
   t.equal(tooMany.status, 429)
-  t.match(errorOf(tooMany).message, /5 batches, over the limit of 4/)
+  t.match(errorOf(tooMany).message, /request\.batches: more than 4 batches per request, over the limit/)
 
   const small = await collector(t, { maxBodyBytes: 1024 }, join(base, 'b'))
   const huge = await push(small.url, [new Chain('node-a', key).next(['x'.repeat(2000)])])
@@ -218,7 +218,8 @@ t.test('request limits: body size, batches per request, records per batch, line 
   t.match(errorOf(huge).message, /over the limit of 1024/)
 
   const records = await push(c.url, new Chain('node-a', key).grow(1, 6))
-  t.match(errorOf(records).message, /6 records, over the limit of 5/)
+  t.equal(errorOf(records).code, 'resource_exhausted')
+  t.match(errorOf(records).message, /batch\.records: more than 5 records per batch, over the limit/)
   const line = await push(c.url, [new Chain('node-a', key).next(['z'.repeat(101)])])
   t.match(errorOf(line).message, /records\[0\]\.line: 101 bytes, over the limit of 100/)
   t.notOk(readdirSync(join(c.dir, 'streams')).includes('node-a'), 'nothing stored')
@@ -291,4 +292,34 @@ t.test('a client that sends its headers slowly is cut off while others are serve
   t.equal((await push(c.url, new Chain('node-a', key).grow(1))).status, 200, 'another client is served meanwhile')
   await closed
   t.match(Buffer.concat(answer).toString(), /^HTTP\/1\.1 408/)
+})
+
+/** `count` connections from `localAddress` that never send a byte; the ones the collector closes are counted. */
+async function idleConnections(t: Test, port: number, localAddress: string, count: number) {
+  const sockets = await Promise.all(Array.from({ length: count }, async () => {
+    const socket = connect({ port, host: '127.0.0.1', localAddress })
+    socket.on('error', () => {})
+    await once(socket, 'connect')
+    return socket
+  }))
+  t.teardown(() => sockets.forEach((s) => s.destroy()))
+  return { open: () => sockets.filter((s) => !s.closed).length }
+}
+
+t.test('one address holding idle connections cannot lock agents out: a cap per address, idle ones closed when the table fills', async (t) => {
+  const c = await collector(t, { maxConnections: 40, maxConnectionsPerAddress: 10 })
+  const chain = new Chain('node-a', key)
+  const hog = await idleConnections(t, c.port, '127.0.0.2', 40)
+  await new Promise((r) => setTimeout(r, 200))
+  t.equal(hog.open(), 10, 'ten kept, the rest closed at once')
+  t.equal(await push(c.url, chain.grow(1)).then((r) => r.status, (err: Error) => err.message), 200, 'an agent gets in')
+
+  // Four more addresses fill the table; once they have idled a second, an agent's new connection makes room.
+  const others = await Promise.all(['127.0.0.3', '127.0.0.4', '127.0.0.5'].map((a) => idleConnections(t, c.port, a, 10)))
+  await new Promise((r) => setTimeout(r, 1100))
+  const next = chain.grow(1)
+  let status = 0
+  for (let attempt = 0; attempt < 3 && status !== 200; attempt++) status = await push(c.url, next).then((r) => r.status, () => 0)
+  t.equal(status, 200, 'served after at most a retry')
+  t.ok(hog.open() + others.reduce((n, o) => n + o.open(), 0) < 40, 'idle connections were closed')
 })

@@ -17,7 +17,7 @@
 import type { Writable } from 'node:stream'
 import { once } from 'node:events'
 import { decodeBatch, decodeSealedBatch, type Batch } from '../proto/wire.ts'
-import { listStreams, streamEntries } from './store.ts'
+import { listSegments, listStreams, streamEntries } from './store.ts'
 
 export const RECORD_PREFIX = '#auditrail '
 /** Output is gathered up to this size before a write, so that small lines do not each cost a write. */
@@ -56,6 +56,9 @@ export async function exportStream(dir: string, options: ExportOptions): Promise
 
   for await (const { segment, item } of streamEntries(dir, stream)) {
     if (item.kind === 'bad') {
+      // A live store's last entry may be still being written: a cut-short tail of the last segment is where
+      // the stream ends for now (what a restarted collector would cut), not damage.
+      if (item.torn && (await listSegments(dir, stream)).segments.at(-1)?.name === segment.name) break
       throw new ExportError(`stream ${stream}, segment ${segment.name}, byte ${item.offset}: ${item.reason}; run 'auditrail verify' on the store`)
     }
     const batch: Batch = decodeBatch(decodeSealedBatch(item.bytes).batch)

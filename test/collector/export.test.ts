@@ -1,3 +1,5 @@
+import { appendFileSync, readdirSync, statSync, truncateSync } from 'node:fs'
+import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import t, { type Test } from 'tap'
 import { exportStream, RECORD_PREFIX } from '../../collector/export.ts'
@@ -96,4 +98,19 @@ t.test('several streams: --stream is required and the error lists them', async (
   await t.rejects(collect(dir), /holds 2 streams; choose one with --stream: node-a, node-b/)
   t.equal((await collect(dir, { stream: 'node-b' })).toString(), 'b\n')
   await t.rejects(collect(dir, { stream: 'node-c' }), /no stream "node-c"/)
+})
+
+t.test('a live store\'s last entry still being written ends the export there; the same cut inside an earlier segment is damage', async (t) => {
+  const dir = await storeWith(t, { 'node-a': Array.from({ length: 12 }, (_, i) => [{ offset: i, line: Buffer.from(`{"n":${i},"pad":"${'p'.repeat(600)}"}`) }]) })
+  const streamDir = join(dir, 'streams', 'node-a')
+  const segments = readdirSync(streamDir).sort()
+  t.ok(segments.length >= 2)
+  const last = join(streamDir, segments.at(-1)!)
+  // Half of an entry's header and bytes: what a reader sees between an append's writes.
+  appendFileSync(last, Buffer.concat([Buffer.from([0, 0, 4, 0, 1, 2, 3, 4]), Buffer.alloc(100, 0x41)]))
+  const lines = (await collect(dir)).toString().split('\n').filter(Boolean)
+  t.equal(lines.length, 12, 'every complete entry, then the end')
+  const first = join(streamDir, segments[0]!)
+  truncateSync(first, statSync(first).size - 10)
+  await t.rejects(collect(dir), /run 'auditrail verify'/)
 })

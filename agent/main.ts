@@ -94,7 +94,7 @@ function agentConfigFromArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
 async function agentCommand(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
     process.stdout.write(`usage: auditrail agent [--config FILE] [--log PATH] [--state-dir DIR] [--collector URL] [--key FILE] [--node NAME]
-       [--stream-id ID] [--start-at beginning|end] [--metrics-listen HOST:PORT] [--log-level LEVEL]
+       [--stream-id ID] [--start-at oldest|live|end] [--metrics-listen HOST:PORT] [--log-level LEVEL]
        [--ca-file F] [--cert-file F --key-file F] [--allow-loose-key-permissions] [--allow-insecure-http]
 flags override the file; NODE_NAME sets the node when neither does.
 `)

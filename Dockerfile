@@ -30,8 +30,11 @@ COPY --from=deps /app/node_modules ./node_modules
 # package.json carries "type": "module", which the .ts sources need.
 COPY package.json ./
 COPY proto ./proto
+COPY shared ./shared
 COPY agent ./agent
 COPY collector ./collector
+# The auditrail binary (programs/main.ts) and the demo compose the agent and the collector.
+COPY programs ./programs
 # The demo (auditrail demo) writes its audit log with the generator.
 COPY scripts/audit-events.ts scripts/audit-log-writer.ts scripts/generate-audit-log.ts ./scripts/
 # The image's user is distroless' non-root "nonroot" (uid 65532): the collector and the tools run so.
@@ -41,5 +44,5 @@ USER 65532:65532
 # 9787: the agent's /metrics, /livez, /readyz. 8443: the collector.
 EXPOSE 9787 8443
 # The agent's V8 flags (agent/process-settings.ts says why; a test holds this line to it).
-ENTRYPOINT ["node", "--max-semi-space-size=8", "agent/main.ts"]
+ENTRYPOINT ["node", "--max-semi-space-size=8", "programs/main.ts"]
 CMD ["--help"]

@@ -23,7 +23,7 @@ import { loadOrCreateSalt } from './redact/salt.ts'
 import { CheckpointFile, type Checkpoint } from './state/checkpoint.ts'
 import { backupNaming } from './tail/backup-names.ts'
 import { QuarantineDirectory } from './tail/quarantine.ts'
-import { Tailer, type TailPosition, type TailRecord } from './tail/tailer.ts'
+import { Tailer, type Backlog, type TailChunk, type TailPosition, type TailRecord } from './tail/tailer.ts'
 
 export interface AgentDeps {
   logger: Logger
@@ -78,6 +78,8 @@ export class AuditAgent {
   /** The newest acknowledged checkpoint not yet being written, and the batches it covers. */
   #pendingCheckpoint: { checkpoint: Checkpoint; acked: SealedItem[] } | undefined
   #redact: ReturnType<typeof createRedactor> | undefined
+  /** The rotated backups found at start, until the reader is past them. */
+  #backfill: (Backlog & { lines: number; startedAt: number }) | undefined
   readonly #guard: Guard
   readonly #detectors: Detectors
 
@@ -157,16 +159,21 @@ export class AuditAgent {
       },
       onError: (err) => this.#log.error({ err: err.message }, 'tail problem'),
     })
-    await this.#tailer.start(checkpoint.position)
+    const backlog = await this.#tailer.start(checkpoint.position)
     if (!checkpoint.position) {
-      // A first start: remember where reading began before anything is acknowledged, so that a crash
-      // before the first acknowledgement resumes here (from the backup the live file becomes), not from
-      // whatever file is live by then.
+      // A first start: remember where reading began before anything is read, so that a crash before the
+      // first acknowledgement resumes here (following that file into the backups), not from whatever
+      // the oldest backup or the live file is by then.
       const position = this.#tailer.position()
       if (position) {
         this.#checkpointPosition = position
         await this.#checkpoints.save({ ...checkpoint, position })
       }
+    }
+    this.metrics.backfillFiles.set(backlog.files)
+    if (backlog.files > 0) {
+      this.#backfill = { ...backlog, lines: 0, startedAt: performance.now() }
+      this.#log.info({ files: backlog.files, from: this.#tailer.position()?.path, startAt: checkpoint.position ? 'checkpoint' : this.#config.tail.startAt }, 'reading rotated backups before the live file')
     }
     this.#synced = true
     this.#batcher = new Batcher(
@@ -249,6 +256,7 @@ export class AuditAgent {
         continue
       }
       const now = performance.now()
+      if (this.#backfill) this.#countBackfill(chunk)
       if (chunk.records.length > 0 || chunk.endOfFile) batcher.add(chunk, this.#process, now, drafts)
       batcher.takeDue(now, drafts)
       if (drafts.length === 0 && batcher.openedAt === undefined && now - this.#lastSealedAt >= heartbeatMs) {
@@ -261,6 +269,23 @@ export class AuditAgent {
         await this.#waitForChange(Math.max(1, Math.min(dueIn, this.#config.tail.appendCheckIntervalMs)))
       }
     }
+  }
+
+  /** Counts the lines read from the backups found at start, and says once when the reader is past them. */
+  #countBackfill(chunk: TailChunk): void {
+    const b = this.#backfill!
+    const rotatedAt = chunk.order.rotatedAt
+    if (rotatedAt !== undefined && rotatedAt <= b.rotatedUntil) {
+      let lines = 0
+      for (const r of chunk.records) if (r.kind !== 'gap') lines++
+      b.lines += lines
+      this.metrics.backfillLines.inc(lines)
+      if (!(chunk.endOfFile && rotatedAt === b.rotatedUntil)) return
+    } else if (chunk.records.length === 0) {
+      return
+    }
+    this.#log.info({ files: b.files, lines: b.lines, seconds: Math.round(performance.now() - b.startedAt) / 1000 }, 'read the rotated backups found at start; following the live file')
+    this.#backfill = undefined
   }
 
   #sealAll(drafts: BatchDraft[]): void {
@@ -392,7 +417,7 @@ export class AuditAgent {
    */
   async #syncChain(cp: Checkpoint): Promise<Checkpoint> {
     if (cp.streamId !== this.#config.streamId) {
-      throw new ChainError(`checkpoint ${this.#checkpoints.path} belongs to stream ${cp.streamId}, but this agent is configured as ${this.#config.streamId}; use another --state-dir, or move the checkpoint away to start the new stream from the live file`)
+      throw new ChainError(`checkpoint ${this.#checkpoints.path} belongs to stream ${cp.streamId}, but this agent is configured as ${this.#config.streamId}; use another --state-dir, or move the checkpoint away to start the new stream where tail.startAt says`)
     }
     const head = await this.#fetchHead()
     if (this.#stopping) return cp

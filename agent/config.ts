@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseDocument } from 'yaml'
 import type { RequestCompression } from './ship/sender.ts'
+import type { StartAt } from './tail/tailer.ts'
 
 export interface AgentConfig {
   node: string
@@ -14,7 +15,7 @@ export interface AgentConfig {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'
   tail: {
     path: string
-    startAt: 'beginning' | 'end'
+    startAt: StartAt
     maxLineBytes: number
     maxOpenFiles: number
     pollIntervalMs: number
@@ -89,7 +90,7 @@ export class ConfigError extends Error {
 
 type Field =
   | { kind: 'string'; default: string; env?: string }
-  | { kind: 'enum'; values: readonly string[]; default: string }
+  | { kind: 'enum'; values: readonly string[]; default: string; aliases?: Readonly<Record<string, string>> }
   | { kind: 'bool'; default: boolean }
   | { kind: 'int'; default: number; min: number; max: number }
   | { kind: 'bytes'; default: number; min: number; max: number }
@@ -105,7 +106,8 @@ const SCHEMA = {
   logLevel: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'], default: 'info' },
   tail: {
     path: { kind: 'string', default: '/var/log/kubernetes/audit/audit.log' },
-    startAt: { kind: 'enum', values: ['beginning', 'end'], default: 'beginning' },
+    // `beginning` was the name of `live` before `oldest` existed; old ConfigMaps keep working.
+    startAt: { kind: 'enum', values: ['oldest', 'live', 'end'], default: 'oldest', aliases: { beginning: 'live' } },
     maxLineBytes: { kind: 'bytes', default: 4 * MiB, min: 1024, max: 64 * MiB },
     maxOpenFiles: { kind: 'int', default: 16, min: 2, max: 1024 },
     pollInterval: { kind: 'duration', default: 1000, min: 10, max: 60_000 },
@@ -280,8 +282,10 @@ function readField(field: Field, value: unknown, key: string, where: string): un
   switch (field.kind) {
     case 'string':
       return typeof value === 'string' ? value : fail('a string')
-    case 'enum':
-      return typeof value === 'string' && field.values.includes(value) ? value : fail(`one of ${field.values.join(', ')}`)
+    case 'enum': {
+      const named = typeof value === 'string' && field.aliases && Object.hasOwn(field.aliases, value) ? field.aliases[value] : value
+      return typeof named === 'string' && field.values.includes(named) ? named : fail(`one of ${field.values.join(', ')}`)
+    }
     case 'bool':
       if (typeof value === 'boolean') return value
       if (value === 'true' || value === 'false') return value === 'true'
@@ -345,7 +349,7 @@ interface RawConfig {
   streamId: string
   stateDir: string
   logLevel: AgentConfig['logLevel']
-  tail: { path: string; startAt: 'beginning' | 'end'; maxLineBytes: number; maxOpenFiles: number; pollInterval: number; appendCheckInterval: number }
+  tail: { path: string; startAt: StartAt; maxLineBytes: number; maxOpenFiles: number; pollInterval: number; appendCheckInterval: number }
   quarantine: { dir: string; maxBytes: number }
   batch: { maxEvents: number; maxBytes: number; maxWait: number; heartbeatInterval: number }
   collector: Omit<AgentConfig['collector'], 'timeoutMs' | 'retryInitialDelayMs' | 'retryMaxDelayMs'> & { timeout: number; retry: { initialDelay: number; maxDelay: number } }

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util'
 import { KeyError, loadTrustedKeys } from '../proto/keys.ts'
-import { createLogger } from '../agent/observe/logger.ts'
+import { createLogger } from '../shared/logger.ts'
 import { ExportError, exportStream } from './export.ts'
 import { EventIndex, IndexError, indexPath, rebuildIndex } from './index.ts'
 import { parseQuery, QueryEngine, QueryError, QUERY_PARAMS, resultLine, resultObject, type EventResult, type FindingResult, type QueryKind } from './query.ts'

@@ -16,7 +16,12 @@ export interface AuditEventGeneratorOptions {
   eventsPerSecond?: number
   /** Cap for the rare huge events (an all-namespace secret list, up to 820 KB as measured); default 1 MiB - 1, under lumberjack's limit. */
   maxEventBytes?: number
+  /** Requests after which the attack story (ATTACKER's) is woven into the traffic, one step every few requests; default: no story. */
+  attackAfter?: number
 }
+
+/** The intruder of the attack story: a contractor's stolen kubeconfig, used from outside the office network. */
+export const ATTACKER = { username: 'dave@contractor.example', sourceIP: '203.0.113.45' } as const
 
 export type BadLineKind = 'not-json' | 'invalid-utf8' | 'oversize'
 
@@ -544,8 +549,59 @@ export function createAuditEventGenerator(options: AuditEventGeneratorOptions): 
     }],
     [0.15, () => ({ verb: 'list', uri: `/api/v1/namespaces/${pick(NAMESPACES)}/secrets`, user: {}, sourceIP: `198.51.100.${int(1, 254)}`, userAgent: 'python-requests/2.31.0', code: 401, latencyUs: latency(0.2, 2), unauthenticated: true, failure: { reason: 'Unauthorized', message: 'Unauthorized', details: {} } })],
   ]
+  // The attack story: probing what the stolen credential may do (a burst of 403s), a secret read where it may read,
+  // a privileged pod with the node's root filesystem, a shell in it, then cluster-admin for itself and every secret.
+  // Built only when asked for: its names draw on the PRNG, and every other log of a seed stays as it was.
+  const attackStory = (): Array<() => Req> => {
+    const attacker: User = { username: ATTACKER.username, groups: ['contractors', 'system:authenticated'] }
+    const intruder = { user: attacker, userAgent: KUBECTL, sourceIP: ATTACKER.sourceIP }
+    const shell = `node-shell-${alnum(5)}`
+    const probes = [['secrets', 'list', ''], ['nodes', 'list', ''], ['clusterrolebindings', 'create', RBAC_GROUP], ['pods', 'create', ''], ['secrets', 'get', '']] as const
+    return [
+      ...Array.from({ length: 22 }, (_, i) => () => {
+        const [resource, verb, group] = probes[i % probes.length]!
+        const clusterScoped = resource === 'clusterrolebindings' || resource === 'nodes'
+        const name = verb === 'get' ? 'kubeadm-certs' : undefined
+        const ref = group ? grouped(group, resource, undefined, name) : core(resource, clusterScoped ? undefined : 'kube-system', name)
+        const scope = clusterScoped ? 'at the cluster scope' : 'in the namespace "kube-system"'
+        return { verb, uri: path(ref), objectRef: ref, ...intruder, code: 403, latencyUs: latency(1, 4), failure: { reason: 'Forbidden', message: `${resource}${name ? ` "${name}"` : ''} is forbidden: User "${ATTACKER.username}" cannot ${verb} resource "${resource}" in API group "${group}" ${scope}`, details: { ...(name ? { name } : {}), ...(group ? { group } : {}), kind: resource } } }
+      }),
+      () => {
+        const ref = core('secrets', 'payments', 'ledger-credentials')
+        return { verb: 'get', uri: path(ref), objectRef: ref, ...intruder, code: 200, latencyUs: latency(2, 8), authzReason: '', responseObject: () => secretObject('payments', 'ledger-credentials', 48) }
+      },
+      () => {
+        const ref = core('pods', 'payments')
+        let built: ReturnType<typeof pod> | undefined
+        const obj = () => (built ??= pod('payments', shell, 'node-shell', 'control-plane-1', true))
+        return { verb: 'create', uri: `${path(ref)}?fieldManager=kubectl-run`, objectRef: ref, ...intruder, code: 201, latencyUs: latency(5, 30), authzReason: '', requestObject: () => submitted(obj()), responseObject: obj }
+      },
+      () => {
+        const ref = core('pods', 'payments', shell, 'exec')
+        return { verb: 'create', uri: `${path(ref)}?command=%2Fbin%2Fsh&container=node-shell&stdin=true&stdout=true&tty=true`, objectRef: ref, ...intruder, code: 101, latencyUs: latency(5_000, 30_000), streaming: true, authzReason: '' }
+      },
+      () => {
+        const ref = grouped(RBAC_GROUP, 'clusterrolebindings')
+        let built: object | undefined
+        const obj = () => (built ??= bindingObject('ClusterRoleBinding', 'contractor-admin', undefined, 'cluster-admin', ATTACKER.username))
+        return { verb: 'create', uri: path(ref), objectRef: ref, ...intruder, code: 201, latencyUs: latency(3, 12), authzReason: '', requestObject: () => submitted(obj()), responseObject: obj }
+      },
+      () => {
+        const ref = core('secrets')
+        return { verb: 'list', uri: path(ref), objectRef: ref, ...intruder, code: 200, latencyUs: latency(20, 80), authzReason: rbacReason('contractor-admin', 'cluster-admin', `User "${ATTACKER.username}"`), responseObject: () => list('Secret', 'v1', deployments.slice(0, 6).map((d) => secretObject(d.ns, `${d.app}-credentials`, 32))) }
+      },
+    ]
+  }
+  const attackAfter = options.attackAfter ?? Infinity
+  const story = options.attackAfter === undefined ? [] : attackStory()
+  if (options.attackAfter !== undefined && (!Number.isSafeInteger(attackAfter) || attackAfter < 0)) throw new Error(`audit events: attackAfter must be a whole number >= 0, got ${String(attackAfter)}`)
+  let requests = 0
+
   const totalWeight = kinds.reduce((sum, [w]) => sum + w, 0)
   const request = (): Req => {
+    // One story step every 40th request once it began: spread among the traffic, not a block of its own.
+    const step = (requests++ - attackAfter) / 40
+    if (Number.isInteger(step) && step >= 0 && step < story.length) return story[step]!()
     let r = rand() * totalWeight
     for (const [w, make] of kinds) {
       r -= w

@@ -29,7 +29,7 @@ import { expectedExport } from '../agent/redact/expected-export.ts'
 import { insertBenchmarkRow } from './benchmarks-doc.ts'
 import { generateAuditLog } from './generate-audit-log.ts'
 
-const MAIN = fileURLToPath(new URL('../agent/main.ts', import.meta.url))
+const MAIN = fileURLToPath(new URL('../programs/main.ts', import.meta.url))
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const STREAM = 'bench-node'
 

@@ -23,6 +23,8 @@ export interface GenerateAuditLogOptions extends Omit<AuditLogWriterOptions, 'pa
   /** Start of the events' virtual clock when rate is 0 (Unix ms); default now. Paced runs stamp events with the wall clock. */
   startTimeMs?: number
   nodeCount?: number
+  /** Weave the attack story (scripts/audit-events.ts, ATTACKER) into the traffic after this many requests. */
+  attackAfter?: number
   /** Called after each line is written, with the writer (its position() is where the line ends) and the line, newline included. */
   onLine?: (writer: AuditLogWriter, line: Buffer) => void
   /** Also append every line written here, in order: the concatenation an export must equal byte for byte. */
@@ -49,12 +51,12 @@ const BURST = 500
 
 /** Writes `events` generated events to `<dir>/audit.log` with rotation; stops early, cleanly, when `signal` aborts. */
 export async function generateAuditLog(options: GenerateAuditLogOptions, signal?: AbortSignal): Promise<GenerateAuditLogSummary> {
-  const { dir, events, rate = 0, seed = 1, startTimeMs, nodeCount, onLine, sourceFile, ...writerOptions } = options
+  const { dir, events, rate = 0, seed = 1, startTimeMs, nodeCount, attackAfter, onLine, sourceFile, ...writerOptions } = options
   if (!Number.isSafeInteger(events) || events < 0) throw new Error(`generate audit log: events must be a whole number >= 0, got ${String(events)}`)
   if (!(rate >= 0) || !Number.isFinite(rate)) throw new Error(`generate audit log: rate must be events per second >= 0, got ${String(rate)}`)
   mkdirSync(dir, { recursive: true })
   // Paced, the events' clock follows the wall clock at the chosen rate; unpaced, it runs at the measured 2,900/s from startTimeMs.
-  const generator = createAuditEventGenerator({ seed, startTimeMs: startTimeMs ?? Date.now(), ...(rate > 0 ? { eventsPerSecond: rate } : {}), ...(nodeCount === undefined ? {} : { nodeCount }) })
+  const generator = createAuditEventGenerator({ seed, startTimeMs: startTimeMs ?? Date.now(), ...(rate > 0 ? { eventsPerSecond: rate } : {}), ...(nodeCount === undefined ? {} : { nodeCount }), ...(attackAfter === undefined ? {} : { attackAfter }) })
   const writer = new AuditLogWriter({ ...writerOptions, path: join(dir, 'audit.log') })
   const source = sourceFile === undefined ? undefined : openSync(sourceFile, 'w', 0o600)
   const started = performance.now()

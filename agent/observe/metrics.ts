@@ -12,6 +12,8 @@ export class AgentMetrics {
   readonly quarantinedLines = this.#counter('auditrail_quarantined_lines_total', 'Lines over the length limit, kept on the node and replaced by a quarantine record, by whether their bytes were kept.', ['stored'])
   readonly gaps = this.#counter('auditrail_gaps_total', 'Declared losses: data removed or truncated before the agent could read it.', ['reason'])
   readonly rotations = this.#counter('auditrail_rotations_total', 'Files finished and followed to the next one (rotation, truncation, re-creation).')
+  readonly backfillFiles = this.#gauge('auditrail_backfill_files', 'Rotated backups waiting ahead of the live file when the agent started: the first start\'s backfill (tail.startAt: oldest), or the backlog after downtime.')
+  readonly backfillLines = this.#counter('auditrail_backfill_lines_total', 'Lines read from the rotated backups that were waiting when the agent started (included in auditrail_lines_read_total).')
   readonly redactedLines = this.#counter('auditrail_redacted_lines_total', 'Lines whose secret values were replaced before shipping.')
   readonly findings = this.#counter('auditrail_findings_total', 'Findings raised, by source, id and severity.', ['source', 'id', 'severity'])
   readonly rulesLoaded = this.#gauge('auditrail_rules_loaded', 'Guardrail rules running (enabled rules of the built-in pack and the user\'s directories).')

@@ -19,7 +19,7 @@ export interface Checkpoint {
 
 export class CheckpointError extends Error {
   constructor(file: string, problem: string) {
-    super(`checkpoint ${file}: ${problem}. If the file is damaged, move it away: the agent then asks the collector for the stream head and starts over from the live file.`)
+    super(`checkpoint ${file}: ${problem}. If the file is damaged, move it away: the agent then asks the collector for the stream head and starts over where tail.startAt says.`)
     this.name = 'CheckpointError'
   }
 }

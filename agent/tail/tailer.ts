@@ -38,6 +38,15 @@ export interface TailPosition {
   endOfFile: boolean
 }
 
+export type StartAt = 'oldest' | 'live' | 'end'
+
+/** Rotated files waiting ahead of the live file when reading starts: a first start's backfill, or a restart's backlog. */
+export interface Backlog {
+  files: number
+  /** Rotation time of the newest of them (0 when there are none): chunks up to it are backlog. */
+  rotatedUntil: number
+}
+
 export type TailRecord = SplitRecord | { kind: 'gap'; offset: number; gap: Gap }
 
 /** A run of records from one file. */
@@ -62,8 +71,11 @@ export interface TailerOptions {
   quarantine: QuarantineStore
   /** Upper bound on pinned files (descriptors held) ahead of the reader. */
   maxOpenFiles: number
-  /** Where to begin when there is no checkpoint: the start of the live file or its current end. */
-  startAt: 'beginning' | 'end'
+  /**
+   * Where to begin when there is no checkpoint: the oldest retained backup (then every newer one and the
+   * live file, as after a restart), the start of the live file, or its current end.
+   */
+  startAt: StartAt
   onRotation?: (from: string, to: string) => void
   onError?: (err: Error) => void
 }
@@ -109,9 +121,12 @@ export class Tailer {
     this.#naming = backupNaming(options.path)
   }
 
-  /** Positions the reader: at the checkpoint, or (first start) on the live file. */
-  async start(checkpoint: TailPosition | undefined): Promise<void> {
-    if (!checkpoint) return this.#startFresh()
+  /** Positions the reader: at the checkpoint, or (first start) where `startAt` says; returns the rotated files ahead. */
+  async start(checkpoint: TailPosition | undefined): Promise<Backlog> {
+    if (!checkpoint) {
+      await this.#startFresh()
+      return this.#backlog()
+    }
     const found = await this.#locate(checkpoint)
     const file: Tracked = found ?? {
       path: checkpoint.path,
@@ -125,6 +140,12 @@ export class Tailer {
     }
     this.#setCurrent(file, checkpoint.offset, checkpoint.endOfFile)
     await this.discover()
+    return this.#backlog()
+  }
+
+  #backlog(): Backlog {
+    const rotated = [this.#current?.file, ...this.#queue].flatMap((f) => (f?.order.rotatedAt === undefined ? [] : [f.order.rotatedAt]))
+    return { files: rotated.length, rotatedUntil: Math.max(0, ...rotated) }
   }
 
   /** The position reached so far (records up to it have been returned). */
@@ -220,6 +241,7 @@ export class Tailer {
   // --- starting
 
   async #startFresh(): Promise<void> {
+    if (this.#options.startAt === 'oldest' && (await this.#startAtOldestBackup())) return
     const live = await this.#openPlain(this.#options.path)
     // No live file yet: the next discovery queues it when it appears.
     if (!live) return
@@ -227,6 +249,23 @@ export class Tailer {
     let offset = 0
     if (this.#options.startAt === 'end') offset = await lastLineBoundary(live.source!)
     this.#setCurrent(live, offset, false)
+  }
+
+  /**
+   * Makes the oldest retained backup current and queues the newer ones and the live file, exactly as a
+   * restart whose checkpoint lies in that backup would. False when there is no backup left to open.
+   */
+  async #startAtOldestBackup(): Promise<boolean> {
+    // Retention may delete the oldest between the listing and the open: the next one is then the oldest.
+    for (const b of newerBackups(await this.#list(), 0)) {
+      const file: Tracked = { path: join(this.#naming.dir, b.name), identity: ZERO_IDENTITY, order: { rotatedAt: b.rotatedAt, liveAfter: b.rotatedAt }, source: undefined, backupName: b, queuedAt: 0 }
+      await this.#openByName(file)
+      if (file.lost) continue
+      this.#setCurrent(file, 0, false)
+      await this.discover()
+      return true
+    }
+    return false
   }
 
   /** Finds the checkpoint's file: the live file, a plain backup, or a complete gzip backup. */

@@ -17,6 +17,17 @@ t.test('defaults suit a kubeadm control-plane node; flags fill the rest', async 
   t.equal(c.observe.listen, '0.0.0.0:9787')
 })
 
+t.test('tail.startAt: oldest by default; live and end on request; beginning is the old name of live', async (t) => {
+  t.equal(loadAgentConfig({ overrides: base, env }).tail.startAt, 'oldest', 'a first start backfills the retained backups')
+  for (const [given, effective] of [['live', 'live'], ['end', 'end'], ['beginning', 'live']] as const) {
+    t.equal(loadAgentConfig({ overrides: { ...base, 'tail.startAt': given }, env }).tail.startAt, effective, given)
+  }
+  const dir = t.testdir({ 'a.yaml': 'tail:\n  startAt: beginning\n', 'b.yaml': 'tail:\n  startAt: first\n' })
+  t.equal(loadAgentConfig({ file: join(dir, 'a.yaml'), overrides: base, env }).tail.startAt, 'live', 'an old ConfigMap keeps working')
+  t.throws(() => loadAgentConfig({ file: join(dir, 'b.yaml'), overrides: base, env }), /tail\.startAt: expected one of oldest, live, end, got "first"/)
+  t.throws(() => loadAgentConfig({ overrides: { ...base, 'tail.startAt': 'toString' }, env }), /tail\.startAt: expected one of/, 'only the listed alias is one')
+})
+
 t.test('the node name comes from NODE_NAME when not set otherwise', async (t) => {
   const c = loadAgentConfig({ overrides: { 'collector.url': 'https://c:1' }, env: { NODE_NAME: 'cp-2' } })
   t.equal(c.node, 'cp-2')

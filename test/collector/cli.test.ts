@@ -7,7 +7,7 @@ import t from 'tap'
 import { decodePushBatchResponse, encodePushBatchRequest, PUSH_BATCH_PATH } from '../../proto/wire.ts'
 import { Chain, post, testKey } from './fixtures.ts'
 
-const main = fileURLToPath(new URL('../../agent/main.ts', import.meta.url))
+const main = fileURLToPath(new URL('../../programs/main.ts', import.meta.url))
 const key = testKey()
 
 function auditrail(args: string[]) {

@@ -35,7 +35,7 @@ t.test('SIGKILL the agent 20 times and the collector 3 times: still byte-identic
     await stopProcess(agent, 'SIGKILL')
     await stopProcess(collector, 'SIGKILL')
   })
-  // The first start reads the live file from its beginning: let the agent get there before the log moves.
+  // Crashes of a running agent are this test's subject; a crash before the first acknowledgement is test/e2e/first-start.test.ts's.
   await agentReady()
 
   const lines = realAuditLines(EVENTS)

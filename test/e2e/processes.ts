@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url'
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../../agent/process-settings.ts'
 import { eventKey } from './audit-source.ts'
 
-export const MAIN = fileURLToPath(new URL('../../agent/main.ts', import.meta.url))
+export const MAIN = fileURLToPath(new URL('../../programs/main.ts', import.meta.url))
 
 export interface Running {
   child: ChildProcess

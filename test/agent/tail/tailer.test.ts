@@ -1,6 +1,7 @@
 // The tailer against real files: rename rotation (plain and gzip), copy-truncate,
 // delete and re-create, truncation, half-written lines, oversized lines, and
-// restarts from a checkpoint after the file was rotated away.
+// restarts from a checkpoint after the file was rotated away, and a first start
+// that begins at the oldest retained backup.
 import { appendFileSync, copyFileSync, readFileSync, renameSync, rmSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
@@ -16,7 +17,7 @@ function makeTailer(dir: string, overrides: Partial<ConstructorParameters<typeof
     path: join(dir, 'audit.log'),
     maxLineBytes: 64 * 1024,
     maxOpenFiles: 8,
-    startAt: 'beginning',
+    startAt: 'live',
     quarantine: new QuarantineDirectory(join(dir, 'quarantine'), 10 * 1024 * 1024),
     ...overrides,
   })
@@ -183,6 +184,66 @@ t.test('a line over the limit becomes a quarantine record; its bytes are kept on
     t.equal(q.offset, line(1).length + 1)
     t.equal(readFileSync(q.quarantine.storedAs, 'utf8'), big)
   }
+})
+
+/** A log with three backups (the middle one gzipped, the newest caught mid-gzip: a partial .gz beside its .log) and a live file. */
+function logWithBackups(dir: string): string[] {
+  write(dir, range(0, 30))
+  rotate(dir)
+  write(dir, range(30, 60))
+  rotate(dir, true)
+  write(dir, range(60, 90))
+  const newest = rotate(dir)
+  writeFileSync(`${newest}.gz`, gzipSync(readFileSync(newest)).subarray(0, 20))
+  write(dir, range(90, 100))
+  return range(0, 100)
+}
+
+t.test('startAt oldest: a first start reads the retained backups oldest first (gzipped ones included), then the live file', async (t) => {
+  const dir = t.testdir()
+  const all = logWithBackups(dir)
+  const tailer = makeTailer(dir, { startAt: 'oldest' })
+  t.teardown(() => tailer.close())
+  const backlog = await tailer.start(undefined)
+  t.equal(backlog.files, 3, 'three backups ahead of the live file')
+  t.equal(backlog.rotatedUntil, clock, 'the backlog ends with the newest backup')
+  t.same(texts(await readRecords(tailer, 100)), all)
+  t.same((await tailer.read()).records, [], 'nothing twice')
+
+  const live = makeTailer(dir)
+  t.teardown(() => live.close())
+  t.same(await live.start(undefined), { files: 0, rotatedUntil: 0 }, 'startAt live: no backlog')
+  t.same(texts(await readRecords(live, 10)), all.slice(90), 'startAt live reads the live file only')
+})
+
+t.test('startAt oldest with no backup yet starts on the live file', async (t) => {
+  const dir = t.testdir()
+  write(dir, range(0, 5))
+  const tailer = makeTailer(dir, { startAt: 'oldest' })
+  t.teardown(() => tailer.close())
+  t.same(await tailer.start(undefined), { files: 0, rotatedUntil: 0 })
+  t.same(texts(await readRecords(tailer, 5)), range(0, 5))
+})
+
+t.test('the starting point of a first start, kept before reading, resumes in the backups after they were gzipped and the log rotated on', async (t) => {
+  const dir = t.testdir()
+  const all = logWithBackups(dir)
+  const first = makeTailer(dir, { startAt: 'oldest' })
+  await first.start(undefined)
+  const start = first.position()!
+  t.equal(start.offset, 0)
+  t.ok(start.order.rotatedAt, 'the starting point lies in a backup')
+  await first.close()
+  // While the agent is down: the oldest backup is gzipped, the live file rotates twice.
+  gzipAway(start.path)
+  rotate(dir)
+  write(dir, range(100, 120))
+  rotate(dir, true)
+  write(dir, range(120, 130))
+  const second = makeTailer(dir, { startAt: 'oldest' })
+  t.teardown(() => second.close())
+  t.equal((await second.start(start)).files, 5, 'the five backups from the starting point on')
+  t.same(texts(await readRecords(second, 130)), [...all, ...range(100, 130)])
 })
 
 t.test('restart: the checkpoint file was rotated and gzipped; it is finished from the offset, then the newer files', async (t) => {

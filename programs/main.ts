@@ -3,13 +3,13 @@
 // verifier and the tools around them. Each subcommand parses its own flags
 // strictly: an unknown flag is an error that names it.
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util'
-import { AuditAgent } from './agent.ts'
-import { createAlertDispatcher } from './alert/dispatcher.ts'
-import { AGENT_FLAGS, ConfigError, loadAgentConfig, type AgentConfig } from './config.ts'
-import { generateKeyPair } from './keygen.ts'
-import { createLogger } from './observe/logger.ts'
-import { AgentMetrics } from './observe/metrics.ts'
-import { startObserveServer } from './observe/server.ts'
+import { AuditAgent } from '../agent/agent.ts'
+import { createAlertDispatcher } from '../agent/alert/dispatcher.ts'
+import { AGENT_FLAGS, ConfigError, loadAgentConfig, type AgentConfig } from '../agent/config.ts'
+import { generateKeyPair } from '../agent/keygen.ts'
+import { createLogger } from '../shared/logger.ts'
+import { AgentMetrics } from '../agent/observe/metrics.ts'
+import { startObserveServer } from '../agent/observe/server.ts'
 
 const USAGE = `usage: auditrail <command> [flags]
 
@@ -39,8 +39,8 @@ const COMMANDS: Record<string, Command> = {
   export: async (argv) => (await import('../collector/cli.ts')).exportCommand(argv),
   query: async (argv) => (await import('../collector/cli.ts')).queryCommand(argv),
   demo: async (argv) => (await import('./demo.ts')).demoCommand(argv),
-  policy: async (argv) => (await import('./policy/cli.ts')).policyCommand(argv),
-  rules: async (argv) => (await import('./guard/cli.ts')).rulesCommand(argv),
+  policy: async (argv) => (await import('../agent/policy/cli.ts')).policyCommand(argv),
+  rules: async (argv) => (await import('../agent/guard/cli.ts')).rulesCommand(argv),
 }
 
 class UsageError extends Error {}
@@ -94,7 +94,7 @@ function agentConfigFromArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
 async function agentCommand(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
     process.stdout.write(`usage: auditrail agent [--config FILE] [--log PATH] [--state-dir DIR] [--collector URL] [--key FILE] [--node NAME]
-       [--stream-id ID] [--start-at beginning|end] [--metrics-listen HOST:PORT] [--log-level LEVEL]
+       [--stream-id ID] [--start-at oldest|live|end] [--metrics-listen HOST:PORT] [--log-level LEVEL]
        [--ca-file F] [--cert-file F --key-file F] [--allow-loose-key-permissions] [--allow-insecure-http]
 flags override the file; NODE_NAME sets the node when neither does.
 `)

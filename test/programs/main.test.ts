@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 
-const MAIN = fileURLToPath(new URL('../../agent/main.ts', import.meta.url))
+const MAIN = fileURLToPath(new URL('../../programs/main.ts', import.meta.url))
 
 function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -165,10 +165,16 @@ export function preview(v: unknown): string {
   return s.length > 60 ? `${s.slice(0, 60)}…` : s
 }
 
-/** The match block: every cheap test before the CEL condition. */
+/**
+ * The match block: every cheap test before the CEL condition. The rule set's
+ * index already narrows rules by verb and resource, but detectors call this
+ * directly, so it tests them too.
+ */
 export function matchesEvent(m: EventMatch, ev: AuditEvent): boolean {
   if (!m.stages.has(ev.stage)) return false
+  if (m.verbs && !m.verbs.has(ev.verb)) return false
   const ref = ev.objectRef
+  if (m.resources && !m.resources.has(ref?.resource ?? '')) return false
   if (m.subresources && !m.subresources.has(ref?.subresource ?? '')) return false
   if (m.apiGroups && !m.apiGroups.has(ref?.apiGroup ?? '')) return false
   if (m.namespaces && !m.namespaces.has(ref?.namespace)) return false

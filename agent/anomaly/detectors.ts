@@ -14,6 +14,7 @@ import { matchesEvent } from '../guard/event-filter.ts'
 import type { RuleFinding } from '../guard/rule-set.ts'
 import type { AgentMetrics } from '../observe/metrics.ts'
 import { compileDetector, KEY_FIELDS, type Detector } from './detector.ts'
+import type { GroupSpec } from '../guard/finding-groups.ts'
 import { SlidingWindowCount } from './sliding-window.ts'
 
 export const BUILTIN_DETECTORS_DIR = fileURLToPath(new URL('./builtin-detectors/', import.meta.url))
@@ -102,6 +103,11 @@ export class Detectors {
     const defs = loadDetectors([...(options.builtin ? [BUILTIN_DETECTORS_DIR] : []), ...options.dirs])
     this.#running = defs.map((d) => new RunningDetector(d, this.#clock))
     this.#metrics = options.metrics
+  }
+
+  /** How the findings of detector `id` group (undefined: no such detector). */
+  groupOf(id: string): GroupSpec | undefined {
+    return this.#running.find((r) => r.def.id === id)?.def.group
   }
 
   get detectors(): readonly Detector[] {

@@ -33,6 +33,8 @@ export function toPostableAlert(a: Alert, resolveTimeoutMs: number, now = Date.n
     namespace: a.namespace,
     resource: a.resource,
     auditrail: 'true',
+    // One alert per group: its opening, updates and end share these labels, so Alertmanager updates one alert.
+    group: f.details.group ?? '',
   }
   // An empty label is the same as no label to Alertmanager: leave it out rather than send "".
   for (const [k, v] of Object.entries(labels)) if (!v) delete labels[k]
@@ -48,8 +50,9 @@ export function toPostableAlert(a: Alert, resolveTimeoutMs: number, now = Date.n
   }
   // endsAt counts from the later of the event and now: a finding from a backlog read after an
   // outage must still arrive as firing, not as already resolved.
+  // A group's end resolves its alert now.
   const startsAt = a.eventMs
-  const endsAt = Math.max(startsAt, now) + resolveTimeoutMs
+  const endsAt = Math.max(startsAt, now) + (f.details.groupState === 'end' ? 0 : resolveTimeoutMs)
   return { labels, annotations, startsAt: new Date(startsAt).toISOString(), endsAt: new Date(endsAt).toISOString() }
 }
 

@@ -27,6 +27,7 @@ export const DEFAULT_MAX_GROUPS = 10_000
 const DEFAULT_RULE_WINDOW_MS = 3_600_000
 const MAX_KEY_PART = 256
 const MAX_THRESHOLD = 1_000_000
+const SWEEP_INTERVAL_MS = 1000
 
 /** What a group key may be made of. `key` is a detector's own key (details.key), `object` resource[/subresource]/name. */
 const BY_FIELDS: Record<string, (ev: AuditEvent, f: RuleFinding) => unknown> = {
@@ -123,6 +124,7 @@ export class FindingGroups {
   /** Groups evicted to keep the bound (an evicted group that was a finding gets no end). */
   evictions = 0
   #clockMs = 0
+  #lastSweepMs = -Infinity
 
   constructor(specOf: (finding: RuleFinding) => GroupSpec | undefined, maxGroups = DEFAULT_MAX_GROUPS) {
     this.#specOf = specOf
@@ -178,9 +180,15 @@ export class FindingGroups {
     return g
   }
 
-  /** Ends the groups whose window the clock has passed (call it as time moves; `rules test` at the end with Infinity). */
+  /**
+   * Ends the groups whose window the clock has passed. Called with each event's
+   * time, it looks at the groups at most once per second of event time (a
+   * sweep costs one look per group); Infinity ends them all.
+   */
   advance(nowMs: number, changes: GroupChange[]): void {
     if (nowMs > this.#clockMs) this.#clockMs = nowMs
+    if (nowMs - this.#lastSweepMs < SWEEP_INTERVAL_MS) return
+    this.#lastSweepMs = nowMs
     const ended: string[] = []
     for (const [key, g] of this.#groups.entries()) if (g.closesAtMs <= nowMs) ended.push(key)
     for (const key of ended) {

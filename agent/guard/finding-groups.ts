@@ -116,6 +116,8 @@ export interface GroupChange {
   /** open: the group became a finding (its first event, or its threshold-th); update: it grew; end: its window closed. */
   kind: 'open' | 'update' | 'end'
   group: FindingGroup
+  /** The group's count when it changed (the group itself goes on growing). */
+  count: number
 }
 
 export class FindingGroups {
@@ -153,7 +155,7 @@ export class FindingGroups {
     let g = this.#groups.get(key)
     if (g && t >= g.closesAtMs) {
       this.#groups.delete(key)
-      if (g.count >= g.threshold) changes.push({ kind: 'end', group: g })
+      if (g.count >= g.threshold) changes.push({ kind: 'end', group: g, count: g.count })
       g = undefined
     }
     if (!g) {
@@ -175,8 +177,8 @@ export class FindingGroups {
     if (t > g.lastMs) g.lastMs = t
     if (g.auditIds.length < MAX_GROUP_AUDIT_IDS) g.auditIds.push(finding.auditId)
     finding.details.group = g.groupId
-    if (g.count === g.threshold) changes.push({ kind: 'open', group: g })
-    else if (g.count > g.threshold) changes.push({ kind: 'update', group: g })
+    if (g.count === g.threshold) changes.push({ kind: 'open', group: g, count: g.count })
+    else if (g.count > g.threshold) changes.push({ kind: 'update', group: g, count: g.count })
     return g
   }
 
@@ -194,7 +196,7 @@ export class FindingGroups {
     for (const key of ended) {
       const g = this.#groups.get(key, { updateAgeOnGet: false })!
       this.#groups.delete(key)
-      if (g.count >= g.threshold) changes.push({ kind: 'end', group: g })
+      if (g.count >= g.threshold) changes.push({ kind: 'end', group: g, count: g.count })
     }
   }
 }
@@ -226,10 +228,10 @@ export function groupFinding(change: GroupChange): RuleFinding {
     ...g.first.details,
     group: g.groupId,
     groupState: change.kind,
-    groupCount: String(g.count),
+    groupCount: String(change.count),
     groupFirstSeen: new Date(g.firstMs).toISOString(),
     groupLastSeen: new Date(g.lastMs).toISOString(),
   }
-  const message = g.count > 1 ? `${g.first.message} (${g.count} events, ${details.groupFirstSeen} to ${details.groupLastSeen})` : g.first.message
+  const message = change.count > 1 ? `${g.first.message} (${change.count} events, ${details.groupFirstSeen} to ${details.groupLastSeen})` : g.first.message
   return { ...g.first, message: message.length > 1024 ? `${message.slice(0, 1023)}…` : message, details }
 }

@@ -15,7 +15,9 @@
 //     learning: 1h                      (with firstSeen) how long a new key is only learned
 //     unanswered: 60s                   a RequestReceived with no ResponseStarted/ResponseComplete within this time
 //     silence: 5m                       no audit event at all for this long (on the next event)
-//   coolDown: 10m                       a key that fired stays quiet this long (default: 10 times the window)
+//   coolDown: 10m                       a baseline or firstSeen key that fired stays quiet this long; a threshold
+//                                       detector reports every event of a burst instead, grouped (default: 10
+//                                       times the window; also the default group window)
 //   maxKeys: 5000                       state bound; the least recently seen key goes first
 //   group: { by, window }               optional; how its findings group (agent/guard/finding-groups.ts;
 //                                       default: by its key, for its coolDown)

@@ -13,7 +13,7 @@ import { readDefinitionDirectory } from './definition-files.ts'
 import { compileRule } from './rule.ts'
 import { BUILTIN_RULES_DIR, loadRuleSet, type RuleFinding, type RuleSet } from './rule-set.ts'
 import { eventTimeMs } from '../anomaly/detectors.ts'
-import { DEFAULT_MAX_GROUPS, FindingGroups, MAX_GROUP_AUDIT_IDS, type FindingGroup, type GroupChange } from './finding-groups.ts'
+import { DEFAULT_MAX_GROUPS, FindingGroups, groupFinding, MAX_GROUP_AUDIT_IDS, type GroupChange } from './finding-groups.ts'
 
 const USAGE = `usage: auditrail rules lint [--detectors] DIR...
        auditrail rules test [--rules DIR]... [--detectors DIR]... [--builtin] [--each] [--json] FILE...
@@ -107,7 +107,7 @@ async function test(argv: string[], io: Output): Promise<number> {
   const report = () => {
     for (const c of changes) {
       if (c.kind === 'open') count(c.group.first.source, c.group.first.id, c.group.first.severity).groups++
-      if (c.kind === 'end' && !values.each) io.out(values.json ? `${JSON.stringify(groupJson(c.group))}\n` : `${groupRow(c.group)}\n`)
+      if (c.kind === 'end' && !values.each) io.out(values.json ? `${JSON.stringify(groupJson(c))}\n` : `${groupRow(c)}\n`)
     }
     changes.length = 0
   }
@@ -147,13 +147,16 @@ async function test(argv: string[], io: Output): Promise<number> {
   return 0
 }
 
-function groupJson(g: FindingGroup) {
-  const f = g.first
+/** A group as it ended: the latest finding's message and details (a burst's extent), the first audit IDs. */
+function groupJson(c: GroupChange) {
+  const g = c.group
+  const f = groupFinding(c)
   return { group: g.groupId, source: f.source, id: f.id, severity: f.severity, message: f.message, key: g.key, count: g.count, firstSeen: new Date(g.firstMs).toISOString(), lastSeen: new Date(g.lastMs).toISOString(), auditIDs: g.auditIds, details: f.details }
 }
 
-function groupRow(g: FindingGroup): string {
-  const f = g.first
+function groupRow(c: GroupChange): string {
+  const g = c.group
+  const f = groupFinding(c)
   const more = g.count > g.auditIds.length ? ` (and ${g.count - g.auditIds.length} more)` : ''
   return `${new Date(g.firstMs).toISOString()}  ${new Date(g.lastMs).toISOString()}  ${String(g.count).padStart(6)}  ${f.severity.padEnd(8)}  ${f.source}:${f.id}  ${f.message}\n    audit IDs: ${g.auditIds.join(' ')}${more}`
 }

@@ -103,6 +103,8 @@ export interface FindingGroup {
   groupId: string
   key: string
   first: RuleFinding
+  /** The latest finding: an update or an end shows its details (a burst's extent so far). */
+  last: RuleFinding
   event: GroupEvent
   firstMs: number
   lastMs: number
@@ -163,6 +165,7 @@ export class FindingGroups {
         groupId: `${finding.id}-${createHash('sha256').update(`${key}\u0000${finding.auditId}`).digest('hex').slice(0, 16)}`,
         key: key.split('\u0000').slice(2).join(','),
         first: finding,
+        last: finding,
         event: slim(event),
         firstMs: t,
         lastMs: t,
@@ -174,6 +177,7 @@ export class FindingGroups {
       this.#groups.set(key, g)
     }
     g.count++
+    g.last = finding
     if (t > g.lastMs) g.lastMs = t
     if (g.auditIds.length < MAX_GROUP_AUDIT_IDS) g.auditIds.push(finding.auditId)
     finding.details.group = g.groupId
@@ -221,17 +225,22 @@ function slim(ev: AuditEvent): GroupEvent {
   }
 }
 
-/** The finding that stands for a group in an alert or a report: the first event's, with the group's extent in its details. */
+/**
+ * The finding that stands for a group in an alert or a report: its first event's at the opening,
+ * its latest one's after (so a burst's growing extent shows), with the group's id, state, count
+ * and first and last time in its details.
+ */
 export function groupFinding(change: GroupChange): RuleFinding {
   const g = change.group
+  const shown = change.kind === 'open' ? g.first : g.last
   const details: Record<string, string> = {
-    ...g.first.details,
+    ...shown.details,
     group: g.groupId,
     groupState: change.kind,
     groupCount: String(change.count),
     groupFirstSeen: new Date(g.firstMs).toISOString(),
     groupLastSeen: new Date(g.lastMs).toISOString(),
   }
-  const message = change.count > 1 ? `${g.first.message} (${change.count} events, ${details.groupFirstSeen} to ${details.groupLastSeen})` : g.first.message
-  return { ...g.first, message: message.length > 1024 ? `${message.slice(0, 1023)}…` : message, details }
+  const message = change.count > 1 ? `${shown.message} (${change.count} events, ${details.groupFirstSeen} to ${details.groupLastSeen})` : shown.message
+  return { ...shown, message: message.length > 1024 ? `${message.slice(0, 1023)}…` : message, details }
 }

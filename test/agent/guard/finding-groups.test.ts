@@ -3,7 +3,7 @@
 import t from 'tap'
 import { compileGroup, FindingGroups, groupFinding, MAX_GROUP_AUDIT_IDS, type GroupChange, type GroupSpec } from '../../../agent/guard/finding-groups.ts'
 import type { RuleFinding } from '../../../agent/guard/rule-set.ts'
-import { at } from '../anomaly/events.ts'
+import { at, T0 } from '../anomaly/events.ts'
 
 const fail = (m: string): never => {
   throw new Error(m)
@@ -48,7 +48,8 @@ t.test('the group keeps the first audit IDs, its extent, and tags every finding 
   t.same(g.auditIds, findings.slice(0, MAX_GROUP_AUDIT_IDS).map((f) => f.auditId))
   t.ok(findings.every((f) => f.details.group === g.groupId))
   const shown = groupFinding(changes.at(-1)!)
-  t.same([shown.details.groupState, shown.details.groupCount, shown.auditId], ['update', '150', findings[0]!.auditId])
+  t.same([shown.details.groupState, shown.details.groupCount, shown.auditId], ['update', '150', findings.at(-1)!.auditId], 'an update shows the latest finding')
+  t.equal(groupFinding({ kind: 'open', group: g, count: 1 }).auditId, findings[0]!.auditId, 'the opening its first')
   t.match(shown.message, /\(150 events, .* to .*\)$/)
 })
 
@@ -76,4 +77,23 @@ t.test('state is bounded: past the maximum the least recently grown group goes, 
   t.equal(groups.evictions, 400)
   t.equal(groups.size, 0, 'all ended at the end')
   t.equal(changes.filter((c) => c.kind === 'end').length, 100, 'only the groups still held get an end')
+})
+
+t.test('a burst\'s group ends with its extent: refused 200 times in 100 s, the end says 200', async (t) => {
+  const { Detectors } = await import('../../../agent/anomaly/detectors.ts')
+  const detectors = new Detectors({ builtin: true, dirs: [] })
+  const groups = new FindingGroups((f) => detectors.groupOf(f.id))
+  const changes: GroupChange[] = []
+  for (let i = 0; i < 200; i++) {
+    const ev = at(i * 500, { user: { username: 'mallory' }, responseStatus: { code: 403 } })
+    const out: RuleFinding[] = []
+    detectors.inspect(ev, out)
+    for (const f of out.filter((x) => x.id === 'forbidden-burst')) groups.add(f, ev, i * 500, changes)
+  }
+  groups.advance(Infinity, changes)
+  t.same(changes.filter((c) => c.kind !== 'update').map((c) => c.kind), ['open', 'end'], 'one group')
+  const end = groupFinding(changes.at(-1)!)
+  t.match(end.details, { groupState: 'end', burstCount: '200', burstFirstSeen: new Date(T0).toISOString(), burstLastSeen: new Date(T0 + 99_500).toISOString() })
+  t.ok(Number(end.details.burstPeak) > 100 && Number(end.details.burstPeak) < 200, `peak per minute ${end.details.burstPeak}`)
+  t.match(end.message, /the burst so far: 200 events/)
 })

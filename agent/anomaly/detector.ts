@@ -19,8 +19,9 @@
 //                                       detector reports every event of a burst instead, grouped (default: 10
 //                                       times the window; also the default group window)
 //   maxKeys: 5000                       state bound; the least recently seen key goes first
-//   group: { by, window }               optional; how its findings group (agent/guard/finding-groups.ts;
-//                                       default: by its key, for its coolDown)
+//   group: { by, window | quiet }       optional; how its findings group (agent/guard/finding-groups.ts;
+//                                       default: by its key, for its coolDown; a threshold detector's until
+//                                       its window goes quiet)
 //   enabled: false                      optional
 import type { AuditEvent } from '../audit/event.ts'
 import { CelCompileError, compilePredicate, type EventPredicate } from '../guard/cel.ts'
@@ -119,7 +120,8 @@ export function compileDetector(raw: unknown, file: string): Detector {
     trigger,
     coolDownMs,
     maxKeys: maxKeys as number,
-    group: compileGroup(r.group, 'detector', coolDownMs, fail),
+    // A burst is one group until its window goes quiet; other findings are one per key per coolDown.
+    group: compileGroup(r.group, 'detector', trigger.kind === 'threshold' ? { windowMs, quiet: true } : { windowMs: coolDownMs, quiet: false }, fail),
   }
 }
 

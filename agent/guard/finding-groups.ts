@@ -9,10 +9,12 @@
 //                                   the rule or detector id is always part of the key
 //     window: 1h                    a group lasts this long from its first event (event time);
 //                                   the next event after it opens a new group
+//     quiet: 60s                    instead of window: a group ends when no event has joined it for this long
 //     threshold: 5                  rules only: the group becomes a finding at its 5th event
 //
 // Defaults: a rule groups by user, namespace and object for 1h; a detector by its
-// own key for its coolDown. State is bounded: the least recently grown group goes
+// own key for its coolDown, a threshold detector until its window goes quiet (a
+// burst is one group however long it lasts). State is bounded: the least recently grown group goes
 // first, and is counted.
 import { createHash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
@@ -51,15 +53,17 @@ export interface GroupSpec {
   /** How the key is made, for people: field names or the CEL text. */
   by: string
   windowMs: number
+  /** The window counts from the group's latest event, not its first. */
+  quiet: boolean
   threshold: number
 }
 
-/** Parses `group` of a rule (threshold allowed) or a detector (default key: its own, window: its coolDown). */
-export function compileGroup(raw: unknown, kind: 'rule' | 'detector', defaultWindowMs: number | undefined, fail: (message: string) => never): GroupSpec {
+/** Parses `group` of a rule (threshold allowed) or a detector (default key: its own; `defaults`: its window or quiet time). */
+export function compileGroup(raw: unknown, kind: 'rule' | 'detector', defaults: { windowMs: number; quiet: boolean } | undefined, fail: (message: string) => never): GroupSpec {
   if (raw === undefined) raw = {}
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail('group: expected a mapping of by, window' + (kind === 'rule' ? ', threshold' : ''))
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail('group: expected a mapping of by, window or quiet' + (kind === 'rule' ? ', threshold' : ''))
   const g = raw as Record<string, unknown>
-  const keys = kind === 'rule' ? ['by', 'window', 'threshold'] : ['by', 'window']
+  const keys = kind === 'rule' ? ['by', 'window', 'quiet', 'threshold'] : ['by', 'window', 'quiet']
   for (const k of Object.keys(g)) if (!keys.includes(k)) fail(`group: unknown field ${JSON.stringify(k)}; group has ${keys.join(', ')}${k === 'threshold' ? ' (a detector has its trigger)' : ''}`)
   let keyOf: GroupSpec['keyOf']
   let by: string
@@ -82,10 +86,12 @@ export function compileGroup(raw: unknown, kind: 'rule' | 'detector', defaultWin
     keyOf = (ev, finding) => getters.map((get) => part(get(ev, finding))).join('\u0000')
     by = fields.join(', ')
   }
-  const windowMs = g.window === undefined ? (defaultWindowMs ?? DEFAULT_RULE_WINDOW_MS) : duration(g.window, 'group.window', fail)
+  if (g.window !== undefined && g.quiet !== undefined) fail('group: window or quiet, not both (a group ends a window after its first event, or a quiet time after its latest)')
+  const windowMs = g.window !== undefined ? duration(g.window, 'group.window', fail) : g.quiet !== undefined ? duration(g.quiet, 'group.quiet', fail) : (defaults?.windowMs ?? DEFAULT_RULE_WINDOW_MS)
+  const quiet = g.window === undefined && (g.quiet !== undefined || defaults?.quiet === true)
   const threshold = g.threshold ?? 1
   if (!Number.isInteger(threshold) || (threshold as number) < 1 || (threshold as number) > MAX_THRESHOLD) fail(`group.threshold: expected a whole number from 1 to ${MAX_THRESHOLD}`)
-  return { keyOf, by, windowMs, threshold: threshold as number }
+  return { keyOf, by, windowMs, quiet, threshold: threshold as number }
 }
 
 /** Event fields are hostile input: only strings and numbers make a key, and only so long. */
@@ -179,6 +185,7 @@ export class FindingGroups {
     g.count++
     g.last = finding
     if (t > g.lastMs) g.lastMs = t
+    if (spec.quiet) g.closesAtMs = g.lastMs + spec.windowMs
     if (g.auditIds.length < MAX_GROUP_AUDIT_IDS) g.auditIds.push(finding.auditId)
     finding.details.group = g.groupId
     if (g.count === g.threshold) changes.push({ kind: 'open', group: g, count: g.count })

@@ -9,7 +9,7 @@
 //   condition: CEL over `event`         optional; a missing field makes it false
 //   exceptions: [...]                   optional; any one that holds suppresses the finding (event-filter.ts)
 //   output: "text {{ CEL }} text"       the finding's message (default: who did which verb on which URI)
-//   group: { by, window, threshold }    optional; how its findings group into one (finding-groups.ts)
+//   group: { by, window|quiet, threshold } optional; how its findings group into one (finding-groups.ts)
 //   enabled: false                      optional; turns a rule (e.g. a built-in one of the same id) off
 import type { AuditEvent } from '../audit/event.ts'
 import { CelCompileError, compileExpression, compilePredicate, evaluateToText, type EventExpression, type EventPredicate } from './cel.ts'

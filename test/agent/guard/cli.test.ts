@@ -122,7 +122,7 @@ t.test('rules lint: every error with its place, exit 1; a good directory exits 0
   t.match(badGroups.out, /g\.yaml: rule g3: group\.threshold: expected a whole number from 1/)
   t.match(badGroups.out, /g\.yaml: rule g4: group\.by: .*\(line 1, column \d+ of the expression\)/)
   const badDetector = await run(['lint', '--detectors', join(groups, 'detectors')])
-  t.match(badDetector.out, /d\.yaml: detector d1: group: unknown field "threshold"; group has by, window \(a detector has its trigger\)/)
+  t.match(badDetector.out, /d\.yaml: detector d1: group: unknown field "threshold"; group has by, window, quiet \(a detector has its trigger\)/)
   await t.rejects(run(['frob']), /unknown subcommand "frob"/)
   await t.rejects(run(['test']), /test needs at least one audit log file/)
 })

@@ -29,6 +29,12 @@ t.test('one group per key and window: opened at the first event, grown, ended wh
   t.same(text, ['open:a:1', 'open:b:1', 'update:a:2', 'end:a:2', 'end:b:1', 'open:a:1', 'update:a:2', 'end:a:2'])
 })
 
+t.test('quiet: a group ends when nothing has joined it for that long, however long it lasted', async (t) => {
+  const steady: [number, string][] = Array.from({ length: 30 }, (_, i) => [i * 50_000, 'a'])
+  const { text } = run({ by: ['user'], quiet: '1m' }, [...steady, [30 * 50_000 + 61_000, 'a']])
+  t.same(text.filter((x) => !x.startsWith('update')), ['open:a:1', 'end:a:30', 'open:a:1', 'end:a:1'], '25 minutes of an event every 50 s is one group; a quiet minute ends it')
+})
+
 t.test('a threshold: below it, a group is no finding and ends unheard', async (t) => {
   const { text } = run({ by: ['user'], window: '1m', threshold: 3 }, [[0, 'a'], [1, 'b'], [2, 'a'], [3, 'a'], [4, 'a'], [5, 'b']])
   t.same(text, ['open:a:3', 'update:a:4', 'end:a:4'])
@@ -67,8 +73,9 @@ t.test('default key: rule, user, namespace and object; a CEL key; ids stable acr
   }
   t.match(idOf(), /^r-[0-9a-f]{16}$/)
   t.equal(idOf(), idOf(), 'the same first event gives the same group id (a replay names the same groups)')
-  const detector = compileGroup(undefined, 'detector', 600_000, fail)
-  t.same([detector.by, detector.windowMs, detector.keyOf(ev, finding('x', { key: 'user=alice' }))], ['key', 600_000, 'user=alice'])
+  const detector = compileGroup(undefined, 'detector', { windowMs: 600_000, quiet: false }, fail)
+  t.same([detector.by, detector.windowMs, detector.quiet, detector.keyOf(ev, finding('x', { key: 'user=alice' }))], ['key', 600_000, false, 'user=alice'])
+  t.throws(() => spec({ window: '1m', quiet: '1m' }), /group: window or quiet, not both/)
 })
 
 t.test('state is bounded: past the maximum the least recently grown group goes, and is counted', async (t) => {

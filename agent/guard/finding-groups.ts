@@ -27,6 +27,7 @@ import type { RuleFinding } from './rule-set.ts'
 export const MAX_GROUP_AUDIT_IDS = 100
 export const DEFAULT_MAX_GROUPS = 10_000
 const DEFAULT_RULE_WINDOW_MS = 3_600_000
+/** Longest text a group keeps of one event field (key parts, the first event's fields). */
 const MAX_KEY_PART = 256
 const MAX_THRESHOLD = 1_000_000
 const SWEEP_INTERVAL_MS = 1000
@@ -155,7 +156,7 @@ export class FindingGroups {
    * and appends what changed. `timeMs` is the event's time; the groups' clock is
    * the newest seen, so a replay gives the same groups.
    */
-  add(finding: RuleFinding, event: AuditEvent, timeMs: number | undefined, changes: GroupChange[]): FindingGroup {
+  add(finding: RuleFinding, event: AuditEvent, timeMs: number | undefined, changes: GroupChange[]): void {
     const spec = this.#specOf(finding) ?? FALLBACK
     const t = timeMs ?? this.#clockMs
     if (t > this.#clockMs) this.#clockMs = t
@@ -190,7 +191,6 @@ export class FindingGroups {
     finding.details.group = g.groupId
     if (g.count === g.threshold) changes.push({ kind: 'open', group: g, count: g.count })
     else if (g.count > g.threshold) changes.push({ kind: 'update', group: g, count: g.count })
-    return g
   }
 
   /**
@@ -217,18 +217,20 @@ const FALLBACK: GroupSpec = compileGroup(undefined, 'rule', undefined, (m) => {
   throw new Error(m)
 })
 
+/** What a group keeps of its first event: a few fields, each cut short (a user agent, for one, is the client's to choose). */
 function slim(ev: AuditEvent): GroupEvent {
   const ref = ev.objectRef
+  const cut = (v: unknown) => (typeof v === 'string' ? v.slice(0, MAX_KEY_PART) : undefined)
   return {
-    auditID: ev.auditID,
-    verb: ev.verb,
-    stage: ev.stage,
-    stageTimestamp: ev.stageTimestamp,
-    user: { username: ev.user?.username },
-    objectRef: ref && { resource: ref.resource, subresource: ref.subresource, namespace: ref.namespace, name: ref.name },
-    sourceIPs: ev.sourceIPs?.slice(0, 8),
-    userAgent: ev.userAgent,
-    requestURI: ev.requestURI?.split('?')[0]?.slice(0, 1024),
+    auditID: ev.auditID.slice(0, MAX_KEY_PART),
+    verb: ev.verb.slice(0, MAX_KEY_PART),
+    stage: ev.stage.slice(0, MAX_KEY_PART),
+    stageTimestamp: cut(ev.stageTimestamp),
+    user: { username: cut(ev.user?.username) },
+    objectRef: ref && { resource: cut(ref.resource), subresource: cut(ref.subresource), namespace: cut(ref.namespace), name: cut(ref.name) },
+    sourceIPs: ev.sourceIPs?.slice(0, 8).map((ip) => String(ip).slice(0, MAX_KEY_PART)),
+    userAgent: cut(ev.userAgent),
+    requestURI: cut(ev.requestURI?.split('?')[0]),
   }
 }
 

@@ -74,9 +74,12 @@ export class AlertmanagerSink implements AlertSink {
   readonly #token: SecretFile | undefined
   readonly #password: SecretFile | undefined
   readonly #abort = new AbortController()
+  readonly #groupUpdateMs: number
 
-  constructor(config: AlertConfig['alertmanager']) {
+  /** `groupUpdateMs`: alert.coolDown, the longest a growing group's alert goes without an update. */
+  constructor(config: AlertConfig['alertmanager'], groupUpdateMs = 0) {
     this.#config = config
+    this.#groupUpdateMs = groupUpdateMs
     this.#url = `${config.url}/api/v2/alerts`
     this.origin = originOf(config.url)
     this.#token = config.bearerTokenFile ? new SecretFile(config.bearerTokenFile, 'alert.alertmanager bearer token') : undefined
@@ -86,7 +89,8 @@ export class AlertmanagerSink implements AlertSink {
 
   async send(alerts: Alert[]): Promise<void> {
     const now = Date.now()
-    const body = JSON.stringify(alerts.map((a) => toPostableAlert(a, this.#config.resolveTimeoutMs, now)))
+    // A group's alert is updated at most once per cool-down and ended explicitly: it must not resolve by timeout in between.
+    const body = JSON.stringify(alerts.map((a) => toPostableAlert(a, this.#config.resolveTimeoutMs + (a.finding.details.group ? this.#groupUpdateMs : 0), now)))
     const headers: Record<string, string> = {}
     const secrets: string[] = []
     if (this.#token) await bearer(this.#token, headers, secrets)

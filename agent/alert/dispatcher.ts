@@ -270,7 +270,7 @@ export class AlertDispatcher {
 /** The sinks the configuration names (none when alerting is off). */
 export function configuredSinks(config: AlertConfig): AlertSink[] {
   const sinks: AlertSink[] = []
-  if (config.alertmanager.url) sinks.push(new AlertmanagerSink(config.alertmanager))
+  if (config.alertmanager.url) sinks.push(new AlertmanagerSink(config.alertmanager, config.coolDownMs))
   if (config.webhook.url) sinks.push(new WebhookSink(config.webhook))
   return sinks
 }

@@ -259,6 +259,20 @@ t.test('alerts follow the group: its opening and end always leave, its updates a
   t.ok(Date.parse(ended.endsAt) <= now && Date.parse(open.endsAt) > now, 'the end resolves it; the opening fires')
 })
 
+t.test('Alertmanager: a group\'s alert does not resolve by timeout between two updates (endsAt adds the cool-down)', async (t) => {
+  const rx = await receiver(t)
+  const alerts = new AlertDispatcher({ config: alertConfig({ alertmanager: { url: rx.url.replace('/hooks/auditrail', ''), resolveTimeout: '5m' }, coolDown: '10m' }), node: 'n', logger: capturedLogger().logger, metrics: new AgentMetrics() })
+  t.teardown(() => alerts.close())
+  const sent = Date.now()
+  alerts.offer(finding({ details: { group: 'g1', groupState: 'open', groupCount: '1' } }), event())
+  alerts.offer(finding({ id: 'ungrouped' }), event())
+  await alerts.idle()
+  const posted = rx.received.flatMap((r) => JSON.parse(r.body) as { labels: Record<string, string>; endsAt: string }[])
+  const endsIn = (name: string) => Date.parse(posted.find((a) => a.labels.alertname === name)!.endsAt) - sent
+  t.ok(endsIn('secret-read-by-unexpected-user') >= 15 * 60_000, `the group's alert lasts resolveTimeout + coolDown (${Math.round(endsIn('secret-read-by-unexpected-user') / 60_000)} min)`)
+  t.ok(endsIn('ungrouped') < 6 * 60_000, 'a finding outside any group: resolveTimeout alone')
+})
+
 t.test('cool-down state is bounded by alert.coolDownMaxKeys', async (t) => {
   const rx = await receiver(t)
   const alerts = new AlertDispatcher({ config: alertConfig({ webhook: { url: rx.url, format: 'array' }, coolDownMaxKeys: 100, maxAlertsPerRequest: 1000, queueSize: 100_000 }), node: 'n', logger: capturedLogger().logger, metrics: new AgentMetrics() })

@@ -10,7 +10,8 @@ import { verifySeal } from '../proto/signed-messages.ts'
 import { batchDigest, decodeBatch, type Batch, type Finding, type WireRecord } from '../proto/wire.ts'
 import { decodeAuditLine, type AuditEvent } from './audit/event.ts'
 import type { AgentConfig } from './config.ts'
-import { Detectors } from './anomaly/detectors.ts'
+import { Detectors, eventTimeMs } from './anomaly/detectors.ts'
+import { FindingGroups, groupFinding, type GroupChange } from './guard/finding-groups.ts'
 import { Guard } from './guard/guard.ts'
 import { AgentMetrics } from './observe/metrics.ts'
 import { Batcher, type ProcessedRecord } from './ship/batcher.ts'
@@ -28,7 +29,11 @@ import { Tailer, type Backlog, type TailChunk, type TailPosition, type TailRecor
 export interface AgentDeps {
   logger: Logger
   metrics?: AgentMetrics
-  /** Called with each finding as soon as its event is read (the alert path). */
+  /**
+   * The alert path, called as soon as an event is read that opens, grows or ends
+   * a finding group: with the group's finding (its first event's, the group's
+   * id, state, count and first and last time in `details`) and its first event.
+   */
   onFinding?: (finding: Omit<Finding, 'recordIndex'>, event: AuditEvent) => void
   /** Called after the checkpoint moved past acknowledged batches (the demo and benchmarks measure with it). */
   onAcknowledged?: (items: SealedItem[]) => void
@@ -82,6 +87,8 @@ export class AuditAgent {
   #backfill: (Backlog & { lines: number; startedAt: number }) | undefined
   readonly #guard: Guard
   readonly #detectors: Detectors
+  readonly #groups: FindingGroups
+  readonly #groupChanges: GroupChange[] = []
 
   constructor(config: AgentConfig, deps: AgentDeps) {
     this.#config = config
@@ -90,6 +97,7 @@ export class AuditAgent {
     this.metrics = deps.metrics ?? new AgentMetrics()
     this.#guard = new Guard({ builtin: config.rules.builtin, dirs: config.rules.dirs, logger: this.#log, metrics: this.metrics })
     this.#detectors = this.#loadDetectors()
+    this.#groups = new FindingGroups((f) => (f.source === 'rule' ? this.#guard.rules : this.#detectors).groupOf(f.id))
     this.#key = new SigningKeyFile(config.signing.keyFile, { allowLoosePermissions: config.signing.allowLoosePermissions })
     this.#checkpoints = new CheckpointFile(config.stateDir)
     const c = config.collector
@@ -330,10 +338,14 @@ export class AuditAgent {
     const findings: Omit<Finding, 'recordIndex'>[] = []
     this.#guard.inspect(event, findings)
     this.#detectors.inspect(event, findings)
+    const timeMs = eventTimeMs(event)
+    const changes = this.#groupChanges
+    if (timeMs !== undefined) this.#groups.advance(timeMs, changes)
     for (const f of findings) {
       this.metrics.findings.inc({ source: f.source, id: f.id, severity: f.severity })
-      this.#deps.onFinding?.(f, event)
+      this.#groups.add(f, event, timeMs, changes)
     }
+    if (changes.length > 0) this.#groupsChanged(changes)
     const record: WireRecord = { offset, line }
     const redacted = this.#redactLine(line, event, offset)
     if (redacted) {
@@ -343,6 +355,21 @@ export class AuditAgent {
     }
     const eventMs = event.stageTimestamp ? Date.parse(event.stageTimestamp) : 0
     return { record, findings, eventMs: Number.isFinite(eventMs) ? eventMs : 0 }
+  }
+
+  /** Alerts follow the groups: one when a group opens, updates as it grows (the dispatcher's cool-down spaces them), one when it ends. */
+  #groupsChanged(changes: GroupChange[]): void {
+    for (const c of changes) {
+      const f = c.group.first
+      if (c.kind === 'open') this.metrics.findingGroups.inc({ source: f.source, id: f.id, severity: f.severity })
+      this.#deps.onFinding?.(groupFinding(c), c.group.event as AuditEvent)
+    }
+    changes.length = 0
+    this.metrics.findingGroupsOpen.set(this.#groups.size)
+    if (this.#groups.evictions > 0) {
+      this.metrics.findingGroupEvictions.inc(this.#groups.evictions)
+      this.#groups.evictions = 0
+    }
   }
 
   #redactLine(line: Buffer, event: AuditEvent, offset: number): { line: Buffer; paths: string[] } | undefined {

@@ -51,9 +51,10 @@ export function buildAlert(finding: Omit<Finding, 'recordIndex'>, event: AuditEv
   }
 }
 
-/** What makes two findings the same incident: a detector's key (or else the user), the namespace, the resource. */
+/** What makes two findings the same incident: their group, else a detector's key (or the user), the namespace, the resource. */
 export function dedupKey(a: Alert): string {
-  return JSON.stringify([a.finding.id, a.finding.details.key ?? a.user, a.namespace, a.resource])
+  const group = a.finding.details.group
+  return group ? JSON.stringify(['group', group]) : JSON.stringify([a.finding.id, a.finding.details.key ?? a.user, a.namespace, a.resource])
 }
 
 /** A destination for alerts. `send` resolves when the receiver accepted every alert given, or throws SinkError. */

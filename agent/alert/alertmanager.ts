@@ -33,6 +33,8 @@ export function toPostableAlert(a: Alert, resolveTimeoutMs: number, now = Date.n
     namespace: a.namespace,
     resource: a.resource,
     auditrail: 'true',
+    // One alert per group: its opening, updates and end share these labels, so Alertmanager updates one alert.
+    group: f.details.group ?? '',
   }
   // An empty label is the same as no label to Alertmanager: leave it out rather than send "".
   for (const [k, v] of Object.entries(labels)) if (!v) delete labels[k]
@@ -48,8 +50,9 @@ export function toPostableAlert(a: Alert, resolveTimeoutMs: number, now = Date.n
   }
   // endsAt counts from the later of the event and now: a finding from a backlog read after an
   // outage must still arrive as firing, not as already resolved.
+  // A group's end resolves its alert now.
   const startsAt = a.eventMs
-  const endsAt = Math.max(startsAt, now) + resolveTimeoutMs
+  const endsAt = Math.max(startsAt, now) + (f.details.groupState === 'end' ? 0 : resolveTimeoutMs)
   return { labels, annotations, startsAt: new Date(startsAt).toISOString(), endsAt: new Date(endsAt).toISOString() }
 }
 
@@ -71,9 +74,12 @@ export class AlertmanagerSink implements AlertSink {
   readonly #token: SecretFile | undefined
   readonly #password: SecretFile | undefined
   readonly #abort = new AbortController()
+  readonly #groupUpdateMs: number
 
-  constructor(config: AlertConfig['alertmanager']) {
+  /** `groupUpdateMs`: alert.coolDown, the longest a growing group's alert goes without an update. */
+  constructor(config: AlertConfig['alertmanager'], groupUpdateMs = 0) {
     this.#config = config
+    this.#groupUpdateMs = groupUpdateMs
     this.#url = `${config.url}/api/v2/alerts`
     this.origin = originOf(config.url)
     this.#token = config.bearerTokenFile ? new SecretFile(config.bearerTokenFile, 'alert.alertmanager bearer token') : undefined
@@ -83,7 +89,8 @@ export class AlertmanagerSink implements AlertSink {
 
   async send(alerts: Alert[]): Promise<void> {
     const now = Date.now()
-    const body = JSON.stringify(alerts.map((a) => toPostableAlert(a, this.#config.resolveTimeoutMs, now)))
+    // A group's alert is updated at most once per cool-down and ended explicitly: it must not resolve by timeout in between.
+    const body = JSON.stringify(alerts.map((a) => toPostableAlert(a, this.#config.resolveTimeoutMs + (a.finding.details.group ? this.#groupUpdateMs : 0), now)))
     const headers: Record<string, string> = {}
     const secrets: string[] = []
     if (this.#token) await bearer(this.#token, headers, secrets)

@@ -79,13 +79,19 @@ export class AlertDispatcher {
   /** For AuditAgent's `onFinding`. */
   readonly onFinding: OnFinding = (finding, event) => this.offer(finding, event)
 
-  /** Queues a finding for every sink if it is severe enough and not within its cool-down. Never blocks, never throws. */
+  /**
+   * Queues a finding for every sink if it is severe enough and not within its
+   * cool-down. A group's finding (details.groupState open, update or end) is
+   * deduplicated by its group: open and end always pass. Never blocks, never throws.
+   */
   offer(finding: Omit<Finding, 'recordIndex'>, event: AuditEvent): void {
     try {
       if (severityRank(finding.severity) < this.#minRank) return
       const alert = buildAlert(finding, event, this.#node, performance.now())
       const key = dedupKey(alert)
-      if (this.#coolDown?.has(key)) {
+      // A group's opening and end always leave; its updates at most once per cool-down.
+      const state = finding.details.groupState
+      if (state !== 'open' && state !== 'end' && this.#coolDown?.has(key)) {
         this.#m.alertsDeduplicated.inc()
         return
       }
@@ -103,7 +109,8 @@ export class AlertDispatcher {
         }
       }
       // Only an alert that left (or will) starts a cool-down: a dropped one must not silence its repeats.
-      if (queued) this.#coolDown?.set(key, true)
+      if (queued && state !== 'end') this.#coolDown?.set(key, true)
+      if (state === 'end') this.#coolDown?.delete(key)
     } catch (err) {
       const now = Date.now()
       if (now - this.#lastOfferErrorMs >= DROP_LOG_INTERVAL_MS) {
@@ -263,7 +270,7 @@ export class AlertDispatcher {
 /** The sinks the configuration names (none when alerting is off). */
 export function configuredSinks(config: AlertConfig): AlertSink[] {
   const sinks: AlertSink[] = []
-  if (config.alertmanager.url) sinks.push(new AlertmanagerSink(config.alertmanager))
+  if (config.alertmanager.url) sinks.push(new AlertmanagerSink(config.alertmanager, config.coolDownMs))
   if (config.webhook.url) sinks.push(new WebhookSink(config.webhook))
   return sinks
 }

@@ -15,16 +15,22 @@
 //     learning: 1h                      (with firstSeen) how long a new key is only learned
 //     unanswered: 60s                   a RequestReceived with no ResponseStarted/ResponseComplete within this time
 //     silence: 5m                       no audit event at all for this long (on the next event)
-//   coolDown: 10m                       a key that fired stays quiet this long (default: 10 times the window)
+//   coolDown: 10m                       a baseline or firstSeen key that fired stays quiet this long; a threshold
+//                                       detector reports every event of a burst instead, grouped (default: 10
+//                                       times the window; also the default group window)
 //   maxKeys: 5000                       state bound; the least recently seen key goes first
+//   group: { by, window | quiet }       optional; how its findings group (agent/guard/finding-groups.ts;
+//                                       default: by its key, for its coolDown; a threshold detector's until
+//                                       its window goes quiet)
 //   enabled: false                      optional
 import type { AuditEvent } from '../audit/event.ts'
 import { CelCompileError, compilePredicate, type EventPredicate } from '../guard/cel.ts'
-import { compileExceptions, compileMatch, DefinitionError, MAX_TEXT_LENGTH, preview, stringList, type EventMatch, type EventTest } from '../guard/event-filter.ts'
+import { compileExceptions, compileMatch, DefinitionError, duration, MAX_TEXT_LENGTH, preview, stringList, type EventMatch, type EventTest } from '../guard/event-filter.ts'
 import { RULE_ID_PATTERN } from '../guard/rule.ts'
+import { compileGroup, type GroupSpec } from '../guard/finding-groups.ts'
 import { isSeverity, SEVERITIES, type Severity } from '../../proto/wire.ts'
 
-const KEYS = new Set(['id', 'title', 'severity', 'description', 'mitre', 'match', 'filter', 'exceptions', 'key', 'window', 'trigger', 'coolDown', 'maxKeys', 'enabled'])
+const KEYS = new Set(['id', 'title', 'severity', 'description', 'mitre', 'match', 'filter', 'exceptions', 'key', 'window', 'trigger', 'coolDown', 'maxKeys', 'enabled', 'group'])
 const MAX_KEYS_LIMIT = 1_000_000
 export const DEFAULT_MAX_KEYS = 5000
 
@@ -61,6 +67,7 @@ export interface Detector {
   trigger: Trigger
   coolDownMs: number
   maxKeys: number
+  group: GroupSpec
 }
 
 export function compileDetector(raw: unknown, file: string): Detector {
@@ -94,6 +101,7 @@ export function compileDetector(raw: unknown, file: string): Detector {
   const trigger = compileTrigger(r.trigger, fail)
   if (key.length === 0 && trigger.kind !== 'unanswered' && trigger.kind !== 'silence') fail(`key: a ${trigger.kind} detector counts per key: name one or more of ${Object.keys(KEY_FIELDS).join(', ')}`)
   const windowMs = r.window === undefined && (trigger.kind === 'unanswered' || trigger.kind === 'silence') ? 0 : duration(r.window, 'window', fail)
+  const coolDownMs = r.coolDown === undefined ? Math.max(windowMs * 10, 60_000) : duration(r.coolDown, 'coolDown', fail)
   const maxKeys = r.maxKeys ?? DEFAULT_MAX_KEYS
   if (!Number.isInteger(maxKeys) || (maxKeys as number) < 1 || (maxKeys as number) > MAX_KEYS_LIMIT) fail(`maxKeys: expected a whole number from 1 to ${MAX_KEYS_LIMIT}`)
   return {
@@ -110,8 +118,10 @@ export function compileDetector(raw: unknown, file: string): Detector {
     key,
     windowMs,
     trigger,
-    coolDownMs: r.coolDown === undefined ? Math.max(windowMs * 10, 60_000) : duration(r.coolDown, 'coolDown', fail),
+    coolDownMs,
     maxKeys: maxKeys as number,
+    // A burst is one group until its window goes quiet; other findings are one per key per coolDown.
+    group: compileGroup(r.group, 'detector', trigger.kind === 'threshold' ? { windowMs, quiet: true } : { windowMs: coolDownMs, quiet: false }, fail),
   }
 }
 
@@ -141,14 +151,4 @@ function compileTrigger(raw: unknown, fail: (message: string) => never): Trigger
     default:
       return { kind: 'silence', afterMs: duration(t.silence, 'trigger.silence', fail) }
   }
-}
-
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
-
-/** "250ms", "60s", "5m", "1h" → milliseconds. */
-export function duration(v: unknown, field: string, fail: (message: string) => never): number {
-  const m = typeof v === 'string' ? /^(\d+)(ms|s|m|h)$/.exec(v) : null
-  const ms = m ? Number(m[1]) * UNITS[m[2]!]! : NaN
-  if (!Number.isSafeInteger(ms) || ms < 1 || ms > 7 * 24 * 3_600_000) return fail(`${field}: expected a duration such as 60s, 5m or 1h (at most 7 days), got ${preview(v)}`)
-  return ms
 }

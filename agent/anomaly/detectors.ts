@@ -14,6 +14,7 @@ import { matchesEvent } from '../guard/event-filter.ts'
 import type { RuleFinding } from '../guard/rule-set.ts'
 import type { AgentMetrics } from '../observe/metrics.ts'
 import { compileDetector, KEY_FIELDS, type Detector } from './detector.ts'
+import type { GroupSpec } from '../guard/finding-groups.ts'
 import { SlidingWindowCount } from './sliding-window.ts'
 
 export const BUILTIN_DETECTORS_DIR = fileURLToPath(new URL('./builtin-detectors/', import.meta.url))
@@ -35,8 +36,10 @@ export function loadDetectors(dirs: readonly string[]): Detector[] {
 interface KeyState {
   coolUntil: number
 }
-interface ThresholdState extends KeyState {
+interface ThresholdState {
   window: SlidingWindowCount
+  /** From the crossing of the threshold until a window passes without a matching event: how big it became. */
+  burst: { fromMs: number; lastMs: number; total: number; peak: number } | undefined
 }
 interface BaselineState extends KeyState {
   windowIndex: number
@@ -104,6 +107,11 @@ export class Detectors {
     this.#metrics = options.metrics
   }
 
+  /** How the findings of detector `id` group (undefined: no such detector). */
+  groupOf(id: string): GroupSpec | undefined {
+    return this.#running.find((r) => r.def.id === id)?.def.group
+  }
+
   get detectors(): readonly Detector[] {
     return this.#running.map((r) => r.def)
   }
@@ -152,15 +160,31 @@ export class Detectors {
     if (this.#clockMs - this.#lastSweepMs >= 1000) this.#sweep(event, out)
   }
 
+  /**
+   * Every event past the threshold is a finding of the burst (they group into one by key), and says how
+   * big the burst has become: its events since the window it crossed in, first and last time, peak per
+   * window. So the group's last finding, which its end carries, gives the burst's extent.
+   */
   #threshold(d: RunningDetector, threshold: number, event: AuditEvent, timeMs: number, out: DetectorFinding[]): void {
     const key = d.keyOf(event)
     let s = d.keys.get(key) as ThresholdState | undefined
-    if (!s) d.keys.set(key, (s = { window: new SlidingWindowCount(d.def.windowMs), coolUntil: 0 }))
+    if (!s) d.keys.set(key, (s = { window: new SlidingWindowCount(d.def.windowMs), burst: undefined }))
     const count = s.window.add(timeMs)
-    if (count <= threshold || timeMs < s.coolUntil) return
-    s.coolUntil = timeMs + d.def.coolDownMs
-    out.push(finding(d.def, event, `${count} events in ${seconds(d.def.windowMs)} for ${key}, more than the threshold of ${threshold}: ${d.def.title}`, {
-      count: String(count), threshold: String(threshold), window: seconds(d.def.windowMs), key,
+    if (count < 0) return
+    const windowMs = d.def.windowMs
+    let b = s.burst
+    if (b && timeMs - b.lastMs > windowMs) b = s.burst = undefined // a quiet window ended it
+    if (b) {
+      b.total++
+      if (timeMs > b.lastMs) b.lastMs = timeMs
+      if (count > b.peak) b.peak = count
+    }
+    if (count <= threshold) return
+    if (!b) b = s.burst = { fromMs: s.window.oldestMs() ?? timeMs, lastMs: timeMs, total: count, peak: count }
+    const extent = b.total > count ? `; the burst so far: ${b.total} events from ${new Date(b.fromMs).toISOString()} to ${new Date(b.lastMs).toISOString()}, at most ${b.peak} in ${seconds(windowMs)}` : ''
+    out.push(finding(d.def, event, `${count} events in ${seconds(windowMs)} for ${key}, more than the threshold of ${threshold}${extent}: ${d.def.title}`, {
+      count: String(count), threshold: String(threshold), window: seconds(windowMs), key,
+      burstCount: String(b.total), burstFirstSeen: new Date(b.fromMs).toISOString(), burstLastSeen: new Date(b.lastMs).toISOString(), burstPeak: String(b.peak),
     }))
   }
 

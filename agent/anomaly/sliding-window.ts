@@ -25,6 +25,12 @@ export class SlidingWindowCount {
     return this.#total
   }
 
+  /** The start of the oldest bucket in the window that holds an event (to a bucket, a twelfth of the window); undefined when empty. */
+  oldestMs(): number | undefined {
+    for (let b = this.#head - BUCKETS + 1; b <= this.#head; b++) if (this.#counts[((b % BUCKETS) + BUCKETS) % BUCKETS]! > 0) return b * this.#bucketMs
+    return undefined
+  }
+
   #advance(bucket: number): void {
     const steps = Math.min(BUCKETS, bucket - this.#head)
     for (let i = 1; i <= steps; i++) {

@@ -12,18 +12,23 @@ import type { QuarantineStore } from '../tail/quarantine.ts'
 import { readDefinitionDirectory } from './definition-files.ts'
 import { compileRule } from './rule.ts'
 import { BUILTIN_RULES_DIR, loadRuleSet, type RuleFinding, type RuleSet } from './rule-set.ts'
+import { eventTimeMs } from '../anomaly/detectors.ts'
+import { DEFAULT_MAX_GROUPS, FindingGroups, groupFinding, MAX_GROUP_AUDIT_IDS, type GroupChange } from './finding-groups.ts'
 
 const USAGE = `usage: auditrail rules lint [--detectors] DIR...
-       auditrail rules test [--rules DIR]... [--detectors DIR]... [--builtin] [--json] FILE...
+       auditrail rules test [--rules DIR]... [--detectors DIR]... [--builtin] [--each] [--json] FILE...
 
 lint  compiles every rule (with --detectors: every detector) in each directory
       and reports every error with its file, id and place; exit 1 on any error
 test  runs the rules and the anomaly detectors over audit log files (plain or
-      gzipped; detectors on the events' own time) and prints each finding,
-      marked rule: or detector:, then the count per rule and detector; exit 0.
+      gzipped; on the events' own time) and prints each finding group (first
+      and last seen, count, severity, rule: or detector:, message, the audit
+      IDs of its first ${MAX_GROUP_AUDIT_IDS} events) as its window closes, then the groups and
+      matched events per rule and detector; exit 0. --each prints every
+      matched event instead of the groups (tagged with its group).
       Without --rules the built-in rules run, without --detectors the built-in
       detectors; naming directories runs only those, unless --builtin.
-      --json prints one finding per line (the counts go to stderr)
+      --json prints one group (or event) per line (the counts go to stderr)
 `
 const MAX_LINE_BYTES = 4 * 1024 * 1024
 
@@ -69,7 +74,7 @@ function lint(argv: string[], io: Output): number {
 async function test(argv: string[], io: Output): Promise<number> {
   let parsed
   try {
-    parsed = parseArgs({ args: argv, options: { rules: { type: 'string', multiple: true }, detectors: { type: 'string', multiple: true }, builtin: { type: 'boolean' }, json: { type: 'boolean' } }, strict: true, allowPositionals: true })
+    parsed = parseArgs({ args: argv, options: { rules: { type: 'string', multiple: true }, detectors: { type: 'string', multiple: true }, builtin: { type: 'boolean' }, each: { type: 'boolean' }, json: { type: 'boolean' } }, strict: true, allowPositionals: true })
   } catch (err) {
     throw new RulesUsageError((err as Error).message)
   }
@@ -87,9 +92,25 @@ async function test(argv: string[], io: Output): Promise<number> {
     io.err('the rules or detectors do not load: `auditrail rules lint DIR` lists every error\n')
     return 1
   }
-  const counts = new Map<string, { severity: string; count: number }>()
+  const counts = new Map<string, { severity: string; events: number; groups: number }>()
+  const count = (source: string, id: string, severity: string) => {
+    const name = `${source}:${id}`
+    const c = counts.get(name) ?? { severity, events: 0, groups: 0 }
+    counts.set(name, c)
+    return c
+  }
   const totals = { events: 0, unparsed: 0, oversized: 0 }
   const findings: RuleFinding[] = []
+  const groups = new FindingGroups((f) => (f.source === 'rule' ? rules : detectors).groupOf(f.id))
+  const changes: GroupChange[] = []
+  // A group is printed when it ends: only then are its count and last time known.
+  const report = () => {
+    for (const c of changes) {
+      if (c.kind === 'open') count(c.group.first.source, c.group.first.id, c.group.first.severity).groups++
+      if (c.kind === 'end' && !values.each) io.out(values.json ? `${JSON.stringify(groupJson(c))}\n` : `${groupRow(c)}\n`)
+    }
+    changes.length = 0
+  }
   for (const file of files) {
     await eachLine(file, (line, lineNumber) => {
       if (line === undefined) {
@@ -105,21 +126,39 @@ async function test(argv: string[], io: Output): Promise<number> {
       findings.length = 0
       rules.inspect(decoded.event, findings)
       detectors.inspect(decoded.event, findings)
+      const timeMs = eventTimeMs(decoded.event)
+      if (timeMs !== undefined) groups.advance(timeMs, changes)
       for (const f of findings) {
-        const name = `${f.source}:${f.id}`
-        const c = counts.get(name) ?? { severity: f.severity, count: 0 }
-        c.count++
-        counts.set(name, c)
-        io.out(values.json ? `${JSON.stringify(findingJson(f, decoded.event, file, lineNumber))}\n` : `${tableRow(f, decoded.event)}\n`)
+        count(f.source, f.id, f.severity).events++
+        groups.add(f, decoded.event, timeMs, changes)
+        if (values.each) io.out(values.json ? `${JSON.stringify(findingJson(f, decoded.event, file, lineNumber))}\n` : `${tableRow(f, decoded.event)}\n`)
       }
+      report()
     })
   }
+  groups.advance(Infinity, changes)
+  report()
   const summary = [
-    `${totals.events} events, ${totals.unparsed} lines not audit events, ${totals.oversized} lines over ${MAX_LINE_BYTES} bytes skipped; ${rules.rules.length} rules, ${detectors.detectors.length} detectors`,
-    ...[...counts].sort((a, b) => b[1].count - a[1].count).map(([id, c]) => `${String(c.count).padStart(8)}  ${c.severity.padEnd(8)}  ${id}`),
+    `${totals.events} events, ${totals.unparsed} lines not audit events, ${totals.oversized} lines over ${MAX_LINE_BYTES} bytes skipped; ${rules.rules.length} rules, ${detectors.detectors.length} detectors${groups.evictions > 0 ? `; ${groups.evictions} groups evicted unreported (more than ${DEFAULT_MAX_GROUPS} open at once)` : ''}`,
+    `  groups    events  severity  rule or detector`,
+    ...[...counts].sort((a, b) => b[1].groups - a[1].groups || b[1].events - a[1].events).map(([id, c]) => `${String(c.groups).padStart(8)}  ${String(c.events).padStart(8)}  ${c.severity.padEnd(8)}  ${id}`),
   ].join('\n')
   ;(values.json ? io.err : io.out)(`${summary}\n`)
   return 0
+}
+
+/** A group as it ended: the latest finding's message and details (a burst's extent), the first audit IDs. */
+function groupJson(c: GroupChange) {
+  const g = c.group
+  const f = groupFinding(c)
+  return { group: g.groupId, source: f.source, id: f.id, severity: f.severity, message: f.message, key: g.key, count: g.count, firstSeen: new Date(g.firstMs).toISOString(), lastSeen: new Date(g.lastMs).toISOString(), auditIDs: g.auditIds, details: f.details }
+}
+
+function groupRow(c: GroupChange): string {
+  const g = c.group
+  const f = groupFinding(c)
+  const more = g.count > g.auditIds.length ? ` (and ${g.count - g.auditIds.length} more)` : ''
+  return `${new Date(g.firstMs).toISOString()}  ${new Date(g.lastMs).toISOString()}  ${String(g.count).padStart(6)}  ${f.severity.padEnd(8)}  ${f.source}:${f.id}  ${f.message}\n    audit IDs: ${g.auditIds.join(' ')}${more}`
 }
 
 function findingJson(f: RuleFinding, event: AuditEvent, file: string, line: number) {

@@ -155,6 +155,16 @@ export function stringList(v: unknown, field: string, fail: (message: string) =>
   return v
 }
 
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+
+/** "250ms", "60s", "5m", "1h" → milliseconds. */
+export function duration(v: unknown, field: string, fail: (message: string) => never): number {
+  const m = typeof v === 'string' ? /^(\d+)(ms|s|m|h)$/.exec(v) : null
+  const ms = m ? Number(m[1]) * UNITS[m[2]!]! : NaN
+  if (!Number.isSafeInteger(ms) || ms < 1 || ms > 7 * 24 * 3_600_000) return fail(`${field}: expected a duration such as 60s, 5m or 1h (at most 7 days), got ${preview(v)}`)
+  return ms
+}
+
 export function preview(v: unknown): string {
   let s: string
   try {
@@ -165,10 +175,16 @@ export function preview(v: unknown): string {
   return s.length > 60 ? `${s.slice(0, 60)}…` : s
 }
 
-/** The match block: every cheap test before the CEL condition. */
+/**
+ * The match block: every cheap test before the CEL condition. The rule set's
+ * index already narrows rules by verb and resource, but detectors call this
+ * directly, so it tests them too.
+ */
 export function matchesEvent(m: EventMatch, ev: AuditEvent): boolean {
   if (!m.stages.has(ev.stage)) return false
+  if (m.verbs && !m.verbs.has(ev.verb)) return false
   const ref = ev.objectRef
+  if (m.resources && !m.resources.has(ref?.resource ?? '')) return false
   if (m.subresources && !m.subresources.has(ref?.subresource ?? '')) return false
   if (m.apiGroups && !m.apiGroups.has(ref?.apiGroup ?? '')) return false
   if (m.namespaces && !m.namespaces.has(ref?.namespace)) return false

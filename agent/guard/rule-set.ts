@@ -9,6 +9,7 @@ import { loadDefinitions, readDefinitionDirectory } from './definition-files.ts'
 import { DefinitionError, matchesEvent } from './event-filter.ts'
 import { CelBudgetExceeded } from './cel.ts'
 import { compileRule, type Rule } from './rule.ts'
+import type { GroupSpec } from './finding-groups.ts'
 
 export const BUILTIN_RULES_DIR = fileURLToPath(new URL('./builtin-rules/', import.meta.url))
 const MAX_DETAIL_LENGTH = 256
@@ -37,11 +38,18 @@ export class RuleSet {
   /** Candidates per (verb, resource); names no rule mentions share one bucket, so the map stays small. */
   readonly #index = new Map<string, Rule[]>()
   readonly #fired = new LRUCache<string, true>({ max: FIRED_REQUESTS })
+  readonly #byId: Map<string, Rule>
 
   constructor(rules: readonly Rule[]) {
     this.rules = rules
+    this.#byId = new Map(rules.map((r) => [r.id, r]))
     this.#verbs = new Set(rules.flatMap((r) => [...(r.match.verbs ?? [])]))
     this.#resources = new Set(rules.flatMap((r) => [...(r.match.resources ?? [])]))
+  }
+
+  /** How the findings of rule `id` group (undefined: no such rule). */
+  groupOf(id: string): GroupSpec | undefined {
+    return this.#byId.get(id)?.group
   }
 
   /** The rules whose verbs and resources admit this pair, in load order. */

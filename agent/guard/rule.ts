@@ -9,18 +9,20 @@
 //   condition: CEL over `event`         optional; a missing field makes it false
 //   exceptions: [...]                   optional; any one that holds suppresses the finding (event-filter.ts)
 //   output: "text {{ CEL }} text"       the finding's message (default: who did which verb on which URI)
+//   group: { by, window|quiet, threshold } optional; how its findings group into one (finding-groups.ts)
 //   enabled: false                      optional; turns a rule (e.g. a built-in one of the same id) off
 import type { AuditEvent } from '../audit/event.ts'
 import { CelCompileError, compileExpression, compilePredicate, evaluateToText, type EventExpression, type EventPredicate } from './cel.ts'
 import { compileExceptions, compileMatch, DefinitionError, MAX_TEXT_LENGTH, preview, stringList, type EventMatch, type EventTest } from './event-filter.ts'
 import { isSeverity, SEVERITIES, type Severity } from '../../proto/wire.ts'
+import { compileGroup, type GroupSpec } from './finding-groups.ts'
 
 export const RULE_ID_PATTERN = /^[a-z0-9]+(-[a-z0-9]+)*$/
 const MAX_ID_LENGTH = 100
 const MAX_MESSAGE_LENGTH = 1024
 const MAX_PLACEHOLDERS = 32
 const DEFAULT_OUTPUT = '{{ event.user.username }} did {{ event.verb }} {{ event.requestURI }} ({{ event.responseStatus.code }})'
-const RULE_KEYS = new Set(['id', 'title', 'severity', 'description', 'mitre', 'match', 'condition', 'exceptions', 'output', 'enabled'])
+const RULE_KEYS = new Set(['id', 'title', 'severity', 'description', 'mitre', 'match', 'condition', 'exceptions', 'output', 'enabled', 'group'])
 
 export interface Rule {
   id: string
@@ -36,6 +38,7 @@ export interface Rule {
   condition: EventPredicate | undefined
   exceptions: EventTest[]
   message: (event: AuditEvent) => string
+  group: GroupSpec
 }
 
 /** Parses and compiles one rule document. Throws RuleError naming the file, the rule and the field. */
@@ -84,6 +87,7 @@ export function compileRule(raw: unknown, file: string): Rule {
     condition,
     exceptions: compileExceptions(r.exceptions, fail, (field, source) => compile(field, source, compilePredicate)),
     message: compileTemplate(r.output === undefined ? DEFAULT_OUTPUT : text('output', true), (field, source) => compile(field, source, compileExpression), fail),
+    group: compileGroup(r.group, 'rule', undefined, fail),
   }
 }
 

@@ -208,6 +208,30 @@ t.test('guardrail findings travel in the batch of their event, are counted, and 
   t.same(counted, ['list-by-u:high:1', 'pod-created:info:1', 'privileged-container:high:1'])
 })
 
+t.test('findings group: onFinding hears a group open, grow and end; every matched event keeps its finding, tagged with its group, in the batch', async (t) => {
+  const rulesDir = t.testdir({ 'mine.yaml': 'id: list-by-u\ntitle: u lists\nseverity: high\nmatch:\n  verbs: [list]\n  users: [u]\ngroup: { by: [user], window: 1m }\n' })
+  const s = await agentRig(t, (c) => {
+    c.rules.dirs = [rulesDir]
+    c.rules.builtin = false
+  })
+  const at = (i: number, time: string) => event(i).replace('2026-11-25T10:00:00.000000Z', time)
+  // Three in the minute, then one two minutes on: the first group ends, a second opens.
+  writeFileSync(s.logPath, [at(1, '2026-11-25T10:00:00.000000Z'), at(2, '2026-11-25T10:00:10.000000Z'), at(3, '2026-11-25T10:00:20.000000Z'), at(4, '2026-11-25T10:02:00.000000Z')].join('\n') + '\n')
+  const seen: string[] = []
+  const agent = new AuditAgent(s.config, { logger: pino({ level: 'silent' }), onFinding: (f, ev) => void seen.push(`${f.details.groupState}:${f.details.groupCount}:${ev.auditID.slice(0, 8)}`) })
+  s.closeLater(() => agent.stop())
+  await agent.start()
+  await untilStored(s.store, '00000004-1111', 'the fourth line')
+  t.same(seen, ['open:1:00000001', 'update:2:00000001', 'update:3:00000001', 'end:3:00000001', 'open:1:00000004'], 'the group speaks with its first event throughout')
+  const findings = notes(await exportRecords(s.store), 'finding')
+  t.same(findings.map((f) => f.auditId.slice(0, 8)), ['00000001', '00000002', '00000003', '00000004'], 'every matched event keeps its finding')
+  const groups = findings.map((f) => f.details.group)
+  t.ok(groups[0] && groups[0] === groups[1] && groups[1] === groups[2] && groups[3] && groups[3] !== groups[0], `tagged with their group (${[...new Set(groups)].join(', ')})`)
+  const value = async (metric: { get(): Promise<{ values: { value: number }[] }> }) => (await metric.get()).values.reduce((n, v) => n + v.value, 0)
+  t.equal(await value(agent.metrics.findings), 4, 'matched events counted')
+  t.equal(await value(agent.metrics.findingGroups), 2, 'groups counted apart')
+})
+
 t.test('mTLS to the collector; a rotated collector CA and client certificate are picked up without a restart', async (t) => {
   const s = await agentRig(t, (c) => {
     c.signing.reloadIntervalMs = 100

@@ -60,7 +60,10 @@ t.test('appended to the audit log, visible in Alertmanager within 1 s; no sink, 
   }
   t.ok(delays.every((d) => d < 1000), `append to visible in Alertmanager: ${delays.map((d) => d.toFixed(0)).join(', ')} ms (each under 1000)`)
   const got = (await am.alerts()).find((a) => a.labels.user === 'user-3')!
-  t.same(got.labels, { alertname: 'secret-read-by-human', severity: 'medium', source: 'rule', node: 'cp-e2e', user: 'user-3', namespace: 'prod', resource: 'secrets/s3', auditrail: 'true' })
+  const { group, ...labels } = got.labels
+  t.same(labels, { alertname: 'secret-read-by-human', severity: 'medium', source: 'rule', node: 'cp-e2e', user: 'user-3', namespace: 'prod', resource: 'secrets/s3', auditrail: 'true' })
+  t.match(group, /^secret-read-by-human-[0-9a-f]{16}$/, 'the alert is its finding group\'s')
+  t.same([got.annotations.groupState, got.annotations.groupCount], ['open', '1'])
   t.equal(got.annotations.auditID, '00000003-2222-4000-8000-000000000000')
   t.equal(createAlertDispatcher(loadAgentConfig({ overrides: { node: 'n', 'collector.url': collector.url }, env: {} }), { logger, metrics }), undefined, 'no sink configured: no alerting')
   // Stopped here as well: tap removes the test directory before the teardowns run, and the running

@@ -1,5 +1,6 @@
 import t from 'tap'
-import { compileDetector, duration } from '../../../agent/anomaly/detector.ts'
+import { compileDetector } from '../../../agent/anomaly/detector.ts'
+import { duration } from '../../../agent/guard/event-filter.ts'
 import { DefinitionError } from '../../../agent/guard/event-filter.ts'
 
 const base = { id: 'd', title: 'D', severity: 'high', key: ['user'], window: '60s', trigger: { threshold: 5 } }

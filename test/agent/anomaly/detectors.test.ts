@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import type { AuditEvent } from '../../../agent/audit/event.ts'
 import { Detectors, eventTimeMs, type DetectorFinding } from '../../../agent/anomaly/detectors.ts'
 import { AgentMetrics } from '../../../agent/observe/metrics.ts'
-import { at } from './events.ts'
+import { at, T0 } from './events.ts'
 
 const run = (d: Detectors, events: AuditEvent[]) => {
   const all: DetectorFinding[] = []
@@ -13,17 +13,23 @@ const only = (t: Test, yaml: string) => new Detectors({ builtin: false, dirs: [t
 
 const THRESHOLD = 'id: burst\ntitle: A burst\nseverity: high\nkey: [user]\nwindow: 60s\ntrigger:\n  threshold: 5\ncoolDown: 5m\n'
 
-t.test('threshold: more than N per key in the window, one finding per cool-down, explained', async (t) => {
+t.test('threshold: every event past N per key in the window is a finding of the burst, which says how big it became', async (t) => {
   const d = only(t, THRESHOLD)
   const burst = (startMs: number, user: string, n: number, stepMs = 1000) => Array.from({ length: n }, (_, i) => at(startMs + i * stepMs, { user: { username: user } }))
   t.same(run(d, burst(0, 'alice', 5)), [], 'five is not more than five')
   const f = run(d, burst(5000, 'alice', 10))
-  t.equal(f.length, 1, 'one incident, one finding')
-  t.match(f[0], { source: 'detector', id: 'burst', severity: 'high', details: { count: '6', threshold: '5', window: '1m', key: 'user=alice', user: 'alice' } })
+  t.equal(f.length, 10, 'each event past the threshold (they group into one finding by key)')
+  t.match(f[0], { source: 'detector', id: 'burst', severity: 'high', details: { count: '6', threshold: '5', window: '1m', key: 'user=alice', user: 'alice', burstCount: '6', burstPeak: '6', burstFirstSeen: new Date(T0).toISOString() } })
   t.match(f[0]!.message, /^6 events in 1m for user=alice, more than the threshold of 5: A burst$/)
+  t.match(f.at(-1)!.details, { count: '15', burstCount: '15', burstPeak: '15', burstLastSeen: new Date(T0 + 14_000).toISOString() })
   t.same(run(d, burst(20_000, 'bob', 5)), [], 'another key counts apart')
-  t.same(run(d, burst(100_000, 'alice', 10)), [], 'still cooling down')
-  t.equal(run(d, burst(400_000, 'alice', 10)).length, 1, 'after the cool-down it may fire again')
+  // Refused 200 times in 100 s: a window never holds all of them, the burst does.
+  const long = run(d, burst(200_000, 'mallory', 200, 500)).at(-1)!
+  t.equal(long.details.burstCount, '200', 'the burst says 200, not the 6 it crossed at')
+  const peak = Number(long.details.burstPeak)
+  t.ok(peak >= 110 && peak <= 131, `its peak is a window's worth (${peak} in 1m)`)
+  t.match(long.message, /; the burst so far: 200 events from \S+ to \S+, at most \d+ in 1m: A burst$/)
+  t.equal(run(d, burst(500_000, 'mallory', 6)).at(-1)!.details.burstCount, '6', 'a quiet window ended it: the next burst counts from its own start')
   t.same(run(d, burst(700_000, 'carol', 20, 20_000)), [], 'spread over more than the window: never more than 3 at once')
 })
 
@@ -32,8 +38,8 @@ t.test('windows slide on event time: a backlog read fast gives what live reading
   for (let i = 100; i < 130; i++) events[i] = at(100 * 3000 + (i - 100) * 200, { user: { username: 'mallory' } })
   const first = run(only(t, THRESHOLD.replace('threshold: 5', 'threshold: 20')), events)
   const second = run(only(t, THRESHOLD.replace('threshold: 5', 'threshold: 20')), events)
-  t.equal(first.length, 1)
-  t.equal(first[0]!.details.key, 'user=mallory')
+  t.same([...new Set(first.map((f) => f.details.key))], ['user=mallory'], 'only mallory\'s burst')
+  t.equal(first.length, 10, 'its events past the threshold of 20')
   t.same(second, first, 'a replay gives identical findings')
 })
 

@@ -34,6 +34,7 @@ const VALID_RULE = {
   condition: 'containers.exists(c, has(c.securityContext) && c.securityContext.privileged == true)',
   exceptions: ['event.user.username == "admin"', { users: ['system:*'], namespaces: ['kube-system'] }],
   output: '{{ event.user.username }} made {{ target }} ({{ size(containers) }} containers)',
+  group: { by: ['user', 'namespace'], window: '1h', threshold: 2 },
 }
 const VALID_DETECTOR = {
   id: 'fuzz-detector',
@@ -46,8 +47,9 @@ const VALID_DETECTOR = {
   trigger: { threshold: 5 },
   coolDown: '10m',
   maxKeys: 100,
+  group: { by: 'event.user.username', quiet: '5m' },
 }
-const FIELDS = ['id', 'title', 'severity', 'description', 'mitre', 'match', 'condition', 'exceptions', 'output', 'enabled', 'filter', 'key', 'window', 'trigger', 'coolDown', 'maxKeys', 'verbs', 'resources', 'subresources', 'namespaces', 'users', 'groups', 'codes', 'stages', 'threshold', 'baseline', 'firstSeen', 'learning', 'unanswered', 'silence', 'sigmas', 'factor', 'minCount', 'warmupWindows', '0', '1']
+const FIELDS = ['id', 'title', 'severity', 'description', 'mitre', 'match', 'condition', 'exceptions', 'output', 'enabled', 'filter', 'key', 'window', 'trigger', 'coolDown', 'maxKeys', 'verbs', 'resources', 'subresources', 'namespaces', 'users', 'groups', 'codes', 'stages', 'threshold', 'baseline', 'firstSeen', 'learning', 'unanswered', 'silence', 'sigmas', 'factor', 'minCount', 'warmupWindows', 'group', 'by', 'quiet', '0', '1']
 const HOSTILE_KEYS = ['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf', '__defineGetter__']
 
 // --- CEL text

@@ -10,6 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import t from 'tap'
 import { decodeAuditLine, type DecodeResult } from '../../../agent/audit/event.ts'
 import { BUILTIN_RULES_DIR, loadRuleSet, type RuleFinding, type RuleSet } from '../../../agent/guard/rule-set.ts'
+import { Detectors } from '../../../agent/anomaly/detectors.ts'
 import { severityRank } from '../../../proto/wire.ts'
 
 const FIXTURE = new URL('../../fixtures/falco-k8s-audit/', import.meta.url)
@@ -152,3 +153,30 @@ t.test('the whole suite through one rule set, as the agent would read it: the ma
   const security = expectations.filter((e) => e.outcome === 'security').length
   t.ok(medium.size >= security, `${medium.size} events with a finding of medium or higher, for ${security} security cases`)
 })
+
+/**
+ * The detectors on the same events: each one repeated 40 times in 20 s by its
+ * own identity (a burst of exactly that request). Only the burst detector of
+ * that kind of request may fire: a burst of deletes is one, a burst of pod
+ * creations by the replica set controller is nothing, and no detector may
+ * read a delete as a secret read.
+ */
+const burstOf = (ev: { verb: string; user: { username?: string } }): string[] => [
+  ...(['delete', 'deletecollection'].includes(ev.verb) ? ['delete-burst'] : []),
+  ...(ev.user.username === 'system:anonymous' ? ['anonymous-burst'] : []),
+]
+for (const e of expectations.filter((x) => x.file !== MALFORMED)) {
+  t.test(`${e.file} repeated as a burst: only the detector of its kind fires`, async (t) => {
+    const result = decodeFile(e.file)
+    if (!('event' in result)) return t.fail(`the event did not decode: ${result.unparsed}`)
+    const detectors = new Detectors({ builtin: true, dirs: [] })
+    const findings: RuleFinding[] = []
+    const t0 = Date.parse(result.event.stageTimestamp!)
+    for (let i = 0; i < 40; i++) {
+      const time = new Date(t0 + i * 500).toISOString()
+      detectors.inspect({ ...result.event, auditID: `${result.event.auditID}-${i}`, stageTimestamp: time, requestReceivedTimestamp: time }, findings)
+    }
+    const expected = burstOf(result.event)
+    t.same([...new Set(findings.map((f) => f.id))], expected, `${result.event.user.username} did ${result.event.verb} ${result.event.objectRef?.resource}: ${expected.join(', ') || 'no detector'} (${list(findings)})`)
+  })
+}

@@ -113,23 +113,17 @@ t.test('webhook format array: a group of alerts in one request; a rotated token 
   t.same(rx.received.map((r) => r.headers.authorization), ['Bearer first', 'Bearer second', 'Bearer second'])
 })
 
-t.test('a hanging sink: offer() stays fast, the full queue drops and counts, the other sink is not delayed', async (t) => {
+t.test('a hanging sink: offer() never waits, the full queue drops and counts, the other sink is not delayed', async (t) => {
   const hanging = await receiver(t, [], hang)
   const healthy = await receiver(t)
   const metrics = new AgentMetrics()
   const config = alertConfig({ alertmanager: { url: hanging.url.replace('/hooks/auditrail', ''), timeout: '30s' }, webhook: { url: healthy.url, format: 'array' }, queueSize: 50, coolDown: '0s' })
   const log = capturedLogger()
   const alerts = new AlertDispatcher({ config, node: 'n', logger: log.logger, metrics })
-  const worst: number[] = []
-  for (let i = 0; i < 5000; i++) {
-    const f = finding({ id: `r${i % 7}` })
-    const e = event()
-    const started = performance.now()
-    alerts.offer(f, e)
-    worst.push(performance.now() - started)
-  }
-  worst.sort((a, b) => a - b)
-  t.ok(worst[worst.length - 1]! < 50, `the slowest offer() took ${worst.at(-1)!.toFixed(2)} ms; median ${worst[2500]!.toFixed(3)} ms`)
+  // offer() is synchronous: the 5,000 offers run in one turn of the event loop, so the hanging sink cannot
+  // have held any of them up (a wall-clock bound here only measured the machine's load).
+  const returned = Array.from({ length: 5000 }, (_, i) => alerts.offer(finding({ id: `r${i % 7}` }), event()) as unknown)
+  t.equal(returned.filter((r) => r !== undefined).length, 0, 'offer() returns nothing to wait for')
   t.equal(await value(metrics, 'auditrail_alerts_dropped_total', { sink: 'alertmanager', reason: 'queue_full' }), 5000 - 50, 'all but queueSize dropped for the hanging sink')
   t.equal(await value(metrics, 'auditrail_alert_queue_length', { sink: 'alertmanager' }), 50)
   await until('the healthy sink got what it could queue', async () => (await value(metrics, 'auditrail_alerts_sent_total', { sink: 'webhook' })) >= 50)

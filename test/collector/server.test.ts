@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { createGzip, createZstdCompress, zstdCompressSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { startCollector, type CollectorLimits } from '../../collector/server.ts'
-import { segmentName } from '../../collector/store.ts'
+import { segmentName } from '../../collector/store/file-store.ts'
 import {
   batchDigest,
   decodeGetStreamHeadResponse,
@@ -142,7 +142,7 @@ t.test('a rejection mid-request keeps the earlier batches and says so', async (t
   const res = await push(c.url, [a!, b!, altered])
   t.equal(errorOf(res).code, 'permission_denied')
   t.match(errorOf(res).message, /2 batch\(es\) before it .* accepted; stream head is 2/)
-  t.equal(c.store.head('node-a')?.sequence, 2)
+  t.equal((await c.store.head('node-a'))?.sequence, 2)
 })
 
 t.test('one stream per request; batch content problems name the field', async (t) => {
@@ -251,7 +251,7 @@ t.test('per-stream rate limit answers 429 with Retry-After; other streams are st
   t.equal(limited.status, 429)
   t.equal(errorOf(limited).code, 'resource_exhausted')
   t.equal(limited.headers['retry-after'], '2')
-  t.equal(c.store.head('node-a')?.sequence, 2, 'the limited batch was not stored')
+  t.equal((await c.store.head('node-a'))?.sequence, 2, 'the limited batch was not stored')
   t.equal((await push(c.url, new Chain('node-b', key).grow(1))).status, 200)
 })
 
@@ -262,7 +262,7 @@ t.test('concurrent requests of one stream do not interleave', async (t) => {
   // the same and overlapping requests at once: every answer is success or a clean gap, never a fork
   const results = await Promise.all(Array.from({ length: 10 }, (_, i) => push(c.url, batches.slice(0, (i + 1) * 4))))
   t.ok(results.every((r) => r.status === 200), results.map((r) => r.status).join(','))
-  t.equal(c.store.head('node-a')?.sequence, 40)
+  t.equal((await c.store.head('node-a'))?.sequence, 40)
   t.equal(c.stats().acceptedBatches, 40)
   const files = readdirSync(join(c.dir, 'streams', 'node-a'))
   t.same(files, [segmentName(1)])

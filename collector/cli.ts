@@ -5,20 +5,22 @@ import { readFileSync } from 'node:fs'
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util'
 import { KeyError, loadTrustedKeys } from '../proto/keys.ts'
 import { createLogger } from '../agent/observe/logger.ts'
+import { copyStore } from './copy.ts'
 import { ExportError, exportStream } from './export.ts'
 import { EventIndex, IndexError, indexPath, rebuildIndex } from './index.ts'
 import { parseQuery, QueryEngine, QueryError, QUERY_PARAMS, resultLine, resultObject, type EventResult, type FindingResult, type QueryKind } from './query.ts'
 import { loadReaders, newToken, ReadersError, watchReaders } from './readers.ts'
 import { startCollector, type TlsOptions } from './server.ts'
 import { openFileStore } from './store/file-store.ts'
-import { reading } from './store/open.ts'
+import { openStore, reading } from './store/open.ts'
 import { isPostgresUrl, migratePostgres } from './store/postgres-store.ts'
 import { StoreError, type BatchStore } from './store/store.ts'
-import { verifyEvent, verifyStore, type EventCoordinates } from './verify.ts'
+import { verifyEvent, verifyStore, type EventCoordinates, type StreamSummary } from './verify.ts'
 
 const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store DIR|URL --trust PUBKEY_FILE [--trust PUBKEY_FILE...]
                            [--tls-cert FILE --tls-key FILE [--client-ca FILE [--shared-client-cert]]] [--readers FILE] [--no-index] [--log-level LEVEL]
        auditrail collector migrate --store URL
+       auditrail collector copy --from DIR|URL --to DIR|URL --trust PUBKEY_FILE [--trust PUBKEY_FILE...]
        auditrail collector reindex --store DIR
        auditrail collector token --name NAME [--role auditor]
   --store      a directory (the file store), or postgres://USER@HOST:PORT/DATABASE: any number of
@@ -35,6 +37,9 @@ const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store D
   --no-index   keep no query index (the query API is then off; a PostgreSQL store keeps none yet)
   migrate      create or upgrade the PostgreSQL schema (run as the database owner; safe to run from
                two places at once); then GRANT auditrail_writer TO the collectors' role
+  copy         copy every stream of one store into another (a directory into PostgreSQL, or back), each
+               batch checked on the way (seal, key, link) and the target verified after; run it again
+               to resume (what the target holds is skipped); stop the collectors writing the target
   reindex      drop the index and rebuild it from the segments (stop the collector first)
   token        print a new random reader token and the readers-file line for it
 `
@@ -112,6 +117,7 @@ function onePositional(positionals: string[], what: string): string {
 
 export function collectorCommand(argv: string[]): Promise<number> {
   if (argv[0] === 'migrate') return run('collector migrate', COLLECTOR_USAGE, argv.slice(1), migrateCommand)
+  if (argv[0] === 'copy') return run('collector copy', COLLECTOR_USAGE, argv.slice(1), copyCommand)
   if (argv[0] === 'reindex') return run('collector reindex', COLLECTOR_USAGE, argv.slice(1), reindexCommand)
   if (argv[0] === 'token') return run('collector token', COLLECTOR_USAGE, argv.slice(1), tokenCommand)
   return run('collector', COLLECTOR_USAGE, argv, async () => {
@@ -202,9 +208,7 @@ export function verifyCommand(argv: string[]): Promise<number> {
 
 async function verifyAll(store: BatchStore, trustedKeys: ReturnType<typeof loadTrustedKeys>, stream: string | undefined): Promise<number> {
   const result = await verifyStore(store, trustedKeys, stream !== undefined ? { stream } : {})
-  for (const s of result.streams) {
-    process.stdout.write(`ok   stream ${s.stream}: sequences 1..${s.headSequence}, ${s.lines} lines, head digest ${s.headDigest}\n`)
-  }
+  for (const s of result.streams) process.stdout.write(streamLine(s))
   const p = result.problem
   if (p) {
     const where = [`stream ${p.stream}`, p.segment && `segment ${p.segment}`, p.offset !== undefined && `byte ${p.offset}`, p.sequence !== undefined && `sequence ${p.sequence}`].filter(Boolean).join(', ')
@@ -212,6 +216,10 @@ async function verifyAll(store: BatchStore, trustedKeys: ReturnType<typeof loadT
     return 1
   }
   return 0
+}
+
+function streamLine(s: StreamSummary): string {
+  return `ok   stream ${s.stream}: sequences 1..${s.headSequence}, ${s.lines} lines, head digest ${s.headDigest}\n`
 }
 
 export function exportCommand(argv: string[]): Promise<number> {
@@ -298,6 +306,27 @@ async function migrateCommand(argv: string[]): Promise<number> {
   const { name, from, to } = await migratePostgres(url)
   process.stdout.write(from === to ? `${name}: schema is at version ${to}, nothing to do\n` : `${name}: schema migrated from version ${from} to ${to}\n`)
   return 0
+}
+
+async function copyCommand(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { from: { type: 'string' }, to: { type: 'string' }, trust: { type: 'string', multiple: true } }, false)
+  const from = values.from as string | undefined
+  const to = values.to as string | undefined
+  if (!from || !to) throw new UsageError('--from DIR|URL and --to DIR|URL are required')
+  if (from === to) throw new UsageError('--from and --to name the same store')
+  const trustedKeys = trustedKeysFrom(values)
+  return reading(from, async (source) => {
+    // Opened as a collector opens it: a directory is locked (no collector appends meanwhile), a database checked for its schema.
+    const target = await openStore(to)
+    try {
+      const summary = await copyStore(source, target, trustedKeys)
+      for (const s of summary.streams) process.stdout.write(streamLine(s))
+      process.stdout.write(`copied ${summary.copied} batches from ${source.name} to ${target.name} (${summary.present} were there already); the copy verifies\n`)
+      return 0
+    } finally {
+      await target.close()
+    }
+  })
 }
 
 async function tokenCommand(argv: string[]): Promise<number> {

@@ -34,6 +34,7 @@ import { EventIndex, indexPath, IndexError } from './index.ts'
 import { LiveIndexer } from './live-indexer.ts'
 import { parseQuery, QUERY_PARAMS, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
 import { may, type Readers } from './readers.ts'
+import { linkProblem, storedAlready, type ChainProblem } from './chain.ts'
 import { checkKeyContinuity, checkSeal } from './seal.ts'
 import { verifyStreamHeadRequest } from '../proto/signed-messages.ts'
 import { FileStore } from './store/file-store.ts'
@@ -339,11 +340,9 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
 
   /** A batch the stream already holds (same sequence, same digest) is acknowledged again; a different one is a fork. */
   async function isStored(view: StreamView, streamId: string, batch: Batch, digest: Buffer, i: number): Promise<boolean> {
-    const headSequence = view.head?.sequence ?? 0
-    if (batch.sequence > headSequence) return false
-    const stored = await view.digestAt(batch.sequence)
-    if (stored?.equals(digest)) return true
-    throw new ConnectError('already_exists', `request.batches[${i}]: fork: sequence ${batch.sequence} of stream ${streamId} already holds a different batch; the next sequence expected is ${headSequence + 1}`)
+    const verdict = await storedAlready(view, streamId, batch, digest)
+    if (typeof verdict === 'object') throw chainError(verdict, i)
+    return verdict === 'stored'
   }
 
   /** The stream's key (the key of its head) signs what continues it; a new stream counts against its key's quota. */
@@ -360,15 +359,12 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   }
 
   function checkLink(view: StreamView, streamId: string, batch: Batch, i: number): void {
-    const headSequence = view.head?.sequence ?? 0
-    if (batch.sequence > headSequence + 1) {
-      throw new ConnectError('out_of_range', `request.batches[${i}]: gap: stream ${streamId} expects sequence ${headSequence + 1}, got ${batch.sequence}`)
-    }
-    const expectedPrev = view.head?.digest ?? Buffer.alloc(0)
-    // Buffer.from: proto/wire.ts hands an empty bytes field over as a plain [] (protobufjs default).
-    if (!expectedPrev.equals(Buffer.from(batch.prevDigest))) {
-      throw new ConnectError('failed_precondition', `request.batches[${i}].batch.prev_digest: ${hex(batch.prevDigest)} does not link to sequence ${headSequence} of stream ${streamId} (digest ${hex(expectedPrev)})`)
-    }
+    const problem = linkProblem(view, streamId, batch)
+    if (problem) throw chainError(problem, i)
+  }
+
+  function chainError(problem: ChainProblem, i: number): ConnectError {
+    return new ConnectError(problem.code, `request.batches[${i}]${problem.field}: ${problem.reason}`)
   }
 
   /** With per-node client certificates, the certificate must name the stream it writes or reads. */
@@ -668,8 +664,4 @@ function certificateNames(req: IncomingMessage): CertificateNames {
     if (m) names.push(m[1]!.trim())
   }
   return names
-}
-
-function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString('hex') || '(empty)'
 }

@@ -1,6 +1,9 @@
 // Both stores, for the tests whose answers must not depend on the store: a fresh
 // directory, or a fresh database on this test file's private PostgreSQL server
 // (started on first use, stopped when the file ends; see postgres-server.ts).
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import tap, { type Test } from 'tap'
 import { openStore } from '../../collector/store/open.ts'
 import type { SealedBatch } from '../../proto/wire.ts'
@@ -21,7 +24,12 @@ export function postgresServer(): Promise<PostgresServer> {
 
 /** A new, empty store of this kind: the directory or the (password-free) URL the code under test is given. */
 export async function freshStore(t: Test, kind: StoreKind): Promise<string> {
-  if (kind === 'file') return t.testdir()
+  if (kind === 'file') {
+    // Not t.testdir(): a second call to it in the same test empties it, store and all.
+    const dir = mkdtempSync(join(tmpdir(), 'auditrail-store-'))
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+    return dir
+  }
   return (await (await postgresServer()).database(`t${++databases}`)).url
 }
 

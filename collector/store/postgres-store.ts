@@ -11,6 +11,8 @@
 // writer that skips the lock. An answer of 'appended' means COMMIT returned; any
 // failure of the database is a StoreUnavailableError, and nothing is acknowledged.
 import pg from 'pg'
+import { parseIntoClientConfig } from 'pg-connection-string'
+import pgpass from 'pgpass'
 import type { Logger } from 'pino'
 import { encodeSealedBatch } from '../../proto/wire.ts'
 import { migrate, SCHEMA, SCHEMA_VERSION, versionOn, type MigrateResult } from './postgres-schema.ts'
@@ -63,7 +65,7 @@ export function checkPostgresUrl(spec: string): string {
 /** `auditrail collector migrate`: one connection, as the URL's user (the database owner). */
 export async function migratePostgres(spec: string): Promise<MigrateResult & { name: string }> {
   const name = checkPostgresUrl(spec)
-  const client = new pg.Client({ connectionString: spec, connectionTimeoutMillis: 10_000, application_name: 'auditrail-migrate' })
+  const client = new pg.Client({ ...clientConfig(spec), connectionTimeoutMillis: 10_000, application_name: 'auditrail-migrate' })
   try {
     await client.connect()
   } catch (err) {
@@ -79,6 +81,27 @@ export async function migratePostgres(spec: string): Promise<MigrateResult & { n
   }
 }
 
+/**
+ * The password as libpq finds it: PGPASSWORD, else the line of the PGPASSFILE (default ~/.pgpass, and only
+ * when it is 0600) for this host, port, database and user. node-postgres does the same today but is dropping
+ * its own .pgpass lookup (pg@9), so the lookup is done here; a password function is also what it asks for.
+ */
+function lookUpPassword(params: { host?: string; port?: number; database?: string; user?: string }): Promise<string | undefined> {
+  if (process.env.PGPASSWORD !== undefined) return Promise.resolve(process.env.PGPASSWORD)
+  return new Promise((resolve) => pgpass(params, resolve))
+}
+
+/** @types/pg lags the runtime here: node-postgres calls the function with the connection's parameters, and takes undefined as "no password". */
+const libpqPassword = lookUpPassword as unknown as () => Promise<string>
+
+/**
+ * The URL parsed the way node-postgres parses it (sslmode and all), with the password looked up as above.
+ * Not `connectionString`: node-postgres lets what it parses from that override the other options, password included.
+ */
+export function clientConfig(spec: string): pg.ClientConfig {
+  return { ...parseIntoClientConfig(spec), password: libpqPassword }
+}
+
 type Row = { sequence: string; digest: Buffer; key_id: string; algorithm: string; signature: Buffer; batch: Buffer }
 
 /**
@@ -89,7 +112,7 @@ type Row = { sequence: string; digest: Buffer; key_id: string; algorithm: string
 export async function openPostgresStore(spec: string, options: PostgresStoreOptions): Promise<PostgresStore> {
   const name = checkPostgresUrl(spec)
   const pool = new pg.Pool({
-    connectionString: spec,
+    ...clientConfig(spec),
     max: options.maxConnections ?? 8,
     connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
     statement_timeout: options.statementTimeoutMs ?? 15_000,

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import type { Test } from 'tap'
-import { migratePostgres } from '../../collector/store/postgres-store.ts'
+import { clientConfig, migratePostgres } from '../../collector/store/postgres-store.ts'
 
 const ADMIN = 'postgres'
 const COLLECTOR = 'collector'
@@ -98,7 +98,7 @@ export async function startPostgres(t: Test): Promise<PostgresServer> {
   t.teardown(() => rmSync(passfile, { force: true }))
 
   const admin = async <R extends pg.QueryResultRow>(database: string, sql: string, params: unknown[] = []) => {
-    const client = new pg.Client({ connectionString: `postgres://${ADMIN}@127.0.0.1:${port}/${database}` })
+    const client = new pg.Client(clientConfig(`postgres://${ADMIN}@127.0.0.1:${port}/${database}`))
     await client.connect()
     try {
       return (await client.query<R>(sql, params)).rows

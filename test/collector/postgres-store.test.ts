@@ -4,7 +4,8 @@
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import t from 'tap'
-import { openPostgresStore, migratePostgres } from '../../collector/store/postgres-store.ts'
+import pg from 'pg'
+import { clientConfig, migratePostgres, openPostgresStore } from '../../collector/store/postgres-store.ts'
 import { SCHEMA_VERSION } from '../../collector/store/postgres-schema.ts'
 import { batchDigest } from '../../proto/wire.ts'
 import { pino } from 'pino'
@@ -52,8 +53,7 @@ t.test('append-only in the database: UPDATE, DELETE, TRUNCATE fail for the colle
   t.equal((await store.head('node-a'))?.sequence, 3)
 
   const asCollector = async (sql: string) => {
-    const pgmod = (await import('pg')).default
-    const c = new pgmod.Client({ connectionString: url })
+    const c = new pg.Client(clientConfig(url))
     await c.connect()
     try {
       await c.query(sql)

@@ -14,12 +14,12 @@
 // URLs never hold one.
 import { execFileSync } from 'node:child_process'
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import type { Test } from 'tap'
 import { clientConfig, migratePostgres } from '../../collector/store/postgres-store.ts'
+import { freePort } from '../e2e/processes.ts'
 
 const ADMIN = 'postgres'
 const COLLECTOR = 'collector'
@@ -40,14 +40,6 @@ function binDir(): string {
   const versions = existsSync(root) ? readdirSync(root).filter((v) => existsSync(join(root, v, 'bin', 'pg_ctl'))).sort((a, b) => Number(b) - Number(a)) : []
   if (versions.length === 0) throw new Error(`no PostgreSQL server under ${root}; install Debian's postgresql-15 (apt-get install postgresql-15), as .ci/run does`)
   return join(root, versions.includes('15') ? '15' : versions[0]!, 'bin')
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
 }
 
 /** Starts a server for this test file; it is stopped and removed at the file's end. */

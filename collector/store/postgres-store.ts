@@ -35,13 +35,16 @@ const PAGE_ROWS = 16
 /** /readyz asks the database at most this often. */
 const READY_CACHE_MS = 1000
 
+/** Connections one collector holds at most: requests beyond wait for one (each append holds one for its transaction). */
+const MAX_CONNECTIONS = 8
+/** Time to get a connection, and for one statement (a wait for a stream's lock included), before the call fails as unavailable. */
+const CONNECT_TIMEOUT_MS = 5000
+const STATEMENT_TIMEOUT_MS = 15_000
+/** A collector that stalls inside an append (paused, partitioned) must not hold its stream's lock for long. */
+const IDLE_IN_TRANSACTION_MS = 30_000
+
 export interface PostgresStoreOptions {
   logger: Logger
-  /** Connections this collector may hold (default 8). */
-  maxConnections?: number
-  /** Time to get a connection, and for one statement, before the call fails as unavailable. */
-  connectTimeoutMs?: number
-  statementTimeoutMs?: number
 }
 
 export function isPostgresUrl(spec: string): boolean {
@@ -113,9 +116,10 @@ export async function openPostgresStore(spec: string, options: PostgresStoreOpti
   const name = checkPostgresUrl(spec)
   const pool = new pg.Pool({
     ...clientConfig(spec),
-    max: options.maxConnections ?? 8,
-    connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
-    statement_timeout: options.statementTimeoutMs ?? 15_000,
+    max: MAX_CONNECTIONS,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    statement_timeout: STATEMENT_TIMEOUT_MS,
+    idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_MS,
     idleTimeoutMillis: 30_000,
     application_name: 'auditrail-collector',
   })

@@ -515,6 +515,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       const timer = setTimeout(() => server.closeAllConnections(), graceMs)
       await closed
       clearTimeout(timer)
+      // A request cut off by the grace period may still be appending: its entry reaches the indexer before it closes.
+      if (store instanceof FileStore) await store.settled()
       // The reader first: the writer, closing last, checkpoints the WAL into the file.
       reader?.close()
       await indexer?.close()

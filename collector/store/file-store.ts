@@ -343,6 +343,11 @@ export class FileStore implements BatchStore {
     return { segment: segment.first, offset }
   }
 
+  /** Waits for the appends in flight (and their onAppend calls). */
+  settled(): Promise<void> {
+    return this.#locks.idle()
+  }
+
   /** Waits for appends in flight, then releases the store's lock; appends already returned are on disk. */
   async close(): Promise<void> {
     if (this.#closed) return

@@ -1,22 +1,31 @@
-// `auditrail collector` (and `collector reindex`, `collector token`), `auditrail verify`,
+// `auditrail collector` (and `collector migrate`, `collector reindex`, `collector token`), `auditrail verify`,
 // `auditrail export` and `auditrail query`. Each returns its exit code: 0 success,
 // 1 failure (verify: the store does not hold), 2 usage.
 import { readFileSync } from 'node:fs'
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util'
 import { KeyError, loadTrustedKeys } from '../proto/keys.ts'
 import { createLogger } from '../shared/logger.ts'
+import { copyStore } from './copy.ts'
 import { ExportError, exportStream } from './export.ts'
 import { EventIndex, IndexError, indexPath, rebuildIndex } from './index.ts'
 import { parseQuery, QueryEngine, QueryError, QUERY_PARAMS, resultLine, resultObject, type EventResult, type FindingResult, type QueryKind } from './query.ts'
 import { loadReaders, newToken, ReadersError, watchReaders } from './readers.ts'
 import { startCollector, type TlsOptions } from './server.ts'
-import { openStore, StoreError } from './store.ts'
-import { verifyEvent, verifyStore, type EventCoordinates } from './verify.ts'
+import { openFileStore } from './store/file-store.ts'
+import { openStore, reading } from './store/open.ts'
+import { isPostgresUrl, migratePostgres } from './store/postgres-store.ts'
+import { StoreError, type BatchStore } from './store/store.ts'
+import { verifyEvent, verifyStore, type EventCoordinates, type StreamSummary } from './verify.ts'
 
-const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store DIR --trust PUBKEY_FILE [--trust PUBKEY_FILE...]
+const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store DIR|URL --trust PUBKEY_FILE [--trust PUBKEY_FILE...]
                            [--tls-cert FILE --tls-key FILE [--client-ca FILE [--shared-client-cert]]] [--readers FILE] [--no-index] [--log-level LEVEL]
+       auditrail collector migrate --store URL
+       auditrail collector copy --from DIR|URL --to DIR|URL --trust PUBKEY_FILE [--trust PUBKEY_FILE...]
        auditrail collector reindex --store DIR
        auditrail collector token --name NAME [--role auditor]
+  --store      a directory (the file store), or postgres://USER@HOST:PORT/DATABASE: any number of
+               collectors on one database; the password comes from PGPASSWORD or a PGPASSFILE,
+               never from the URL (command lines are visible to every user of the machine)
   --trust      a node's .pub.pem, or a directory of them (every *.pub.pem inside): each node signs its
                own stream with its own key, and a stream stays bound to the key that created it
   --client-ca  require client certificates (mTLS) signed by this CA; a certificate may then write and
@@ -25,13 +34,18 @@ const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store D
   --readers    enable the query API (GET /v1/events, /v1/findings) for the readers listed:
                one 'ROLE sha256:HEX NAME' line each (the token's SHA-256, never the token);
                read again when it changes and on SIGHUP
-  --no-index   keep no query index (the query API is then off)
+  --no-index   keep no query index (the query API is then off; a PostgreSQL store keeps none yet)
+  migrate      create or upgrade the PostgreSQL schema (run as the database owner; safe to run from
+               two places at once); then GRANT auditrail_writer TO the collectors' role
+  copy         copy every stream of one store into another (a directory into PostgreSQL, or back), each
+               batch checked on the way (seal, key, link) and the target verified after; run it again
+               to resume (what the target holds is skipped); stop the collectors writing the target
   reindex      drop the index and rebuild it from the segments (stop the collector first)
   token        print a new random reader token and the readers-file line for it
 `
-const VERIFY_USAGE = `usage: auditrail verify DIR --trust PUBKEY_FILE [--trust PUBKEY_FILE...] [--stream ID]
-       auditrail verify DIR --trust PUBKEY_FILE... --event STREAM:SEQUENCE:INDEX
-       auditrail query ... --json | auditrail verify DIR --trust PUBKEY_FILE... --event -
+const VERIFY_USAGE = `usage: auditrail verify DIR|URL --trust PUBKEY_FILE [--trust PUBKEY_FILE...] [--stream ID]
+       auditrail verify DIR|URL --trust PUBKEY_FILE... --event STREAM:SEQUENCE:INDEX
+       auditrail query ... --json | auditrail verify DIR|URL --trust PUBKEY_FILE... --event -
   exits 0 only if every stream (or the one named) is whole: checksums, signatures, links, no gap.
   --event checks one event: its batch's checksum and signature, the record, the link to the batch
   before and from the batch after; '-' reads 'auditrail query --json' lines from stdin and also
@@ -47,7 +61,7 @@ const QUERY_USAGE = `usage: auditrail query (--url URL --token-file FILE | --sto
   --json      one JSON object per line, as GET /v1/events returns them (pipe into 'auditrail verify --event -')
   the next page's cursor, if any, is printed on stderr
 `
-const EXPORT_USAGE = `usage: auditrail export DIR [--stream ID] [--records]
+const EXPORT_USAGE = `usage: auditrail export DIR|URL [--stream ID] [--records]
   prints the stream's event lines in order, exactly as shipped; --records adds
   heartbeats, gaps, quarantined, unparsed, redacted-line and finding notes as '#auditrail {json}' lines
 `
@@ -102,6 +116,8 @@ function onePositional(positionals: string[], what: string): string {
 }
 
 export function collectorCommand(argv: string[]): Promise<number> {
+  if (argv[0] === 'migrate') return run('collector migrate', COLLECTOR_USAGE, argv.slice(1), migrateCommand)
+  if (argv[0] === 'copy') return run('collector copy', COLLECTOR_USAGE, argv.slice(1), copyCommand)
   if (argv[0] === 'reindex') return run('collector reindex', COLLECTOR_USAGE, argv.slice(1), reindexCommand)
   if (argv[0] === 'token') return run('collector token', COLLECTOR_USAGE, argv.slice(1), tokenCommand)
   return run('collector', COLLECTOR_USAGE, argv, async () => {
@@ -119,7 +135,7 @@ export function collectorCommand(argv: string[]): Promise<number> {
     }, false)
     const listen = parseListen(values.listen as string | undefined)
     const storeDir = values.store as string | undefined
-    if (!storeDir) throw new UsageError('--store DIR is required')
+    if (!storeDir) throw new UsageError('--store DIR or --store postgres://USER@HOST/DATABASE is required')
     const trustedKeys = trustedKeysFrom(values)
     const tls = tlsFrom(values)
     const index = values['no-index'] !== true
@@ -180,38 +196,46 @@ function tlsFrom(values: Parsed['values']): TlsOptions | undefined {
 export function verifyCommand(argv: string[]): Promise<number> {
   return run('verify', VERIFY_USAGE, argv, async () => {
     const { values, positionals } = parse(argv, { trust: { type: 'string', multiple: true }, stream: { type: 'string' }, event: { type: 'string' } }, true)
-    const dir = onePositional(positionals, 'store directory')
+    const spec = onePositional(positionals, 'store (directory or postgres:// URL)')
     const trustedKeys = trustedKeysFrom(values)
-    if (values.event !== undefined) {
-      if (values.stream !== undefined) throw new UsageError('--stream and --event do not go together (the event names its stream)')
-      return verifyEvents(dir, trustedKeys, values.event as string)
-    }
-    const result = await verifyStore(dir, trustedKeys, values.stream !== undefined ? { stream: values.stream as string } : {})
-    for (const s of result.streams) {
-      process.stdout.write(`ok   stream ${s.stream}: sequences 1..${s.headSequence}, ${s.lines} lines, head digest ${s.headDigest}\n`)
-    }
-    const p = result.problem
-    if (p) {
-      const where = [`stream ${p.stream}`, p.segment && `segment ${p.segment}`, p.offset !== undefined && `byte ${p.offset}`, p.sequence !== undefined && `sequence ${p.sequence}`].filter(Boolean).join(', ')
-      process.stdout.write(`FAIL ${where}: ${p.reason}\n`)
-      return 1
-    }
-    return 0
+    if (values.event !== undefined && values.stream !== undefined) throw new UsageError('--stream and --event do not go together (the event names its stream)')
+    return reading(spec, async (store) => {
+      if (values.event !== undefined) return verifyEvents(store, trustedKeys, values.event as string)
+      return verifyAll(store, trustedKeys, values.stream as string | undefined)
+    })
   })
+}
+
+async function verifyAll(store: BatchStore, trustedKeys: ReturnType<typeof loadTrustedKeys>, stream: string | undefined): Promise<number> {
+  const result = await verifyStore(store, trustedKeys, stream !== undefined ? { stream } : {})
+  for (const s of result.streams) process.stdout.write(streamLine(s))
+  const p = result.problem
+  if (p) {
+    const where = [`stream ${p.stream}`, p.segment && `segment ${p.segment}`, p.offset !== undefined && `byte ${p.offset}`, p.sequence !== undefined && `sequence ${p.sequence}`].filter(Boolean).join(', ')
+    process.stdout.write(`FAIL ${where}: ${p.reason}\n`)
+    return 1
+  }
+  return 0
+}
+
+function streamLine(s: StreamSummary): string {
+  return `ok   stream ${s.stream}: sequences 1..${s.headSequence}, ${s.lines} lines, head digest ${s.headDigest}\n`
 }
 
 export function exportCommand(argv: string[]): Promise<number> {
   return run('export', EXPORT_USAGE, argv, async () => {
     const { values, positionals } = parse(argv, { stream: { type: 'string' }, records: { type: 'boolean' } }, true)
-    const dir = onePositional(positionals, 'store directory')
-    await exportStream(dir, { out: process.stdout, records: values.records === true, ...(values.stream !== undefined ? { stream: values.stream as string } : {}) })
-    return 0
+    const spec = onePositional(positionals, 'store (directory or postgres:// URL)')
+    return reading(spec, async (store) => {
+      await exportStream(store, { out: process.stdout, records: values.records === true, ...(values.stream !== undefined ? { stream: values.stream as string } : {}) })
+      return 0
+    })
   })
 }
 
 type Wanted = EventCoordinates & { event?: unknown }
 
-async function verifyEvents(dir: string, trustedKeys: ReturnType<typeof loadTrustedKeys>, spec: string): Promise<number> {
+async function verifyEvents(store: BatchStore, trustedKeys: ReturnType<typeof loadTrustedKeys>, spec: string): Promise<number> {
   const wanted: Wanted[] = []
   if (spec === '-') {
     const text = await readStdin()
@@ -237,7 +261,7 @@ async function verifyEvents(dir: string, trustedKeys: ReturnType<typeof loadTrus
   let failed = 0
   for (const w of wanted) {
     const name = `${w.stream}:${w.sequence}:${w.recordIndex}`
-    const proof = await verifyEvent(dir, trustedKeys, w)
+    const proof = await verifyEvent(store, trustedKeys, w)
     let problem = proof.problem?.reason
     if (proof.ok && 'event' in w && JSON.stringify(JSON.parse(proof.line!.toString('utf8'))) !== JSON.stringify(w.event)) {
       problem = 'the event given is not the one stored at these coordinates (the signed line differs)'
@@ -263,8 +287,9 @@ async function reindexCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, { store: { type: 'string' } }, false)
   const storeDir = values.store as string | undefined
   if (!storeDir) throw new UsageError('--store DIR is required')
+  if (isPostgresUrl(storeDir)) throw new UsageError('--store: reindex rebuilds the SQLite index of a file store; a PostgreSQL store keeps no query index yet')
   // The store's lock: no collector appends (or indexes) while the index is rebuilt.
-  const store = await openStore(storeDir)
+  const store = await openFileStore(storeDir)
   try {
     const summary = await rebuildIndex(storeDir)
     process.stdout.write(`reindexed ${storeDir}: ${summary.streams} streams, ${summary.batches} batches, ${summary.events} events in ${summary.ms} ms (${indexPath(storeDir)})\n`)
@@ -272,6 +297,36 @@ async function reindexCommand(argv: string[]): Promise<number> {
     await store.close()
   }
   return 0
+}
+
+async function migrateCommand(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { store: { type: 'string' } }, false)
+  const url = values.store as string | undefined
+  if (!url || !isPostgresUrl(url)) throw new UsageError('--store postgres://USER@HOST:PORT/DATABASE is required (a file store needs no migration); the password comes from PGPASSWORD or a PGPASSFILE')
+  const { name, from, to } = await migratePostgres(url)
+  process.stdout.write(from === to ? `${name}: schema is at version ${to}, nothing to do\n` : `${name}: schema migrated from version ${from} to ${to}\n`)
+  return 0
+}
+
+async function copyCommand(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { from: { type: 'string' }, to: { type: 'string' }, trust: { type: 'string', multiple: true } }, false)
+  const from = values.from as string | undefined
+  const to = values.to as string | undefined
+  if (!from || !to) throw new UsageError('--from DIR|URL and --to DIR|URL are required')
+  if (from === to) throw new UsageError('--from and --to name the same store')
+  const trustedKeys = trustedKeysFrom(values)
+  return reading(from, async (source) => {
+    // Opened as a collector opens it: a directory is locked (no collector appends meanwhile), a database checked for its schema.
+    const target = await openStore(to)
+    try {
+      const summary = await copyStore(source, target, trustedKeys)
+      for (const s of summary.streams) process.stdout.write(streamLine(s))
+      process.stdout.write(`copied ${summary.copied} batches from ${source.name} to ${target.name} (${summary.present} were there already); the copy verifies\n`)
+      return 0
+    } finally {
+      await target.close()
+    }
+  })
 }
 
 async function tokenCommand(argv: string[]): Promise<number> {
@@ -307,6 +362,7 @@ export function queryCommand(argv: string[]): Promise<number> {
     const url = values.url as string | undefined
     const storeDir = values.store as string | undefined
     if ((url === undefined) === (storeDir === undefined)) throw new UsageError('give either --url URL (with --token-file FILE) or --store DIR')
+    if (storeDir !== undefined && isPostgresUrl(storeDir)) throw new UsageError('--store: a PostgreSQL store keeps no query index yet; query a file store, or export the stream')
     let results: Array<EventResult | FindingResult>
     let lines: string[]
     let next: string | undefined

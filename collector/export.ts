@@ -17,7 +17,8 @@
 import type { Writable } from 'node:stream'
 import { once } from 'node:events'
 import { decodeBatch, decodeSealedBatch, type Batch } from '../proto/wire.ts'
-import { listSegments, listStreams, streamEntries } from './store.ts'
+import { reading } from './store/open.ts'
+import type { BatchStore } from './store/store.ts'
 
 export const RECORD_PREFIX = '#auditrail '
 /** Output is gathered up to this size before a write, so that small lines do not each cost a write. */
@@ -42,8 +43,13 @@ export interface ExportSummary {
   lines: number
 }
 
-export async function exportStream(dir: string, options: ExportOptions): Promise<ExportSummary> {
-  const stream = await pickStream(dir, options.stream)
+/** `store`: an open store, or a directory or URL to open for the export. */
+export function exportStream(store: BatchStore | string, options: ExportOptions): Promise<ExportSummary> {
+  return reading(store, (s) => exportFrom(s, options))
+}
+
+async function exportFrom(store: BatchStore, options: ExportOptions): Promise<ExportSummary> {
+  const stream = await pickStream(store, options.stream)
   const pending: Buffer[] = []
   let pendingBytes = 0
   let batches = 0
@@ -54,12 +60,13 @@ export async function exportStream(dir: string, options: ExportOptions): Promise
   }
   const note = (o: Record<string, unknown>) => push(Buffer.from(`${RECORD_PREFIX}${JSON.stringify(o)}\n`))
 
-  for await (const { segment, item } of streamEntries(dir, stream)) {
+  for await (const item of store.entries(stream)) {
+    if (item.kind === 'empty') continue
     if (item.kind === 'bad') {
       // A live store's last entry may be still being written: a cut-short tail of the last segment is where
       // the stream ends for now (what a restarted collector would cut), not damage.
-      if (item.torn && (await listSegments(dir, stream)).segments.at(-1)?.name === segment.name) break
-      throw new ExportError(`stream ${stream}, segment ${segment.name}, byte ${item.offset}: ${item.reason}; run 'auditrail verify' on the store`)
+      if (item.torn && item.inLastSegment) break
+      throw new ExportError(`stream ${stream}, segment ${item.place.segment}, byte ${item.place.offset}: ${item.reason}; run 'auditrail verify' on the store`)
     }
     const batch: Batch = decodeBatch(decodeSealedBatch(item.bytes).batch)
     batches++
@@ -97,13 +104,14 @@ export async function exportStream(dir: string, options: ExportOptions): Promise
 
 const NEWLINE = Buffer.from('\n')
 
-async function pickStream(dir: string, wanted: string | undefined): Promise<string> {
-  const streams = await listStreams(dir)
+async function pickStream(store: BatchStore, wanted: string | undefined): Promise<string> {
+  const streams = await store.streams()
+  const name = store.name
   if (wanted !== undefined) {
-    if (!streams.includes(wanted)) throw new ExportError(`no stream ${JSON.stringify(wanted)} in ${dir} (streams: ${streams.join(', ') || 'none'})`)
+    if (!streams.includes(wanted)) throw new ExportError(`no stream ${JSON.stringify(wanted)} in ${name} (streams: ${streams.join(', ') || 'none'})`)
     return wanted
   }
   if (streams.length === 1) return streams[0]!
-  if (streams.length === 0) throw new ExportError(`${dir} holds no streams (is it a collector store?)`)
-  throw new ExportError(`${dir} holds ${streams.length} streams; choose one with --stream: ${streams.join(', ')}`)
+  if (streams.length === 0) throw new ExportError(`${name} holds no streams (is it a collector store?)`)
+  throw new ExportError(`${name} holds ${streams.length} streams; choose one with --stream: ${streams.join(', ')}`)
 }

@@ -14,7 +14,8 @@ import { existsSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import { decodeBatch, decodeSealedBatch, severityRank, type Batch } from '../proto/wire.ts'
-import { ENTRY_HEADER_BYTES, listSegments, listStreams, readSegment, StoreError } from './store.ts'
+import { ENTRY_HEADER_BYTES, listSegments, listStreams, readSegment } from './store/file-store.ts'
+import { StoreError } from './store/store.ts'
 
 export const INDEX_FILE = 'index.sqlite'
 /** Bumped whenever the schema or what is indexed changes: an index of another version is rebuilt. */

@@ -11,7 +11,7 @@
 import { Worker } from 'node:worker_threads'
 import { pino, type Logger } from 'pino'
 import { IndexError, type EntryLocation } from './index.ts'
-import type { Store } from './store.ts'
+import type { FileStore } from './store/file-store.ts'
 
 const MiB = 1024 * 1024
 
@@ -69,7 +69,7 @@ const STABLE_MS = 60_000
 export class LiveIndexer {
   readonly stats: LiveIndexerStats = { indexedBatches: 0, fromSegments: 0, overBound: 0, failures: 0, restarts: 0, lastBatchMs: 0, maxBatchMs: 0, totalMs: 0 }
   readonly #path: string
-  readonly #store: Store
+  readonly #store: FileStore
   readonly #log: Logger
   #worker: Worker | undefined
   #startedAt = 0
@@ -87,7 +87,7 @@ export class LiveIndexer {
   #closed = false
   #waiters: Array<() => void> = []
 
-  constructor(path: string, store: Store, log: Logger = pino({ level: 'silent' })) {
+  constructor(path: string, store: FileStore, log: Logger = pino({ level: 'silent' })) {
     this.#path = path
     this.#store = store
     this.#log = log
@@ -160,7 +160,7 @@ export class LiveIndexer {
   }
 
   #spawn(): Promise<void> {
-    const heads = Object.fromEntries(this.#store.streams().map((s) => [s, this.#store.head(s)?.sequence ?? 0]))
+    const heads = this.#store.headSequences()
     const worker = new Worker(WORKER_URL, { workerData: { path: this.#path, storeDir: this.#store.dir, heads } satisfies WorkerStart })
     this.#worker = worker
     this.#startedAt = performance.now()

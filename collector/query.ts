@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import type { StatementSync } from 'node:sqlite'
 import { isSeverity, SEVERITIES, severityRank, type Severity } from '../proto/wire.ts'
 import { auditKey, isRenderableTime, type EventIndex } from './index.ts'
-import { segmentName, streamDir } from './store.ts'
+import { segmentName, streamDir } from './store/file-store.ts'
 
 export const DEFAULT_LIMIT = 100
 export const MAX_LIMIT = 1000

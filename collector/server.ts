@@ -21,7 +21,6 @@ import {
   decodePushBatchRequest,
   decodeSealedBatch,
   encodeGetStreamHeadResponse,
-  encodeSealedBatch,
   encodePushBatchResponse,
   GET_STREAM_HEAD_PATH,
   PUSH_BATCH_PATH,
@@ -35,9 +34,12 @@ import { EventIndex, indexPath, IndexError } from './index.ts'
 import { LiveIndexer } from './live-indexer.ts'
 import { parseQuery, QUERY_PARAMS, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
 import { may, type Readers } from './readers.ts'
+import { linkProblem, storedAlready, type ChainProblem } from './chain.ts'
 import { checkKeyContinuity, checkSeal } from './seal.ts'
 import { verifyStreamHeadRequest } from '../proto/signed-messages.ts'
-import { isValidStreamId, openStore, STREAM_ID_PATTERN, type Store } from './store.ts'
+import { FileStore } from './store/file-store.ts'
+import { openStore } from './store/open.ts'
+import { isValidStreamId, STREAM_ID_PATTERN, type BatchStore, type StreamView } from './store/store.ts'
 
 const MiB = 1024 * 1024
 const DECOMPRESS = { gzip: promisify(gunzip), zstd: promisify(zstdDecompress) }
@@ -109,6 +111,7 @@ export interface TlsOptions {
 
 export interface CollectorOptions {
   listen: { host: string; port: number }
+  /** A directory (the file store), or a postgres:// URL. */
   storeDir: string
   trustedKeys: Map<string, KeyObject>
   tls?: TlsOptions
@@ -116,7 +119,7 @@ export interface CollectorOptions {
   logger?: Logger
   /** Segment size of the store (tests use small ones). */
   segmentBytes?: number
-  /** Keep the query index (default true); off, nothing is indexed and the query API answers 404. */
+  /** Keep the query index (default true; a file store only, for now); off, nothing is indexed and the query API answers 404. */
   index?: boolean
   /** Who may use the query API (GET /v1/events, /v1/findings); without readers it answers 404. */
   readers?: Readers
@@ -134,7 +137,7 @@ export interface CollectorStats {
 export interface Collector {
   url: string
   port: number
-  store: Store
+  store: BatchStore
   /** Undefined when the index is off. */
   indexer: LiveIndexer | undefined
   stats(): CollectorStats
@@ -152,11 +155,16 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   /** The query API's connection: read-only, beside the indexer's worker, which writes. */
   let reader: EventIndex | undefined
   let queries: QueryEngine | undefined
-  if (options.index !== false) {
+  // The query index is SQLite beside the segments: a PostgreSQL store has none yet, so its query API is off.
+  if (options.index !== false && !(store instanceof FileStore)) log.warn({ store: store.name }, 'no query index on a PostgreSQL store yet: the query API is off')
+  if (options.index !== false && store instanceof FileStore) {
     try {
-      indexer = new LiveIndexer(indexPath(options.storeDir), store, log)
+      const live = new LiveIndexer(indexPath(options.storeDir), store, log)
+      indexer = live
+      // Indexed by the index's worker thread, beside the ack: queryable milliseconds later. `entry` is handed over (transferred).
+      store.onAppend = (streamId, sequence, at, entry) => live.afterAppend(streamId, sequence, at, entry)
+      await live.start()
       // Opened after the worker has created the file and its tables.
-      await indexer.start()
       reader = new EventIndex(indexPath(options.storeDir), { readOnly: true })
     } catch (err) {
       await indexer?.close()
@@ -168,7 +176,6 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   }
   const stats: CollectorStats = { requests: 0, acceptedBatches: 0, duplicateBatches: 0, rejected: {} }
   const buckets = new TokenBuckets(limits.streamRequestsPerSecond, limits.streamBurst)
-  const locks = new StreamLocks()
   /** By kind of refusal: a fixed, small set of keys. */
   const lastWarned = new Map<string, { at: number; suppressed: number }>()
   let closing = false
@@ -206,8 +213,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?', 1)[0]
     if (path === '/livez' || path === '/readyz') {
-      const ok = path === '/livez' || !closing
-      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : 'closing\n')
+      const problem = path === '/livez' ? undefined : closing ? 'closing' : await store.unready()
+      res.writeHead(problem ? 503 : 200, { 'content-type': 'text/plain' }).end(problem ? `${problem}\n` : 'ok\n')
       return
     }
     const queryKind = path !== undefined ? QUERY_PATHS[path] : undefined
@@ -234,7 +241,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     try {
       const body = await readBody(req, encoding, limits)
       const peer = certificateNames(req)
-      const answer = path === PUSH_BATCH_PATH ? await pushBatch(body, peer) : getStreamHead(body, peer)
+      const answer = path === PUSH_BATCH_PATH ? await pushBatch(body, peer) : await getStreamHead(body, peer)
       res.writeHead(200, { 'content-type': PROTO_CONTENT_TYPE, 'content-length': answer.length }).end(answer)
     } catch (err) {
       // A body left unread (over a limit) is not drained: the connection closes after the answer.
@@ -252,19 +259,21 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     const first = authenticate(sealed[0]!, 0)
     const streamId = first.batch.streamId
     checkPeerNamesStream(peer, streamId)
-    return locks.run(streamId, async () => {
-      let accepted = 0
-      // The stream's rate is charged by the first batch that is new: re-sends of what is stored (a replayed
-      // head, an agent's retry) cost no tokens, so that nobody can starve a stream by replaying it.
-      let charged = false
-      try {
-        for (let i = 0; i < sealed.length; i++) {
-          const { batch, digest } = i === 0 ? first : authenticate(sealed[i]!, i)
-          if (batch.streamId !== streamId) {
-            throw new ConnectError('invalid_argument', `request.batches[${i}]: stream ${JSON.stringify(batch.streamId)} differs from ${JSON.stringify(streamId)}; one stream per request`)
-          }
-          if (await isStored(streamId, batch, digest, i)) continue
-          checkKeyBinding(streamId, batch, sealed[i]!, i)
+    let accepted = 0
+    // The stream's rate is charged by the first batch that is new: re-sends of what is stored (a replayed
+    // head, an agent's retry) cost no tokens, so that nobody can starve a stream by replaying it.
+    let charged = false
+    try {
+      for (let i = 0; i < sealed.length; i++) {
+        const { batch, digest } = i === 0 ? first : authenticate(sealed[i]!, i)
+        if (batch.streamId !== streamId) {
+          throw new ConnectError('invalid_argument', `request.batches[${i}]: stream ${JSON.stringify(batch.streamId)} differs from ${JSON.stringify(streamId)}; one stream per request`)
+        }
+        // The chain check runs inside the store's append, against the stream as stored under its lock:
+        // another collector on the same database may have moved the head since this request began.
+        const outcome = await store.append(streamId, { batch, sealed: sealed[i]!, digest }, async (view) => {
+          if (await isStored(view, streamId, batch, digest, i)) return 'stored'
+          await checkKeyBinding(view, streamId, batch, sealed[i]!, i)
           if (!charged) {
             const wait = buckets.take(streamId)
             if (wait > 0) {
@@ -272,18 +281,38 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
             }
             charged = true
           }
-          await appendInChain(streamId, batch, digest, sealed[i]!, i)
-          accepted++
+          checkLink(view, streamId, batch, i)
+          return 'append'
+        }).catch((err: unknown) => {
+          if (err instanceof ConnectError || err instanceof RateLimited) throw err
+          log.error({ stream: streamId, sequence: batch.sequence, err: (err as Error).message }, 'store append failed')
+          throw new ConnectError('unavailable', `the collector could not store sequence ${batch.sequence}: ${(err as Error).message}`)
+        })
+        if (outcome === 'stored') {
+          stats.duplicateBatches++
+          continue
         }
-      } catch (err) {
-        if (accepted > 0 && (err instanceof ConnectError || err instanceof WireError)) {
-          const code = err instanceof ConnectError ? err.code : 'invalid_argument'
-          throw new ConnectError(code, `${err.message} (the ${accepted} batch(es) before it in this request were accepted; stream head is ${store.head(streamId)?.sequence ?? 0})`)
-        }
-        throw err
+        stats.acceptedBatches++
+        accepted++
       }
-      return encodePushBatchResponse({ streamId, acknowledgedSequence: store.head(streamId)?.sequence ?? 0 })
-    })
+    } catch (err) {
+      if (accepted > 0 && (err instanceof ConnectError || err instanceof WireError)) {
+        const code = err instanceof ConnectError ? err.code : 'invalid_argument'
+        const head = await store.head(streamId).catch(() => undefined)
+        throw new ConnectError(code, `${err.message} (the ${accepted} batch(es) before it in this request were accepted${head ? `; stream head is ${head.sequence}` : ''})`)
+      }
+      throw err
+    }
+    return encodePushBatchResponse({ streamId, acknowledgedSequence: await storedHead(streamId) })
+  }
+
+  /** The head as stored now; a store that cannot say is unavailable (the batches are stored: a retry is acknowledged). */
+  async function storedHead(streamId: string): Promise<number> {
+    try {
+      return (await store.head(streamId))?.sequence ?? 0
+    } catch (err) {
+      throw new ConnectError('unavailable', `the collector could not read the head of stream ${streamId}: ${(err as Error).message}; retry`)
+    }
   }
 
   /** Signature first, over the bytes as received; only then are they decoded. */
@@ -310,23 +339,18 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   }
 
   /** A batch the stream already holds (same sequence, same digest) is acknowledged again; a different one is a fork. */
-  async function isStored(streamId: string, batch: Batch, digest: Buffer, i: number): Promise<boolean> {
-    const headSequence = store.head(streamId)?.sequence ?? 0
-    if (batch.sequence > headSequence) return false
-    const stored = await store.digestAt(streamId, batch.sequence)
-    if (stored?.equals(digest)) {
-      stats.duplicateBatches++
-      return true
-    }
-    throw new ConnectError('already_exists', `request.batches[${i}]: fork: sequence ${batch.sequence} of stream ${streamId} already holds a different batch; the next sequence expected is ${headSequence + 1}`)
+  async function isStored(view: StreamView, streamId: string, batch: Batch, digest: Buffer, i: number): Promise<boolean> {
+    const verdict = await storedAlready(view, streamId, batch, digest)
+    if (typeof verdict === 'object') throw chainError(verdict, i)
+    return verdict === 'stored'
   }
 
   /** The stream's key (the key of its head) signs what continues it; a new stream counts against its key's quota. */
-  function checkKeyBinding(streamId: string, batch: Batch, sealed: SealedBatch, i: number): void {
-    const head = store.head(streamId)
+  async function checkKeyBinding(view: StreamView, streamId: string, batch: Batch, sealed: SealedBatch, i: number): Promise<void> {
+    const head = view.head
     const problem = checkKeyContinuity(batch, sealed, head?.keyId, options.trustedKeys)
     if (problem) throw new ConnectError('permission_denied', `request.batches[${i}]: ${problem}`)
-    if (!head && store.streamsOfKey(sealed.keyId) >= limits.maxStreamsPerKey) {
+    if (!head && (await view.streamsOfKey(sealed.keyId)) >= limits.maxStreamsPerKey) {
       throw new ConnectError('resource_exhausted', `request.batches[${i}]: key ${sealed.keyId} already holds ${limits.maxStreamsPerKey} streams, the limit per key; give each node its own key (auditrail keygen), or raise maxStreamsPerKey`)
     }
     if (head && head.keyId !== sealed.keyId) {
@@ -334,29 +358,13 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
   }
 
-  async function appendInChain(streamId: string, batch: Batch, digest: Buffer, sealed: SealedBatch, i: number): Promise<void> {
-    const head = store.head(streamId)
-    const headSequence = head?.sequence ?? 0
-    if (batch.sequence > headSequence + 1) {
-      throw new ConnectError('out_of_range', `request.batches[${i}]: gap: stream ${streamId} expects sequence ${headSequence + 1}, got ${batch.sequence}`)
-    }
-    const expectedPrev = head?.digest ?? Buffer.alloc(0)
-    // Buffer.from: proto/wire.ts hands an empty bytes field over as a plain [] (protobufjs default).
-    if (!expectedPrev.equals(Buffer.from(batch.prevDigest))) {
-      throw new ConnectError('failed_precondition', `request.batches[${i}].batch.prev_digest: ${hex(batch.prevDigest)} does not link to sequence ${headSequence} of stream ${streamId} (digest ${hex(expectedPrev)})`)
-    }
-    try {
-      // The batch bytes are kept exactly as signed; only the SealedBatch frame around them is re-encoded.
-      const entry = encodeSealedBatch(sealed)
-      const at = await store.append(streamId, batch.sequence, digest, entry)
-      // Indexed by the index's worker thread, beside the ack (see LiveIndexer): queryable milliseconds later.
-      // `entry` is handed over (transferred): not used after this.
-      indexer?.afterAppend(streamId, batch.sequence, at, entry)
-    } catch (err) {
-      log.error({ stream: streamId, sequence: batch.sequence, err: (err as Error).message }, 'store append failed')
-      throw new ConnectError('unavailable', `the collector could not store sequence ${batch.sequence}: ${(err as Error).message}`)
-    }
-    stats.acceptedBatches++
+  function checkLink(view: StreamView, streamId: string, batch: Batch, i: number): void {
+    const problem = linkProblem(view, streamId, batch)
+    if (problem) throw chainError(problem, i)
+  }
+
+  function chainError(problem: ChainProblem, i: number): ConnectError {
+    return new ConnectError(problem.code, `request.batches[${i}]${problem.field}: ${problem.reason}`)
   }
 
   /** With per-node client certificates, the certificate must name the stream it writes or reads. */
@@ -379,7 +387,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
     if (!options.readers || !queries) {
       return fail(404, !queries
-        ? 'the query API is off because this collector keeps no index; start it without index: false'
+        ? store instanceof FileStore ? 'the query API is off because this collector keeps no index; start it without index: false' : 'the query API is off: a PostgreSQL store keeps no query index yet'
         : 'the query API is off; start the collector with --readers FILE (lines \'ROLE sha256:HEX NAME\', see \'auditrail collector token\')')
     }
     if (req.method !== 'GET') return fail(405, `${req.method} is not supported; the query API is read-only: use GET`, { allow: 'GET' })
@@ -425,7 +433,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
    * stream not stored yet, a trusted key that could create it), over a request issued within minutes.
    * Every refusal says the same for a stored and an unknown stream.
    */
-  function getStreamHead(body: Buffer, peer: CertificateNames): Uint8Array {
+  async function getStreamHead(body: Buffer, peer: CertificateNames): Promise<Uint8Array> {
     const request = decodeGetStreamHeadRequest(body)
     const { streamId, keyId } = request
     if (!isValidStreamId(streamId)) {
@@ -441,7 +449,12 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     if (!verifyStreamHeadRequest(streamId, request.issuedUnixMs, request.signature, key)) {
       throw new ConnectError('unauthenticated', `request.signature: does not verify with key ${keyId}`)
     }
-    const head = store.head(streamId)
+    let head
+    try {
+      head = await store.head(streamId)
+    } catch (err) {
+      throw new ConnectError('unavailable', `the collector could not read the head of stream ${streamId}: ${(err as Error).message}; retry`)
+    }
     if (head && head.keyId !== keyId) {
       throw new ConnectError('permission_denied', `key ${keyId} may not read stream ${streamId}: a stream's head is told only to its own key`)
     }
@@ -486,7 +499,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   const port = (server.address() as AddressInfo).port
   const host = options.listen.host.includes(':') ? `[${options.listen.host}]` : options.listen.host
   const url = `${options.tls ? 'https' : 'http'}://${host}:${port}`
-  log.info({ url, store: options.storeDir, trustedKeys: [...options.trustedKeys.keys()], streams: store.streams().length, limits }, 'collector listening')
+  log.info({ url, store: store.name, trustedKeys: [...options.trustedKeys.keys()], limits }, 'collector listening')
 
   return {
     url,
@@ -502,7 +515,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       const timer = setTimeout(() => server.closeAllConnections(), graceMs)
       await closed
       clearTimeout(timer)
-      await locks.idle()
+      // A request cut off by the grace period may still be appending: its entry reaches the indexer before it closes.
+      if (store instanceof FileStore) await store.settled()
       // The reader first: the writer, closing last, checkpoints the WAL into the file.
       reader?.close()
       await indexer?.close()
@@ -635,26 +649,6 @@ class TokenBuckets {
   }
 }
 
-/** Runs one task at a time per stream, so that concurrent requests cannot interleave a chain. */
-class StreamLocks {
-  readonly #tails = new Map<string, Promise<void>>()
-
-  run<T>(key: string, task: () => Promise<T>): Promise<T> {
-    const previous = this.#tails.get(key) ?? Promise.resolve()
-    const result = previous.then(task)
-    const tail = result.then(() => {}, () => {})
-    this.#tails.set(key, tail)
-    void tail.then(() => {
-      if (this.#tails.get(key) === tail) this.#tails.delete(key)
-    })
-    return result
-  }
-
-  async idle(): Promise<void> {
-    await Promise.all(this.#tails.values())
-  }
-}
-
 /** The names a verified client certificate gives its holder (subject CN, DNS subjectAltNames); undefined without one. */
 type CertificateNames = string[] | undefined
 
@@ -672,8 +666,4 @@ function certificateNames(req: IncomingMessage): CertificateNames {
     if (m) names.push(m[1]!.trim())
   }
   return names
-}
-
-function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString('hex') || '(empty)'
 }

@@ -1,10 +1,13 @@
 // The offline verifier: checks every stream of a store end to end, reading it
 // (never writing it), one entry in memory at a time. It stops at the first bad
-// place and names it: stream, segment file, byte offset, sequence, and why.
+// place and names it: stream, sequence, why, and in a file store the segment
+// file and byte offset. Both stores are read through the same interface; a
+// database is not trusted more than a directory: every seal and link is checked.
 import type { KeyObject } from 'node:crypto'
 import { batchDigest, decodeBatch, decodeSealedBatch, WireError, type Batch, type SealedBatch } from '../proto/wire.ts'
 import { checkKeyContinuity, checkSeal } from './seal.ts'
-import { listSegments, listStreams, readSegment, type SegmentFile } from './store.ts'
+import { reading } from './store/open.ts'
+import type { BatchStore, LocatedBatch } from './store/store.ts'
 
 export interface VerifyProblem {
   stream: string
@@ -32,93 +35,99 @@ export interface VerifyResult {
   problem?: VerifyProblem
 }
 
-export async function verifyStore(dir: string, trustedKeys: ReadonlyMap<string, KeyObject>, options: { stream?: string } = {}): Promise<VerifyResult> {
-  const all = await listStreams(dir)
+/** `store`: an open store, or a directory or URL to open for the check. */
+export function verifyStore(store: BatchStore | string, trustedKeys: ReadonlyMap<string, KeyObject>, options: { stream?: string } = {}): Promise<VerifyResult> {
+  return reading(store, (s) => verifyStreams(s, trustedKeys, options))
+}
+
+async function verifyStreams(store: BatchStore, trustedKeys: ReadonlyMap<string, KeyObject>, options: { stream?: string }): Promise<VerifyResult> {
+  const all = await store.streams()
   if (options.stream !== undefined && !all.includes(options.stream)) {
-    return { ok: false, streams: [], problem: { stream: options.stream, reason: `no stream ${JSON.stringify(options.stream)} in ${dir} (streams: ${all.join(', ') || 'none'})` } }
+    return { ok: false, streams: [], problem: { stream: options.stream, reason: `no stream ${JSON.stringify(options.stream)} in ${store.name} (streams: ${all.join(', ') || 'none'})` } }
   }
   const streams = options.stream !== undefined ? [options.stream] : all
-  if (streams.length === 0) return { ok: false, streams: [], problem: { stream: '', reason: `${dir} holds no streams (is it a collector store?)` } }
+  if (streams.length === 0) return { ok: false, streams: [], problem: { stream: '', reason: `${store.name} holds no streams (is it a collector store?)` } }
   const summaries: StreamSummary[] = []
   for (const stream of streams) {
-    const result = await verifyStream(dir, stream, trustedKeys)
+    const result = await verifyStream(store, stream, trustedKeys)
     if ('reason' in result) return { ok: false, streams: summaries, problem: result }
     summaries.push(result)
   }
   return { ok: true, streams: summaries }
 }
 
-async function verifyStream(dir: string, stream: string, trustedKeys: ReadonlyMap<string, KeyObject>): Promise<StreamSummary | VerifyProblem> {
-  const { segments, strays } = await listSegments(dir, stream)
-  if (strays.length > 0) return { stream, segment: strays[0]!, reason: `unexpected file in the stream directory (segments are named <20-digit first sequence>.seg)` }
-  if (segments.length === 0) return { stream, reason: 'the stream directory holds no segment files' }
+async function verifyStream(store: BatchStore, stream: string, trustedKeys: ReadonlyMap<string, KeyObject>): Promise<StreamSummary | VerifyProblem> {
+  const layout = await store.layoutProblem(stream)
+  if (layout) return { stream, ...layout }
   let expected = 1
   let prev: Buffer = Buffer.alloc(0)
   let boundKeyId: string | undefined
   let lines = 0
-  for (const [index, segment] of segments.entries()) {
-    const last = index === segments.length - 1
-    let firstInSegment = true
-    for await (const item of readSegment(segment.path)) {
-      const at = { stream, segment: segment.name, offset: item.offset, sequence: expected }
-      if (item.kind === 'bad') {
-        const what = item.torn && last ? 'truncated' : item.torn ? 'truncated segment (more segments follow)' : 'altered bytes'
-        return { ...at, reason: `${what}: ${item.reason}, where sequence ${expected} was expected` }
+  /** Entries read so far: where to look again from when telling a gap from a reordering. */
+  let position = 0
+  for await (const item of store.entries(stream)) {
+    if (item.kind === 'empty') {
+      if (!item.last || item.first !== expected) {
+        return { stream, segment: item.segment, offset: 0, sequence: expected, reason: `empty segment${item.last ? ` named for sequence ${item.first}` : ' before the last one'}, where sequence ${expected} was expected` }
       }
-      let sealed: SealedBatch
-      let batch: Batch
-      let digest: Buffer
-      try {
-        sealed = decodeSealedBatch(item.bytes)
-        digest = batchDigest(sealed.batch)
-        const problem = checkSeal(sealed, digest, trustedKeys)
-        if (problem) return { ...at, reason: `${problem.field === 'signature' ? 'bad signature' : problem.field === 'key_id' ? 'unknown key' : 'unsupported algorithm'}: ${problem.field} ${problem.reason}` }
-        batch = decodeBatch(sealed.batch)
-      } catch (err) {
-        if (err instanceof WireError) return { ...at, reason: `entry does not decode: ${err.message}` }
-        throw err
-      }
-      const found = { ...at, sequence: batch.sequence }
-      if (batch.streamId !== stream) return { ...found, reason: `batch belongs to stream ${JSON.stringify(batch.streamId)}, stored under ${JSON.stringify(stream)}` }
-      if (batch.sequence !== expected) return { ...found, reason: await sequenceProblem(segments, index, item.offset, expected, batch.sequence, firstInSegment) }
-      if (firstInSegment && segment.first !== batch.sequence) return { ...found, reason: `segment name says it starts at sequence ${segment.first}, but it starts at ${batch.sequence}` }
-      if (!prev.equals(Buffer.from(batch.prevDigest))) {
-        return { ...found, reason: `broken link: prev_digest ${Buffer.from(batch.prevDigest).toString('hex') || '(empty)'} is not the digest of sequence ${expected - 1} (${prev.toString('hex') || '(empty)'})` }
-      }
-      const keyProblem = checkKeyContinuity(batch, sealed, boundKeyId, trustedKeys)
-      if (keyProblem) return { ...found, reason: `key not bound to the stream: ${keyProblem}` }
-      prev = digest
-      boundKeyId = sealed.keyId
-      lines += batch.records.reduce((n, r) => n + (r.line ? 1 : 0), 0)
-      expected++
-      firstInSegment = false
+      continue
     }
-    if (firstInSegment && (!last || segment.first !== expected)) {
-      return { stream, segment: segment.name, offset: 0, sequence: expected, reason: `empty segment${last ? ` named for sequence ${segment.first}` : ' before the last one'}, where sequence ${expected} was expected` }
+    const at = { stream, ...item.place, sequence: expected }
+    if (item.kind === 'bad') {
+      const what = item.torn && item.inLastSegment ? 'truncated' : item.torn ? 'truncated segment (more segments follow)' : 'altered bytes'
+      return { ...at, reason: `${what}: ${item.reason}, where sequence ${expected} was expected` }
     }
+    position++
+    let sealed: SealedBatch
+    let batch: Batch
+    let digest: Buffer
+    try {
+      sealed = decodeSealedBatch(item.bytes)
+      digest = batchDigest(sealed.batch)
+      const problem = checkSeal(sealed, digest, trustedKeys)
+      if (problem) return { ...at, reason: `${problem.field === 'signature' ? 'bad signature' : problem.field === 'key_id' ? 'unknown key' : 'unsupported algorithm'}: ${problem.field} ${problem.reason}` }
+      batch = decodeBatch(sealed.batch)
+    } catch (err) {
+      if (err instanceof WireError) return { ...at, reason: `entry does not decode: ${err.message}` }
+      throw err
+    }
+    const found = { ...at, sequence: batch.sequence }
+    if (batch.streamId !== stream) return { ...found, reason: `batch belongs to stream ${JSON.stringify(batch.streamId)}, stored under ${JSON.stringify(stream)}` }
+    if (batch.sequence !== expected) return { ...found, reason: await sequenceProblem(store, stream, position, expected, batch.sequence, item.segmentFirst !== undefined && expected > 1) }
+    if (item.segmentFirst !== undefined && item.segmentFirst !== batch.sequence) return { ...found, reason: `segment name says it starts at sequence ${item.segmentFirst}, but it starts at ${batch.sequence}` }
+    if (!prev.equals(Buffer.from(batch.prevDigest))) {
+      return { ...found, reason: `broken link: prev_digest ${Buffer.from(batch.prevDigest).toString('hex') || '(empty)'} is not the digest of sequence ${expected - 1} (${prev.toString('hex') || '(empty)'})` }
+    }
+    const keyProblem = checkKeyContinuity(batch, sealed, boundKeyId, trustedKeys)
+    if (keyProblem) return { ...found, reason: `key not bound to the stream: ${keyProblem}` }
+    prev = digest
+    boundKeyId = sealed.keyId
+    lines += batch.records.reduce((n, r) => n + (r.line ? 1 : 0), 0)
+    expected++
   }
   return { stream, headSequence: expected - 1, lines, headDigest: prev.toString('hex') }
 }
 
 /** Tells a gap from a reordering by looking for the expected sequence further on (only on failure). */
-async function sequenceProblem(segments: SegmentFile[], index: number, offset: number, expected: number, found: number, firstInSegment: boolean): Promise<string> {
+async function sequenceProblem(store: BatchStore, stream: string, position: number, expected: number, found: number, atSegmentStart: boolean): Promise<string> {
   if (found < expected) return `reordering or duplicate: sequence ${found} appears again after ${expected - 1}`
-  const later = await findSequence(segments, index, offset, expected)
-  if (later) return `reordering: sequence ${found} is stored where ${expected} belongs; ${expected} is stored later (segment ${later.segment}, byte ${later.offset})`
+  const later = await findSequence(store, stream, position, expected)
+  if (later) return `reordering: sequence ${found} is stored where ${expected} belongs; ${expected} is stored later${later.segment !== undefined ? ` (segment ${later.segment}, byte ${later.offset})` : ''}`
   const range = found - 1 === expected ? `sequence ${expected} is` : `sequences ${expected} to ${found - 1} are`
-  return `gap: ${range} missing${firstInSegment && index > 0 ? ` (a segment file before ${segments[index]!.name} was deleted?)` : ''}`
+  return `gap: ${range} missing${atSegmentStart ? ' (a segment file before this one was deleted?)' : ''}`
 }
 
-async function findSequence(segments: SegmentFile[], index: number, after: number, wanted: number): Promise<{ segment: string; offset: number } | undefined> {
-  for (const segment of segments.slice(index)) {
-    for await (const item of readSegment(segment.path)) {
-      if (segment === segments[index] && item.offset <= after) continue
-      if (item.kind === 'bad') return undefined
-      try {
-        if (decodeBatch(decodeSealedBatch(item.bytes).batch).sequence === wanted) return { segment: segment.name, offset: item.offset }
-      } catch {
-        return undefined
-      }
+/** Where `wanted` is stored after the first `position` entries, if it is. */
+async function findSequence(store: BatchStore, stream: string, position: number, wanted: number): Promise<{ segment?: string; offset?: number } | undefined> {
+  let n = 0
+  for await (const item of store.entries(stream)) {
+    if (item.kind === 'empty') continue
+    if (item.kind === 'bad') return undefined
+    if (++n <= position) continue
+    try {
+      if (decodeBatch(decodeSealedBatch(item.bytes).batch).sequence === wanted) return { ...item.place }
+    } catch {
+      return undefined
     }
   }
   return undefined
@@ -146,22 +155,30 @@ export interface EventProof {
  * is stored, that it links to this one. Everything is found again from the
  * segments; nothing the index says is trusted.
  */
-export async function verifyEvent(dir: string, trustedKeys: ReadonlyMap<string, KeyObject>, at: EventCoordinates): Promise<EventProof> {
+export function verifyEvent(store: BatchStore | string, trustedKeys: ReadonlyMap<string, KeyObject>, at: EventCoordinates): Promise<EventProof> {
+  return reading(store, (s) => proveEvent(s, trustedKeys, at))
+}
+
+async function proveEvent(store: BatchStore, trustedKeys: ReadonlyMap<string, KeyObject>, at: EventCoordinates): Promise<EventProof> {
   const { stream, sequence, recordIndex } = at
   const checks: string[] = []
-  const fail = (reason: string, where: Partial<VerifyProblem> = {}): EventProof => ({ ok: false, checks, problem: { stream, sequence, reason, ...where } })
-  const streams = await listStreams(dir)
-  if (!streams.includes(stream)) return fail(`no stream ${JSON.stringify(stream)} in ${dir} (streams: ${streams.join(', ') || 'none'})`)
-  const { segments } = await listSegments(dir, stream)
+  // Only the place is taken from `where`: its own reason (a lookup's) is part of `reason` already.
+  const fail = (reason: string, where: { segment?: string; offset?: number } = {}): EventProof => ({
+    ok: false,
+    checks,
+    problem: { stream, sequence, reason, ...(where.segment !== undefined ? { segment: where.segment, offset: where.offset } : {}) },
+  })
+  const streams = await store.streams()
+  if (!streams.includes(stream)) return fail(`no stream ${JSON.stringify(stream)} in ${store.name} (streams: ${streams.join(', ') || 'none'})`)
 
-  const target = await sealedAt(segments, sequence)
+  const target = await sealedAt(store, stream, sequence)
   if ('reason' in target) return fail(target.reason, target)
   const digest = batchDigest(target.sealed.batch)
   const sealProblem = checkSeal(target.sealed, digest, trustedKeys)
   if (sealProblem) return fail(`bad seal on sequence ${sequence}: ${sealProblem.field} ${sealProblem.reason}`, target)
   const batch = decodeBatch(target.sealed.batch)
   if (batch.streamId !== stream) return fail(`batch belongs to stream ${JSON.stringify(batch.streamId)}, stored under ${JSON.stringify(stream)}`, target)
-  checks.push(`sequence ${sequence}: checksum and ${target.sealed.algorithm} signature by key ${target.sealed.keyId} hold (segment ${target.segment}, byte ${target.offset})`)
+  checks.push(`sequence ${sequence}: ${target.segment !== undefined ? 'checksum and ' : ''}${target.sealed.algorithm} signature by key ${target.sealed.keyId} hold${target.segment !== undefined ? ` (segment ${target.segment}, byte ${target.offset})` : ''}`)
   const record = batch.records[recordIndex]
   if (!record) return fail(`batch ${sequence} has ${batch.records.length} records; there is no record ${recordIndex}`, target)
   if (!record.line) return fail(`record ${recordIndex} of batch ${sequence} is a ${record.gap ? 'gap' : 'quarantine'} record, not an event line`, target)
@@ -173,7 +190,7 @@ export async function verifyEvent(dir: string, trustedKeys: ReadonlyMap<string, 
     if (keyProblem) return fail(keyProblem, target)
     checks.push('link back: sequence 1 starts the chain')
   } else {
-    const prev = await sealedAt(segments, sequence - 1)
+    const prev = await sealedAt(store, stream, sequence - 1)
     if ('reason' in prev) return fail(`cannot check the link back: ${prev.reason}`, prev)
     const prevDigest = batchDigest(prev.sealed.batch)
     const p = checkSeal(prev.sealed, prevDigest, trustedKeys)
@@ -185,7 +202,7 @@ export async function verifyEvent(dir: string, trustedKeys: ReadonlyMap<string, 
     }
     checks.push(`link back: prev_digest equals the digest of sequence ${sequence - 1} (${prevDigest.toString('hex')}), whose seal holds`)
   }
-  const next = await sealedAt(segments, sequence + 1)
+  const next = await sealedAt(store, stream, sequence + 1)
   if ('reason' in next) {
     if (!next.absent) return fail(`cannot check the link forward: ${next.reason}`, next)
     checks.push(`link forward: sequence ${sequence} is the stream's head`)
@@ -203,29 +220,21 @@ export async function verifyEvent(dir: string, trustedKeys: ReadonlyMap<string, 
   return { ok: true, line: Buffer.from(record.line), checks }
 }
 
-type Located = { sealed: SealedBatch; segment: string; offset: number }
+type Located = { sealed: SealedBatch; segment?: string; offset?: number }
 type NotLocated = { reason: string; segment?: string; offset?: number; absent?: boolean }
 
-/** The stored batch of a sequence: sequences are consecutive, so the segment is the last one starting at or before it. */
-async function sealedAt(segments: SegmentFile[], sequence: number): Promise<Located | NotLocated> {
-  const segment = segments.findLast((s) => s.first <= sequence)
-  if (!segment) return { reason: `sequence ${sequence} is not stored`, absent: true }
-  let n = segment.first
-  for await (const item of readSegment(segment.path)) {
-    if (item.kind === 'bad') return { reason: `altered or truncated entry where sequence ${n} was expected: ${item.reason}`, segment: segment.name, offset: item.offset, absent: false }
-    if (n === sequence) {
-      let sealed: SealedBatch
-      try {
-        sealed = decodeSealedBatch(item.bytes)
-        const found = decodeBatch(sealed.batch).sequence
-        if (found !== sequence) return { reason: `segment ${segment.name} byte ${item.offset} holds sequence ${found} where ${sequence} belongs`, segment: segment.name, offset: item.offset }
-      } catch (err) {
-        if (err instanceof WireError) return { reason: `entry does not decode: ${err.message}`, segment: segment.name, offset: item.offset }
-        throw err
-      }
-      return { sealed, segment: segment.name, offset: item.offset }
-    }
-    n++
+/** The stored batch of a sequence, decoded, and checked to be the one asked for. */
+async function sealedAt(store: BatchStore, stream: string, sequence: number): Promise<Located | NotLocated> {
+  const located: LocatedBatch = await store.batchAt(stream, sequence)
+  if (!located.found) return { reason: located.reason, absent: located.absent, ...located.place }
+  const where = located.place ? `segment ${located.place.segment} byte ${located.place.offset}` : 'the row'
+  try {
+    const sealed = decodeSealedBatch(located.bytes)
+    const found = decodeBatch(sealed.batch).sequence
+    if (found !== sequence) return { reason: `${where} holds sequence ${found} where ${sequence} belongs`, ...located.place }
+    return { sealed, ...located.place }
+  } catch (err) {
+    if (err instanceof WireError) return { reason: `entry does not decode: ${err.message}`, ...located.place }
+    throw err
   }
-  return { reason: `sequence ${sequence} is not stored (segment ${segment.name} ends at ${n - 1})`, absent: true }
 }

@@ -24,7 +24,7 @@ import { parseArgs } from 'node:util'
 import { rebuildIndex, indexPath } from '../collector/index.ts'
 import { newToken, parseReaders } from '../collector/readers.ts'
 import { startCollector } from '../collector/server.ts'
-import { openStore, streamEntries } from '../collector/store.ts'
+import { openFileStore, streamEntries } from '../collector/store/file-store.ts'
 import { batchDigest, decodeSealedBatch, encodePushBatchRequest, PUSH_BATCH_PATH, SEVERITIES, type SealedBatch } from '../proto/wire.ts'
 import { batchOf, post, sampleFindings, seal, testKey, trustOf } from '../test/collector/fixtures.ts'
 import { createAuditEventGenerator } from './audit-events.ts'
@@ -218,7 +218,7 @@ await indexed.close()
 const size = (p: string) => (existsSync(p) ? statSync(p).size : 0)
 const indexBytes = size(indexPath(join(dir, 'indexed'))) + size(`${indexPath(join(dir, 'indexed'))}-wal`)
 const storeBytes = du(join(dir, 'plain', 'streams'))
-const store = await openStore(join(dir, 'indexed'))
+const store = await openFileStore(join(dir, 'indexed'))
 const reindex = await rebuildIndex(join(dir, 'indexed'))
 await store.close()
 const rebuiltBytes = size(indexPath(join(dir, 'indexed')))

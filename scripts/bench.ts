@@ -99,8 +99,8 @@ function startAgent(r: Rig, agentArgs: string[] = []): ChildProcess {
 function headWatcher(r: Rig) {
   let seq = -1
   let pos = { inode: 0, offset: 0, sequence: 0 }
-  return () => {
-    const head = r.collector.store.head(STREAM)
+  return async () => {
+    const head = await r.collector.store.head(STREAM)
     if (head && head.sequence !== seq) {
       seq = head.sequence
       const b = decodeBatch(decodeSealedBatch(head.sealed).batch)
@@ -200,7 +200,7 @@ async function catchUp(r: Rig, agentArgs: string[] = []): Promise<{ seconds: num
   let peak = 0
   let cpu = 0
   while (true) {
-    const p = head()
+    const p = await head()
     try {
       const s = procStats(agent.pid!)
       peak = Math.max(peak, s.peakRssBytes)
@@ -221,7 +221,7 @@ async function steadyAndOutage() {
   const head = headWatcher(r)
   const agent = startAgent(r)
   // Wait for the agent to be in sync (its first heartbeat or batch) before the log moves.
-  while (!r.collector.store.head(STREAM)) await sleep(20)
+  while (!(await r.collector.store.head(STREAM))) await sleep(20)
 
   const expected = expectedExport(join(r.dir, 'state'))
   const samples: Sample[] = []
@@ -229,7 +229,7 @@ async function steadyAndOutage() {
   let watching = true
   const watch = (async () => {
     while (watching) {
-      const p = head()
+      const p = await head()
       const now = performance.now()
       while (samples.length > 0 && samples[0]!.inode === p.inode && samples[0]!.offset <= p.offset) latencies.push(now - samples.shift()!.at)
       await sleep(2)
@@ -274,7 +274,7 @@ async function steadyAndOutage() {
   // Catch-up: until the head reaches where the log was when the collector came back...
   const target = liveEnd(r.logDir)
   while (true) {
-    const p = head()
+    const p = await head()
     outagePeak = Math.max(outagePeak, procStats(agent.pid!).rssBytes)
     if (p.inode === target.inode && p.offset >= target.size) break
     await sleep(20)
@@ -285,7 +285,7 @@ async function steadyAndOutage() {
   const gen = await writing
   // ...then let it finish what was written since.
   const end = liveEnd(r.logDir)
-  while (!(head().inode === end.inode && head().offset === end.size)) await sleep(20)
+  for (let p = await head(); !(p.inode === end.inode && p.offset === end.size); p = await head()) await sleep(20)
   watching = false
   await watch
   const out = await exportSha(r)

@@ -78,7 +78,7 @@ t.test('a checkpoint that cannot be written does not stop shipping; the next ack
   await untilStored(s.store, '00000003-1111', 'the third event')
   await agent.drained()
   const saved = JSON.parse(readFileSync(checkpoint, 'utf8'))
-  t.equal(saved.nextSequence, s.collector.store.head('node-a')!.sequence + 1, 'the checkpoint stands at the collector\'s head')
+  t.equal(saved.nextSequence, (await s.collector.store.head('node-a'))!.sequence + 1, 'the checkpoint stands at the collector\'s head')
   t.equal(saved.position.offset, 3 * (event(1).length + 1), 'and at the end of the log')
 })
 

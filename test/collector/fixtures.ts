@@ -5,7 +5,8 @@ import { request } from 'node:http'
 import { gzipSync } from 'node:zlib'
 import { keyIdOf } from '../../proto/keys.ts'
 import { SEAL_ALGORITHM, signSeal, signStreamHeadRequest } from '../../proto/signed-messages.ts'
-import { batchDigest, encodeBatch, encodeGetStreamHeadRequest, type Batch, type Finding, type SealedBatch, type WireRecord } from '../../proto/wire.ts'
+import type { BatchStore } from '../../collector/store/store.ts'
+import { batchDigest, decodeBatch, encodeBatch, encodeGetStreamHeadRequest, type Batch, type Finding, type SealedBatch, type WireRecord } from '../../proto/wire.ts'
 import { createAuditEventGenerator } from '../../scripts/audit-events.ts'
 
 export interface TestKey {
@@ -173,4 +174,9 @@ export function generatedBatches(options: { events: number; perBatch: number; st
     chains[n % chains.length]!.next(batch, { findings })
   }
   return { lines, chains }
+}
+
+/** Appends a sealed batch through the store interface with no chain check of its own (what a test builds is what is stored). */
+export function appendSealed(store: BatchStore, streamId: string, sealed: SealedBatch): Promise<'appended' | 'stored'> {
+  return store.append(streamId, { batch: decodeBatch(sealed.batch), sealed, digest: batchDigest(sealed.batch) }, async () => 'append')
 }

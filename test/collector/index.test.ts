@@ -8,7 +8,7 @@ import { EventIndex, indexPath, rebuildIndex } from '../../collector/index.ts'
 import { parseQuery, QueryEngine } from '../../collector/query.ts'
 import { parseReaders } from '../../collector/readers.ts'
 import { startCollector } from '../../collector/server.ts'
-import { listStreams, streamEntries } from '../../collector/store.ts'
+import { listStreams, streamEntries } from '../../collector/store/file-store.ts'
 import { decodeBatch, decodeSealedBatch, encodePushBatchRequest, PUSH_BATCH_PATH, SEVERITIES, severityRank, type Severity } from '../../proto/wire.ts'
 import { generatedBatches, post, testKey, trustOf, type GeneratedBatches } from './fixtures.ts'
 

@@ -156,8 +156,8 @@ const findingsOf = (n: number) => fc.array(fc.record({
 }), { maxLength: n === 0 ? 0 : 3 })
 
 /** Where each stream's head is, as the collector says: a signed batch can then link to it. */
-function headOf(streamId: string): { sequence: number; digest: Uint8Array } {
-  const h = collector.store.head(streamId)
+async function headOf(streamId: string): Promise<{ sequence: number; digest: Uint8Array }> {
+  const h = await collector.store.head(streamId)
   return h ? { sequence: h.sequence, digest: h.digest } : { sequence: 0, digest: new Uint8Array(0) }
 }
 
@@ -206,7 +206,7 @@ const properties: Array<{ name: string; ciRuns: number; share: number; arb: fc.A
     share: 0.35,
     arb: fc.record({ streamId: fc.constantFrom('fuzz-a', 'fuzz-b'), ops: mutations, link: fc.boolean(), twice: fc.boolean(), stranger: fc.boolean() }),
     run: async (v: { streamId: string; ops: Mutation[]; link: boolean; twice: boolean; stranger: boolean }) => {
-      const head = headOf(v.streamId)
+      const head = await headOf(v.streamId)
       const records = [eventLine(head.sequence + 1, 0), eventLine(head.sequence + 1, 1)].map((l, i) => ({ offset: i * 200, line: Buffer.from(l) }))
       const valid = encodeBatch(batchOf(v.streamId, head.sequence + 1, head.digest, records))
       const bytes = mutate(valid, v.ops)
@@ -229,7 +229,7 @@ const properties: Array<{ name: string; ciRuns: number; share: number; arb: fc.A
       gzip: fc.boolean(),
     }).chain((v) => findingsOf(v.records.length).map((findings) => ({ ...v, findings }))),
     run: async (v: { streamId: string; records: WireRecord[]; findings: Batch['findings']; node: string; createdUnixMs: number; sequenceShift: number; gzip: boolean }) => {
-      const head = headOf(v.streamId)
+      const head = await headOf(v.streamId)
       const sequence = Math.max(1, head.sequence + 1 + v.sequenceShift)
       const prev = sequence === 1 ? new Uint8Array(0) : sequence === head.sequence + 1 ? head.digest : Buffer.alloc(32, 9)
       const b = batchOf(v.streamId, sequence, prev, v.records, { findings: v.findings, node: v.node, createdUnixMs: v.createdUnixMs })

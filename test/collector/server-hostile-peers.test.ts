@@ -21,12 +21,13 @@ import {
 } from '../../proto/wire.ts'
 import { makeCa, makeLeaf } from '../agent/ship/tls-certificates.ts'
 import { batchOf, Chain, headRequest, linesToRecords, post, seal, testKey, trustOf, type TestKey } from './fixtures.ts'
+import { freshStore, STORE_KINDS, type StoreKind } from './stores.ts'
 
 const nodeA = testKey()
 const nodeB = testKey()
 
-async function collector(t: Test, options: { limits?: Partial<CollectorLimits>; keys?: TestKey[]; tls?: TlsOptions } = {}) {
-  const dir = t.testdir()
+async function collector(t: Test, options: { limits?: Partial<CollectorLimits>; keys?: TestKey[]; tls?: TlsOptions; kind?: StoreKind } = {}) {
+  const dir = await freshStore(t, options.kind ?? 'file')
   const c = await startCollector({
     listen: { host: '127.0.0.1', port: 0 }, storeDir: dir, trustedKeys: trustOf(...(options.keys ?? [nodeA, nodeB])),
     ...(options.limits ? { limits: options.limits } : {}), ...(options.tls ? { tls: options.tls } : {}),
@@ -65,54 +66,57 @@ t.test('the stream head is told only to a caller that signs for the stream', asy
   t.equal(decodeGetStreamHeadResponse(fresh.body), undefined)
 })
 
-t.test('one node\'s key cannot continue another node\'s stream; the real agent goes on', async (t) => {
-  const c = await collector(t)
-  const b = new Chain('node-b', nodeB)
-  await push(c.url, b.grow(2))
-  // Node A forges batch 3 of node B's stream, linked correctly to B's head.
-  const bytes = encodeBatch(batchOf('node-b', 3, batchDigest(b.sealed[1]!.batch), linesToRecords(['{"forged":true}'])))
-  const sealed = { batch: bytes, signature: signSeal(batchDigest(bytes), nodeA.privateKey), keyId: nodeA.keyId, algorithm: SEAL_ALGORITHM }
-  const res = await push(c.url, [sealed])
-  t.equal(res.status, 403)
-  t.equal(errorOf(res).code, 'permission_denied')
-  t.match(errorOf(res).message, /belongs to key/)
-  t.equal(c.store.head('node-b')!.sequence, 2, 'nothing stored')
-  const next = await push(c.url, b.grow(1))
-  t.equal(next.status, 200, 'node B continues its own stream')
-  t.equal(decodePushBatchResponse(next.body).acknowledgedSequence, 3)
-  t.ok((await verifyStore(c.dir, trustOf(nodeA, nodeB))).ok)
-})
+// Key binding and rotation hold the same on both stores.
+for (const kind of STORE_KINDS) {
+  t.test(`${kind} store: one node's key cannot continue another node's stream; the real agent goes on`, async (t) => {
+    const c = await collector(t, { kind })
+    const b = new Chain('node-b', nodeB)
+    await push(c.url, b.grow(2))
+    // Node A forges batch 3 of node B's stream, linked correctly to B's head.
+    const bytes = encodeBatch(batchOf('node-b', 3, batchDigest(b.sealed[1]!.batch), linesToRecords(['{"forged":true}'])))
+    const sealed = { batch: bytes, signature: signSeal(batchDigest(bytes), nodeA.privateKey), keyId: nodeA.keyId, algorithm: SEAL_ALGORITHM }
+    const res = await push(c.url, [sealed])
+    t.equal(res.status, 403)
+    t.equal(errorOf(res).code, 'permission_denied')
+    t.match(errorOf(res).message, /belongs to key/)
+    t.equal((await c.store.head('node-b'))!.sequence, 2, 'nothing stored')
+    const next = await push(c.url, b.grow(1))
+    t.equal(next.status, 200, 'node B continues its own stream')
+    t.equal(decodePushBatchResponse(next.body).acknowledgedSequence, 3)
+    t.ok((await verifyStore(c.dir, trustOf(nodeA, nodeB))).ok)
+  })
 
-t.test('a key rotation is explicit: the stream\'s key endorses the new one, and verify follows it', async (t) => {
-  const c = await collector(t)
-  const chain = new Chain('node-a', nodeA)
-  await push(c.url, chain.grow(2))
-  const newKey = nodeB
-  /** Batch `sequence` linked to the stream's head, sealed by `key`, without going through the chain. */
-  const linked = (sequence: number, key: TestKey) => seal(batchOf('node-a', sequence, batchDigest(chain.sealed.at(-1)!.batch), linesToRecords(['{}'])), key)
-  const unendorsed = await push(c.url, [linked(3, newKey)])
-  t.equal(errorOf(unendorsed).code, 'permission_denied', 'a new key without an endorsement is refused')
-  chain.key = newKey
-  const endorsement = signRotation('node-a', newKey.keyId, 3, nodeA.privateKey)
-  const rotated = await push(c.url, [chain.next(['{"after":"rotation"}'], { keyRotation: { previousKeyId: nodeA.keyId, endorsement } })])
-  t.equal(rotated.status, 200, 'the endorsed rotation is stored')
-  t.equal(c.store.head('node-a')!.keyId, newKey.keyId)
-  const old = await push(c.url, [linked(4, nodeA)])
-  t.equal(errorOf(old).code, 'permission_denied', 'the old key no longer writes the stream')
-  t.equal((await push(c.url, [chain.next(['{}'])])).status, 200, 'the new key does')
-  const verified = await verifyStore(c.dir, trustOf(nodeA, nodeB))
-  t.ok(verified.ok, 'verify accepts the endorsed rotation')
-  t.equal(verified.streams[0]!.headSequence, 4)
-})
+  t.test(`${kind} store: a key rotation is explicit: the stream's key endorses the new one, and verify follows it`, async (t) => {
+    const c = await collector(t, { kind })
+    const chain = new Chain('node-a', nodeA)
+    await push(c.url, chain.grow(2))
+    const newKey = nodeB
+    /** Batch `sequence` linked to the stream's head, sealed by `key`, without going through the chain. */
+    const linked = (sequence: number, key: TestKey) => seal(batchOf('node-a', sequence, batchDigest(chain.sealed.at(-1)!.batch), linesToRecords(['{}'])), key)
+    const unendorsed = await push(c.url, [linked(3, newKey)])
+    t.equal(errorOf(unendorsed).code, 'permission_denied', 'a new key without an endorsement is refused')
+    chain.key = newKey
+    const endorsement = signRotation('node-a', newKey.keyId, 3, nodeA.privateKey)
+    const rotated = await push(c.url, [chain.next(['{"after":"rotation"}'], { keyRotation: { previousKeyId: nodeA.keyId, endorsement } })])
+    t.equal(rotated.status, 200, 'the endorsed rotation is stored')
+    t.equal((await c.store.head('node-a'))!.keyId, newKey.keyId)
+    const old = await push(c.url, [linked(4, nodeA)])
+    t.equal(errorOf(old).code, 'permission_denied', 'the old key no longer writes the stream')
+    t.equal((await push(c.url, [chain.next(['{}'])])).status, 200, 'the new key does')
+    const verified = await verifyStore(c.dir, trustOf(nodeA, nodeB))
+    t.ok(verified.ok, 'verify accepts the endorsed rotation')
+    t.equal(verified.streams[0]!.headSequence, 4)
+  })
 
-t.test('one key holds a bounded number of streams', async (t) => {
-  const c = await collector(t, { limits: { maxStreamsPerKey: 3 } })
-  for (let i = 0; i < 3; i++) t.equal((await push(c.url, new Chain(`node-${i}`, nodeA).grow(1))).status, 200)
-  const over = await push(c.url, new Chain('node-3', nodeA).grow(1))
-  t.equal(errorOf(over).code, 'resource_exhausted')
-  t.match(errorOf(over).message, /its own key/)
-  t.equal((await push(c.url, new Chain('node-3', nodeB).grow(1))).status, 200, 'another key is not affected')
-})
+  t.test(`${kind} store: one key holds a bounded number of streams`, async (t) => {
+    const c = await collector(t, { kind, limits: { maxStreamsPerKey: 3 } })
+    for (let i = 0; i < 3; i++) t.equal((await push(c.url, new Chain(`node-${i}`, nodeA).grow(1))).status, 200)
+    const over = await push(c.url, new Chain('node-3', nodeA).grow(1))
+    t.equal(errorOf(over).code, 'resource_exhausted')
+    t.match(errorOf(over).message, /its own key/)
+    t.equal((await push(c.url, new Chain('node-3', nodeB).grow(1))).status, 200, 'another key is not affected')
+  })
+}
 
 t.test('replaying a stream\'s stored batches costs it no rate: the real agent is not starved', async (t) => {
   const c = await collector(t, { limits: { streamRequestsPerSecond: 1, streamBurst: 2 } })

@@ -6,7 +6,9 @@ import { join } from 'node:path'
 import { createGzip, createZstdCompress, zstdCompressSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { startCollector, type CollectorLimits } from '../../collector/server.ts'
-import { segmentName } from '../../collector/store.ts'
+import { segmentName } from '../../collector/store/file-store.ts'
+import { reading } from '../../collector/store/open.ts'
+import { verifyStore } from '../../collector/verify.ts'
 import {
   batchDigest,
   decodeGetStreamHeadResponse,
@@ -17,6 +19,7 @@ import {
   type SealedBatch,
 } from '../../proto/wire.ts'
 import { batchOf, Chain, gzip, headRequest, post, seal, testKey, trustOf } from './fixtures.ts'
+import { freshStore, STORE_KINDS } from './stores.ts'
 
 const key = testKey()
 const stranger = testKey()
@@ -35,115 +38,122 @@ function errorOf(res: { body: Buffer }): { code: string; message: string } {
   return JSON.parse(res.body.toString()) as { code: string; message: string }
 }
 
-function storedBytes(dir: string): Buffer {
-  const streamDir = join(dir, 'streams', 'node-a')
-  return Buffer.concat(readdirSync(streamDir).sort().map((n) => readFileSync(join(streamDir, n))))
+/** Every stored entry of node-a, as stored. */
+function storedBytes(spec: string): Promise<Buffer> {
+  return reading(spec, async (store) => {
+    const entries: Buffer[] = []
+    for await (const item of store.entries('node-a')) if (item.kind === 'entry') entries.push(item.bytes)
+    return Buffer.concat(entries)
+  })
 }
 
-t.test('accepts a chain, acknowledges the head, and serves it back', async (t) => {
-  const c = await collector(t)
-  const chain = new Chain('node-a', key)
-  const res = await push(c.url, chain.grow(3))
-  t.equal(res.status, 200)
-  t.equal(res.headers['content-type'], 'application/proto')
-  t.same(decodePushBatchResponse(res.body), { streamId: 'node-a', acknowledgedSequence: 3 })
-  const more = await push(c.url, chain.grow(2))
-  t.same(decodePushBatchResponse(more.body).acknowledgedSequence, 5)
+// The chain rules hold the same on both stores.
+for (const kind of STORE_KINDS) {
+  t.test(`${kind} store: accepts a chain, acknowledges the head, and serves it back`, async (t) => {
+    const c = await collector(t, {}, await freshStore(t, kind))
+    const chain = new Chain('node-a', key)
+    const res = await push(c.url, chain.grow(3))
+    t.equal(res.status, 200)
+    t.equal(res.headers['content-type'], 'application/proto')
+    t.same(decodePushBatchResponse(res.body), { streamId: 'node-a', acknowledgedSequence: 3 })
+    const more = await push(c.url, chain.grow(2))
+    t.same(decodePushBatchResponse(more.body).acknowledgedSequence, 5)
 
-  const head = await post(c.url, GET_STREAM_HEAD_PATH, headRequest('node-a', key))
-  t.equal(head.status, 200)
-  t.same(Buffer.from(decodeGetStreamHeadResponse(head.body)!.batch), Buffer.from(chain.sealed[4]!.batch))
-  const none = await post(c.url, GET_STREAM_HEAD_PATH, headRequest('node-b', key))
-  t.equal(decodeGetStreamHeadResponse(none.body), undefined)
-  t.equal(c.stats().acceptedBatches, 5)
-})
+    const head = await post(c.url, GET_STREAM_HEAD_PATH, headRequest('node-a', key))
+    t.equal(head.status, 200)
+    t.same(Buffer.from(decodeGetStreamHeadResponse(head.body)!.batch), Buffer.from(chain.sealed[4]!.batch))
+    const none = await post(c.url, GET_STREAM_HEAD_PATH, headRequest('node-b', key))
+    t.equal(decodeGetStreamHeadResponse(none.body), undefined)
+    t.equal(c.stats().acceptedBatches, 5)
+  })
 
-t.test('a batch already held is acknowledged again and not stored twice', async (t) => {
-  const c = await collector(t)
-  const chain = new Chain('node-a', key)
-  await push(c.url, chain.grow(4))
-  const before = storedBytes(c.dir)
-  const again = await push(c.url, chain.sealed.slice(1, 4))
-  t.equal(again.status, 200)
-  t.equal(decodePushBatchResponse(again.body).acknowledgedSequence, 4)
-  // a re-send overlapping the head: the old ones are skipped, the new one appended
-  const overlap = await push(c.url, [...chain.sealed.slice(2, 4), ...chain.grow(1)])
-  t.equal(decodePushBatchResponse(overlap.body).acknowledgedSequence, 5)
-  const after = storedBytes(c.dir)
-  t.same(after.subarray(0, before.length), before)
-  t.equal(c.stats().duplicateBatches, 5)
-  t.equal(c.stats().acceptedBatches, 5)
-})
+  t.test(`${kind} store: a batch already held is acknowledged again and not stored twice`, async (t) => {
+    const c = await collector(t, {}, await freshStore(t, kind))
+    const chain = new Chain('node-a', key)
+    await push(c.url, chain.grow(4))
+    const before = await storedBytes(c.dir)
+    const again = await push(c.url, chain.sealed.slice(1, 4))
+    t.equal(again.status, 200)
+    t.equal(decodePushBatchResponse(again.body).acknowledgedSequence, 4)
+    // a re-send overlapping the head: the old ones are skipped, the new one appended
+    const overlap = await push(c.url, [...chain.sealed.slice(2, 4), ...chain.grow(1)])
+    t.equal(decodePushBatchResponse(overlap.body).acknowledgedSequence, 5)
+    const after = await storedBytes(c.dir)
+    t.same(after.subarray(0, before.length), before)
+    t.equal(c.stats().duplicateBatches, 5)
+    t.equal(c.stats().acceptedBatches, 5)
+  })
 
-t.test('chain violations: fork, gap, broken link; each with its own code, the store unchanged', async (t) => {
-  const c = await collector(t)
-  const chain = new Chain('node-a', key)
-  await push(c.url, chain.grow(3))
-  const before = storedBytes(c.dir)
+  t.test(`${kind} store: chain violations: fork, gap, broken link; each with its own code, the store unchanged`, async (t) => {
+    const c = await collector(t, {}, await freshStore(t, kind))
+    const chain = new Chain('node-a', key)
+    await push(c.url, chain.grow(3))
+    const before = await storedBytes(c.dir)
 
-  // fork: a different batch under sequence 2 (a replay with new contents)
-  const forged = seal(batchOf('node-a', 2, batchDigest(chain.sealed[0]!.batch), [{ offset: 0, line: Buffer.from('{"forged":true}') }]), key)
-  const fork = await push(c.url, [forged])
-  t.equal(fork.status, 409)
-  t.equal(errorOf(fork).code, 'already_exists')
-  t.match(errorOf(fork).message, /fork: sequence 2 .* already holds a different batch/)
+    // fork: a different batch under sequence 2 (a replay with new contents)
+    const forged = seal(batchOf('node-a', 2, batchDigest(chain.sealed[0]!.batch), [{ offset: 0, line: Buffer.from('{"forged":true}') }]), key)
+    const fork = await push(c.url, [forged])
+    t.equal(fork.status, 409)
+    t.equal(errorOf(fork).code, 'already_exists')
+    t.match(errorOf(fork).message, /fork: sequence 2 .* already holds a different batch/)
 
-  // gap: sequence 5 while 4 is expected
-  const ahead = new Chain('node-a', key)
-  ahead.grow(4)
-  const gap = await push(c.url, [ahead.next(['{"a":5}'])])
-  t.equal(gap.status, 400)
-  t.equal(errorOf(gap).code, 'out_of_range')
-  t.match(errorOf(gap).message, /expects sequence 4, got 5/)
+    // gap: sequence 5 while 4 is expected
+    const ahead = new Chain('node-a', key)
+    ahead.grow(4)
+    const gap = await push(c.url, [ahead.next(['{"a":5}'])])
+    t.equal(gap.status, 400)
+    t.equal(errorOf(gap).code, 'out_of_range')
+    t.match(errorOf(gap).message, /expects sequence 4, got 5/)
 
-  // broken link: sequence 4 whose prev_digest is not the digest of 3
-  const unlinked = seal(batchOf('node-a', 4, Buffer.alloc(32, 1), []), key)
-  const link = await push(c.url, [unlinked])
-  t.equal(link.status, 400)
-  t.equal(errorOf(link).code, 'failed_precondition')
-  t.match(errorOf(link).message, /prev_digest/)
+    // broken link: sequence 4 whose prev_digest is not the digest of 3
+    const unlinked = seal(batchOf('node-a', 4, Buffer.alloc(32, 1), []), key)
+    const link = await push(c.url, [unlinked])
+    t.equal(link.status, 400)
+    t.equal(errorOf(link).code, 'failed_precondition')
+    t.match(errorOf(link).message, /prev_digest/)
 
-  t.same(storedBytes(c.dir), before)
-  t.same(c.stats().rejected, { already_exists: 1, out_of_range: 1, failed_precondition: 1 })
-})
+    t.same(await storedBytes(c.dir), before)
+    t.same(c.stats().rejected, { already_exists: 1, out_of_range: 1, failed_precondition: 1 })
+  })
 
-t.test('signatures: unknown key, bad signature, wrong algorithm', async (t) => {
-  const c = await collector(t)
-  const foreign = new Chain('node-a', stranger).grow(1)
-  const unknown = await push(c.url, foreign)
-  t.equal(unknown.status, 401)
-  t.equal(errorOf(unknown).code, 'unauthenticated')
-  t.match(errorOf(unknown).message, new RegExp(stranger.keyId))
+  t.test(`${kind} store: signatures: unknown key, bad signature, wrong algorithm`, async (t) => {
+    const c = await collector(t, {}, await freshStore(t, kind))
+    const foreign = new Chain('node-a', stranger).grow(1)
+    const unknown = await push(c.url, foreign)
+    t.equal(unknown.status, 401)
+    t.equal(errorOf(unknown).code, 'unauthenticated')
+    t.match(errorOf(unknown).message, new RegExp(stranger.keyId))
 
-  const chain = new Chain('node-a', key)
-  const [one] = chain.grow(1)
-  const altered = { ...one!, batch: Buffer.from(one!.batch) }
-  altered.batch[altered.batch.length - 3]! ^= 1
-  const bad = await push(c.url, [altered])
-  t.equal(bad.status, 403)
-  t.equal(errorOf(bad).code, 'permission_denied')
+    const chain = new Chain('node-a', key)
+    const [one] = chain.grow(1)
+    const altered = { ...one!, batch: Buffer.from(one!.batch) }
+    altered.batch[altered.batch.length - 3]! ^= 1
+    const bad = await push(c.url, [altered])
+    t.equal(bad.status, 403)
+    t.equal(errorOf(bad).code, 'permission_denied')
 
-  // signed by a stranger but claiming our key id
-  const impostor = { ...new Chain('node-a', stranger).grow(1)[0]!, keyId: key.keyId }
-  t.equal((await push(c.url, [impostor])).status, 403)
+    // signed by a stranger but claiming our key id
+    const impostor = { ...new Chain('node-a', stranger).grow(1)[0]!, keyId: key.keyId }
+    t.equal((await push(c.url, [impostor])).status, 403)
 
-  const rsa = await push(c.url, [{ ...one!, algorithm: 'rsa' }])
-  t.equal(errorOf(rsa).code, 'invalid_argument')
-  t.notOk(readdirSync(join(c.dir, 'streams')).includes('node-a'), 'nothing stored')
-  t.equal((await push(c.url, [one!])).status, 200)
-})
+    const rsa = await push(c.url, [{ ...one!, algorithm: 'rsa' }])
+    t.equal(errorOf(rsa).code, 'invalid_argument')
+    t.notOk((await c.store.streams()).includes('node-a'), 'nothing stored')
+    t.equal((await push(c.url, [one!])).status, 200)
+  })
 
-t.test('a rejection mid-request keeps the earlier batches and says so', async (t) => {
-  const c = await collector(t)
-  const chain = new Chain('node-a', key)
-  const [a, b, d] = chain.grow(3)
-  const altered = { ...d!, batch: Buffer.from(d!.batch) }
-  altered.batch[5]! ^= 1
-  const res = await push(c.url, [a!, b!, altered])
-  t.equal(errorOf(res).code, 'permission_denied')
-  t.match(errorOf(res).message, /2 batch\(es\) before it .* accepted; stream head is 2/)
-  t.equal(c.store.head('node-a')?.sequence, 2)
-})
+  t.test(`${kind} store: a rejection mid-request keeps the earlier batches and says so`, async (t) => {
+    const c = await collector(t, {}, await freshStore(t, kind))
+    const chain = new Chain('node-a', key)
+    const [a, b, d] = chain.grow(3)
+    const altered = { ...d!, batch: Buffer.from(d!.batch) }
+    altered.batch[5]! ^= 1
+    const res = await push(c.url, [a!, b!, altered])
+    t.equal(errorOf(res).code, 'permission_denied')
+    t.match(errorOf(res).message, /2 batch\(es\) before it .* accepted; stream head is 2/)
+    t.equal((await c.store.head('node-a'))?.sequence, 2)
+  })
+}
 
 t.test('one stream per request; batch content problems name the field', async (t) => {
   const c = await collector(t)
@@ -251,34 +261,36 @@ t.test('per-stream rate limit answers 429 with Retry-After; other streams are st
   t.equal(limited.status, 429)
   t.equal(errorOf(limited).code, 'resource_exhausted')
   t.equal(limited.headers['retry-after'], '2')
-  t.equal(c.store.head('node-a')?.sequence, 2, 'the limited batch was not stored')
+  t.equal((await c.store.head('node-a'))?.sequence, 2, 'the limited batch was not stored')
   t.equal((await push(c.url, new Chain('node-b', key).grow(1))).status, 200)
 })
 
-t.test('concurrent requests of one stream do not interleave', async (t) => {
-  const c = await collector(t)
-  const chain = new Chain('node-a', key)
-  const batches = chain.grow(40, 1)
-  // the same and overlapping requests at once: every answer is success or a clean gap, never a fork
-  const results = await Promise.all(Array.from({ length: 10 }, (_, i) => push(c.url, batches.slice(0, (i + 1) * 4))))
-  t.ok(results.every((r) => r.status === 200), results.map((r) => r.status).join(','))
-  t.equal(c.store.head('node-a')?.sequence, 40)
-  t.equal(c.stats().acceptedBatches, 40)
-  const files = readdirSync(join(c.dir, 'streams', 'node-a'))
-  t.same(files, [segmentName(1)])
-})
+for (const kind of STORE_KINDS) {
+  t.test(`${kind} store: concurrent requests of one stream do not interleave`, async (t) => {
+    const c = await collector(t, {}, await freshStore(t, kind))
+    const chain = new Chain('node-a', key)
+    const batches = chain.grow(40, 1)
+    // the same and overlapping requests at once: every answer is success or a clean gap, never a fork
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => push(c.url, batches.slice(0, (i + 1) * 4))))
+    t.ok(results.every((r) => r.status === 200), results.map((r) => r.status).join(','))
+    t.equal((await c.store.head('node-a'))?.sequence, 40)
+    t.equal(c.stats().acceptedBatches, 40)
+    t.equal((await verifyStore(c.dir, trustOf(key))).ok, true)
+    if (kind === 'file') t.same(readdirSync(join(c.dir, 'streams', 'node-a')), [segmentName(1)])
+  })
 
-t.test('restart: the store is found again and the chain continues', async (t) => {
-  const dir = t.testdir()
-  const chain = new Chain('node-a', key)
-  const first = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: dir, trustedKeys: trustOf(key) })
-  await push(first.url, chain.grow(2))
-  await first.close()
-  const second = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: dir, trustedKeys: trustOf(key) })
-  t.teardown(() => second.close())
-  t.equal(decodePushBatchResponse((await push(second.url, chain.sealed.slice(1, 2))).body).acknowledgedSequence, 2)
-  t.equal(decodePushBatchResponse((await push(second.url, chain.grow(1))).body).acknowledgedSequence, 3)
-})
+  t.test(`${kind} store: restart: the store is found again and the chain continues`, async (t) => {
+    const dir = await freshStore(t, kind)
+    const chain = new Chain('node-a', key)
+    const first = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: dir, trustedKeys: trustOf(key) })
+    await push(first.url, chain.grow(2))
+    await first.close()
+    const second = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: dir, trustedKeys: trustOf(key) })
+    t.teardown(() => second.close())
+    t.equal(decodePushBatchResponse((await push(second.url, chain.sealed.slice(1, 2))).body).acknowledgedSequence, 2)
+    t.equal(decodePushBatchResponse((await push(second.url, chain.grow(1))).body).acknowledgedSequence, 3)
+  })
+}
 
 t.test('a client that sends its headers slowly is cut off while others are served', async (t) => {
   const c = await collector(t, { headersTimeoutMs: 300, requestTimeoutMs: 600 })

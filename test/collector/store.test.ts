@@ -2,9 +2,10 @@ import { appendFileSync, readdirSync, readFileSync, statSync, truncateSync, writ
 import { join } from 'node:path'
 import { pino } from 'pino'
 import t from 'tap'
-import { openStore, readSegment, segmentName, streamEntries, StoreError } from '../../collector/store.ts'
-import { batchDigest, encodeSealedBatch } from '../../proto/wire.ts'
-import { Chain, testKey } from './fixtures.ts'
+import { openFileStore as openStore, readSegment, segmentName, streamEntries } from '../../collector/store/file-store.ts'
+import { StoreError } from '../../collector/store/store.ts'
+import { batchDigest, decodeBatch, encodeSealedBatch } from '../../proto/wire.ts'
+import { appendSealed, Chain, testKey } from './fixtures.ts'
 
 const key = testKey()
 
@@ -15,10 +16,19 @@ function capture() {
 }
 
 async function appendChain(store: Awaited<ReturnType<typeof openStore>>, chain: Chain, count: number) {
-  for (const s of chain.grow(count)) {
-    const seq = chain.sealed.indexOf(s) + 1
-    await store.append(chain.streamId, seq, batchDigest(s.batch), encodeSealedBatch(s))
-  }
+  for (const s of chain.grow(count)) await appendSealed(store, chain.streamId, s)
+}
+
+/** The digest the chain check sees for a stored sequence; the check answers 'stored', so nothing is written. */
+async function digestAt(store: Awaited<ReturnType<typeof openStore>>, chain: Chain, sequence: number): Promise<Buffer | undefined> {
+  const any = chain.sealed[0]!
+  let seen: Buffer | undefined
+  const outcome = await store.append(chain.streamId, { batch: decodeBatch(any.batch), sealed: any, digest: batchDigest(any.batch) }, async (view) => {
+    seen = await view.digestAt(sequence)
+    return 'stored'
+  })
+  if (outcome !== 'stored') throw new Error(`the store wrote although the check said 'stored'`)
+  return seen
 }
 
 t.test('appends, keeps the head, and finds it again after a reopen', async (t) => {
@@ -26,17 +36,17 @@ t.test('appends, keeps the head, and finds it again after a reopen', async (t) =
   const store = await openStore(dir)
   const chain = new Chain('node-a', key)
   await appendChain(store, chain, 5)
-  t.equal(store.head('node-a')?.sequence, 5)
-  t.same(store.head('node-a')?.digest, batchDigest(chain.sealed[4]!.batch))
+  t.equal((await store.head('node-a'))?.sequence, 5)
+  t.same((await store.head('node-a'))?.digest, batchDigest(chain.sealed[4]!.batch))
   await store.close()
 
   const again = await openStore(dir)
-  t.same(again.streams(), ['node-a'])
-  const head = again.head('node-a')!
+  t.same(await again.streams(), ['node-a'])
+  const head = (await again.head('node-a'))!
   t.equal(head.sequence, 5)
   t.same(head.digest, batchDigest(chain.sealed[4]!.batch))
   t.same(head.sealed, Buffer.from(encodeSealedBatch(chain.sealed[4]!)))
-  t.same(await again.digestAt('node-a', 2), batchDigest(chain.sealed[1]!.batch))
+  t.same(await digestAt(again, chain, 2), batchDigest(chain.sealed[1]!.batch), 'the chain check sees the stored digests')
   await appendChain(again, chain, 1)
   await again.close()
 
@@ -78,7 +88,7 @@ t.test('rolls segments at the size limit, each named by its first sequence, and 
   }
   t.equal(seq, 23)
   // the digest of an entry out of the in-memory window is looked up on disk
-  const digest = await store.digestAt('node-a', 4)
+  const digest = await digestAt(store, chain, 4)
   t.same(digest, batchDigest(chain.sealed[3]!.batch))
   await store.close()
 })
@@ -88,10 +98,10 @@ t.test('rejects an append that is not the next sequence, and bad stream ids', as
   const store = await openStore(dir)
   const chain = new Chain('node-a', key)
   const [one, two] = chain.grow(2)
-  await t.rejects(store.append('node-a', 2, batchDigest(two!.batch), encodeSealedBatch(two!)), StoreError)
-  await store.append('node-a', 1, batchDigest(one!.batch), encodeSealedBatch(one!))
-  await t.rejects(store.append('../escape', 1, batchDigest(one!.batch), encodeSealedBatch(one!)), /does not match/)
-  await t.rejects(store.append('.hidden', 1, batchDigest(one!.batch), encodeSealedBatch(one!)), /does not match/)
+  await t.rejects(appendSealed(store, 'node-a', two!), StoreError)
+  await appendSealed(store, 'node-a', one!)
+  await t.rejects(appendSealed(store, '../escape', one!), /does not match/)
+  await t.rejects(appendSealed(store, '.hidden', one!), /does not match/)
   await store.close()
 })
 
@@ -119,7 +129,7 @@ t.test('a torn tail is cut at start-up and logged; the stream continues from the
     const { logger, lines } = capture()
     const again = await openStore(dir, { logger })
     const expectedHead = what === 'half an entry' || what === 'a whole header and a zero-filled body' ? 2 : 3
-    t.equal(again.head('node-a')?.sequence, expectedHead, `${what}: head`)
+    t.equal((await again.head('node-a'))?.sequence, expectedHead, `${what}: head`)
     const cut = lines.find((l) => /torn tail/.test(String(l.msg)))
     t.ok(cut, `${what}: logged`)
     t.equal(cut?.segment, file)
@@ -127,11 +137,10 @@ t.test('a torn tail is cut at start-up and logged; the stream continues from the
     t.same(readFileSync(file), whole.subarray(0, statSync(file).size), `${what}: the bytes before the cut are untouched`)
     // the sender re-sends what was lost; the stream continues
     for (let seq = expectedHead + 1; seq <= 3; seq++) {
-      const s = chain.sealed[seq - 1]!
-      await again.append('node-a', seq, batchDigest(s.batch), encodeSealedBatch(s))
+      await appendSealed(again, 'node-a', chain.sealed[seq - 1]!)
     }
     await appendChain(again, chain, 1)
-    t.equal(again.head('node-a')?.sequence, 4)
+    t.equal((await again.head('node-a'))?.sequence, 4)
     await again.close()
   }
 })

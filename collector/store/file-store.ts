@@ -1,4 +1,4 @@
-// The collector's append-only store.
+// The file store: a directory of append-only segment files, one folder per stream.
 //
 // Layout: <store>/streams/<streamId>/<first sequence, 20 digits>.seg
 // Entry:  [u32 BE length][u32 BE crc32 of the bytes][SealedBatch bytes]
@@ -12,10 +12,22 @@ import { open, mkdir, readdir, readFile, unlink, type FileHandle } from 'node:fs
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { pino, type Logger } from 'pino'
-import { batchDigest, decodeBatch, decodeSealedBatch } from '../proto/wire.ts'
+import { batchDigest, decodeBatch, decodeSealedBatch, encodeSealedBatch } from '../../proto/wire.ts'
+import {
+  isValidStreamId,
+  STREAM_ID_PATTERN,
+  StoreError,
+  StoreUnavailableError,
+  type BatchStore,
+  type ChainCheck,
+  type LocatedBatch,
+  type NewEntry,
+  type StoredItem,
+  type StoreHead,
+  type StreamView,
+} from './store.ts'
 
 const MiB = 1024 * 1024
-export const STREAM_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/
 export const DEFAULT_SEGMENT_BYTES = 64 * MiB
 export const ENTRY_HEADER_BYTES = 8
 /** No entry the collector writes is larger (its request limits are far below); a bigger length is damage. */
@@ -24,17 +36,6 @@ export const MAX_ENTRY_BYTES = 256 * MiB
 const RECENT_DIGESTS = 4096
 const SEGMENT_NAME = /^(\d{20})\.seg$/
 const LOCK_FILE = 'collector.lock'
-
-export class StoreError extends Error {
-  constructor(message: string) {
-    super(message)
-    this.name = 'StoreError'
-  }
-}
-
-export function isValidStreamId(id: string): boolean {
-  return STREAM_ID_PATTERN.test(id)
-}
 
 export function segmentName(firstSequence: number): string {
   return `${String(firstSequence).padStart(20, '0')}.seg`
@@ -164,16 +165,6 @@ async function onlyZerosFrom(fh: FileHandle, offset: number, size: number): Prom
   return true
 }
 
-export interface StoreHead {
-  sequence: number
-  /** SHA-256 of the head batch's bytes: what the next batch's prev_digest must be. */
-  digest: Buffer
-  /** The head's SealedBatch bytes, as stored. */
-  sealed: Buffer
-  /** The key that signed the head: the key the stream is bound to now. */
-  keyId: string
-}
-
 export interface StoreOptions {
   logger?: Logger
   /** A segment is closed once the next entry would take it past this size. */
@@ -187,59 +178,96 @@ interface StreamState {
   size: number
   head: StoreHead | undefined
   recent: Map<number, Buffer>
-  appending: boolean
   /** Set when a write or fsync failed: the file's tail is unknown until a restart cuts it. */
   failed: string | undefined
 }
 
+/** Told of each append, once it is on disk: where the entry went and its bytes (the query index is fed from here). */
+export type AppendListener = (streamId: string, sequence: number, at: { segment: number; offset: number }, entry: Uint8Array) => void
+
 const lockedDirs = new Set<string>()
 
-export async function openStore(dir: string, options: StoreOptions = {}): Promise<Store> {
+export async function openFileStore(dir: string, options: StoreOptions = {}): Promise<FileStore> {
   const log = options.logger ?? pino({ level: 'silent' })
   await mkdir(join(dir, 'streams'), { recursive: true, mode: 0o700 })
   await lock(dir)
   try {
     const streams = new Map<string, StreamState>()
     for (const id of await listStreams(dir)) streams.set(id, await recoverStream(dir, id, log))
-    return new Store(dir, streams, options.segmentBytes ?? DEFAULT_SEGMENT_BYTES, log)
+    return new FileStore(dir, streams, options.segmentBytes ?? DEFAULT_SEGMENT_BYTES, log)
   } catch (err) {
     await unlock(dir)
     throw err
   }
 }
 
-export class Store {
+/**
+ * A directory opened for reading only (verify, export): no lock, no recovery, so that it
+ * can be read while a collector appends to it. head() and append() refuse.
+ */
+export function readFileStore(dir: string): FileStore {
+  return new FileStore(dir, undefined, DEFAULT_SEGMENT_BYTES, pino({ level: 'silent' }))
+}
+
+export class FileStore implements BatchStore {
+  readonly kind = 'file'
   readonly dir: string
-  readonly #streams: Map<string, StreamState>
+  readonly name: string
+  /** Undefined when opened for reading only. */
+  readonly #streams: Map<string, StreamState> | undefined
   readonly #segmentBytes: number
   readonly #log: Logger
+  readonly #locks = new StreamLocks()
   #closed = false
+  onAppend: AppendListener | undefined
 
-  constructor(dir: string, streams: Map<string, StreamState>, segmentBytes: number, log: Logger) {
+  constructor(dir: string, streams: Map<string, StreamState> | undefined, segmentBytes: number, log: Logger) {
     this.dir = dir
+    this.name = dir
     this.#streams = streams
     this.#segmentBytes = segmentBytes
     this.#log = log
   }
 
-  streams(): string[] {
-    return [...this.#streams.keys()].sort()
+  async streams(): Promise<string[]> {
+    return this.#streams ? [...this.#streams.keys()].sort() : listStreams(this.dir)
   }
 
-  head(streamId: string): StoreHead | undefined {
+  async head(streamId: string): Promise<StoreHead | undefined> {
+    if (!this.#streams) throw new StoreError(`store ${this.dir} is open for reading only`)
     return this.#streams.get(streamId)?.head
   }
 
-  /** How many streams the key is bound to now (their heads are signed by it). */
-  streamsOfKey(keyId: string): number {
-    let n = 0
-    for (const state of this.#streams.values()) if (state.head?.keyId === keyId) n++
-    return n
+  /** Each stream's head sequence now (the index catches up to these). */
+  headSequences(): Record<string, number> {
+    return Object.fromEntries([...(this.#streams ?? [])].map(([id, s]) => [id, s.head?.sequence ?? 0]))
   }
 
-  /** The digest of the stored batch with this sequence, or undefined when the stream does not hold it. */
-  async digestAt(streamId: string, sequence: number): Promise<Buffer | undefined> {
-    const state = this.#streams.get(streamId)
+  async unready(): Promise<string | undefined> {
+    if (this.#closed) return 'the store is closed'
+    const failed = [...(this.#streams ?? [])].find(([, s]) => s.failed)
+    return failed ? `stream ${failed[0]} is not writable since a write failed (${failed[1].failed}); restart the collector` : undefined
+  }
+
+  append(streamId: string, entry: NewEntry, check: ChainCheck): Promise<'appended' | 'stored'> {
+    const streams = this.#streams
+    if (!streams) return Promise.reject(new StoreError(`store ${this.dir} is open for reading only`))
+    return this.#locks.run(streamId, async () => {
+      const known = streams.get(streamId)
+      const view: StreamView = {
+        head: known?.head,
+        digestAt: (sequence) => this.#digestAt(known, sequence),
+        streamsOfKey: async (keyId) => [...streams.values()].filter((s) => s.head?.keyId === keyId).length,
+      }
+      if ((await check(view)) === 'stored') return 'stored'
+      const sealed = encodeSealedBatch(entry.sealed)
+      const at = await this.#append(known ?? (await this.#createStream(streamId)), streamId, entry.batch.sequence, entry.digest, sealed)
+      this.onAppend?.(streamId, entry.batch.sequence, at, sealed)
+      return 'appended'
+    })
+  }
+
+  async #digestAt(state: StreamState | undefined, sequence: number): Promise<Buffer | undefined> {
     if (!state?.head || sequence < 1 || sequence > state.head.sequence) return undefined
     const recent = state.recent.get(sequence)
     if (recent) return recent
@@ -271,14 +299,11 @@ export class Store {
   /**
    * Appends the next batch of a stream and returns once it is on disk (file and,
    * for a new file, its directory fsynced). The caller checked the chain; this
-   * only insists on the next sequence number and on one append at a time.
-   * Returns where the entry went (the index points there).
+   * only insists on the next sequence number. Returns where the entry went.
    */
-  async append(streamId: string, sequence: number, digest: Buffer, sealed: Uint8Array): Promise<{ segment: number; offset: number }> {
+  async #append(state: StreamState, streamId: string, sequence: number, digest: Buffer, sealed: Uint8Array): Promise<{ segment: number; offset: number }> {
     if (this.#closed) throw new StoreError('store is closed')
-    const state = this.#streams.get(streamId) ?? (await this.#createStream(streamId))
-    if (state.failed) throw new StoreError(`stream ${streamId} is not writable since an earlier write failed (${state.failed}); restart the collector`)
-    if (state.appending) throw new StoreError(`stream ${streamId}: concurrent append`)
+    if (state.failed) throw new StoreUnavailableError(`stream ${streamId} is not writable since an earlier write failed (${state.failed}); restart the collector`)
     const expected = (state.head?.sequence ?? 0) + 1
     if (sequence !== expected) throw new StoreError(`stream ${streamId}: append of sequence ${sequence}, expected ${expected}`)
     if (sealed.length === 0 || sealed.length > MAX_ENTRY_BYTES) throw new StoreError(`stream ${streamId}: entry of ${sealed.length} bytes`)
@@ -291,7 +316,6 @@ export class Store {
     const last = state.segments.at(-1)
     const roll = !last || (state.size > 0 && state.size + entry.length > this.#segmentBytes)
     const segment = roll ? { name: segmentName(sequence), path: join(state.dir, segmentName(sequence)), first: sequence } : last
-    state.appending = true
     try {
       // 'ax' for a new segment: a file that exists already is not ours to append to.
       const fh = await open(segment.path, roll ? 'ax' : 'a', 0o600)
@@ -306,9 +330,7 @@ export class Store {
     } catch (err) {
       state.failed = (err as Error).message
       this.#log.error({ stream: streamId, segment: segment.path, err: state.failed }, 'append failed; the stream takes no more writes until a restart checks its tail')
-      throw err
-    } finally {
-      state.appending = false
+      throw new StoreUnavailableError(state.failed)
     }
     if (roll) {
       state.segments.push(segment)
@@ -321,20 +343,87 @@ export class Store {
     return { segment: segment.first, offset }
   }
 
-  /** Releases the store's lock; appends already returned are on disk. */
+  /** Waits for the appends in flight (and their onAppend calls). */
+  settled(): Promise<void> {
+    return this.#locks.idle()
+  }
+
+  /** Waits for appends in flight, then releases the store's lock; appends already returned are on disk. */
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    await unlock(this.dir)
+    await this.#locks.idle()
+    if (this.#streams) await unlock(this.dir)
   }
 
   async #createStream(streamId: string): Promise<StreamState> {
     const dir = streamDir(this.dir, streamId)
     await mkdir(dir, { mode: 0o700 })
     await fsyncDir(join(this.dir, 'streams'))
-    const state: StreamState = { dir, segments: [], size: 0, head: undefined, recent: new Map(), appending: false, failed: undefined }
-    this.#streams.set(streamId, state)
+    const state: StreamState = { dir, segments: [], size: 0, head: undefined, recent: new Map(), failed: undefined }
+    this.#streams!.set(streamId, state)
     return state
+  }
+
+  async layoutProblem(streamId: string): Promise<{ segment?: string; reason: string } | undefined> {
+    const { segments, strays } = await listSegments(this.dir, streamId)
+    if (strays.length > 0) return { segment: strays[0]!, reason: 'unexpected file in the stream directory (segments are named <20-digit first sequence>.seg)' }
+    if (segments.length === 0) return { reason: 'the stream directory holds no segment files' }
+    return undefined
+  }
+
+  async *entries(streamId: string): AsyncGenerator<StoredItem> {
+    const { segments } = await listSegments(this.dir, streamId)
+    for (const [index, segment] of segments.entries()) {
+      let first = true
+      for await (const item of readSegment(segment.path)) {
+        const place = { segment: segment.name, offset: item.offset }
+        if (item.kind === 'bad') {
+          // Listed again: on a live store, the segment that was last may have been followed by a new one meanwhile.
+          const inLastSegment = (await listSegments(this.dir, streamId)).segments.at(-1)?.name === segment.name
+          yield { kind: 'bad', reason: item.reason, torn: item.torn, inLastSegment, place }
+          return
+        }
+        yield { kind: 'entry', bytes: item.bytes, place, ...(first ? { segmentFirst: segment.first } : {}) }
+        first = false
+      }
+      if (first) yield { kind: 'empty', segment: segment.name, first: segment.first, last: index === segments.length - 1 }
+    }
+  }
+
+  /** Sequences are consecutive, so the batch is in the last segment starting at or before it. */
+  async batchAt(streamId: string, sequence: number): Promise<LocatedBatch> {
+    const { segments } = await listSegments(this.dir, streamId)
+    const segment = segments.findLast((s) => s.first <= sequence)
+    if (!segment) return { found: false, reason: `sequence ${sequence} is not stored`, absent: true }
+    let n = segment.first
+    for await (const item of readSegment(segment.path)) {
+      const place = { segment: segment.name, offset: item.offset }
+      if (item.kind === 'bad') return { found: false, reason: `altered or truncated entry where sequence ${n} was expected: ${item.reason}`, absent: false, place }
+      if (n === sequence) return { found: true, bytes: item.bytes, place }
+      n++
+    }
+    return { found: false, reason: `sequence ${sequence} is not stored (segment ${segment.name} ends at ${n - 1})`, absent: true }
+  }
+}
+
+/** Runs one task at a time per stream, so that concurrent requests cannot interleave a chain. */
+class StreamLocks {
+  readonly #tails = new Map<string, Promise<void>>()
+
+  run<T>(key: string, task: () => Promise<T>): Promise<T> {
+    const previous = this.#tails.get(key) ?? Promise.resolve()
+    const result = previous.then(task)
+    const tail = result.then(() => {}, () => {})
+    this.#tails.set(key, tail)
+    void tail.then(() => {
+      if (this.#tails.get(key) === tail) this.#tails.delete(key)
+    })
+    return result
+  }
+
+  async idle(): Promise<void> {
+    await Promise.all(this.#tails.values())
   }
 }
 
@@ -351,7 +440,7 @@ function remember(state: StreamState, sequence: number, digest: Buffer): void {
  */
 async function recoverStream(dir: string, streamId: string, log: Logger): Promise<StreamState> {
   const { segments } = await listSegments(dir, streamId)
-  const state: StreamState = { dir: streamDir(dir, streamId), segments, size: 0, head: undefined, recent: new Map(), appending: false, failed: undefined }
+  const state: StreamState = { dir: streamDir(dir, streamId), segments, size: 0, head: undefined, recent: new Map(), failed: undefined }
   for (let i = segments.length - 1; i >= 0 && !state.head; i--) {
     const segment = segments[i]!
     let expected = segment.first

@@ -326,6 +326,27 @@ const cases: Case[] = [
   quiet('pod-exec-attach', 'exec refused', ev('create', 'pods/exec default/web-1', { code: 403, stage: 'ResponseComplete' })),
   quiet('pod-exec-attach', 'exec at RequestReceived: before the apiserver decided', ev('create', 'pods/exec default/web-1', { stage: 'RequestReceived', set: { responseStatus: undefined } })),
 
+  // What the exec runs: the command parameters of the URI, as kubectl encodes them (Go url.Values: '/' as %2F, ' ' as '+').
+  fires('pod-exec-file-copy', 'kubectl cp out of the pod (tar cf -)', ev('create', 'pods/exec prod/db-0', { query: 'command=tar&command=cf&command=-&command=%2Fvar%2Flib%2Fpostgresql%2Fdata&container=db&stderr=true&stdout=true' }), { severity: 'medium', message: `${ALICE} copied files with tar in pod prod/db-0: tar cf - /var/lib/postgresql/data` }),
+  fires('pod-exec-file-copy', 'kubectl cp into the pod (tar -xmf -), over websocket (get)', ev('get', 'pods/exec prod/web-1', { query: 'command=tar&command=-xmf&command=-&command=-C&command=%2Ftmp&container=web&stdin=true&stderr=true&stdout=true' })),
+  fires('pod-exec-file-copy', 'tar inside a script', ev('create', 'pods/exec prod/web-1', { query: 'command=sh&command=-c&command=cd+%2Fapp+%26%26+tar+czf+-+.&container=web&stdout=true' })),
+  quiet('pod-exec-file-copy', 'an exec that only names a tar file', ev('create', 'pods/exec prod/web-1', { query: 'command=ls&command=-l&command=%2Fbackup%2Fdump.tar&container=web&stdout=true' })),
+  quiet('pod-exec-file-copy', 'kubectl cp refused', ev('create', 'pods/exec prod/db-0', { code: 403, stage: 'ResponseComplete', query: 'command=tar&command=cf&command=-&command=%2Fdata&container=db&stdout=true' })),
+
+  fires('pod-exec-credential-read', 'cat of the service account token', ev('create', 'pods/exec prod/api-0', { query: 'command=cat&command=%2Fvar%2Frun%2Fsecrets%2Fkubernetes.io%2Fserviceaccount%2Ftoken&container=api&stderr=true&stdout=true' }), { severity: 'high', message: `${ALICE} read credentials in pod prod/api-0: cat /var/run/secrets/kubernetes.io/serviceaccount/token` }),
+  fires('pod-exec-credential-read', 'the node\'s admin.conf through a script in a hostPath pod', ev('create', 'pods/exec default/debug', { query: 'command=sh&command=-c&command=cat+%2Fhost%2Fetc%2Fkubernetes%2Fadmin.conf&container=debug&stdout=true' })),
+  fires('pod-exec-credential-read', 'a kubeconfig under ~/.kube', ev('create', 'pods/exec ci/runner-7', { query: 'command=cat&command=%7E%2F.kube%2Fconfig&container=runner&stdout=true' })),
+  quiet('pod-exec-credential-read', 'a look at a file that is not a credential', ev('create', 'pods/exec prod/api-0', { query: 'command=cat&command=%2Fetc%2Fos-release&container=api&stdout=true' })),
+  quiet('pod-exec-credential-read', 'a path that only starts like one (/etc/kubernetes-release)', ev('create', 'pods/exec prod/api-0', { query: 'command=cat&command=%2Fetc%2Fkubernetes-release&container=api&stdout=true' })),
+  quiet('pod-exec-credential-read', 'attach has no command', ev('create', 'pods/attach prod/api-0', { query: 'container=api&stdin=true&stdout=true&tty=true' })),
+
+  fires('pod-exec-interactive-shell', 'kubectl exec -it -- bash', ev('create', 'pods/exec prod/api-0', { query: 'command=bash&container=api&stdin=true&stdout=true&tty=true' }), { severity: 'medium', message: `${ALICE} opened an interactive shell (bash, with a terminal) in pod prod/api-0` }),
+  fires('pod-exec-interactive-shell', 'kubectl exec -i -- /bin/sh, no terminal', ev('create', 'pods/exec prod/api-0', { query: 'command=%2Fbin%2Fsh&container=api&stdin=true&stdout=true&stderr=true' })),
+  fires('pod-exec-interactive-shell', 'busybox sh', ev('create', 'pods/exec prod/api-0', { query: 'command=busybox&command=sh&container=api&stdin=true&stdout=true&tty=true' })),
+  quiet('pod-exec-interactive-shell', 'a shell given a script (sh -c)', ev('create', 'pods/exec prod/api-0', { query: 'command=sh&command=-c&command=ls+%2Fapp&container=api&stdin=true&stdout=true&tty=true' })),
+  quiet('pod-exec-interactive-shell', 'a shell without stdin', ev('create', 'pods/exec prod/api-0', { query: 'command=bash&container=api&stdout=true' })),
+  quiet('pod-exec-interactive-shell', 'a command that is not a shell (bashful is not bash)', ev('create', 'pods/exec prod/api-0', { query: 'command=bashful&container=api&stdin=true&stdout=true&tty=true' })),
+
   fires('pod-exec-attach-kube-system', 'exec into etcd', ev('create', 'pods/exec kube-system/etcd-cp-1', { user: ADMIN, query: 'command=sh&container=etcd&stdin=true&stdout=true&tty=true' }), { severity: 'high', message: `${ADMIN} did exec into pod kube-system/etcd-cp-1` }),
   quiet('pod-exec-attach-kube-system', 'exec in default', ev('create', 'pods/exec default/web-1', { user: ADMIN })),
   quiet('pod-exec-attach-kube-system', 'exec into etcd, refused', ev('create', 'pods/exec kube-system/etcd-cp-1', { code: 403, stage: 'ResponseComplete' })),

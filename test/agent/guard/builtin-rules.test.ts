@@ -229,7 +229,17 @@ const cases: Case[] = [
   quiet('role-with-wildcard', 'explicit verbs and resources', write('create', clusterRole('pod-reader', [grant(['pods', 'pods/log'], ['get', 'list', 'watch'])]))),
   quiet('role-with-wildcard', 'the same role, rejected as invalid', write('create', clusterRole('god', [grant(['*'], ['*'], ['*'])]), { code: 422 })),
 
-  fires('role-with-sensitive-grant', 'pods/exec', write('create', clusterRole('debugger', [grant(['pods'], ['get']), grant(['pods/exec'], ['create'])])), { severity: 'high', message: `${ALICE} created or changed clusterroles debugger with exec, secret, impersonate, escalate or bind rights` }),
+  fires('role-with-sensitive-grant', 'pods/exec', write('create', clusterRole('debugger', [grant(['pods'], ['get']), grant(['pods/exec'], ['create'])])), { severity: 'high', message: `${ALICE} did create on clusterroles debugger granting pods/exec create` }),
+  // Escalation paths: each right leads to others, on create and on the update or patch that adds it.
+  fires('role-with-sensitive-grant', 'nodes/proxy (every kubelet API)', write('create', clusterRole('node-metrics', [grant(['nodes', 'nodes/proxy'], ['get', 'list'])])), { severity: 'high', message: `${ALICE} did create on clusterroles node-metrics granting nodes/proxy get/list` }),
+  fires('role-with-sensitive-grant', 'an update that adds escalate and bind', write('update', clusterRole('rbac-manager', [grant(['roles', 'rolebindings'], ['get', 'list']), grant(['clusterroles'], ['escalate', 'bind'], [RBAC])])), { severity: 'high', message: `${ALICE} did update on clusterroles rbac-manager granting escalate clusterroles, bind clusterroles` }),
+  fires('role-with-sensitive-grant', 'a Role patched to create service account tokens', write('patch', role('ci/token-minter', [grant(['serviceaccounts/token'], ['create'])]), { patch: { rules: [grant(['serviceaccounts/token'], ['create'])] } }), { severity: 'high', message: `${ALICE} did patch on roles token-minter granting serviceaccounts/token create` }),
+  fires('role-with-sensitive-grant', 'approving certificate signing requests', write('create', clusterRole('csr-approver', [grant(['certificatesigningrequests/approval'], ['update'], ['certificates.k8s.io'])]))),
+  fires('role-with-sensitive-grant', 'secrets with a * verb', write('update', role('prod/secret-admin', [grant(['secrets'], ['*'])]))),
+  quiet('role-with-sensitive-grant', 'nodes and their status, not nodes/proxy', write('create', clusterRole('node-viewer', [grant(['nodes', 'nodes/status'], ['get', 'list', 'watch'])]))),
+  quiet('role-with-sensitive-grant', 'reading service accounts, not minting their tokens', write('update', clusterRole('sa-viewer', [grant(['serviceaccounts', 'serviceaccounts/token'], ['get', 'list'])]))),
+  quiet('role-with-sensitive-grant', 'reading CSRs, not approving them', write('patch', clusterRole('csr-viewer', [grant(['certificatesigningrequests', 'certificatesigningrequests/approval'], ['get', 'list', 'watch'], ['certificates.k8s.io'])]))),
+  quiet('role-with-sensitive-grant', 'the same nodes/proxy grant, refused', write('create', clusterRole('node-metrics', [grant(['nodes/proxy'], ['get'])]), { code: 403 })),
   fires('role-with-sensitive-grant', 'reading secrets', write('create', role('prod/secret-reader', [grant(['secrets'], ['get', 'list'])]))),
   fires('role-with-sensitive-grant', 'impersonate', write('patch', clusterRole('impersonator', [grant(['users', 'groups'], ['impersonate'])]))),
   quiet('role-with-sensitive-grant', 'reading config maps', write('create', role('prod/config-reader', [grant(['configmaps'], ['get', 'list'])]))),

@@ -128,7 +128,7 @@ function deriveBindings(event: AuditEvent): Record<string, unknown> {
   const podSpec = podSpecOf(object)
   if (!podSpec) return bindings
   bindings.podSpec = celView(podSpec)
-  bindings.containers = chargedList([podSpec.containers, podSpec.initContainers, podSpec.ephemeralContainers].flatMap((list) => (Array.isArray(list) ? list.filter(isRecord).map(celView) : [])))
+  bindings.containers = chargedList(POD_CONTAINER_LISTS.map((list) => podSpec[list]).flatMap((list) => (Array.isArray(list) ? list.filter(isRecord).map(celView) : [])))
   return bindings
 }
 
@@ -142,6 +142,8 @@ function targetOf(event: AuditEvent, name: string | undefined): string {
   return namespace ? `${what} in ${namespace}` : what
 }
 
+const POD_CONTAINER_LISTS = ['containers', 'initContainers', 'ephemeralContainers'] as const
+
 /**
  * The one pod-spec reader for every rule: a CronJob's job template, the
  * template of a Deployment, DaemonSet, StatefulSet, ReplicaSet, Job or
@@ -153,8 +155,10 @@ function podSpecOf(object: Record<string, unknown>): Record<string, unknown> | u
   if (!isRecord(spec)) return undefined
   const template = dig(spec, 'jobTemplate', 'spec', 'template', 'spec') ?? dig(spec, 'template', 'spec')
   if (template) return template
-  // Other kinds have a spec too (a Service's, an Ingress's): only a Pod's, or a kindless one with containers, is a pod spec.
-  return object.kind === 'Pod' || (object.kind === undefined && Array.isArray(spec.containers)) ? spec : undefined
+  // Other kinds have a spec too (a Service's, an Ingress's): only a Pod's is a pod spec, or a kindless one that
+  // lists containers (kubectl debug's patch of pods/ephemeralcontainers is {"spec":{"ephemeralContainers":[...]}}).
+  const kindlessPod = object.kind === undefined && POD_CONTAINER_LISTS.some((list) => Array.isArray(spec[list]))
+  return object.kind === 'Pod' || kindlessPod ? spec : undefined
 }
 
 function dig(value: unknown, ...path: string[]): Record<string, unknown> | undefined {

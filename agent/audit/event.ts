@@ -117,6 +117,37 @@ function wrongUser(u: Record<string, unknown>, at: string): string | undefined {
   return undefined
 }
 
+/**
+ * An exec request carries its command in the URI, one `command` parameter per
+ * argument, in order (`.../pods/web-1/exec?command=tar&command=cf&command=-&...`),
+ * encoded as Go's url.Values does ('+' for a space). Only exec requests have one:
+ * undefined for anything else, [] for an exec that names no command. Bounded: a
+ * forged URI of a million arguments costs one scan of the URI and yields at most
+ * MAX_EXEC_ARGS arguments of at most MAX_EXEC_ARG_LENGTH characters.
+ */
+export const MAX_EXEC_ARGS = 64
+export const MAX_EXEC_ARG_LENGTH = 1024
+
+export function execCommandOf(event: AuditEvent): string[] | undefined {
+  const ref = event.objectRef
+  const uri = event.requestURI
+  if (ref?.resource !== 'pods' || ref.subresource !== 'exec' || uri === undefined) return undefined
+  const command: string[] = []
+  const query = uri.indexOf('?')
+  if (query === -1) return command
+  for (let at = query + 1; at < uri.length && command.length < MAX_EXEC_ARGS; ) {
+    let end = uri.indexOf('&', at)
+    if (end === -1) end = uri.length
+    if (uri.startsWith('command=', at)) {
+      // Three encoded characters at most per decoded one; URLSearchParams keeps a malformed %-escape as it is.
+      const raw = uri.slice(at, Math.min(end, at + 'command='.length + 3 * MAX_EXEC_ARG_LENGTH))
+      command.push((new URLSearchParams(raw).get('command') ?? '').slice(0, MAX_EXEC_ARG_LENGTH))
+    }
+    at = end + 1
+  }
+  return command
+}
+
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }

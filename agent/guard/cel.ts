@@ -10,7 +10,7 @@
 // evaluation errors on every event.
 import { celEnv, isCelError, parse, plan, type CelResult } from '@bufbuild/cel'
 import { strings } from '@bufbuild/cel/ext'
-import type { AuditEvent } from '../audit/event.ts'
+import { execCommandOf, type AuditEvent } from '../audit/event.ts'
 import { CelBudgetExceeded, celView, chargedList, withBudget } from './cel-view.ts'
 
 export { CelBudgetExceeded }
@@ -53,8 +53,10 @@ export type EventExpression = (event: AuditEvent) => CelResult
  *               Deployment, DaemonSet, StatefulSet, ReplicaSet, Job or
  *               ReplicationController, a CronJob's job template
  *   containers  podSpec's containers, initContainers and ephemeralContainers in one list
+ *   execCommand what a pods/exec request runs: its URI's `command` parameters,
+ *               URL-decoded, in order (bounded: event.ts); absent for other requests
  */
-export const VARIABLES = ['event', 'object', 'name', 'target', 'podSpec', 'containers'] as const
+export const VARIABLES = ['event', 'object', 'name', 'target', 'podSpec', 'containers', 'execCommand'] as const
 const DERIVED = VARIABLES.slice(1)
 
 /** Compiles an expression over the variable `event`. Throws CelCompileError. */
@@ -119,12 +121,14 @@ function deriveBindings(event: AuditEvent): Record<string, unknown> {
   const name = event.objectRef?.name ?? metadata.name ?? (typeof metadata.generateName === 'string' ? `${metadata.generateName}*` : undefined)
   if (typeof name === 'string') bindings.name = name
   bindings.target = targetOf(event, typeof name === 'string' ? name : undefined)
+  const command = execCommandOf(event)
+  if (command) bindings.execCommand = chargedList(command)
   if (!isRecord(object)) return bindings
   bindings.object = celView(object)
   const podSpec = podSpecOf(object)
   if (!podSpec) return bindings
   bindings.podSpec = celView(podSpec)
-  bindings.containers = chargedList([podSpec.containers, podSpec.initContainers, podSpec.ephemeralContainers].flatMap((list) => (Array.isArray(list) ? list.filter(isRecord).map(celView) : [])))
+  bindings.containers = chargedList(POD_CONTAINER_LISTS.map((list) => podSpec[list]).flatMap((list) => (Array.isArray(list) ? list.filter(isRecord).map(celView) : [])))
   return bindings
 }
 
@@ -138,19 +142,23 @@ function targetOf(event: AuditEvent, name: string | undefined): string {
   return namespace ? `${what} in ${namespace}` : what
 }
 
+const POD_CONTAINER_LISTS = ['containers', 'initContainers', 'ephemeralContainers'] as const
+
+/**
+ * The one pod-spec reader for every rule: a CronJob's job template, the
+ * template of a Deployment, DaemonSet, StatefulSet, ReplicaSet, Job or
+ * ReplicationController, a Pod's own spec. Read by shape first, so a body
+ * without `kind` (a patch logged at Request level) is judged like a full one.
+ */
 function podSpecOf(object: Record<string, unknown>): Record<string, unknown> | undefined {
   const spec = object.spec
   if (!isRecord(spec)) return undefined
-  switch (object.kind) {
-    case 'Pod':
-      return spec
-    case 'CronJob':
-      return dig(spec, 'jobTemplate', 'spec', 'template', 'spec')
-    case 'EphemeralContainers':
-      return undefined
-    default:
-      return dig(spec, 'template', 'spec')
-  }
+  const template = dig(spec, 'jobTemplate', 'spec', 'template', 'spec') ?? dig(spec, 'template', 'spec')
+  if (template) return template
+  // Other kinds have a spec too (a Service's, an Ingress's): only a Pod's is a pod spec, or a kindless one that
+  // lists containers (kubectl debug's patch of pods/ephemeralcontainers is {"spec":{"ephemeralContainers":[...]}}).
+  const kindlessPod = object.kind === undefined && POD_CONTAINER_LISTS.some((list) => Array.isArray(spec[list]))
+  return object.kind === 'Pod' || kindlessPod ? spec : undefined
 }
 
 function dig(value: unknown, ...path: string[]): Record<string, unknown> | undefined {

@@ -65,6 +65,7 @@ export const BUILTIN_REQUIREMENTS: readonly Requirement[] = [
   // Detectors
   { source: 'detector', id: 'forbidden-burst', why: 'counts 403 responses per user and source IP', verbs: ALL_VERBS, resources: ANY, level: 'Metadata', stages: COMPLETE },
   { source: 'detector', id: 'secret-read-burst', why: 'counts secret reads per identity', verbs: READ, resources: [core('secrets')], level: 'Metadata', stages: COMPLETE },
+  { source: 'detector', id: 'secret-access-denied-burst', why: 'counts 401, 403 and 404 on secrets per principal and address (a refused token is logged at ResponseStarted only)', verbs: ALL_VERBS, resources: [core('secrets')], level: 'Metadata', stages: ['ResponseStarted', 'ResponseComplete'] },
   { source: 'detector', id: 'delete-burst', why: 'counts deletes per identity', verbs: ['delete', 'deletecollection'], resources: ANY, level: 'Metadata', stages: COMPLETE },
   { source: 'detector', id: 'exec-burst', why: 'counts exec and attach per identity', verbs: ['create', 'get'], resources: EXEC.slice(0, 2), level: 'Metadata', stages: COMPLETE },
   { source: 'detector', id: 'anonymous-burst', why: 'counts anonymous requests', verbs: ALL_VERBS, resources: ANY, level: 'Metadata', stages: COMPLETE, users: ['system:anonymous'] },

@@ -6,6 +6,7 @@ import { at } from './events.ts'
 const times = (n: number, stepMs: number, make: (ms: number, i: number) => AuditEvent, startMs = 0) => Array.from({ length: n }, (_, i) => make(startMs + i * stepMs, i))
 const forbidden = (user: string, ip = '10.0.0.1') => (ms: number) => at(ms, { user: { username: user }, sourceIPs: [ip], responseStatus: { code: 403 } })
 const secretGet = (user: string) => (ms: number, i: number) => at(ms, { user: { username: user }, objectRef: { resource: 'secrets', namespace: 'default', name: `s${i}` } })
+const secretMissing = (user: string) => (ms: number, i: number) => at(ms, { user: { username: user }, requestURI: `/api/v1/namespaces/prod/secrets/guess-${i}`, objectRef: { resource: 'secrets', namespace: 'prod', name: `guess-${i}`, apiVersion: 'v1' }, responseStatus: { code: 404 } })
 const deletes = (user: string) => (ms: number, i: number) => at(ms, { verb: 'delete', user: { username: user }, objectRef: { resource: 'configmaps', namespace: 'default', name: `c${i}` } })
 const execs = (user: string) => (ms: number) => at(ms, { verb: 'create', user: { username: user }, objectRef: { resource: 'pods', subresource: 'exec', namespace: 'default', name: 'p' }, responseStatus: { code: 101 } })
 const anonymous = (uri: string) => (ms: number) => at(ms, { user: { username: 'system:anonymous' }, requestURI: uri, sourceIPs: ['203.0.113.9'], responseStatus: { code: 401 } })
@@ -19,6 +20,7 @@ export const cases: { id: string; fires: () => AuditEvent[]; quiet: () => AuditE
   { id: 'forbidden-burst', fires: () => times(21, 1000, forbidden('mallory')), quiet: () => times(20, 1000, forbidden('mallory')), because: '20 is not more than 20' },
   { id: 'forbidden-burst-source-ip', fires: () => times(31, 500, (ms, i) => forbidden(`user-${i % 5}`, '198.51.100.7')(ms)), quiet: () => times(31, 2500, (ms, i) => forbidden(`user-${i % 5}`, '198.51.100.7')(ms)), because: 'spread over more than the window' },
   { id: 'secret-read-burst', fires: () => times(31, 1000, secretGet('eve@example.com')), quiet: () => times(40, 1000, secretGet('system:node:cp-1')), because: 'nodes read secrets for their pods' },
+  { id: 'secret-access-denied-burst', fires: () => times(11, 10_000, secretMissing('system:serviceaccount:web:frontend')), quiet: () => times(30, 10_000, secretMissing('system:node:worker-1')), because: 'a kubelet retries a secret its pod mounts that does not exist yet' },
   { id: 'delete-burst', fires: () => times(21, 1000, deletes('eve@example.com')), quiet: () => times(40, 1000, deletes('system:serviceaccount:kube-system:namespace-controller')), because: 'the namespace controller deletes in bulk' },
   { id: 'exec-burst', fires: () => times(11, 10_000, execs('eve@example.com')), quiet: () => times(11, 40_000, execs('eve@example.com')), because: 'eleven execs over more than five minutes' },
   { id: 'anonymous-burst', fires: () => times(21, 1000, anonymous('/api/v1/secrets')), quiet: () => times(60, 500, anonymous('/healthz')), because: 'health checks are left out' },

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { decodeAuditLine } from '../../../agent/audit/event.ts'
+import { decodeAuditLine, execCommandOf, MAX_EXEC_ARG_LENGTH, MAX_EXEC_ARGS, type AuditEvent } from '../../../agent/audit/event.ts'
 
 const base = { kind: 'Event', apiVersion: 'audit.k8s.io/v1', level: 'Metadata', auditID: 'a', stage: 'ResponseComplete', verb: 'get', requestURI: '/api/v1/pods', user: { username: 'alice', groups: ['dev'] }, sourceIPs: ['10.0.0.1'], objectRef: { resource: 'pods' }, responseStatus: { code: 200 } }
 const decode = (v: unknown) => decodeAuditLine(Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)))
@@ -34,4 +34,21 @@ t.test('a field the agent reads, of the wrong type, makes the line unparsed and 
   ]
   for (const [fields, reason] of cases) t.same(decode({ ...base, ...fields }), { unparsed: reason }, reason)
   t.ok('event' in decode({ ...base, requestObject: 'anything', responseObject: [1, { a: null }], user: { username: 'a', extra: 'x' } }), 'bodies and fields the agent does not read stay free-form')
+})
+
+t.test('execCommandOf: the command parameters of an exec URI, decoded, in order, bounded', async (t) => {
+  const exec = (query: string, ref: Record<string, string> = { resource: 'pods', subresource: 'exec', namespace: 'prod', name: 'api-0' }): AuditEvent =>
+    ({ ...base, verb: 'create', objectRef: ref, requestURI: `/api/v1/namespaces/prod/pods/api-0/exec${query}` }) as AuditEvent
+  t.same(execCommandOf(exec('?command=sh&command=-c&command=cat+%2Fetc%2Fkubernetes%2Fadmin.conf+%7C+head&container=api&stdin=true&tty=true')), ['sh', '-c', 'cat /etc/kubernetes/admin.conf | head'], '+ is a space, %XX decoded, other parameters left out')
+  t.same(execCommandOf(exec('?container=api&command=ls&stdout=true&command=-la')), ['ls', '-la'], 'every command parameter, wherever it stands')
+  t.same(execCommandOf(exec('?command=&command=%ZZ%2')), ['', '%ZZ%2'], 'an empty argument is kept; a malformed escape stays as written')
+  t.same(execCommandOf(exec('?container=api&stdin=true')), [], 'an exec without a command')
+  t.same(execCommandOf(exec('')), [], 'an exec URI without a query')
+  t.equal(execCommandOf(exec('?command=sh', { resource: 'pods', subresource: 'attach' })), undefined, 'attach runs no command')
+  t.equal(execCommandOf({ ...base } as AuditEvent), undefined, 'not an exec')
+  const many = execCommandOf(exec(`?${Array.from({ length: 10_000 }, (_, i) => `command=a${i}`).join('&')}`))!
+  t.equal(many.length, MAX_EXEC_ARGS, 'at most MAX_EXEC_ARGS arguments')
+  t.equal(many[MAX_EXEC_ARGS - 1], `a${MAX_EXEC_ARGS - 1}`, 'the first ones, in order')
+  const long = execCommandOf(exec(`?command=${'%41'.repeat(100_000)}&command=next`))!
+  t.same(long.map((a) => a.length), [MAX_EXEC_ARG_LENGTH, 4], 'a long argument is cut, the next still read')
 })

@@ -55,7 +55,7 @@ const HOSTILE_KEYS = ['__proto__', 'constructor', 'prototype', 'toString', 'hasO
 // --- CEL text
 
 const celFragment = fc.oneof(
-  fc.constantFrom('event', 'object', 'name', 'target', 'podSpec', 'containers', 'c', 'x', 'nope', 'request'),
+  fc.constantFrom('event', 'object', 'name', 'target', 'podSpec', 'containers', 'execCommand', 'c', 'x', 'nope', 'request'),
   fc.constantFrom('.', '.user', '.username', '.groups', '.objectRef', '.resource', '.spec', '.containers', '.metadata', '.name', '.__proto__', '.constructor', '.toString', '["__proto__"]', '[0]', '[-1]', '[9223372036854775807]'),
   fc.constantFrom('.exists(c, ', '.all(c, ', '.exists_one(c, ', '.map(c, ', '.filter(c, ', 'has(', 'size(', 'int(', 'uint(', 'double(', 'string(', 'bytes(', 'dyn(', 'type(', 'duration(', 'timestamp(', '.matches(', '.startsWith(', '.contains(', '.split(', '.join(', '.lowerAscii(', '.replace(', '.substring(', 'matches(', 'unknownFn(', ')', ', '),
   fc.constantFrom(' == ', ' != ', ' < ', ' >= ', ' && ', ' || ', '!', '-', ' + ', ' * ', ' / ', ' % ', ' ? ', ' : ', ' in ', '(', ')', '[', ']', '{', '}', ': ', ','),
@@ -160,6 +160,8 @@ const baseEvent = fc.record({
   verb: fc.constantFrom('create', 'update', 'patch', 'get', 'list', 'delete', 'watch', ''),
   resource: fc.constantFrom('pods', 'secrets', 'clusterrolebindings', 'roles', 'deployments', 'serviceaccounts', 'nodes', 'configmaps', 'x'),
   subresource: fc.constantFrom(undefined, 'exec', 'token', 'status', 'ephemeralcontainers'),
+  // what an exec runs (execCommand): well-formed, malformed escapes, too long, too many
+  query: fc.constantFrom('', '?command=sh&stdin=true&tty=true', '?command=tar&command=cf&command=-&command=%2F', '?command=cat+%2Fvar%2Frun%2Fsecrets%2Fkubernetes.io%2Fserviceaccount%2Ftoken', '?command=%ZZ%&command=&command', `?command=${'%41'.repeat(5000)}`, `?${'command=sh&'.repeat(500)}stdin=1`),
   namespace: fc.constantFrom(undefined, 'prod', 'kube-system', 'default'),
   user: fc.constantFrom('alice', 'admin', 'system:anonymous', 'system:serviceaccount:kube-system:x', 'system:node:n1'),
   stage: fc.constantFrom('ResponseComplete', 'RequestReceived', 'ResponseStarted', 'Panic'),
@@ -172,7 +174,7 @@ const hostileEvent = fc.tuple(baseEvent, fc.array(eventEdit, { maxLength: 4 })).
   const pod = { kind: 'Pod', apiVersion: 'v1', metadata: { name: 'p', namespace: b.namespace }, spec: { hostNetwork: b.privileged, containers: Array.from({ length: b.containers }, (_, i) => ({ name: `c${i}`, image: 'x', securityContext: { privileged: b.privileged } })) } }
   const e: Record<string, unknown> = {
     kind: 'Event', apiVersion: 'audit.k8s.io/v1', level: 'RequestResponse', auditID: `id-${b.time}`, stage: b.stage, verb: b.verb,
-    requestURI: `/api/v1/namespaces/${b.namespace}/${b.resource}`, user: { username: b.user, groups: ['system:authenticated'] }, sourceIPs: ['10.0.0.1'], userAgent: 'kubectl',
+    requestURI: `/api/v1/namespaces/${b.namespace}/${b.resource}${b.query}`, user: { username: b.user, groups: ['system:authenticated'] }, sourceIPs: ['10.0.0.1'], userAgent: 'kubectl',
     objectRef: { resource: b.resource, subresource: b.subresource, namespace: b.namespace, name: 'p', apiVersion: 'v1' },
     responseStatus: { code: b.code }, requestObject: pod, responseObject: pod,
     requestReceivedTimestamp: new Date(b.time).toISOString(), stageTimestamp: new Date(b.time).toISOString(),

@@ -183,6 +183,7 @@ if (missing.length > 0) {
     // What the agent makes of the same requests: their lines in the API server's audit log (it rotates at 1 MB).
     const exportedRules = new RuleSet(rules.filter((r) => exported.has(r.id)))
     const fired = new Map<string, string[]>()
+    const annotations = new Map<string, Record<string, string>>()
     for (let i = 0; i < 50 && fired.size < sent.size; i++) {
       if (i > 0) await new Promise((r) => setTimeout(r, 200))
       const auditDir = join(dir, 'audit')
@@ -195,12 +196,17 @@ if (missing.length > 0) {
           const findings: RuleFinding[] = []
           exportedRules.inspect(decoded.event, findings)
           fired.set(decoded.event.auditID, findings.map((f) => f.id).sort())
+          annotations.set(decoded.event.auditID, decoded.event.annotations ?? {})
         }
       }
     }
     for (const [auditID, { fixture, warned }] of sent) {
       t.same(warned, [...fixture.expect].sort(), `${fixture.name}: the API server warned about ${fixture.expect.join(', ') || 'nothing'}`)
       t.same(fired.get(auditID), warned, `${fixture.name}: the rules fire on its audit line exactly where the API server warned`)
+      // Audit: the line itself leads back to the rule.
+      const a = annotations.get(auditID) ?? {}
+      for (const id of fixture.expect) t.equal(a[`auditrail-${id}/rule`], `${id} fired`, `${fixture.name}: audit annotation auditrail-${id}/rule`)
+      t.same(ruleIds(a['validation.policy.admission.k8s.io/validation_failure'] ?? ''), [...fixture.expect].sort(), `${fixture.name}: the validation_failure annotation names the rules`)
     }
 
     // Deny: the same requests, dry run (nothing is stored), under new names.

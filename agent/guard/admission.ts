@@ -143,6 +143,8 @@ function policyOf(rule: Rule, action: AdmissionAction): AdmissionPolicy {
 }
 
 function nameTest(expr: string, patterns: readonly string[]): string {
+  // An empty list admits no name, in the agent as here.
+  if (patterns.length === 0) return 'false'
   return patterns.map((p) => (p.endsWith('*') ? `${expr}.startsWith(${JSON.stringify(p.slice(0, -1))})` : `${expr} == ${JSON.stringify(p)}`)).join(' || ')
 }
 
@@ -252,7 +254,8 @@ type Token = { kind: 'ident' | 'string' | 'space' | 'other'; text: string }
 /** CEL's lexical structure, as far as the rewrite needs it: strings (with prefixes, triple quotes, escapes) are kept whole. */
 function tokenize(text: string): Token[] {
   const tokens: Token[] = []
-  const pattern = /(\s+|\/\/[^\n]*)|((?:[rRbB]{1,2})?(?:"""[\s\S]*?"""|'''[\s\S]*?'''|"(?:\\[\s\S]|[^"\\\n])*"|'(?:\\[\s\S]|[^'\\\n])*'))|([A-Za-z_][A-Za-z0-9_]*)|([\s\S])/y
+  // No comments: the rules' parser (@bufbuild/cel) does not accept them.
+  const pattern = /(\s+)|((?:[rRbB]{1,2})?(?:"""[\s\S]*?"""|'''[\s\S]*?'''|"(?:\\[\s\S]|[^"\\\n])*"|'(?:\\[\s\S]|[^'\\\n])*'))|([A-Za-z_][A-Za-z0-9_]*)|([\s\S])/y
   let m: RegExpExecArray | null
   while ((m = pattern.exec(text)) !== null) {
     tokens.push({ kind: m[1] !== undefined ? 'space' : m[2] !== undefined ? 'string' : m[3] !== undefined ? 'ident' : 'other', text: m[0] })

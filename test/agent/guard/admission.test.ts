@@ -71,3 +71,8 @@ t.test('rules admission: --only, --action and unknown ids; the skipped rules on 
   await t.rejects(rulesCommand(['admission', '--only', 'no-such-rule'], io), /--only: no enabled rule no-such-rule/)
   await t.rejects(rulesCommand(['admission', '--action', 'block'], io), /--action: expected warn, audit, deny, got "block"/)
 })
+
+t.test('an empty name list matches nothing, in the policy as in the agent', async (t) => {
+  const { policies } = admissionPolicies([rule({ match: { verbs: ['create'], resources: ['pods'], namespaces: [] }, condition: 'object.x == 1' })], 'warn')
+  t.same(policies[0]!.policy.spec.matchConditions, [{ name: 'match-namespaces', expression: 'false' }])
+})

@@ -23,7 +23,8 @@ commands:
   config     'config check FILE': print the effective agent configuration
   demo       run a collector and an agent on 127.0.0.1 against a generated, rotating audit log
   policy     'policy check POLICY.yaml': name every event the apiserver's audit policy hides from Auditrail
-  rules      'rules lint DIR', 'rules test FILE': compile guardrail rules, replay an audit log through them
+  rules      'rules lint DIR', 'rules test FILE', 'rules admission': compile guardrail rules, replay an audit log
+             through them, print them as ValidatingAdmissionPolicies
 
 'auditrail <command> --help' shows a command's flags.
 `

@@ -18,6 +18,9 @@ const STAGES = ['RequestReceived', 'ResponseStarted', 'ResponseComplete', 'Panic
 const MATCH_KEYS = ['verbs', 'resources', 'subresources', 'apiGroups', 'namespaces', 'names', 'users', 'groups', 'userAgents', 'stages', 'codes'] as const
 const EXCEPTION_KEYS = ['users', 'groups', 'namespaces', 'names', 'userAgents', 'verbs', 'resources'] as const
 
+/** An exception as written: a CEL text, or lists that must all hold (kept for tools that translate rules, e.g. to admission policies). */
+export type ExceptionSpec = string | Partial<Record<(typeof EXCEPTION_KEYS)[number], string[]>>
+
 export type EventTest = (event: AuditEvent) => boolean
 
 /** A rule or detector that cannot be loaded: where it is (file, id, field, position) and what is wrong. */

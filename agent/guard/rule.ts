@@ -13,7 +13,7 @@
 //   enabled: false                      optional; turns a rule (e.g. a built-in one of the same id) off
 import type { AuditEvent } from '../audit/event.ts'
 import { CelCompileError, compileExpression, compilePredicate, evaluateToText, type EventExpression, type EventPredicate } from './cel.ts'
-import { compileExceptions, compileMatch, DefinitionError, MAX_TEXT_LENGTH, preview, stringList, type EventMatch, type EventTest } from './event-filter.ts'
+import { compileExceptions, compileMatch, DefinitionError, MAX_TEXT_LENGTH, preview, stringList, type EventMatch, type EventTest, type ExceptionSpec } from './event-filter.ts'
 import { isSeverity, SEVERITIES, type Severity } from '../../proto/wire.ts'
 import { compileGroup, type GroupSpec } from './finding-groups.ts'
 
@@ -36,7 +36,11 @@ export interface Rule {
   /** The rule's CEL texts (condition, exceptions, output placeholders), for tools that ask what a rule reads. */
   expressions: string[]
   condition: EventPredicate | undefined
+  /** The condition's CEL text (undefined: none), for `rules admission`, which translates it. */
+  conditionText: string | undefined
   exceptions: EventTest[]
+  /** The exceptions as written, for the same translation. */
+  exceptionSpecs: ExceptionSpec[]
   message: (event: AuditEvent) => string
   group: GroupSpec
 }
@@ -85,7 +89,10 @@ export function compileRule(raw: unknown, file: string): Rule {
     match: compileMatch(r.match, fail),
     expressions,
     condition,
+    conditionText: condition === undefined ? undefined : conditionText,
     exceptions: compileExceptions(r.exceptions, fail, (field, source) => compile(field, source, compilePredicate)),
+    // compileExceptions has just checked their shape.
+    exceptionSpecs: (r.exceptions ?? []) as ExceptionSpec[],
     message: compileTemplate(r.output === undefined ? DEFAULT_OUTPUT : text('output', true), (field, source) => compile(field, source, compileExpression), fail),
     group: compileGroup(r.group, 'rule', undefined, fail),
   }

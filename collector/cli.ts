@@ -8,7 +8,7 @@ import { createLogger } from '../shared/logger.ts'
 import { copyStore } from './copy.ts'
 import { ExportError, exportStream } from './export.ts'
 import { EventIndex, IndexError, indexPath, rebuildIndex } from './index.ts'
-import { parseQuery, QueryEngine, QueryError, QUERY_PARAMS, resultLine, resultObject, type EventResult, type FindingResult, type QueryKind } from './query.ts'
+import { parseQuery, QueryEngine, QueryError, QUERY_PARAMS, type EventResult, type FindingResult, type GroupResult, type QueryKind } from './query.ts'
 import { loadReaders, newToken, ReadersError, watchReaders } from './readers.ts'
 import { startCollector, type TlsOptions } from './server.ts'
 import { openFileStore } from './store/file-store.ts'
@@ -31,7 +31,7 @@ const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store D
   --client-ca  require client certificates (mTLS) signed by this CA; a certificate may then write and
                read only the stream its CN or a DNS subjectAltName names
   --shared-client-cert  every node presents the same client certificate: bind streams by key alone
-  --readers    enable the query API (GET /v1/events, /v1/findings) for the readers listed:
+  --readers    enable the query API (GET /v1/events, /v1/findings, /v1/finding-groups) for the readers listed:
                one 'ROLE sha256:HEX NAME' line each (the token's SHA-256, never the token);
                read again when it changes and on SIGHUP
   --no-index   keep no query index (the query API is then off; a PostgreSQL store keeps none yet)
@@ -51,13 +51,14 @@ const VERIFY_USAGE = `usage: auditrail verify DIR|URL --trust PUBKEY_FILE [--tru
   before and from the batch after; '-' reads 'auditrail query --json' lines from stdin and also
   checks that each line's event is the one stored
 `
-const QUERY_USAGE = `usage: auditrail query (--url URL --token-file FILE | --store DIR) [--findings] [--json] [filters]
+const QUERY_USAGE = `usage: auditrail query (--url URL --token-file FILE | --store DIR) [--findings [--each]] [--json] [filters]
   filters: --user U --group G --impersonated-user U --source-ip IP --verb V --resource R --subresource S
            --api-group G ('' is the core group) --namespace NS --name N --code 403 --audit-id ID --stage S
            --stream ID --since T --until T (RFC 3339 or Unix ms; since inclusive, until exclusive)
-           --finding ID --severity info|low|medium|high|critical (at least) --limit N (1-1000, default 100)
+           --finding ID --finding-group ID --severity info|low|medium|high|critical (at least) --limit N (1-1000, default 100)
            --cursor C (from the previous page)
-  --findings  list findings (one row per finding) instead of events
+  --findings  list finding groups (one row per incident: first and last seen, count, latest message)
+              instead of events; with --each, one row per finding; --finding-group ID lists a group's events
   --json      one JSON object per line, as GET /v1/events returns them (pipe into 'auditrail verify --event -')
   the next page's cursor, if any, is printed on stderr
 `
@@ -142,7 +143,7 @@ export function collectorCommand(argv: string[]): Promise<number> {
     if (!index && values.readers) throw new UsageError('--readers needs the index; drop --no-index')
     const readers = values.readers ? loadReaders(values.readers as string) : undefined
     const log = createLogger(values['log-level'] as string, 'collector')
-    if (readers) log.info({ readers: readers.size, roles: readers.roles() }, 'query API on: GET /v1/events, /v1/findings')
+    if (readers) log.info({ readers: readers.size, roles: readers.roles() }, 'query API on: GET /v1/events, /v1/findings, /v1/finding-groups')
     const collector = await startCollector({ listen, storeDir, trustedKeys, logger: log, index, ...(readers ? { readers } : {}), ...(tls ? { tls } : {}) })
     const watch = readers ? watchReaders(values.readers as string, readers, log) : undefined
     // SIGHUP reloads (it would otherwise end the process unlogged, its lock left behind);
@@ -350,10 +351,12 @@ export function queryCommand(argv: string[]): Promise<number> {
       'token-file': { type: 'string' },
       store: { type: 'string' },
       findings: { type: 'boolean' },
+      each: { type: 'boolean' },
       json: { type: 'boolean' },
       ...Object.fromEntries(Object.keys(QUERY_FLAGS).map((f) => [f, { type: 'string' as const }])),
     }, false)
-    const kind: QueryKind = values.findings === true ? 'findings' : 'events'
+    if (values.each === true && values.findings !== true) throw new UsageError('--each goes with --findings (one row per finding instead of one per group)')
+    const kind: QueryKind = values.findings !== true ? 'events' : values.each === true ? 'findings' : 'groups'
     const params = new URLSearchParams()
     for (const [flag, param] of Object.entries(QUERY_FLAGS)) {
       const v = values[flag]
@@ -363,7 +366,7 @@ export function queryCommand(argv: string[]): Promise<number> {
     const storeDir = values.store as string | undefined
     if ((url === undefined) === (storeDir === undefined)) throw new UsageError('give either --url URL (with --token-file FILE) or --store DIR')
     if (storeDir !== undefined && isPostgresUrl(storeDir)) throw new UsageError('--store: a PostgreSQL store keeps no query index yet; query a file store, or export the stream')
-    let results: Array<EventResult | FindingResult>
+    let results: Array<EventResult | FindingResult | GroupResult>
     let lines: string[]
     let next: string | undefined
     if (storeDir !== undefined) {
@@ -377,9 +380,9 @@ export function queryCommand(argv: string[]): Promise<number> {
       }
       const index = new EventIndex(indexPath(storeDir), { readOnly: true })
       try {
-        const answer = await new QueryEngine(index, storeDir).run(q)
-        lines = answer.results.map(resultLine)
-        results = values.json === true ? [] : answer.results.map(resultObject)
+        const answer = await new QueryEngine(index, storeDir).answer(q)
+        lines = answer.lines
+        results = values.json === true ? [] : answer.objects()
         next = answer.nextCursor
       } finally {
         index.close()
@@ -393,7 +396,7 @@ export function queryCommand(argv: string[]): Promise<number> {
       } catch (err) {
         throw new UsageError(`--token-file ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
       }
-      const target = new URL(`/v1/${kind}?${params}`, url)
+      const target = new URL(`/v1/${kind === 'groups' ? 'finding-groups' : kind}?${params}`, url)
       let res: Response
       try {
         res = await fetch(target, { headers: { authorization: `Bearer ${token}` } })
@@ -409,7 +412,7 @@ export function queryCommand(argv: string[]): Promise<number> {
         throw new QueryFailed(`the collector answered ${res.status}: ${message}`)
       }
       lines = body.split('\n').filter((l) => l !== '').map((l) => `${l}\n`)
-      results = values.json === true ? [] : lines.map((l) => JSON.parse(l) as EventResult)
+      results = values.json === true ? [] : lines.map((l) => JSON.parse(l) as EventResult | GroupResult)
       next = res.headers.get('auditrail-next-cursor') ?? undefined
     }
     if (values.json === true) process.stdout.write(lines.join(''))
@@ -419,11 +422,15 @@ export function queryCommand(argv: string[]): Promise<number> {
   })
 }
 
-function table(kind: QueryKind, results: Array<EventResult | FindingResult>): string {
+function table(kind: QueryKind, results: Array<EventResult | FindingResult | GroupResult>): string {
+  if (kind === 'groups') {
+    const header = ['FIRST SEEN', 'LAST SEEN', 'COUNT', 'SEVERITY', 'FINDING', 'GROUP', 'MESSAGE']
+    return columns(header, (results as GroupResult[]).map((g) => [g.firstSeen, g.lastSeen, String(g.count), g.severity, `${g.source}:${g.finding}`, g.group, g.message]))
+  }
   const header = kind === 'events'
     ? ['TIME', 'EVENT (STREAM:SEQ:INDEX)', 'USER', 'VERB', 'RESOURCE', 'NAMESPACE/NAME', 'CODE', 'FINDINGS']
     : ['TIME', 'EVENT (STREAM:SEQ:INDEX)', 'SEVERITY', 'FINDING', 'USER', 'VERB', 'RESOURCE', 'NAMESPACE/NAME', 'MESSAGE']
-  const rows = results.map((r) => {
+  const rows = (results as Array<EventResult | FindingResult>).map((r) => {
     const e = (r.event ?? {}) as { user?: { username?: string }; verb?: string; objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string }; responseStatus?: { code?: number } }
     const ref = e.objectRef ?? {}
     const common = [r.time, `${r.stream}:${r.sequence}:${r.recordIndex}`]
@@ -432,6 +439,11 @@ function table(kind: QueryKind, results: Array<EventResult | FindingResult>): st
     const f = (r as FindingResult).finding
     return [...common, f.severity, f.id, ...what, f.message]
   })
+  return columns(header, rows)
+}
+
+/** Rows under their header, each column as wide as its longest cell (at most 60); the last column runs on. */
+function columns(header: string[], rows: string[][]): string {
   if (rows.length === 0) return '(no results)\n'
   const widths = header.map((h, i) => Math.min(60, Math.max(h.length, ...rows.map((r) => r[i]!.length))))
   const fmt = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.slice(0, widths[i]).padEnd(widths[i]!))).join('  ').trimEnd() + '\n'

@@ -19,7 +19,7 @@ import { StoreError } from './store/store.ts'
 
 export const INDEX_FILE = 'index.sqlite'
 /** Bumped whenever the schema or what is indexed changes: an index of another version is rebuilt. */
-export const INDEX_SCHEMA_VERSION = '3'
+export const INDEX_SCHEMA_VERSION = '4'
 
 export class IndexError extends Error {
   constructor(message: string) {
@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS event_groups (grp INTEGER NOT NULL, event INTEGER NOT
 CREATE TABLE IF NOT EXISTS findings (
   event INTEGER NOT NULL, n INTEGER NOT NULL, time INTEGER NOT NULL,
   finding_id TEXT NOT NULL, severity INTEGER NOT NULL, source TEXT NOT NULL, message TEXT NOT NULL,
+  grp TEXT,                           -- the finding's group (details.group), NULL for a finding that names none
   PRIMARY KEY (event, n)
 ) STRICT, WITHOUT ROWID;
 CREATE VIEW IF NOT EXISTS events_view AS SELECT e.id, e.time, e.stream, e.sequence, e.record, e.segment, e.entry_offset, e.line_position, e.line_length,
@@ -83,6 +84,7 @@ CREATE INDEX IF NOT EXISTS events_audit_key ON events (audit_key);
 CREATE INDEX IF NOT EXISTS events_severity ON events (severity, time) WHERE severity IS NOT NULL;
 CREATE INDEX IF NOT EXISTS findings_id ON findings (finding_id, time);
 CREATE INDEX IF NOT EXISTS findings_severity ON findings (severity, time);
+CREATE INDEX IF NOT EXISTS findings_group ON findings (grp, time) WHERE grp IS NOT NULL;
 `
 
 const TERM_CACHE = 200_000
@@ -226,7 +228,7 @@ export class EventIndex {
         user, impersonated_user, source_ip, verb, resource, subresource, api_group, namespace, name, code, audit_id, stage, severity, audit_key)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
       this.#insertGroup = this.db.prepare('INSERT INTO event_groups (grp, event) VALUES (?, ?)')
-      this.#insertFinding = this.db.prepare('INSERT INTO findings (event, n, time, finding_id, severity, source, message) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      this.#insertFinding = this.db.prepare('INSERT INTO findings (event, n, time, finding_id, severity, source, message, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
       // Planner statistics where they are missing or stale (cheap: it analyzes only what needs it).
       if (!options.bulk) this.db.exec('PRAGMA optimize = 0x10002')
       this.#insertTerm = this.db.prepare('INSERT INTO terms (term) VALUES (?)')
@@ -288,7 +290,7 @@ export class EventIndex {
           fields.auditId === null ? null : auditKey(fields.auditId),
         )
         for (const g of fields.groups) this.#insertGroup!.run(this.#term(g), id)
-        for (const [n, f] of fs.entries()) this.#insertFinding!.run(id, n, fields.time, f.id, severityRank(f.severity), f.source, f.message)
+        for (const [n, f] of fs.entries()) this.#insertFinding!.run(id, n, fields.time, f.id, severityRank(f.severity), f.source, f.message, f.details.group ?? null)
         events++
         findings += fs.length
       }

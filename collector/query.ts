@@ -1,4 +1,4 @@
-// Queries over the index: the filters of GET /v1/events and /v1/findings (and of
+// Queries over the index: the filters of GET /v1/events, /v1/findings and /v1/finding-groups (and of
 // `auditrail query`), checked into a typed Query, turned into SQL built only
 // from the fixed fragments below with every value a bound parameter, and
 // answered with the raw event lines read from the segments the index points to.
@@ -16,7 +16,8 @@ import { segmentName, streamDir } from './store/file-store.ts'
 export const DEFAULT_LIMIT = 100
 export const MAX_LIMIT = 1000
 
-export type QueryKind = 'events' | 'findings'
+/** events: one row per event; findings: one per finding; groups: one per finding group (what people read). */
+export type QueryKind = 'events' | 'findings' | 'groups'
 
 export interface Query {
   kind: QueryKind
@@ -39,6 +40,8 @@ export interface Query {
   /** Unix ms, exclusive. */
   until?: number
   finding?: string
+  /** A finding group's id (a finding's details.group): its events, or its findings. */
+  findingGroup?: string
   /** Minimum severity. */
   severity?: Severity
   limit: number
@@ -58,8 +61,8 @@ export class QueryError extends Error {
   }
 }
 
-type Text = 'user' | 'group' | 'impersonatedUser' | 'sourceIp' | 'verb' | 'resource' | 'subresource' | 'apiGroup' | 'namespace' | 'name' | 'auditId' | 'stage' | 'stream' | 'finding'
-const TEXT_PARAMS: readonly Text[] = ['user', 'group', 'impersonatedUser', 'sourceIp', 'verb', 'resource', 'subresource', 'apiGroup', 'namespace', 'name', 'auditId', 'stage', 'stream', 'finding']
+type Text = 'user' | 'group' | 'impersonatedUser' | 'sourceIp' | 'verb' | 'resource' | 'subresource' | 'apiGroup' | 'namespace' | 'name' | 'auditId' | 'stage' | 'stream' | 'finding' | 'findingGroup'
+const TEXT_PARAMS: readonly Text[] = ['user', 'group', 'impersonatedUser', 'sourceIp', 'verb', 'resource', 'subresource', 'apiGroup', 'namespace', 'name', 'auditId', 'stage', 'stream', 'finding', 'findingGroup']
 export const QUERY_PARAMS: readonly string[] = [...TEXT_PARAMS, 'code', 'since', 'until', 'severity', 'limit', 'cursor']
 const MAX_VALUE_LENGTH = 1024
 
@@ -181,7 +184,8 @@ export function buildSql(q: Query): { sql: string; params: Array<string | number
     where.push('e.id IN (SELECT event FROM event_groups WHERE grp = (SELECT id FROM terms WHERE term = ?))')
     params.push(q.group)
   }
-  const findings = q.kind === 'findings'
+  // Groups are made of findings: they filter on the findings' own time, severity and id.
+  const findings = q.kind !== 'events'
   const time = findings ? 'f.time' : 'e.time'
   if (q.since !== undefined) {
     where.push(`${time} >= ?`)
@@ -197,11 +201,16 @@ export function buildSql(q: Query): { sql: string; params: Array<string | number
       where.push('f.finding_id = ?')
       params.push(q.finding)
     }
+    if (q.findingGroup !== undefined) {
+      where.push('f.grp = ?')
+      params.push(q.findingGroup)
+    }
     if (rank !== undefined) {
       where.push('f.severity >= ?')
       params.push(rank)
     }
-    if (q.cursor) {
+    // A groups query's cursor applies to the groups (HAVING below), not to their findings.
+    if (q.cursor && q.kind !== 'groups') {
       where.push('(f.time, e.stream, e.sequence, e.record, f.n) > (?, ?, ?, ?, ?)')
       params.push(...q.cursor)
     }
@@ -209,6 +218,10 @@ export function buildSql(q: Query): { sql: string; params: Array<string | number
     if (q.finding !== undefined) {
       where.push('e.id IN (SELECT event FROM findings WHERE finding_id = ?)')
       params.push(q.finding)
+    }
+    if (q.findingGroup !== undefined) {
+      where.push('e.id IN (SELECT event FROM findings WHERE grp = ?)')
+      params.push(q.findingGroup)
     }
     if (rank !== undefined) {
       where.push('e.severity >= ?')
@@ -221,9 +234,19 @@ export function buildSql(q: Query): { sql: string; params: Array<string | number
   }
   const columns = 'e.id, e.time, e.stream, e.sequence, e.record, e.segment, e.entry_offset, e.line_position, e.line_length'
   const filter = where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''
+  if (q.kind === 'groups') {
+    // A finding that names no group (an agent before groups) is a group of its own.
+    const having = q.cursor ? 'HAVING (first, gid) > (?, ?)' : ''
+    if (q.cursor) params.push(q.cursor[0], q.cursor[1])
+    params.push(q.limit + 1)
+    return {
+      sql: `SELECT COALESCE(f.grp, 'finding:' || f.event || ':' || f.n) AS gid, MIN(f.time) AS first, MAX(f.time) AS last, COUNT(*) AS count, MAX(f.severity) AS severity, MIN(f.finding_id) AS finding_id, MIN(f.source) AS source FROM findings f JOIN events e ON e.id = f.event ${filter} GROUP BY gid ${having} ORDER BY first, gid LIMIT ?`,
+      params,
+    }
+  }
   // One row more than asked: its presence says whether there is a next page.
   const sql = findings
-    ? `SELECT ${columns}, f.n, f.time AS ftime, f.finding_id, f.severity AS fseverity, f.source, f.message FROM findings f JOIN events e ON e.id = f.event ${filter} ORDER BY f.time, e.stream, e.sequence, e.record, f.n LIMIT ?`
+    ? `SELECT ${columns}, f.n, f.time AS ftime, f.finding_id, f.severity AS fseverity, f.source, f.message, f.grp FROM findings f JOIN events e ON e.id = f.event ${filter} ORDER BY f.time, e.stream, e.sequence, e.record, f.n LIMIT ?`
     : `SELECT ${columns} FROM events e ${filter} ORDER BY e.time, e.stream, e.sequence, e.record LIMIT ?`
   params.push(q.limit + 1)
   return { sql, params }
@@ -234,7 +257,29 @@ export interface FindingOut {
   severity: Severity
   source: string
   message: string
+  /** The finding group it belongs to, when its agent grouped it. */
+  group?: string
 }
+
+/** A finding group as people read it: one line per incident, not per request. */
+export interface GroupResult {
+  group: string
+  finding: string
+  source: string
+  /** The highest severity among its findings. */
+  severity: Severity
+  firstSeen: string
+  lastSeen: string
+  /** Its findings that match the query's filters. */
+  count: number
+  /** The latest finding's message (a burst's says how big it grew). */
+  message: string
+  /** Audit IDs of its first events, at most GROUP_AUDIT_IDS. */
+  auditIds: string[]
+}
+
+/** Audit IDs listed per group; `findingGroup=ID` on /v1/findings lists every one. */
+export const GROUP_AUDIT_IDS = 100
 
 /** One answer line, as sent: these fields, then `event` (the raw event JSON, as stored), then `findings`. */
 export interface EventResult {
@@ -298,6 +343,17 @@ interface Row {
   fseverity?: number
   source?: string
   message?: string
+  grp?: string | null
+}
+
+interface GroupRow {
+  gid: string
+  first: number
+  last: number
+  count: number
+  severity: number
+  finding_id: string
+  source: string
 }
 
 /** Runs queries against an index and reads the lines from the store it indexes. */
@@ -306,22 +362,69 @@ export class QueryEngine {
   readonly #storeDir: string
   readonly #statements = new Map<string, StatementSync>()
   readonly #findingsOf: StatementSync
+  readonly #groupLatest: StatementSync
+  readonly #groupAuditIds: StatementSync
+  readonly #singleFinding: StatementSync
 
   constructor(index: EventIndex, storeDir: string) {
     this.#index = index
     this.#storeDir = storeDir
-    this.#findingsOf = index.db.prepare('SELECT event, finding_id, severity, source, message FROM findings WHERE event IN (SELECT value FROM json_each(?)) ORDER BY event, n')
+    this.#findingsOf = index.db.prepare('SELECT event, finding_id, severity, source, message, grp FROM findings WHERE event IN (SELECT value FROM json_each(?)) ORDER BY event, n')
+    this.#groupLatest = index.db.prepare('SELECT message FROM findings WHERE grp = ? ORDER BY time DESC LIMIT 1')
+    this.#groupAuditIds = index.db.prepare(`SELECT e.audit_id FROM findings f JOIN events e ON e.id = f.event WHERE f.grp = ? AND e.audit_id IS NOT NULL ORDER BY f.time, e.stream, e.sequence, e.record LIMIT ${GROUP_AUDIT_IDS}`)
+    this.#singleFinding = index.db.prepare('SELECT f.message, e.audit_id FROM findings f JOIN events e ON e.id = f.event WHERE f.event = ? AND f.n = ?')
   }
 
-  async run(q: Query): Promise<QueryAnswer<RawResult>> {
+  /** Any kind of query, as the answer's lines (what GET sends: NDJSON) and as objects (for a table). */
+  async answer(q: Query): Promise<{ lines: string[]; objects: () => Array<EventResult | FindingResult | GroupResult>; nextCursor: string | undefined }> {
+    if (q.kind === 'groups') {
+      const { results, nextCursor } = this.runGroups(q)
+      return { lines: results.map((r) => `${JSON.stringify(r)}\n`), objects: () => results, nextCursor }
+    }
+    const { results, nextCursor } = await this.run(q)
+    return { lines: results.map(resultLine), objects: () => results.map(resultObject), nextCursor }
+  }
+
+  /** One result per finding group, in order of first finding; the cursor is (first time, group). */
+  runGroups(q: Query): QueryAnswer<GroupResult> {
     const { sql, params } = buildSql(q)
-    // The statement text depends only on which filters are set: a bounded set, prepared once each.
+    const rows = this.#prepared(sql).all(...params) as unknown as GroupRow[]
+    const more = rows.length > q.limit
+    if (more) rows.length = q.limit
+    const results = rows.map((r): GroupResult => {
+      const single = /^finding:(\d+):(\d+)$/.exec(r.gid)
+      let message: string
+      let auditIds: string[]
+      if (single) {
+        const f = this.#singleFinding.get(Number(single[1]), Number(single[2])) as { message: string; audit_id: string | null }
+        message = f.message
+        auditIds = f.audit_id === null ? [] : [f.audit_id]
+      } else {
+        message = (this.#groupLatest.get(r.gid) as { message: string }).message
+        auditIds = (this.#groupAuditIds.all(r.gid) as Array<{ audit_id: string }>).map((a) => a.audit_id)
+      }
+      return {
+        group: r.gid, finding: r.finding_id, source: r.source, severity: SEVERITIES[r.severity]!,
+        firstSeen: isoTime(r.first), lastSeen: isoTime(r.last), count: r.count, message, auditIds,
+      }
+    })
+    const last = rows.at(-1)
+    return { results, nextCursor: more && last ? encodeCursor([last.first, last.gid, 0, 0, 0]) : undefined }
+  }
+
+  /** The statement text depends only on which filters are set: a bounded set, prepared once each. */
+  #prepared(sql: string): StatementSync {
     let statement = this.#statements.get(sql)
     if (!statement) {
       statement = this.#index.db.prepare(sql)
       this.#statements.set(sql, statement)
     }
-    const rows = statement.all(...params) as unknown as Row[]
+    return statement
+  }
+
+  async run(q: Query): Promise<QueryAnswer<RawResult>> {
+    const { sql, params } = buildSql(q)
+    const rows = this.#prepared(sql).all(...params) as unknown as Row[]
     const more = rows.length > q.limit
     if (more) rows.length = q.limit
     const lines = this.#readLines(rows)
@@ -336,7 +439,7 @@ export class QueryEngine {
       // Only lines that parsed as JSON objects are indexed: the text is valid JSON as it is.
       eventJson: lines[i]!.toString('utf8'),
       findings: findings.get(r.id) ?? [],
-      ...(q.kind === 'findings' ? { finding: { id: r.finding_id!, severity: SEVERITIES[r.fseverity!]!, source: r.source!, message: r.message! } } : {}),
+      ...(q.kind === 'findings' ? { finding: { id: r.finding_id!, severity: SEVERITIES[r.fseverity!]!, source: r.source!, message: r.message!, ...(r.grp ? { group: r.grp } : {}) } } : {}),
     }))
     const last = rows.at(-1)
     const nextCursor = more && last ? encodeCursor([q.kind === 'findings' ? last.ftime! : last.time, last.stream, last.sequence, last.record, last.n ?? 0]) : undefined
@@ -347,9 +450,9 @@ export class QueryEngine {
     const out = new Map<number, FindingOut[]>()
     if (rows.length === 0) return out
     const ids = JSON.stringify([...new Set(rows.map((r) => r.id))])
-    for (const f of this.#findingsOf.all(ids) as Array<{ event: number; finding_id: string; severity: number; source: string; message: string }>) {
+    for (const f of this.#findingsOf.all(ids) as Array<{ event: number; finding_id: string; severity: number; source: string; message: string; grp: string | null }>) {
       const list = out.get(f.event) ?? []
-      list.push({ id: f.finding_id, severity: SEVERITIES[f.severity]!, source: f.source, message: f.message })
+      list.push({ id: f.finding_id, severity: SEVERITIES[f.severity]!, source: f.source, message: f.message, ...(f.grp ? { group: f.grp } : {}) })
       out.set(f.event, list)
     }
     return out

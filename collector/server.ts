@@ -32,7 +32,7 @@ import {
 } from '../proto/wire.ts'
 import { EventIndex, indexPath, IndexError } from './index.ts'
 import { LiveIndexer } from './live-indexer.ts'
-import { parseQuery, QUERY_PARAMS, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
+import { parseQuery, QUERY_PARAMS, QueryEngine, QueryError, type QueryKind } from './query.ts'
 import { may, type Readers } from './readers.ts'
 import { linkProblem, storedAlready, type ChainProblem } from './chain.ts'
 import { checkKeyContinuity, checkSeal } from './seal.ts'
@@ -125,7 +125,7 @@ export interface CollectorOptions {
   readers?: Readers
 }
 
-const QUERY_PATHS: Readonly<Record<string, QueryKind>> = { '/v1/events': 'events', '/v1/findings': 'findings' }
+const QUERY_PATHS: Readonly<Record<string, QueryKind>> = { '/v1/events': 'events', '/v1/findings': 'findings', '/v1/finding-groups': 'groups' }
 
 export interface CollectorStats {
   requests: number
@@ -403,7 +403,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       warnThrottled('query unauthenticated', 'query refused: not authenticated', { path: url.pathname, remote: req.socket.remoteAddress, reason: 'unknown token' })
       return fail(401, 'unknown bearer token: its SHA-256 is not in the collector\'s readers file', { 'www-authenticate': 'Bearer realm="auditrail", error="invalid_token"' })
     }
-    if (!may(reader, kind)) {
+    if (!may(reader, kind === 'groups' ? 'findings' : kind)) {
       log.warn({ reader: reader.name, role: reader.role, path: url.pathname }, 'query refused: role does not allow it')
       return fail(403, `reader ${reader.name} has role ${reader.role}, which may not read ${kind}; the auditor role may`)
     }
@@ -412,15 +412,15 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     const started = performance.now()
     try {
       const q = parseQuery(kind, url.searchParams)
-      const answer = await queries.run(q)
-      const body = answer.results.map(resultLine).join('')
+      const answer = await queries.answer(q)
+      const body = answer.lines.join('')
       res.writeHead(200, {
         'content-type': 'application/x-ndjson',
         'content-length': Buffer.byteLength(body),
         'cache-control': 'no-store',
         ...(answer.nextCursor ? { 'auditrail-next-cursor': answer.nextCursor } : {}),
       }).end(body)
-      log.info({ reader: reader.name, role: reader.role, kind, params, results: answer.results.length, more: answer.nextCursor !== undefined, ms: Math.round(performance.now() - started) }, 'query')
+      log.info({ reader: reader.name, role: reader.role, kind, params, results: answer.lines.length, more: answer.nextCursor !== undefined, ms: Math.round(performance.now() - started) }, 'query')
     } catch (err) {
       if (!(err instanceof QueryError)) throw err
       log.info({ reader: reader.name, role: reader.role, kind, params, error: err.message }, 'query rejected: bad parameter')

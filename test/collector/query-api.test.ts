@@ -204,3 +204,38 @@ t.test('the readers file holds hashes, never tokens, and says what is wrong', as
   t.notOk(line.includes(token))
   t.equal(readers.identify(`${token}x`), undefined)
 })
+
+t.test('finding groups: one line per incident with its extent; a group\'s events and findings on request; paging by group', async (t) => {
+  const dir = t.testdir()
+  const groupKey = testKey()
+  const c = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: dir, trustedKeys: trustOf(groupKey), readers: parseReaders(readersText) })
+  t.teardown(() => c.close())
+  const line = (i: number) => JSON.stringify({ kind: 'Event', apiVersion: 'audit.k8s.io/v1', auditID: `grp-${i}`, stage: 'ResponseComplete', verb: 'get', user: { username: 'carol' }, objectRef: { resource: 'secrets', namespace: 'ns', name: `s${i}` }, stageTimestamp: `2026-11-25T10:00:0${i}.000000Z` })
+  const finding = (recordIndex: number, group: string | undefined, message: string, severity: 'medium' | 'high' = 'high') =>
+    ({ recordIndex, source: 'detector' as const, id: 'secret-read-burst', severity, message, auditId: 'x', details: (group ? { group } : {}) as Record<string, string> })
+  const chain = new Chain('node-g', groupKey)
+  chain.next([line(0), line(1), line(2)], { findings: [finding(0, 'g1', '1 of the burst', 'medium'), finding(1, 'g1', '2 of the burst'), finding(2, undefined, 'ungrouped')] })
+  chain.next([line(3), line(4)], { findings: [finding(0, 'g1', 'the burst reached 3'), finding(1, 'g2', 'another incident')] })
+  await post(c.url, PUSH_BATCH_PATH, encodePushBatchRequest(chain.sealed))
+  await c.indexer!.idle()
+
+  const groups = (await get(c.url, '/v1/finding-groups', AUDITOR)).text.trim().split('\n').map((l) => JSON.parse(l))
+  t.equal(groups.length, 3)
+  t.match(groups[0], { group: 'g1', finding: 'secret-read-burst', source: 'detector', severity: 'high', count: 3, message: 'the burst reached 3', firstSeen: '2026-11-25T10:00:00.000Z', lastSeen: '2026-11-25T10:00:03.000Z' })
+  t.same(groups[0].auditIds, ['grp-0', 'grp-1', 'grp-3'], 'the audit IDs of its events, in order')
+  t.match(groups[1], { count: 1, message: 'ungrouped', auditIds: ['grp-2'] }, 'a finding that names no group is a group of its own')
+  t.match(groups[2], { group: 'g2', count: 1 })
+
+  const events = (await get(c.url, '/v1/events?findingGroup=g1', AUDITOR)).text.trim().split('\n').map((l) => JSON.parse(l))
+  t.same(events.map((e) => e.event.auditID), ['grp-0', 'grp-1', 'grp-3'], 'a group\'s events, each with its proof coordinates')
+  t.ok(events.every((e) => e.findings.some((f: { group?: string }) => f.group === 'g1')))
+  const findings = (await get(c.url, '/v1/findings?findingGroup=g1&severity=high', AUDITOR)).text.trim().split('\n').map((l) => JSON.parse(l))
+  t.same(findings.map((f) => f.finding.message), ['2 of the burst', 'the burst reached 3'], 'filters select the findings')
+
+  const first = await get(c.url, '/v1/finding-groups?limit=1', AUDITOR)
+  const cursor = first.headers.get('auditrail-next-cursor')
+  t.ok(cursor)
+  const second = await get(c.url, `/v1/finding-groups?limit=5&cursor=${cursor}`, AUDITOR)
+  t.same(second.text.trim().split('\n').map((l) => JSON.parse(l).group), groups.slice(1).map((g) => g.group), 'the next page continues after the last group')
+  t.equal((await get(c.url, '/v1/finding-groups', OTHER)).status, 403, 'a role that may not read findings may not read their groups')
+})

@@ -69,10 +69,14 @@ t.test('query a store directory or a collector: same answers, table or JSON line
   const all = await auditrail(['query', '--store', s.storeDir, '--severity', 'high', '--limit', '6', '--json'])
   t.same(next.stdout.trim().split('\n'), all.stdout.trim().split('\n').slice(3), 'the second page continues the first')
 
-  const findings = await auditrail(['query', '--url', s.url, '--token-file', s.tokenFile, '--findings', '--finding', 'pod-exec', '--limit', '2'])
+  const findings = await auditrail(['query', '--url', s.url, '--token-file', s.tokenFile, '--findings', '--each', '--finding', 'pod-exec', '--limit', '2'])
   t.equal(findings.code, 0, findings.stderr)
   t.match(findings.stdout, /^TIME +EVENT \(STREAM:SEQ:INDEX\) +SEVERITY +FINDING +USER/)
   t.match(findings.stdout, /high +pod-exec/)
+  const groups = await auditrail(['query', '--url', s.url, '--token-file', s.tokenFile, '--findings', '--finding', 'pod-exec', '--limit', '2'])
+  t.equal(groups.code, 0, groups.stderr)
+  t.match(groups.stdout, /^FIRST SEEN +LAST SEEN +COUNT +SEVERITY +FINDING +GROUP +MESSAGE\n/, 'without --each, one row per finding group')
+  t.match(groups.stdout, /\n2026-11-25T\S+ +2026-11-25T\S+ +1 +high +rule:pod-exec /, 'a finding its agent did not group is a group of its own')
 
   const bad = await auditrail(['query', '--store', s.storeDir, '--since', 'yesterday'])
   t.equal(bad.code, 2)

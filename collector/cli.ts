@@ -14,7 +14,7 @@ import { openStore, StoreError } from './store.ts'
 import { verifyEvent, verifyStore, type EventCoordinates } from './verify.ts'
 
 const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store DIR --trust PUBKEY_FILE [--trust PUBKEY_FILE...]
-                           [--tls-cert FILE --tls-key FILE [--client-ca FILE [--shared-client-cert]]] [--readers FILE] [--no-index] [--log-level LEVEL]
+                           [--tls-cert FILE --tls-key FILE [--client-ca FILE [--shared-client-cert]]] [--readers FILE] [--no-index] [--metrics-listen HOST:PORT] [--log-level LEVEL]
        auditrail collector reindex --store DIR
        auditrail collector token --name NAME [--role auditor]
   --trust      a node's .pub.pem, or a directory of them (every *.pub.pem inside): each node signs its
@@ -26,6 +26,8 @@ const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store D
                one 'ROLE sha256:HEX NAME' line each (the token's SHA-256, never the token);
                read again when it changes and on SIGHUP
   --no-index   keep no query index (the query API is then off)
+  --metrics-listen  serve /metrics (Prometheus), /livez and /readyz on this address, plain HTTP
+               apart from --listen: no client certificate needed, and a flood of pushes cannot hold it
   reindex      drop the index and rebuild it from the segments (stop the collector first)
   token        print a new random reader token and the readers-file line for it
 `
@@ -115,6 +117,7 @@ export function collectorCommand(argv: string[]): Promise<number> {
       'shared-client-cert': { type: 'boolean' },
       readers: { type: 'string' },
       'no-index': { type: 'boolean' },
+      'metrics-listen': { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
     }, false)
     const listen = parseListen(values.listen as string | undefined)
@@ -127,7 +130,8 @@ export function collectorCommand(argv: string[]): Promise<number> {
     const readers = values.readers ? loadReaders(values.readers as string) : undefined
     const log = createLogger(values['log-level'] as string, 'collector')
     if (readers) log.info({ readers: readers.size, roles: readers.roles() }, 'query API on: GET /v1/events, /v1/findings')
-    const collector = await startCollector({ listen, storeDir, trustedKeys, logger: log, index, ...(readers ? { readers } : {}), ...(tls ? { tls } : {}) })
+    const metricsListen = values['metrics-listen'] as string | undefined
+    const collector = await startCollector({ listen, storeDir, trustedKeys, logger: log, index, ...(readers ? { readers } : {}), ...(tls ? { tls } : {}), ...(metricsListen ? { metricsListen } : {}) })
     const watch = readers ? watchReaders(values.readers as string, readers, log) : undefined
     // SIGHUP reloads (it would otherwise end the process unlogged, its lock left behind);
     // the signals that end it close the store first, which removes the lock.

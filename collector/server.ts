@@ -31,7 +31,9 @@ import {
   type Batch,
   type SealedBatch,
 } from '../proto/wire.ts'
+import { startObserveServer, type ObserveServer } from '../agent/observe/server.ts'
 import { EventIndex, indexPath, IndexError } from './index.ts'
+import { CollectorMetrics, procedureOf } from './metrics.ts'
 import { LiveIndexer } from './live-indexer.ts'
 import { parseQuery, QUERY_PARAMS, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
 import { may, type Readers } from './readers.ts'
@@ -120,6 +122,12 @@ export interface CollectorOptions {
   index?: boolean
   /** Who may use the query API (GET /v1/events, /v1/findings); without readers it answers 404. */
   readers?: Readers
+  /**
+   * HOST:PORT of /metrics (and /livez, /readyz), plain HTTP, apart from the listen address: a scraper
+   * needs no client certificate there, and a flood that fills the collector's connections does not
+   * blind the scrape that would show it. Without it, no metrics are served.
+   */
+  metricsListen?: string
 }
 
 const QUERY_PATHS: Readonly<Record<string, QueryKind>> = { '/v1/events': 'events', '/v1/findings': 'findings' }
@@ -137,6 +145,8 @@ export interface Collector {
   store: Store
   /** Undefined when the index is off. */
   indexer: LiveIndexer | undefined
+  /** Where /metrics is served; undefined without metricsListen. */
+  metricsUrl: string | undefined
   stats(): CollectorStats
   close(): Promise<void>
 }
@@ -167,6 +177,13 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     queries = new QueryEngine(reader, options.storeDir)
   }
   const stats: CollectorStats = { requests: 0, acceptedBatches: 0, duplicateBatches: 0, rejected: {} }
+  const metrics = new CollectorMetrics({
+    streams: () => store.streams().length,
+    openConnections: () => connections.size,
+    ...(indexer && reader ? { indexLag: indexLagOf(indexer, reader, store) } : {}),
+  })
+  /** The Connect code each refused request was answered with, for its metrics. */
+  const refusals = new WeakMap<ServerResponse, ConnectCode>()
   const buckets = new TokenBuckets(limits.streamRequestsPerSecond, limits.streamBurst)
   const locks = new StreamLocks()
   /** By kind of refusal: a fixed, small set of keys. */
@@ -193,10 +210,19 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   server.maxConnections = limits.maxConnections
   server.keepAliveTimeout = limits.keepAliveTimeoutMs
   const connections = new ConnectionTable(server, limits, (address) => {
+    metrics.connectionsRefused.inc()
     warnThrottled('connections per address', 'refused a connection: its address holds too many', { remote: address, limit: limits.maxConnectionsPerAddress })
   })
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '/').split('?', 1)[0]
+    if (path !== '/livez' && path !== '/readyz' && !Object.hasOwn(QUERY_PATHS, path ?? '')) {
+      const started = performance.now()
+      res.once('close', () => {
+        const code = refusals.get(res) ?? (res.writableFinished && res.statusCode === 200 ? 'ok' : 'canceled')
+        metrics.request(procedureOf(path), req.headers['content-type'], code, (performance.now() - started) / 1000)
+      })
+    }
     route(req, res).catch((err: unknown) => {
       log.error({ err: (err as Error).message, path: req.url }, 'request failed unexpectedly')
       reject(res, new ConnectError('internal', 'internal error'))
@@ -232,7 +258,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
     if (closing) return reject(res, new ConnectError('unavailable', 'the collector is shutting down; retry'))
     try {
-      const body = await readBody(req, encoding, limits)
+      const body = await readBody(req, encoding, limits, (n) => metrics.receivedBytes.inc(n))
       const peer = certificateNames(req)
       const answer = path === PUSH_BATCH_PATH ? await pushBatch(body, peer) : getStreamHead(body, peer)
       res.writeHead(200, { 'content-type': PROTO_CONTENT_TYPE, 'content-length': answer.length }).end(answer)
@@ -249,6 +275,16 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   async function pushBatch(body: Buffer, peer: CertificateNames): Promise<Uint8Array> {
     const sealed = decodePushBatchRequest(body, limits)
     if (sealed.length === 0) throw new ConnectError('invalid_argument', 'request.batches: empty; send at least one SealedBatch')
+    // A request stops at its first refused batch: that one is counted.
+    try {
+      return await pushBatches(sealed, peer)
+    } catch (err) {
+      if (err instanceof RateLimited || err instanceof ConnectError || err instanceof WireError) metrics.batchRefused(err, err instanceof RateLimited)
+      throw err
+    }
+  }
+
+  async function pushBatches(sealed: SealedBatch[], peer: CertificateNames): Promise<Uint8Array> {
     const first = authenticate(sealed[0]!, 0)
     const streamId = first.batch.streamId
     checkPeerNamesStream(peer, streamId)
@@ -316,6 +352,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     const stored = await store.digestAt(streamId, batch.sequence)
     if (stored?.equals(digest)) {
       stats.duplicateBatches++
+      metrics.batchesDuplicate.inc()
       return true
     }
     throw new ConnectError('already_exists', `request.batches[${i}]: fork: sequence ${batch.sequence} of stream ${streamId} already holds a different batch; the next sequence expected is ${headSequence + 1}`)
@@ -348,7 +385,10 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     try {
       // The batch bytes are kept exactly as signed; only the SealedBatch frame around them is re-encoded.
       const entry = encodeSealedBatch(sealed)
+      const started = performance.now()
       const at = await store.append(streamId, batch.sequence, digest, entry)
+      // Before the indexer takes `entry` over.
+      metrics.batchStored(batch, entry.length, (performance.now() - started) / 1000)
       // Indexed by the index's worker thread, beside the ack (see LiveIndexer): queryable milliseconds later.
       // `entry` is handed over (transferred): not used after this.
       indexer?.afterAppend(streamId, batch.sequence, at, entry)
@@ -450,6 +490,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
 
   function reject(res: ServerResponse, error: ConnectError, status = error.httpStatus, headers: Record<string, string> = {}): void {
     stats.rejected[error.code] = (stats.rejected[error.code] ?? 0) + 1
+    refusals.set(res, error.code)
     warnThrottled(error.code, `rejected a request: ${error.message}`, { code: error.code })
     if (res.headersSent) {
       res.destroy()
@@ -478,21 +519,35 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       resolve()
     })
   }).catch(async (err: unknown) => {
+    await closeIndexAndStore()
+    throw err
+  })
+  let observe: ObserveServer | undefined
+  if (options.metricsListen) {
+    observe = await startObserveServer({ listen: options.metricsListen, registry: metrics.registry, ready: () => !closing }).catch(async (err: unknown) => {
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+      await closeIndexAndStore()
+      throw err
+    })
+  }
+
+  async function closeIndexAndStore(): Promise<void> {
+    // The reader first: the writer, closing last, checkpoints the WAL into the file.
     reader?.close()
     await indexer?.close()
     await store.close()
-    throw err
-  })
+  }
   const port = (server.address() as AddressInfo).port
   const host = options.listen.host.includes(':') ? `[${options.listen.host}]` : options.listen.host
   const url = `${options.tls ? 'https' : 'http'}://${host}:${port}`
-  log.info({ url, store: options.storeDir, trustedKeys: [...options.trustedKeys.keys()], streams: store.streams().length, limits }, 'collector listening')
+  log.info({ url, metrics: observe?.url, store: options.storeDir, trustedKeys: [...options.trustedKeys.keys()], streams: store.streams().length, limits }, 'collector listening')
 
   return {
     url,
     port,
     store,
     indexer,
+    metricsUrl: observe?.url,
     stats: () => ({ ...stats, rejected: { ...stats.rejected } }),
     async close(graceMs = 5000) {
       if (closing) return
@@ -503,10 +558,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       await closed
       clearTimeout(timer)
       await locks.idle()
-      // The reader first: the writer, closing last, checkpoints the WAL into the file.
-      reader?.close()
-      await indexer?.close()
-      await store.close()
+      await observe?.close()
+      await closeIndexAndStore()
       log.info({ stats }, 'collector closed')
     },
   }
@@ -523,7 +576,7 @@ class RateLimited extends Error {
 }
 
 /** Reads a request body within the size limits; a compressed body is inflated only up to the decompressed limit. */
-async function readBody(req: IncomingMessage, encoding: BodyEncoding, limits: CollectorLimits): Promise<Buffer> {
+async function readBody(req: IncomingMessage, encoding: BodyEncoding, limits: CollectorLimits, onReceived: (bytes: number) => void): Promise<Buffer> {
   const declared = Number(req.headers['content-length'])
   if (Number.isFinite(declared) && declared > limits.maxBodyBytes) {
     throw new ConnectError('resource_exhausted', `request body of ${declared} bytes is over the limit of ${limits.maxBodyBytes}; send fewer batches per request`)
@@ -533,6 +586,7 @@ async function readBody(req: IncomingMessage, encoding: BodyEncoding, limits: Co
   try {
     for await (const chunk of req as AsyncIterable<Buffer>) {
       total += chunk.length
+      onReceived(chunk.length)
       if (total > limits.maxBodyBytes) {
         throw new ConnectError('resource_exhausted', `request body is over the limit of ${limits.maxBodyBytes} bytes; send fewer batches per request`)
       }
@@ -597,6 +651,10 @@ class ConnectionTable {
       entry.idleSince = undefined
       res.once('close', () => (entry.idleSince = performance.now()))
     })
+  }
+
+  get size(): number {
+    return this.#open.size
   }
 
   /** Closes the connections idle for at least `graceMs`. */
@@ -676,4 +734,16 @@ function certificateNames(req: IncomingMessage): CertificateNames {
 
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex') || '(empty)'
+}
+
+/**
+ * The index's lag, read when scraped: batches from each stream's head and the index's indexed sequence
+ * (one indexed row per stream: a few ms for thousands of streams), time from the indexer.
+ */
+function indexLagOf(indexer: LiveIndexer, reader: EventIndex, store: Store): () => { batches: number; seconds: number } {
+  return () => {
+    let batches = 0
+    for (const stream of store.streams()) batches += Math.max(0, (store.head(stream)?.sequence ?? 0) - reader.indexedSequence(stream))
+    return { batches, seconds: indexer.lagSeconds() }
+  }
 }

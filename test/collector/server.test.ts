@@ -201,6 +201,8 @@ t.test('other content encodings are refused, naming the ones that work', async (
   const brotli = await post(c.url, PUSH_BATCH_PATH, Buffer.from('x'), { 'content-encoding': 'br' })
   t.equal(errorOf(brotli).code, 'unimplemented')
   t.match(errorOf(brotli).message, /send zstd, gzip or identity/)
+  t.equal(brotli.status, 501)
+  t.equal(brotli.headers['accept-encoding'], 'zstd, gzip', 'the Connect spec: an unsupported encoding is answered with the ones supported')
 })
 
 t.test('request limits: body size, batches per request, records per batch, line length', async (t) => {

@@ -6,6 +6,7 @@
 // trying every URL cannot grow the series.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { ConnectCode } from '../proto/connect.ts'
+import { connectCodec } from './transport.ts'
 import { GET_STREAM_HEAD_PATH, PUSH_BATCH_PATH, WireError, type Batch } from '../proto/wire.ts'
 
 /** A path that is neither procedure (a scanner, a v1 agent) is counted as `other`. */
@@ -40,11 +41,7 @@ const REFUSAL_REASONS: Readonly<Record<ConnectCode, string>> = {
 
 /** The protocol and codec a content type names; anything else (refused with 415) is `other`, never the header itself. */
 function protocolOf(contentType: string | undefined): { protocol: string; codec: string } {
-  switch ((contentType ?? '').split(';', 1)[0]!.trim().toLowerCase()) {
-    case 'application/proto': return { protocol: 'connect', codec: 'proto' }
-    case 'application/json': return { protocol: 'connect', codec: 'json' }
-    default: return { protocol: 'connect', codec: 'other' }
-  }
+  return { protocol: 'connect', codec: connectCodec(contentType)?.name ?? 'other' }
 }
 
 /** What the collector can tell about its index at scrape time (undefined when it keeps none). */

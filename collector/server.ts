@@ -13,27 +13,25 @@ import type { AddressInfo, Socket } from 'node:net'
 import { promisify } from 'node:util'
 import { gunzip, zstdDecompress } from 'node:zlib'
 import { pino, type Logger } from 'pino'
-import { ConnectError, PROTO_CONTENT_TYPE, type ConnectCode } from '../proto/connect.ts'
+import { ConnectError, type ConnectCode } from '../proto/connect.ts'
 import {
   batchDigest,
   decodeBatch,
-  decodeGetStreamHeadRequest,
-  decodePushBatchRequest,
   decodeSealedBatch,
-  encodeGetStreamHeadResponse,
   encodeSealedBatch,
-  encodePushBatchResponse,
   GET_STREAM_HEAD_PATH,
   PUSH_BATCH_PATH,
   V1_SERVICE_PATH,
   WireError,
   WireLimitError,
   type Batch,
+  type PushBatchResponse,
   type SealedBatch,
 } from '../proto/wire.ts'
 import { startObserveServer, type ObserveServer } from '../agent/observe/server.ts'
 import { EventIndex, indexPath, IndexError } from './index.ts'
 import { CollectorMetrics, procedureOf } from './metrics.ts'
+import { connectCodec, CONTENT_TYPES, type Codec } from './transport.ts'
 import { LiveIndexer } from './live-indexer.ts'
 import { parseQuery, QUERY_PARAMS, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
 import { may, type Readers } from './readers.ts'
@@ -251,9 +249,9 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       return reject(res, new ConnectError('unimplemented', `${req.method} is not supported; Connect unary calls are POST`), 405, { allow: 'POST' })
     }
     stats.requests++
-    const contentType = (req.headers['content-type'] ?? '').split(';', 1)[0]!.trim().toLowerCase()
-    if (contentType !== PROTO_CONTENT_TYPE) {
-      return reject(res, new ConnectError('unimplemented', `content-type ${JSON.stringify(req.headers['content-type'] ?? '')} is not supported; send ${PROTO_CONTENT_TYPE}`), 415)
+    const codec = connectCodec(req.headers['content-type'])
+    if (!codec) {
+      return reject(res, new ConnectError('unimplemented', `content-type ${JSON.stringify((req.headers['content-type'] ?? '').slice(0, 100))} is not supported; send ${CONTENT_TYPES}`), 415)
     }
     const encoding = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase()
     if (encoding !== 'identity' && encoding !== 'gzip' && encoding !== 'zstd') {
@@ -263,8 +261,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     try {
       const body = await readBody(req, encoding, limits, (n) => metrics.receivedBytes.inc(n))
       const peer = certificateNames(req)
-      const answer = path === PUSH_BATCH_PATH ? await pushBatch(body, peer) : getStreamHead(body, peer)
-      res.writeHead(200, { 'content-type': PROTO_CONTENT_TYPE, 'content-length': answer.length }).end(answer)
+      const answer = path === PUSH_BATCH_PATH ? await pushBatch(body, codec, peer) : getStreamHead(body, codec, peer)
+      res.writeHead(200, { 'content-type': codec.contentType, 'content-length': answer.length }).end(answer)
     } catch (err) {
       // A body left unread (over a limit) is not drained: the connection closes after the answer.
       const close: Record<string, string> = req.complete ? {} : { connection: 'close' }
@@ -275,19 +273,19 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
   }
 
-  async function pushBatch(body: Buffer, peer: CertificateNames): Promise<Uint8Array> {
-    const sealed = decodePushBatchRequest(body, limits)
+  async function pushBatch(body: Buffer, codec: Codec, peer: CertificateNames): Promise<Uint8Array> {
+    const sealed = codec.decodePushBatchRequest(body, limits)
     if (sealed.length === 0) throw new ConnectError('invalid_argument', 'request.batches: empty; send at least one SealedBatch')
     // A request stops at its first refused batch: that one is counted.
     try {
-      return await pushBatches(sealed, peer)
+      return codec.encodePushBatchResponse(await pushBatches(sealed, peer))
     } catch (err) {
       if (err instanceof RateLimited || err instanceof ConnectError || err instanceof WireError) metrics.batchRefused(err, err instanceof RateLimited)
       throw err
     }
   }
 
-  async function pushBatches(sealed: SealedBatch[], peer: CertificateNames): Promise<Uint8Array> {
+  async function pushBatches(sealed: SealedBatch[], peer: CertificateNames): Promise<PushBatchResponse> {
     const first = authenticate(sealed[0]!, 0)
     const streamId = first.batch.streamId
     checkPeerNamesStream(peer, streamId)
@@ -321,7 +319,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
         }
         throw err
       }
-      return encodePushBatchResponse({ streamId, acknowledgedSequence: store.head(streamId)?.sequence ?? 0 })
+      return { streamId, acknowledgedSequence: store.head(streamId)?.sequence ?? 0 }
     })
   }
 
@@ -468,8 +466,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
    * stream not stored yet, a trusted key that could create it), over a request issued within minutes.
    * Every refusal says the same for a stored and an unknown stream.
    */
-  function getStreamHead(body: Buffer, peer: CertificateNames): Uint8Array {
-    const request = decodeGetStreamHeadRequest(body)
+  function getStreamHead(body: Buffer, codec: Codec, peer: CertificateNames): Uint8Array {
+    const request = codec.decodeGetStreamHeadRequest(body)
     const { streamId, keyId } = request
     if (!isValidStreamId(streamId)) {
       throw new ConnectError('invalid_argument', `request.stream_id: ${JSON.stringify(streamId.slice(0, 64))} does not match ${STREAM_ID_PATTERN}`)
@@ -488,7 +486,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     if (head && head.keyId !== keyId) {
       throw new ConnectError('permission_denied', `key ${keyId} may not read stream ${streamId}: a stream's head is told only to its own key`)
     }
-    return encodeGetStreamHeadResponse(head ? decodeSealedBatch(head.sealed) : undefined)
+    return codec.encodeGetStreamHeadResponse(head ? decodeSealedBatch(head.sealed) : undefined)
   }
 
   function reject(res: ServerResponse, error: ConnectError, status = error.httpStatus, headers: Record<string, string> = {}): void {

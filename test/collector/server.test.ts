@@ -231,9 +231,9 @@ t.test('request limits: body size, batches per request, records per batch, line 
 t.test('protocol: content type, method, path', async (t) => {
   const c = await collector(t)
   const body = encodePushBatchRequest(new Chain('node-a', key).grow(1))
-  const json = await post(c.url, PUSH_BATCH_PATH, body, { 'content-type': 'application/json' })
-  t.equal(json.status, 415)
-  t.match(errorOf(json).message, /application\/proto/)
+  const xml = await post(c.url, PUSH_BATCH_PATH, body, { 'content-type': 'application/xml' })
+  t.equal(xml.status, 415)
+  t.match(errorOf(xml).message, /send application\/proto or application\/json/)
   const get = await post(c.url, PUSH_BATCH_PATH, Buffer.alloc(0), {}, 'GET')
   t.equal(get.status, 405)
   t.equal(get.headers.allow, 'POST')

@@ -5,11 +5,10 @@
 // size, then per batch algorithm, key, signature (over the bytes as received,
 // before decoding them), decoding, per-batch limits, the stream, and last the
 // chain under the stream's lock.
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { createServer as createHttpsServer } from 'node:https'
+import type { EventEmitter } from 'node:events'
 import type { TLSSocket } from 'node:tls'
 import type { KeyObject } from 'node:crypto'
-import type { AddressInfo, Socket } from 'node:net'
+import type { AddressInfo, Server, Socket } from 'node:net'
 import { promisify } from 'node:util'
 import { gunzip, zstdDecompress } from 'node:zlib'
 import { pino, type Logger } from 'pino'
@@ -31,7 +30,7 @@ import {
 import { startObserveServer, type ObserveServer } from '../agent/observe/server.ts'
 import { EventIndex, indexPath, IndexError } from './index.ts'
 import { CollectorMetrics, procedureOf } from './metrics.ts'
-import { connectCodec, CONTENT_TYPES, type Codec } from './transport.ts'
+import { connectCodec, CONTENT_TYPES, createListener, stopReading, type Codec, type Request, type Response } from './transport.ts'
 import { LiveIndexer } from './live-indexer.ts'
 import { parseQuery, QUERY_PARAMS, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
 import { may, type Readers } from './readers.ts'
@@ -184,38 +183,29 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     ...(indexer && reader ? { indexLag: indexLagOf(indexer, reader, store) } : {}),
   })
   /** The Connect code each refused request was answered with, for its metrics. */
-  const refusals = new WeakMap<ServerResponse, ConnectCode>()
+  const refusals = new WeakMap<Response, ConnectCode>()
   const buckets = new TokenBuckets(limits.streamRequestsPerSecond, limits.streamBurst)
   const locks = new StreamLocks()
   /** By kind of refusal: a fixed, small set of keys. */
   const lastWarned = new Map<string, { at: number; suppressed: number }>()
   let closing = false
 
-  const serverOptions = {
-    headersTimeout: limits.headersTimeoutMs,
-    requestTimeout: limits.requestTimeoutMs,
-    keepAliveTimeout: limits.keepAliveTimeoutMs,
-    connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
-  }
-  const server: Server = options.tls
-    ? createHttpsServer({
-        ...serverOptions,
-        cert: options.tls.cert,
-        key: options.tls.key,
-        ...(options.tls.ca ? { ca: options.tls.ca } : {}),
-        requestCert: options.tls.requireClientCert === true,
-        rejectUnauthorized: options.tls.requireClientCert === true,
-        minVersion: 'TLSv1.2',
-      }, handle)
-    : createHttpServer(serverOptions, handle)
+  const listener = createListener(options.tls ? {
+    cert: options.tls.cert,
+    key: options.tls.key,
+    ...(options.tls.ca ? { ca: options.tls.ca } : {}),
+    requestCert: options.tls.requireClientCert === true,
+    rejectUnauthorized: options.tls.requireClientCert === true,
+    minVersion: 'TLSv1.2',
+  } : undefined, limits, handle)
+  const server = listener.server
   server.maxConnections = limits.maxConnections
-  server.keepAliveTimeout = limits.keepAliveTimeoutMs
-  const connections = new ConnectionTable(server, limits, (address) => {
+  const connections = new ConnectionTable(server, listener.requestSources, limits, (address) => {
     metrics.connectionsRefused.inc()
     warnThrottled('connections per address', 'refused a connection: its address holds too many', { remote: address, limit: limits.maxConnectionsPerAddress })
   })
 
-  function handle(req: IncomingMessage, res: ServerResponse): void {
+  function handle(req: Request, res: Response): void {
     const path = (req.url ?? '/').split('?', 1)[0]
     if (path !== '/livez' && path !== '/readyz' && !Object.hasOwn(QUERY_PATHS, path ?? '')) {
       const started = performance.now()
@@ -230,7 +220,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     })
   }
 
-  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function route(req: Request, res: Response): Promise<void> {
     const path = (req.url ?? '/').split('?', 1)[0]
     if (path === '/livez' || path === '/readyz') {
       const ok = path === '/livez' || !closing
@@ -264,8 +254,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       const answer = path === PUSH_BATCH_PATH ? await pushBatch(body, codec, peer) : getStreamHead(body, codec, peer)
       res.writeHead(200, { 'content-type': codec.contentType, 'content-length': answer.length }).end(answer)
     } catch (err) {
-      // A body left unread (over a limit) is not drained: the connection closes after the answer.
-      const close: Record<string, string> = req.complete ? {} : { connection: 'close' }
+      // A body left unread (over a limit) is not drained: the connection (HTTP/2: the stream) closes after the answer.
+      const close = req.complete ? {} : stopReading(req)
       if (err instanceof RateLimited) return reject(res, err.error, undefined, { ...close, 'retry-after': String(err.retryAfterSeconds) })
       if (err instanceof ConnectError) return reject(res, err, undefined, close)
       if (err instanceof WireError) return reject(res, new ConnectError(err instanceof WireLimitError ? 'resource_exhausted' : 'invalid_argument', err.message), undefined, close)
@@ -413,7 +403,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
    * then the filters. Nothing here writes. Every answered query is logged with the
    * reader's name (never the token), the parameters, and the number of results.
    */
-  async function query(req: IncomingMessage, res: ServerResponse, kind: QueryKind): Promise<void> {
+  async function query(req: Request, res: Response, kind: QueryKind): Promise<void> {
     const fail = (status: number, message: string, headers: Record<string, string> = {}) => {
       const body = JSON.stringify({ error: message })
       res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers }).end(body)
@@ -489,7 +479,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     return codec.encodeGetStreamHeadResponse(head ? decodeSealedBatch(head.sealed) : undefined)
   }
 
-  function reject(res: ServerResponse, error: ConnectError, status = error.httpStatus, headers: Record<string, string> = {}): void {
+  function reject(res: Response, error: ConnectError, status = error.httpStatus, headers: Record<string, string> = {}): void {
     stats.rejected[error.code] = (stats.rejected[error.code] ?? 0) + 1
     refusals.set(res, error.code)
     warnThrottled(error.code, `rejected a request: ${error.message}`, { code: error.code })
@@ -554,8 +544,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       if (closing) return
       closing = true
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
-      server.closeIdleConnections()
-      const timer = setTimeout(() => server.closeAllConnections(), graceMs)
+      listener.closeIdle()
+      const timer = setTimeout(() => listener.closeAll(), graceMs)
       await closed
       clearTimeout(timer)
       await locks.idle()
@@ -577,7 +567,7 @@ class RateLimited extends Error {
 }
 
 /** Reads a request body within the size limits; a compressed body is inflated only up to the decompressed limit. */
-async function readBody(req: IncomingMessage, encoding: BodyEncoding, limits: CollectorLimits, onReceived: (bytes: number) => void): Promise<Buffer> {
+async function readBody(req: Request, encoding: BodyEncoding, limits: CollectorLimits, onReceived: (bytes: number) => void): Promise<Buffer> {
   const declared = Number(req.headers['content-length'])
   if (Number.isFinite(declared) && declared > limits.maxBodyBytes) {
     throw new ConnectError('resource_exhausted', `request body of ${declared} bytes is over the limit of ${limits.maxBodyBytes}; send fewer batches per request`)
@@ -623,9 +613,9 @@ async function readBody(req: IncomingMessage, encoding: BodyEncoding, limits: Co
 class ConnectionTable {
   readonly #byAddress = new Map<string, number>()
   /** By "address:port", which the TCP socket and the TLS socket over it share. */
-  readonly #open = new Map<string, { socket: Socket; idleSince: number | undefined }>()
+  readonly #open = new Map<string, { socket: Socket; inFlight: number; idleSince: number | undefined }>()
 
-  constructor(server: Server, limits: CollectorLimits, onRefused: (address: string) => void) {
+  constructor(server: Server, requestSources: EventEmitter[], limits: CollectorLimits, onRefused: (address: string) => void) {
     server.on('connection', (socket: Socket) => {
       const address = socket.remoteAddress ?? ''
       const held = this.#byAddress.get(address) ?? 0
@@ -637,7 +627,7 @@ class ConnectionTable {
       if (this.#open.size >= limits.maxConnections * NEAR_FULL) this.closeIdle(IDLE_GRACE_MS)
       const key = `${address}:${socket.remotePort}`
       this.#byAddress.set(address, held + 1)
-      this.#open.set(key, { socket, idleSince: performance.now() })
+      this.#open.set(key, { socket, inFlight: 0, idleSince: performance.now() })
       socket.once('close', () => {
         this.#open.delete(key)
         const left = (this.#byAddress.get(address) ?? 1) - 1
@@ -646,11 +636,15 @@ class ConnectionTable {
       })
     })
     server.on('drop', () => this.closeIdle(IDLE_GRACE_MS))
-    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    for (const source of requestSources) source.on('request', (req: Request, res: Response) => {
       const entry = this.#open.get(`${req.socket.remoteAddress}:${req.socket.remotePort}`)
       if (!entry) return
+      // An HTTP/2 connection carries several requests at once: idle when the last one is answered.
+      entry.inFlight++
       entry.idleSince = undefined
-      res.once('close', () => (entry.idleSince = performance.now()))
+      res.once('close', () => {
+        if (--entry.inFlight === 0) entry.idleSince = performance.now()
+      })
     })
   }
 
@@ -717,7 +711,7 @@ class StreamLocks {
 /** The names a verified client certificate gives its holder (subject CN, DNS subjectAltNames); undefined without one. */
 type CertificateNames = string[] | undefined
 
-function certificateNames(req: IncomingMessage): CertificateNames {
+function certificateNames(req: Request): CertificateNames {
   const socket = req.socket as Partial<TLSSocket>
   if (!socket.encrypted || !socket.authorized || typeof socket.getPeerCertificate !== 'function') return undefined
   const cert = socket.getPeerCertificate()

@@ -6,6 +6,7 @@
 // trying every URL cannot grow the series.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { ConnectCode } from '../proto/connect.ts'
+import { isGrpc } from './grpc.ts'
 import { connectCodec } from './transport.ts'
 import { GET_STREAM_HEAD_PATH, PUSH_BATCH_PATH, WireError, type Batch } from '../proto/wire.ts'
 
@@ -41,6 +42,7 @@ const REFUSAL_REASONS: Readonly<Record<ConnectCode, string>> = {
 
 /** The protocol and codec a content type names; anything else (refused with 415) is `other`, never the header itself. */
 function protocolOf(contentType: string | undefined): { protocol: string; codec: string } {
+  if (isGrpc(contentType)) return { protocol: 'grpc', codec: 'proto' }
   return { protocol: 'connect', codec: connectCodec(contentType)?.name ?? 'other' }
 }
 

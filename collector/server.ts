@@ -9,8 +9,6 @@ import type { EventEmitter } from 'node:events'
 import type { TLSSocket } from 'node:tls'
 import type { KeyObject } from 'node:crypto'
 import type { AddressInfo, Server, Socket } from 'node:net'
-import { promisify } from 'node:util'
-import { gunzip, zstdDecompress } from 'node:zlib'
 import { pino, type Logger } from 'pino'
 import { ConnectError, type ConnectCode } from '../proto/connect.ts'
 import {
@@ -30,7 +28,8 @@ import {
 import { startObserveServer, type ObserveServer } from '../agent/observe/server.ts'
 import { EventIndex, indexPath, IndexError } from './index.ts'
 import { CollectorMetrics, procedureOf } from './metrics.ts'
-import { connectCodec, CONTENT_TYPES, createListener, stopReading, type Codec, type Request, type Response } from './transport.ts'
+import { answerGrpc, answerGrpcError, isGrpc, unframe } from './grpc.ts'
+import { ACCEPT_ENCODING, bodyEncoding, connectCodec, CONTENT_TYPES, createListener, inflate, PROTO_CODEC, stopReading, type BodyEncoding, type Codec, type Request, type Response } from './transport.ts'
 import { LiveIndexer } from './live-indexer.ts'
 import { parseQuery, QUERY_PARAMS, QueryEngine, QueryError, resultLine, type QueryKind } from './query.ts'
 import { may, type Readers } from './readers.ts'
@@ -39,11 +38,6 @@ import { verifyStreamHeadRequest } from '../proto/signed-messages.ts'
 import { isValidStreamId, openStore, STREAM_ID_PATTERN, type Store } from './store.ts'
 
 const MiB = 1024 * 1024
-/** In order of preference (zstd: faster and smaller, measured in agent/ship/sender.ts). */
-const DECOMPRESS = { zstd: promisify(zstdDecompress), gzip: promisify(gunzip) }
-type BodyEncoding = 'identity' | keyof typeof DECOMPRESS
-/** What an unsupported content-encoding is answered with (the Connect protocol's Accept-Encoding), preferred first. */
-const ACCEPT_ENCODING = Object.keys(DECOMPRESS).join(', ')
 
 export interface CollectorLimits {
   /** Request body as received (compressed or not). */
@@ -184,6 +178,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   })
   /** The Connect code each refused request was answered with, for its metrics. */
   const refusals = new WeakMap<Response, ConnectCode>()
+  /** Requests in the gRPC protocol: their refusals are gRPC statuses, not Connect error bodies. */
+  const grpcCalls = new WeakSet<Response>()
   const buckets = new TokenBuckets(limits.streamRequestsPerSecond, limits.streamBurst)
   const locks = new StreamLocks()
   /** By kind of refusal: a fixed, small set of keys. */
@@ -229,6 +225,9 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
     const queryKind = path !== undefined ? QUERY_PATHS[path] : undefined
     if (queryKind) return query(req, res, queryKind)
+    // From here on every answer, refusals included, is in the protocol the request speaks.
+    const grpc = isGrpc(req.headers['content-type'])
+    if (grpc) grpcCalls.add(res)
     if (path?.startsWith(`${V1_SERVICE_PATH}/`)) {
       return reject(res, new ConnectError('unimplemented', `${path.slice(0, 200)} is wire contract version 1; this collector speaks version 2 (${PUSH_BATCH_PATH}), whose seals sign the batch digest and whose stream heads need the stream's key: upgrade the agent`), 404)
     }
@@ -239,23 +238,26 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       return reject(res, new ConnectError('unimplemented', `${req.method} is not supported; Connect unary calls are POST`), 405, { allow: 'POST' })
     }
     stats.requests++
-    const codec = connectCodec(req.headers['content-type'])
+    const codec = grpc ? PROTO_CODEC : connectCodec(req.headers['content-type'])
     if (!codec) {
       return reject(res, new ConnectError('unimplemented', `content-type ${JSON.stringify((req.headers['content-type'] ?? '').slice(0, 100))} is not supported; send ${CONTENT_TYPES}`), 415)
     }
-    const encoding = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase()
-    if (encoding !== 'identity' && encoding !== 'gzip' && encoding !== 'zstd') {
-      return reject(res, new ConnectError('unimplemented', `content-encoding ${JSON.stringify(encoding.slice(0, 64))} is not supported; send zstd, gzip or identity`), undefined, { 'accept-encoding': ACCEPT_ENCODING })
+    // gRPC compresses the message inside the body (grpc-encoding), not the body.
+    const encoding = grpc ? 'identity' : bodyEncoding(req.headers['content-encoding'])
+    if (!encoding) {
+      return reject(res, new ConnectError('unimplemented', `content-encoding ${JSON.stringify((req.headers['content-encoding'] ?? '').slice(0, 64))} is not supported; send zstd, gzip or identity`), undefined, { 'accept-encoding': ACCEPT_ENCODING })
     }
     if (closing) return reject(res, new ConnectError('unavailable', 'the collector is shutting down; retry'))
     try {
-      const body = await readBody(req, encoding, limits, (n) => metrics.receivedBytes.inc(n))
+      const received = await readBody(req, encoding, limits, (n) => metrics.receivedBytes.inc(n))
+      const body = grpc ? await unframe(received, req.headers['grpc-encoding'] as string | undefined, limits.maxDecompressedBytes) : received
       const peer = certificateNames(req)
       const answer = path === PUSH_BATCH_PATH ? await pushBatch(body, codec, peer) : getStreamHead(body, codec, peer)
-      res.writeHead(200, { 'content-type': codec.contentType, 'content-length': answer.length }).end(answer)
+      if (grpc) answerGrpc(res, answer)
+      else res.writeHead(200, { 'content-type': codec.contentType, 'content-length': answer.length }).end(answer)
     } catch (err) {
       // A body left unread (over a limit) is not drained: the connection (HTTP/2: the stream) closes after the answer.
-      const close = req.complete ? {} : stopReading(req)
+      const close = req.complete ? {} : stopReading(req, grpc)
       if (err instanceof RateLimited) return reject(res, err.error, undefined, { ...close, 'retry-after': String(err.retryAfterSeconds) })
       if (err instanceof ConnectError) return reject(res, err, undefined, close)
       if (err instanceof WireError) return reject(res, new ConnectError(err instanceof WireLimitError ? 'resource_exhausted' : 'invalid_argument', err.message), undefined, close)
@@ -487,6 +489,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       res.destroy()
       return
     }
+    if (grpcCalls.has(res)) return answerGrpcError(res, error, headers)
     const body = JSON.stringify(error.toJSON())
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers }).end(body)
   }
@@ -588,20 +591,7 @@ async function readBody(req: Request, encoding: BodyEncoding, limits: CollectorL
     // The client went away mid-body: a refusal like the others (counted, its warnings throttled), not a failure of ours.
     throw new ConnectError('canceled', `the client closed the connection after ${total} bytes of the body (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
   }
-  const body = Buffer.concat(chunks, total)
-  if (encoding === 'identity') {
-    if (body.length > limits.maxDecompressedBytes) throw new ConnectError('resource_exhausted', `request body of ${body.length} bytes is over the limit of ${limits.maxDecompressedBytes}`)
-    return body
-  }
-  try {
-    // A large output chunk: with zlib's default (16 KiB) a 4 MiB body takes hundreds of trips between the pool thread and the event loop.
-    return await DECOMPRESS[encoding](body, { maxOutputLength: limits.maxDecompressedBytes, chunkSize: 1024 * 1024 })
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
-      throw new ConnectError('resource_exhausted', `${encoding} body inflates past the limit of ${limits.maxDecompressedBytes} bytes; send fewer batches per request`)
-    }
-    throw new ConnectError('invalid_argument', `request body is not valid ${encoding} (${(err as Error).message})`)
-  }
+  return inflate(Buffer.concat(chunks, total), encoding, limits.maxDecompressedBytes)
 }
 
 /**

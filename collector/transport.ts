@@ -126,8 +126,8 @@ export interface ListenerLimits {
 }
 
 /**
- * Requests one HTTP/2 connection may have in flight. Each holds at most a request body (16 MiB) while it
- * is read: with the per-address cap on connections, this bounds what one address can hold open.
+ * Requests one HTTP/2 connection may have in flight. Each holds at most one request body (maxBodyBytes, and
+ * its inflation) while it is read: with the per-address cap on connections, this bounds what one address holds.
  */
 export const MAX_CONCURRENT_STREAMS = 16
 
@@ -139,7 +139,7 @@ export interface Listener {
   server: NetServer
   /** The servers that emit 'request' (one, or the HTTP/1.1 and the HTTP/2 one on plaintext). */
   requestSources: EventEmitter[]
-  /** Asks idle connections to go (HTTP/2: GOAWAY, in-flight streams finish). */
+  /** At shutdown: closes idle HTTP/1.1 connections, and sends every HTTP/2 one GOAWAY (its streams in flight finish). */
   closeIdle(): void
   /** Ends every connection now. */
   closeAll(): void

@@ -169,19 +169,19 @@ t.test('timeouts on HTTP/2: a body that stalls, an idle connection, a connection
   const stalled = s.request({ ':method': 'POST', ':path': PUSH_BATCH_PATH, 'content-type': 'application/proto' })
   stalled.on('error', () => {})
   stalled.write(Buffer.alloc(10))
-  await once(stalled, 'close')
+  await once(stalled, 'close', { signal: AbortSignal.timeout(5000) })
   const ms = performance.now() - started
   t.ok(ms >= 450 && ms < 3000, `a stalled body is cut off after the request timeout (${Math.round(ms)} ms)`)
 
   const idle = await session(t, c.url)
   const idleStart = performance.now()
-  await once(idle, 'close')
+  await once(idle, 'close', { signal: AbortSignal.timeout(5000) })
   t.ok(performance.now() - idleStart < 3000, 'an idle HTTP/2 connection is closed')
 
   const half = netConnect(c.port, '127.0.0.1')
   half.on('error', () => {})
   half.write('PRI * HTTP/2.0\r\n')
   const halfStart = performance.now()
-  await once(half, 'close')
+  await once(half, 'close', { signal: AbortSignal.timeout(5000) })
   t.ok(performance.now() - halfStart < 3000, 'half a preface, then silence: closed')
 })

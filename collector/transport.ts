@@ -131,6 +131,8 @@ export interface ListenerLimits {
  */
 export const MAX_CONCURRENT_STREAMS = 16
 
+const CONNECTION_WINDOW_BYTES = 8 * 1024 * 1024
+
 /** The first bytes of every HTTP/2 connection (RFC 9113 §3.4): what tells h2c with prior knowledge from HTTP/1.1. */
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
 
@@ -158,10 +160,15 @@ export function createListener(tls: SecureServerOptions | undefined, limits: Lis
     keepAliveTimeout: limits.keepAliveTimeoutMs,
     connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
   }
-  const http2Options = { settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS } }
+  // Flow-control windows of 1 MiB per stream and 8 MiB per connection (HTTP/2's default is 64 KiB each): with
+  // the defaults, the agent's Sender pushing 4 MiB requests over h2 was 12 to 25% slower than over HTTP/1.1
+  // (3 runs each, TLS on 127.0.0.1); with these, on par. Bodies are read as they arrive, so a window is
+  // not memory held: at most what arrives after a refusal, until the stream is reset.
+  const http2Options = { settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, initialWindowSize: 1024 * 1024 } }
   const sessions = new Set<ServerHttp2Session>()
   const onSession = (session: ServerHttp2Session) => {
     sessions.add(session)
+    session.once('localSettings', () => session.setLocalWindowSize(CONNECTION_WINDOW_BYTES))
     session.once('close', () => sessions.delete(session))
     // No frame for this long (no request, no body byte, no ping): the connection goes, as an idle HTTP/1.1 one does.
     session.setTimeout(Math.max(limits.keepAliveTimeoutMs, limits.headersTimeoutMs), () => session.close())

@@ -69,6 +69,7 @@ t.test('plaintext: h2c with prior knowledge and HTTP/1.1 on the same port', asyn
   t.equal(pushed.status, 200)
   t.same(decodePushBatchResponse(pushed.body), { streamId: 'node-a', acknowledgedSequence: 2 })
   t.equal(s.remoteSettings.maxConcurrentStreams, MAX_CONCURRENT_STREAMS, 'the server bounds the requests in flight per connection')
+  t.equal(s.remoteSettings.initialWindowSize, 1024 * 1024, 'and lets a 4 MiB body flow without a window update every 64 KiB')
   // Several requests at once on the one connection.
   const heads = await Promise.all(Array.from({ length: 8 }, () => h2post(s, GET_STREAM_HEAD_PATH, headRequest('node-a', key))))
   t.same(heads.map((h) => h.status), Array(8).fill(200))

@@ -18,7 +18,7 @@ import { StoreError, type BatchStore } from './store/store.ts'
 import { verifyEvent, verifyStore, type EventCoordinates, type StreamSummary } from './verify.ts'
 
 const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store DIR|URL --trust PUBKEY_FILE [--trust PUBKEY_FILE...]
-                           [--tls-cert FILE --tls-key FILE [--client-ca FILE [--shared-client-cert]]] [--readers FILE] [--no-index] [--log-level LEVEL]
+                           [--tls-cert FILE --tls-key FILE [--client-ca FILE [--shared-client-cert]]] [--readers FILE] [--no-index] [--metrics-listen HOST:PORT] [--log-level LEVEL]
        auditrail collector migrate --store URL
        auditrail collector copy --from DIR|URL --to DIR|URL --trust PUBKEY_FILE [--trust PUBKEY_FILE...]
        auditrail collector reindex --store DIR
@@ -35,6 +35,8 @@ const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store D
                one 'ROLE sha256:HEX NAME' line each (the token's SHA-256, never the token);
                read again when it changes and on SIGHUP
   --no-index   keep no query index (the query API is then off; a PostgreSQL store keeps none yet)
+  --metrics-listen  serve /metrics (Prometheus), /livez and /readyz on this address, plain HTTP
+               apart from --listen: no client certificate needed, and a flood of pushes cannot hold it
   migrate      create or upgrade the PostgreSQL schema (run as the database owner; safe to run from
                two places at once); then GRANT auditrail_writer TO the collectors' role
   copy         copy every stream of one store into another (a directory into PostgreSQL, or back), each
@@ -132,6 +134,7 @@ export function collectorCommand(argv: string[]): Promise<number> {
       'shared-client-cert': { type: 'boolean' },
       readers: { type: 'string' },
       'no-index': { type: 'boolean' },
+      'metrics-listen': { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
     }, false)
     const listen = parseListen(values.listen as string | undefined)
@@ -144,7 +147,8 @@ export function collectorCommand(argv: string[]): Promise<number> {
     const readers = values.readers ? loadReaders(values.readers as string) : undefined
     const log = createLogger(values['log-level'] as string, 'collector')
     if (readers) log.info({ readers: readers.size, roles: readers.roles() }, 'query API on: GET /v1/events, /v1/findings, /v1/finding-groups')
-    const collector = await startCollector({ listen, storeDir, trustedKeys, logger: log, index, ...(readers ? { readers } : {}), ...(tls ? { tls } : {}) })
+    const metricsListen = values['metrics-listen'] as string | undefined
+    const collector = await startCollector({ listen, storeDir, trustedKeys, logger: log, index, ...(readers ? { readers } : {}), ...(tls ? { tls } : {}), ...(metricsListen ? { metricsListen } : {}) })
     const watch = readers ? watchReaders(values.readers as string, readers, log) : undefined
     // SIGHUP reloads (it would otherwise end the process unlogged, its lock left behind);
     // the signals that end it close the store first, which removes the lock.

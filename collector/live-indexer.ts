@@ -65,6 +65,11 @@ const CLOSE_TIMEOUT_MS = 10_000
 const WORKER_URL = new URL('./index-worker.ts', import.meta.url)
 /** A worker that ran this long before it stopped was not crash-looping: the next restart is immediate again. */
 const STABLE_MS = 60_000
+/**
+ * Post times of the messages not yet handled, by message number modulo this: past it (a worker that
+ * far behind) the oldest are overwritten, and lagSeconds() reads as at least the oldest kept.
+ */
+const POSTED_AT_RING = 4096
 
 export class LiveIndexer {
   readonly stats: LiveIndexerStats = { indexedBatches: 0, fromSegments: 0, overBound: 0, failures: 0, restarts: 0, lastBatchMs: 0, maxBatchMs: 0, totalMs: 0 }
@@ -86,6 +91,9 @@ export class LiveIndexer {
   #restartTimer: NodeJS.Timeout | undefined
   #closed = false
   #waiters: Array<() => void> = []
+  readonly #postedAt = new Float64Array(POSTED_AT_RING)
+  /** Since when a catch-up from the segments is pending or running (a worker catching up, or none running). */
+  #behindSince: number | undefined
 
   constructor(path: string, store: FileStore, log: Logger = pino({ level: 'silent' })) {
     this.#path = path
@@ -114,6 +122,7 @@ export class LiveIndexer {
     // Without a worker (one is being restarted), the next one catches up to the heads it starts from.
     if (this.#closed || !worker) return
     const n = ++this.#posted
+    this.#postedAt[n % POSTED_AT_RING] = performance.now()
     if (this.#inFlight.length >= MAX_IN_FLIGHT_BATCHES || this.#inFlightBytes >= MAX_IN_FLIGHT_BYTES) {
       this.stats.overBound++
       worker.postMessage({ type: 'appended', n, stream, sequence, at } satisfies ToWorker)
@@ -124,6 +133,17 @@ export class LiveIndexer {
     // A view of part of a buffer (Node's pool for small ones) is copied: transferring would take the rest away.
     const whole = entry.byteOffset === 0 && entry.byteLength === entry.buffer.byteLength && entry.buffer instanceof ArrayBuffer
     worker.postMessage({ type: 'appended', n, stream, sequence, at, entry } satisfies ToWorker, whole ? [entry.buffer as ArrayBuffer] : [])
+  }
+
+  /** How long the index has been behind the store, in seconds: 0 when every stored batch is indexed. */
+  lagSeconds(): number {
+    const now = performance.now()
+    let oldest = this.#behindSince ?? now
+    if (this.#posted > this.#handled) {
+      const n = Math.max(this.#handled + 1, this.#posted - POSTED_AT_RING + 1)
+      oldest = Math.min(oldest, this.#postedAt[n % POSTED_AT_RING]!)
+    }
+    return (now - oldest) / 1000
   }
 
   /** Resolves when every batch posted so far is indexed (or failed) and no catch-up runs. */
@@ -195,6 +215,8 @@ export class LiveIndexer {
         if (worker !== this.#worker) return
         this.#worker = undefined
         this.#ready = false
+        // Whatever was posted and not handled is caught up from the segments by the next worker.
+        this.#behindSince ??= performance.now()
         this.#wake()
         if (this.#closed) return reject(new IndexError('the indexer was closed before its worker had opened the index'))
         // At start-up the collector stops with the reason (startCollector says what to do).
@@ -242,7 +264,11 @@ export class LiveIndexer {
         this.#log.error({ stream: m.stream, err: m.message }, 'indexing from the segments failed; the next batch of the stream tries again (or run \'auditrail collector reindex\' with the collector stopped)')
         break
     }
-    if ('catchingUp' in m) this.#catchingUp = m.catchingUp
+    if ('catchingUp' in m) {
+      this.#catchingUp = m.catchingUp
+      if (m.catchingUp === 0) this.#behindSince = undefined
+      else this.#behindSince ??= performance.now()
+    }
   }
 
   #count(ms: number, fromSegments: boolean): void {

@@ -5,32 +5,30 @@
 // size, then per batch algorithm, key, signature (over the bytes as received,
 // before decoding them), decoding, per-batch limits, the stream, and last the
 // chain under the stream's lock.
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { createServer as createHttpsServer } from 'node:https'
+import type { EventEmitter } from 'node:events'
 import type { TLSSocket } from 'node:tls'
 import type { KeyObject } from 'node:crypto'
-import type { AddressInfo, Socket } from 'node:net'
-import { promisify } from 'node:util'
-import { gunzip, zstdDecompress } from 'node:zlib'
+import type { AddressInfo, Server, Socket } from 'node:net'
 import { pino, type Logger } from 'pino'
-import { ConnectError, PROTO_CONTENT_TYPE, type ConnectCode } from '../proto/connect.ts'
+import { ConnectError, type ConnectCode } from '../proto/connect.ts'
 import {
   batchDigest,
   decodeBatch,
-  decodeGetStreamHeadRequest,
-  decodePushBatchRequest,
   decodeSealedBatch,
-  encodeGetStreamHeadResponse,
-  encodePushBatchResponse,
   GET_STREAM_HEAD_PATH,
   PUSH_BATCH_PATH,
   V1_SERVICE_PATH,
   WireError,
   WireLimitError,
   type Batch,
+  type PushBatchResponse,
   type SealedBatch,
 } from '../proto/wire.ts'
+import { startObserveServer, type ObserveServer } from '../shared/observe-server.ts'
 import { EventIndex, indexPath, IndexError } from './index.ts'
+import { CollectorMetrics, procedureOf } from './metrics.ts'
+import { answerGrpc, answerGrpcError, isGrpc, unframe } from './grpc.ts'
+import { ACCEPT_ENCODING, bodyEncoding, connectCodec, CONTENT_TYPES, createListener, inflate, PROTO_CODEC, stopReading, type BodyEncoding, type Codec, type Request, type Response } from './transport.ts'
 import { LiveIndexer } from './live-indexer.ts'
 import { parseQuery, QUERY_PARAMS, QueryEngine, QueryError, type QueryKind } from './query.ts'
 import { may, type Readers } from './readers.ts'
@@ -42,8 +40,6 @@ import { openStore } from './store/open.ts'
 import { isValidStreamId, STREAM_ID_PATTERN, type BatchStore, type StreamView } from './store/store.ts'
 
 const MiB = 1024 * 1024
-const DECOMPRESS = { gzip: promisify(gunzip), zstd: promisify(zstdDecompress) }
-type BodyEncoding = 'identity' | keyof typeof DECOMPRESS
 
 export interface CollectorLimits {
   /** Request body as received (compressed or not). */
@@ -123,6 +119,12 @@ export interface CollectorOptions {
   index?: boolean
   /** Who may use the query API (GET /v1/events, /v1/findings); without readers it answers 404. */
   readers?: Readers
+  /**
+   * HOST:PORT of /metrics (and /livez, /readyz), plain HTTP, apart from the listen address: a scraper
+   * needs no client certificate there, and a flood that fills the collector's connections does not
+   * blind the scrape that would show it. Without it, no metrics are served.
+   */
+  metricsListen?: string
 }
 
 const QUERY_PATHS: Readonly<Record<string, QueryKind>> = { '/v1/events': 'events', '/v1/findings': 'findings', '/v1/finding-groups': 'groups' }
@@ -140,6 +142,8 @@ export interface Collector {
   store: BatchStore
   /** Undefined when the index is off. */
   indexer: LiveIndexer | undefined
+  /** Where /metrics is served; undefined without metricsListen. */
+  metricsUrl: string | undefined
   stats(): CollectorStats
   close(): Promise<void>
 }
@@ -175,42 +179,51 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     queries = new QueryEngine(reader, options.storeDir)
   }
   const stats: CollectorStats = { requests: 0, acceptedBatches: 0, duplicateBatches: 0, rejected: {} }
+  const metrics = new CollectorMetrics({
+    streams: async () => (await store.streams()).length,
+    openConnections: () => connections.size,
+    ...(indexer && reader && store instanceof FileStore ? { indexLag: indexLagOf(indexer, reader, store) } : {}),
+  })
+  /** The Connect code each refused request was answered with, for its metrics. */
+  const refusals = new WeakMap<Response, ConnectCode>()
+  /** Requests in the gRPC protocol: their refusals are gRPC statuses, not Connect error bodies. */
+  const grpcCalls = new WeakSet<Response>()
   const buckets = new TokenBuckets(limits.streamRequestsPerSecond, limits.streamBurst)
   /** By kind of refusal: a fixed, small set of keys. */
   const lastWarned = new Map<string, { at: number; suppressed: number }>()
   let closing = false
 
-  const serverOptions = {
-    headersTimeout: limits.headersTimeoutMs,
-    requestTimeout: limits.requestTimeoutMs,
-    keepAliveTimeout: limits.keepAliveTimeoutMs,
-    connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
-  }
-  const server: Server = options.tls
-    ? createHttpsServer({
-        ...serverOptions,
-        cert: options.tls.cert,
-        key: options.tls.key,
-        ...(options.tls.ca ? { ca: options.tls.ca } : {}),
-        requestCert: options.tls.requireClientCert === true,
-        rejectUnauthorized: options.tls.requireClientCert === true,
-        minVersion: 'TLSv1.2',
-      }, handle)
-    : createHttpServer(serverOptions, handle)
+  const listener = createListener(options.tls ? {
+    cert: options.tls.cert,
+    key: options.tls.key,
+    ...(options.tls.ca ? { ca: options.tls.ca } : {}),
+    requestCert: options.tls.requireClientCert === true,
+    rejectUnauthorized: options.tls.requireClientCert === true,
+    minVersion: 'TLSv1.2',
+  } : undefined, limits, handle)
+  const server = listener.server
   server.maxConnections = limits.maxConnections
-  server.keepAliveTimeout = limits.keepAliveTimeoutMs
-  const connections = new ConnectionTable(server, limits, (address) => {
+  const connections = new ConnectionTable(server, listener.requestSources, limits, (address) => {
+    metrics.connectionsRefused.inc()
     warnThrottled('connections per address', 'refused a connection: its address holds too many', { remote: address, limit: limits.maxConnectionsPerAddress })
   })
 
-  function handle(req: IncomingMessage, res: ServerResponse): void {
+  function handle(req: Request, res: Response): void {
+    const path = (req.url ?? '/').split('?', 1)[0]
+    if (path !== '/livez' && path !== '/readyz' && !Object.hasOwn(QUERY_PATHS, path ?? '')) {
+      const started = performance.now()
+      res.once('close', () => {
+        const code = refusals.get(res) ?? (res.writableFinished && res.statusCode === 200 ? 'ok' : 'canceled')
+        metrics.request(procedureOf(path), req.headers['content-type'], code, (performance.now() - started) / 1000)
+      })
+    }
     route(req, res).catch((err: unknown) => {
       log.error({ err: (err as Error).message, path: req.url }, 'request failed unexpectedly')
       reject(res, new ConnectError('internal', 'internal error'))
     })
   }
 
-  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function route(req: Request, res: Response): Promise<void> {
     const path = (req.url ?? '/').split('?', 1)[0]
     if (path === '/livez' || path === '/readyz') {
       const problem = path === '/livez' ? undefined : closing ? 'closing' : await store.unready()
@@ -219,6 +232,9 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
     const queryKind = path !== undefined ? QUERY_PATHS[path] : undefined
     if (queryKind) return query(req, res, queryKind)
+    // From here on every answer, refusals included, is in the protocol the request speaks.
+    const grpc = isGrpc(req.headers['content-type'])
+    if (grpc) grpcCalls.add(res)
     if (path?.startsWith(`${V1_SERVICE_PATH}/`)) {
       return reject(res, new ConnectError('unimplemented', `${path.slice(0, 200)} is wire contract version 1; this collector speaks version 2 (${PUSH_BATCH_PATH}), whose seals sign the batch digest and whose stream heads need the stream's key: upgrade the agent`), 404)
     }
@@ -229,23 +245,26 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       return reject(res, new ConnectError('unimplemented', `${req.method} is not supported; Connect unary calls are POST`), 405, { allow: 'POST' })
     }
     stats.requests++
-    const contentType = (req.headers['content-type'] ?? '').split(';', 1)[0]!.trim().toLowerCase()
-    if (contentType !== PROTO_CONTENT_TYPE) {
-      return reject(res, new ConnectError('unimplemented', `content-type ${JSON.stringify(req.headers['content-type'] ?? '')} is not supported; send ${PROTO_CONTENT_TYPE}`), 415)
+    const codec = grpc ? PROTO_CODEC : connectCodec(req.headers['content-type'])
+    if (!codec) {
+      return reject(res, new ConnectError('unimplemented', `content-type ${JSON.stringify((req.headers['content-type'] ?? '').slice(0, 100))} is not supported; send ${CONTENT_TYPES}`), 415)
     }
-    const encoding = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase()
-    if (encoding !== 'identity' && encoding !== 'gzip' && encoding !== 'zstd') {
-      return reject(res, new ConnectError('unimplemented', `content-encoding ${JSON.stringify(encoding)} is not supported; send zstd, gzip or identity`))
+    // gRPC compresses the message inside the body (grpc-encoding), not the body.
+    const encoding = grpc ? 'identity' : bodyEncoding(req.headers['content-encoding'])
+    if (!encoding) {
+      return reject(res, new ConnectError('unimplemented', `content-encoding ${JSON.stringify((req.headers['content-encoding'] ?? '').slice(0, 64))} is not supported; send zstd, gzip or identity`), undefined, { 'accept-encoding': ACCEPT_ENCODING })
     }
     if (closing) return reject(res, new ConnectError('unavailable', 'the collector is shutting down; retry'))
     try {
-      const body = await readBody(req, encoding, limits)
+      const received = await readBody(req, encoding, limits, (n) => metrics.receivedBytes.inc(n))
+      const body = grpc ? await unframe(received, req.headers['grpc-encoding'] as string | undefined, limits.maxDecompressedBytes) : received
       const peer = certificateNames(req)
-      const answer = path === PUSH_BATCH_PATH ? await pushBatch(body, peer) : await getStreamHead(body, peer)
-      res.writeHead(200, { 'content-type': PROTO_CONTENT_TYPE, 'content-length': answer.length }).end(answer)
+      const answer = path === PUSH_BATCH_PATH ? await pushBatch(body, codec, peer) : await getStreamHead(body, codec, peer)
+      if (grpc) answerGrpc(res, answer)
+      else res.writeHead(200, { 'content-type': codec.contentType, 'content-length': answer.length }).end(answer)
     } catch (err) {
-      // A body left unread (over a limit) is not drained: the connection closes after the answer.
-      const close: Record<string, string> = req.complete ? {} : { connection: 'close' }
+      // A body left unread (over a limit) is not drained: the connection (HTTP/2: the stream) closes after the answer.
+      const close = req.complete ? {} : stopReading(req, grpc)
       if (err instanceof RateLimited) return reject(res, err.error, undefined, { ...close, 'retry-after': String(err.retryAfterSeconds) })
       if (err instanceof ConnectError) return reject(res, err, undefined, close)
       if (err instanceof WireError) return reject(res, new ConnectError(err instanceof WireLimitError ? 'resource_exhausted' : 'invalid_argument', err.message), undefined, close)
@@ -253,9 +272,19 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
   }
 
-  async function pushBatch(body: Buffer, peer: CertificateNames): Promise<Uint8Array> {
-    const sealed = decodePushBatchRequest(body, limits)
+  async function pushBatch(body: Buffer, codec: Codec, peer: CertificateNames): Promise<Uint8Array> {
+    const sealed = codec.decodePushBatchRequest(body, limits)
     if (sealed.length === 0) throw new ConnectError('invalid_argument', 'request.batches: empty; send at least one SealedBatch')
+    // A request stops at its first refused batch: that one is counted.
+    try {
+      return codec.encodePushBatchResponse(await pushBatches(sealed, peer))
+    } catch (err) {
+      if (err instanceof RateLimited || err instanceof ConnectError || err instanceof WireError) metrics.batchRefused(err, err instanceof RateLimited)
+      throw err
+    }
+  }
+
+  async function pushBatches(sealed: SealedBatch[], peer: CertificateNames): Promise<PushBatchResponse> {
     const first = authenticate(sealed[0]!, 0)
     const streamId = first.batch.streamId
     checkPeerNamesStream(peer, streamId)
@@ -271,6 +300,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
         }
         // The chain check runs inside the store's append, against the stream as stored under its lock:
         // another collector on the same database may have moved the head since this request began.
+        const started = performance.now()
         const outcome = await store.append(streamId, { batch, sealed: sealed[i]!, digest }, async (view) => {
           if (await isStored(view, streamId, batch, digest, i)) return 'stored'
           await checkKeyBinding(view, streamId, batch, sealed[i]!, i)
@@ -290,9 +320,11 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
         })
         if (outcome === 'stored') {
           stats.duplicateBatches++
+          metrics.batchesDuplicate.inc()
           continue
         }
         stats.acceptedBatches++
+        metrics.batchStored(batch, sealed[i]!.batch.length, (performance.now() - started) / 1000)
         accepted++
       }
     } catch (err) {
@@ -303,7 +335,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       }
       throw err
     }
-    return encodePushBatchResponse({ streamId, acknowledgedSequence: await storedHead(streamId) })
+    return { streamId, acknowledgedSequence: await storedHead(streamId) }
   }
 
   /** The head as stored now; a store that cannot say is unavailable (the batches are stored: a retry is acknowledged). */
@@ -380,7 +412,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
    * then the filters. Nothing here writes. Every answered query is logged with the
    * reader's name (never the token), the parameters, and the number of results.
    */
-  async function query(req: IncomingMessage, res: ServerResponse, kind: QueryKind): Promise<void> {
+  async function query(req: Request, res: Response, kind: QueryKind): Promise<void> {
     const fail = (status: number, message: string, headers: Record<string, string> = {}) => {
       const body = JSON.stringify({ error: message })
       res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers }).end(body)
@@ -433,8 +465,8 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
    * stream not stored yet, a trusted key that could create it), over a request issued within minutes.
    * Every refusal says the same for a stored and an unknown stream.
    */
-  async function getStreamHead(body: Buffer, peer: CertificateNames): Promise<Uint8Array> {
-    const request = decodeGetStreamHeadRequest(body)
+  async function getStreamHead(body: Buffer, codec: Codec, peer: CertificateNames): Promise<Uint8Array> {
+    const request = codec.decodeGetStreamHeadRequest(body)
     const { streamId, keyId } = request
     if (!isValidStreamId(streamId)) {
       throw new ConnectError('invalid_argument', `request.stream_id: ${JSON.stringify(streamId.slice(0, 64))} does not match ${STREAM_ID_PATTERN}`)
@@ -458,16 +490,18 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     if (head && head.keyId !== keyId) {
       throw new ConnectError('permission_denied', `key ${keyId} may not read stream ${streamId}: a stream's head is told only to its own key`)
     }
-    return encodeGetStreamHeadResponse(head ? decodeSealedBatch(head.sealed) : undefined)
+    return codec.encodeGetStreamHeadResponse(head ? decodeSealedBatch(head.sealed) : undefined)
   }
 
-  function reject(res: ServerResponse, error: ConnectError, status = error.httpStatus, headers: Record<string, string> = {}): void {
+  function reject(res: Response, error: ConnectError, status = error.httpStatus, headers: Record<string, string> = {}): void {
     stats.rejected[error.code] = (stats.rejected[error.code] ?? 0) + 1
+    refusals.set(res, error.code)
     warnThrottled(error.code, `rejected a request: ${error.message}`, { code: error.code })
     if (res.headersSent) {
       res.destroy()
       return
     }
+    if (grpcCalls.has(res)) return answerGrpcError(res, error, headers)
     const body = JSON.stringify(error.toJSON())
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers }).end(body)
   }
@@ -491,36 +525,48 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       resolve()
     })
   }).catch(async (err: unknown) => {
+    await closeIndexAndStore()
+    throw err
+  })
+  let observe: ObserveServer | undefined
+  if (options.metricsListen) {
+    observe = await startObserveServer({ listen: options.metricsListen, registry: metrics.registry, ready: () => !closing }).catch(async (err: unknown) => {
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+      await closeIndexAndStore()
+      throw err
+    })
+  }
+
+  async function closeIndexAndStore(): Promise<void> {
+    // The reader first: the writer, closing last, checkpoints the WAL into the file.
     reader?.close()
     await indexer?.close()
     await store.close()
-    throw err
-  })
+  }
   const port = (server.address() as AddressInfo).port
   const host = options.listen.host.includes(':') ? `[${options.listen.host}]` : options.listen.host
   const url = `${options.tls ? 'https' : 'http'}://${host}:${port}`
-  log.info({ url, store: store.name, trustedKeys: [...options.trustedKeys.keys()], limits }, 'collector listening')
+  log.info({ url, metrics: observe?.url, store: store.name, trustedKeys: [...options.trustedKeys.keys()], limits }, 'collector listening')
 
   return {
     url,
     port,
     store,
     indexer,
+    metricsUrl: observe?.url,
     stats: () => ({ ...stats, rejected: { ...stats.rejected } }),
     async close(graceMs = 5000) {
       if (closing) return
       closing = true
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
-      server.closeIdleConnections()
-      const timer = setTimeout(() => server.closeAllConnections(), graceMs)
+      listener.closeIdle()
+      const timer = setTimeout(() => listener.closeAll(), graceMs)
       await closed
       clearTimeout(timer)
       // A request cut off by the grace period may still be appending: its entry reaches the indexer before it closes.
       if (store instanceof FileStore) await store.settled()
-      // The reader first: the writer, closing last, checkpoints the WAL into the file.
-      reader?.close()
-      await indexer?.close()
-      await store.close()
+      await observe?.close()
+      await closeIndexAndStore()
       log.info({ stats }, 'collector closed')
     },
   }
@@ -537,7 +583,7 @@ class RateLimited extends Error {
 }
 
 /** Reads a request body within the size limits; a compressed body is inflated only up to the decompressed limit. */
-async function readBody(req: IncomingMessage, encoding: BodyEncoding, limits: CollectorLimits): Promise<Buffer> {
+async function readBody(req: Request, encoding: BodyEncoding, limits: CollectorLimits, onReceived: (bytes: number) => void): Promise<Buffer> {
   const declared = Number(req.headers['content-length'])
   if (Number.isFinite(declared) && declared > limits.maxBodyBytes) {
     throw new ConnectError('resource_exhausted', `request body of ${declared} bytes is over the limit of ${limits.maxBodyBytes}; send fewer batches per request`)
@@ -547,6 +593,7 @@ async function readBody(req: IncomingMessage, encoding: BodyEncoding, limits: Co
   try {
     for await (const chunk of req as AsyncIterable<Buffer>) {
       total += chunk.length
+      onReceived(chunk.length)
       if (total > limits.maxBodyBytes) {
         throw new ConnectError('resource_exhausted', `request body is over the limit of ${limits.maxBodyBytes} bytes; send fewer batches per request`)
       }
@@ -557,20 +604,7 @@ async function readBody(req: IncomingMessage, encoding: BodyEncoding, limits: Co
     // The client went away mid-body: a refusal like the others (counted, its warnings throttled), not a failure of ours.
     throw new ConnectError('canceled', `the client closed the connection after ${total} bytes of the body (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
   }
-  const body = Buffer.concat(chunks, total)
-  if (encoding === 'identity') {
-    if (body.length > limits.maxDecompressedBytes) throw new ConnectError('resource_exhausted', `request body of ${body.length} bytes is over the limit of ${limits.maxDecompressedBytes}`)
-    return body
-  }
-  try {
-    // A large output chunk: with zlib's default (16 KiB) a 4 MiB body takes hundreds of trips between the pool thread and the event loop.
-    return await DECOMPRESS[encoding](body, { maxOutputLength: limits.maxDecompressedBytes, chunkSize: 1024 * 1024 })
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
-      throw new ConnectError('resource_exhausted', `${encoding} body inflates past the limit of ${limits.maxDecompressedBytes} bytes; send fewer batches per request`)
-    }
-    throw new ConnectError('invalid_argument', `request body is not valid ${encoding} (${(err as Error).message})`)
-  }
+  return inflate(Buffer.concat(chunks, total), encoding, limits.maxDecompressedBytes)
 }
 
 /**
@@ -582,9 +616,9 @@ async function readBody(req: IncomingMessage, encoding: BodyEncoding, limits: Co
 class ConnectionTable {
   readonly #byAddress = new Map<string, number>()
   /** By "address:port", which the TCP socket and the TLS socket over it share. */
-  readonly #open = new Map<string, { socket: Socket; idleSince: number | undefined }>()
+  readonly #open = new Map<string, { socket: Socket; inFlight: number; idleSince: number | undefined }>()
 
-  constructor(server: Server, limits: CollectorLimits, onRefused: (address: string) => void) {
+  constructor(server: Server, requestSources: EventEmitter[], limits: CollectorLimits, onRefused: (address: string) => void) {
     server.on('connection', (socket: Socket) => {
       const address = socket.remoteAddress ?? ''
       const held = this.#byAddress.get(address) ?? 0
@@ -596,7 +630,7 @@ class ConnectionTable {
       if (this.#open.size >= limits.maxConnections * NEAR_FULL) this.closeIdle(IDLE_GRACE_MS)
       const key = `${address}:${socket.remotePort}`
       this.#byAddress.set(address, held + 1)
-      this.#open.set(key, { socket, idleSince: performance.now() })
+      this.#open.set(key, { socket, inFlight: 0, idleSince: performance.now() })
       socket.once('close', () => {
         this.#open.delete(key)
         const left = (this.#byAddress.get(address) ?? 1) - 1
@@ -605,12 +639,20 @@ class ConnectionTable {
       })
     })
     server.on('drop', () => this.closeIdle(IDLE_GRACE_MS))
-    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    for (const source of requestSources) source.on('request', (req: Request, res: Response) => {
       const entry = this.#open.get(`${req.socket.remoteAddress}:${req.socket.remotePort}`)
       if (!entry) return
+      // An HTTP/2 connection carries several requests at once: idle when the last one is answered.
+      entry.inFlight++
       entry.idleSince = undefined
-      res.once('close', () => (entry.idleSince = performance.now()))
+      res.once('close', () => {
+        if (--entry.inFlight === 0) entry.idleSince = performance.now()
+      })
     })
+  }
+
+  get size(): number {
+    return this.#open.size
   }
 
   /** Closes the connections idle for at least `graceMs`. */
@@ -652,7 +694,7 @@ class TokenBuckets {
 /** The names a verified client certificate gives its holder (subject CN, DNS subjectAltNames); undefined without one. */
 type CertificateNames = string[] | undefined
 
-function certificateNames(req: IncomingMessage): CertificateNames {
+function certificateNames(req: Request): CertificateNames {
   const socket = req.socket as Partial<TLSSocket>
   if (!socket.encrypted || !socket.authorized || typeof socket.getPeerCertificate !== 'function') return undefined
   const cert = socket.getPeerCertificate()
@@ -666,4 +708,16 @@ function certificateNames(req: IncomingMessage): CertificateNames {
     if (m) names.push(m[1]!.trim())
   }
   return names
+}
+
+/**
+ * The index's lag, read when scraped: batches from each stream's head and the index's indexed sequence
+ * (one indexed row per stream: a few ms for thousands of streams), time from the indexer.
+ */
+function indexLagOf(indexer: LiveIndexer, reader: EventIndex, store: FileStore): () => { batches: number; seconds: number } {
+  return () => {
+    let batches = 0
+    for (const [stream, head] of Object.entries(store.headSequences())) batches += Math.max(0, head - reader.indexedSequence(stream))
+    return { batches, seconds: indexer.lagSeconds() }
+  }
 }

@@ -9,7 +9,7 @@ import { AGENT_FLAGS, ConfigError, loadAgentConfig, type AgentConfig } from '../
 import { generateKeyPair } from '../agent/keygen.ts'
 import { createLogger } from '../shared/logger.ts'
 import { AgentMetrics } from '../agent/observe/metrics.ts'
-import { startObserveServer } from '../agent/observe/server.ts'
+import { startObserveServer } from '../shared/observe-server.ts'
 
 const USAGE = `usage: auditrail <command> [flags]
 

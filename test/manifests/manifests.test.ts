@@ -14,7 +14,7 @@ import { parse, parseAllDocuments, stringify } from 'yaml'
 import { loadAgentConfig } from '../../agent/config.ts'
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../../agent/process-settings.ts'
 import { AgentMetrics } from '../../agent/observe/metrics.ts'
-import { parseListen } from '../../agent/observe/server.ts'
+import { parseListen } from '../../shared/observe-server.ts'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const MANIFESTS = join(ROOT, 'manifests')
@@ -46,6 +46,7 @@ t.test('renders the expected objects, each with apiVersion, kind, name, in the a
     'apps/v1 DaemonSet/auditrail-agent',
     'apps/v1 Deployment/auditrail-collector',
     'monitoring.coreos.com/v1 PodMonitor/auditrail-agent',
+    'monitoring.coreos.com/v1 PodMonitor/auditrail-collector',
     'monitoring.coreos.com/v1 PrometheusRule/auditrail-agent',
     'networking.k8s.io/v1 NetworkPolicy/auditrail-agent',
     'networking.k8s.io/v1 NetworkPolicy/auditrail-collector',
@@ -87,7 +88,9 @@ t.test('workloads: selectors match their pods, mounts name volumes, probes name 
   t.equal(svc.spec.ports[0].targetPort, collectorPod.containers[0].ports[0].name)
   t.equal(one('PersistentVolumeClaim', 'auditrail-collector').metadata.name, collectorPod.volumes.find((v: any) => v.persistentVolumeClaim).persistentVolumeClaim.claimName)
   t.same(collectorPod.containers[0].args.slice(0, 2), ['collector', '--listen=0.0.0.0:8443'])
-  t.ok(collectorPod.containers[0].livenessProbe.tcpSocket, 'the collector requires client certificates, so its probes are TCP')
+  const metricsPort = collectorPod.containers[0].ports.find((p: any) => p.name === 'metrics')
+  t.ok(collectorPod.containers[0].args.includes(`--metrics-listen=0.0.0.0:${metricsPort.containerPort}`), 'the metrics port is where --metrics-listen serves')
+  for (const probe of ['livenessProbe', 'readinessProbe']) t.equal(collectorPod.containers[0][probe].httpGet.port, 'metrics', `the ${probe} uses the metrics port: the connect port wants a client certificate`)
 })
 
 t.test('Secrets are not in the base (applying it never replaces a real key); docs/install.md creates each one', async (t) => {
@@ -155,6 +158,7 @@ t.test('NetworkPolicies: agent egress to the collector, DNS and the monitoring n
   t.same(np.spec.egress[0].to, [{ podSelector: { matchLabels: one('Deployment', 'auditrail-collector').spec.selector.matchLabels } }])
   const cnp = one('NetworkPolicy', 'auditrail-collector')
   t.same(cnp.spec.ingress[0].from, [{ podSelector: { matchLabels: ds.spec.selector.matchLabels } }])
+  t.same(cnp.spec.ingress[1], { from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }], ports: [{ protocol: 'TCP', port: 9788 }] }, 'the collector is scraped from monitoring only')
   t.same(cnp.spec.egress, [])
 })
 
@@ -162,6 +166,9 @@ t.test('monitoring: the PodMonitor scrapes the metrics port; alerts parse (promt
   const pm = one('PodMonitor', 'auditrail-agent')
   t.same(pm.spec.selector.matchLabels, ds.spec.selector.matchLabels)
   t.ok(agent.ports.some((p: any) => p.name === pm.spec.podMetricsEndpoints[0].port))
+  const cpm = one('PodMonitor', 'auditrail-collector')
+  t.same(cpm.spec.selector.matchLabels, one('Deployment', 'auditrail-collector').spec.selector.matchLabels)
+  t.ok(collectorPod.containers[0].ports.some((p: any) => p.name === cpm.spec.podMetricsEndpoints[0].port))
   const rule = one('PrometheusRule', 'auditrail-agent')
   const rules = rule.spec.groups.flatMap((g: any) => g.rules)
   t.same(rules.map((r: any) => r.alert).sort(), ['AuditrailAgentDown', 'AuditrailAgentLagging', 'AuditrailAgentNotReady', 'AuditrailChainRejected', 'AuditrailGapDeclared', 'AuditrailNoAcknowledgement', 'AuditrailQuarantineRising', 'AuditrailSendFailing'])

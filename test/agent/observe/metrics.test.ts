@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs'
 import t from 'tap'
 import { Counter, Histogram } from 'prom-client'
 import { AgentMetrics } from '../../../agent/observe/metrics.ts'
-import { startObserveServer } from '../../../agent/observe/server.ts'
+import { startObserveServer } from '../../../shared/observe-server.ts'
 
 /** Give every metric a sample, labelled ones with one value per label, so each family is in the scrape. */
 async function touchEverything(metrics: AgentMetrics): Promise<string[]> {

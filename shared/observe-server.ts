@@ -1,13 +1,13 @@
-// The node operator's window: /metrics (Prometheus text format), /livez (the
-// process and its event loop respond) and /readyz (in sync with the
-// collector, reading, and the collector answered recently).
+// The operator's window on a process, the agent's and the collector's alike: /metrics (Prometheus text
+// format), /livez (the process and its event loop respond) and /readyz (what `ready` says: for the agent,
+// in sync with the collector and reading; for the collector, its store takes writes).
 import { createServer, type Server } from 'node:http'
 import type { Registry } from 'prom-client'
 
 /**
  * Who connects here: Prometheus, the kubelet's probes, a person with curl; a handful at a time. Past
  * the cap new connections are closed at once, so that a flood of them cannot take the descriptors
- * the agent needs to open the audit log (20,600 idle connections once did).
+ * the process needs (the agent's audit log: 20,600 idle connections once took them all).
  */
 const MAX_CONNECTIONS = 64
 /** A connection silent this long is closed: an idle keep-alive, or a client that sends too slowly. */

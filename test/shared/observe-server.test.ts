@@ -4,7 +4,7 @@ import { once } from 'node:events'
 import { connect } from 'node:net'
 import t from 'tap'
 import { Registry } from 'prom-client'
-import { startObserveServer } from '../../../agent/observe/server.ts'
+import { startObserveServer } from '../../shared/observe-server.ts'
 
 t.test('a flood of idle connections is capped and timed out; /livez answers after it', async (t) => {
   const server = await startObserveServer({ listen: '127.0.0.1:0', registry: new Registry(), ready: () => true, limits: { maxConnections: 8, idleTimeoutMs: 500 } })

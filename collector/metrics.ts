@@ -46,6 +46,14 @@ function protocolOf(contentType: string | undefined): { protocol: string; codec:
   return { protocol: 'connect', codec: connectCodec(contentType)?.name ?? 'other' }
 }
 
+/**
+ * The silences the collector counts streams by, in minutes. Counts over a fixed set of thresholds instead
+ * of an age per stream: a stream label would give each of thousands of nodes its own series, and every
+ * retired node one more forever. An agent heartbeats every 10 s, so 5 minutes without a batch is a node
+ * in trouble; a stream silent for over a day is most likely a retired node, which the alert leaves out.
+ */
+export const SILENCE_MINUTES = [5, 15, 60, 1440] as const
+
 /** What the collector can tell about its index at scrape time (undefined when it keeps none). */
 export interface IndexLag {
   batches: number
@@ -75,15 +83,52 @@ export class CollectorMetrics {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [this.registry],
   })
+  readonly verifyDuration = new Histogram({
+    name: 'auditrail_collector_verify_duration_seconds',
+    help: 'Time to check one batch, by check: seal (digest, signature, decoding) or chain (duplicate, key binding, link; under the stream\'s lock, inside the store\'s append).',
+    labelNames: ['check'],
+    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
+    registers: [this.registry],
+  })
+  readonly indexDuration = new Histogram({
+    name: 'auditrail_collector_index_duration_seconds',
+    help: 'Time for the index worker to index one batch, by source: live (handed over after its append) or segments (a catch-up).',
+    labelNames: ['source'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [this.registry],
+  })
   readonly connectionsRefused = this.#counter('auditrail_collector_connections_refused_total', 'Connections closed as they arrived because their remote address held maxConnectionsPerAddress already.')
 
   /** `indexLag` only when the collector keeps an index: without one its gauges are absent rather than 0. */
-  constructor(sources: { streams: () => number | Promise<number>; openConnections: () => number; indexLag?: () => IndexLag }) {
+  constructor(sources: {
+    streams: () => number | Promise<number>
+    /** BatchStore.lastBatchAges. */
+    lastBatchAges: () => Promise<number[]>
+    openConnections: () => number
+    /** BatchStore.unready. */
+    unready: () => Promise<string | undefined>
+    /** Bytes free on the store's filesystem; only for a directory (a database's disk is its own server's). */
+    freeBytes?: () => Promise<number>
+    indexLag?: () => IndexLag
+  }) {
     collectDefaultMetrics({ register: this.registry })
     // prom-client names these gauges with a _total suffix, which Prometheus reserves for counters (promtool flags it).
     for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name)
     // Read when scraped, not kept up to date on every request.
     this.#gauge('auditrail_collector_streams', 'Streams the store holds.', () => sources.streams())
+    new Gauge({
+      name: 'auditrail_collector_streams_silent',
+      help: `Streams whose last stored batch is older than \`minutes\` (${SILENCE_MINUTES.join(', ')}); heartbeats count as batches.`,
+      labelNames: ['minutes'],
+      registers: [this.registry],
+      async collect() {
+        const ages = await sources.lastBatchAges()
+        for (const minutes of SILENCE_MINUTES) this.set({ minutes: String(minutes) }, ages.filter((age) => age > minutes * 60).length)
+      },
+    })
+    this.#gauge('auditrail_collector_store_ready', 'Whether the store takes writes now (1) or not (0): for PostgreSQL, whether the database answers; /readyz on the metrics address says the same.', async () => ((await sources.unready()) === undefined ? 1 : 0))
+    const freeBytes = sources.freeBytes
+    if (freeBytes) this.#gauge('auditrail_collector_store_free_bytes', 'Bytes free to the collector on the file store\'s filesystem (absent for PostgreSQL).', () => freeBytes())
     this.#gauge('auditrail_collector_open_connections', 'Connections open to the collector\'s listen address.', () => sources.openConnections())
     const indexLag = sources.indexLag
     if (indexLag) {

@@ -9,6 +9,7 @@ import type { EventEmitter } from 'node:events'
 import type { TLSSocket } from 'node:tls'
 import type { KeyObject } from 'node:crypto'
 import type { AddressInfo, Server, Socket } from 'node:net'
+import { statfs } from 'node:fs/promises'
 import { pino, type Logger } from 'pino'
 import { ConnectError, type ConnectCode } from '../proto/connect.ts'
 import {
@@ -181,9 +182,13 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   const stats: CollectorStats = { requests: 0, acceptedBatches: 0, duplicateBatches: 0, rejected: {} }
   const metrics = new CollectorMetrics({
     streams: async () => (await store.streams()).length,
+    lastBatchAges: () => store.lastBatchAges(),
     openConnections: () => connections.size,
+    unready: () => store.unready(),
+    ...(store instanceof FileStore ? { freeBytes: async () => { const fs = await statfs(store.dir); return fs.bavail * fs.bsize } } : {}),
     ...(indexer && reader && store instanceof FileStore ? { indexLag: indexLagOf(indexer, reader, store) } : {}),
   })
+  if (indexer) indexer.onIndexed = (ms, fromSegments) => metrics.indexDuration.observe({ source: fromSegments ? 'segments' : 'live' }, ms / 1000)
   /** The Connect code each refused request was answered with, for its metrics. */
   const refusals = new WeakMap<Response, ConnectCode>()
   /** Requests in the gRPC protocol: their refusals are gRPC statuses, not Connect error bodies. */
@@ -300,8 +305,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
         }
         // The chain check runs inside the store's append, against the stream as stored under its lock:
         // another collector on the same database may have moved the head since this request began.
-        const started = performance.now()
-        const outcome = await store.append(streamId, { batch, sealed: sealed[i]!, digest }, async (view) => {
+        const checkChain = async (view: StreamView): Promise<'append' | 'stored'> => {
           if (await isStored(view, streamId, batch, digest, i)) return 'stored'
           await checkKeyBinding(view, streamId, batch, sealed[i]!, i)
           if (!charged) {
@@ -313,6 +317,15 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
           }
           checkLink(view, streamId, batch, i)
           return 'append'
+        }
+        const started = performance.now()
+        const outcome = await store.append(streamId, { batch, sealed: sealed[i]!, digest }, async (view) => {
+          const checking = performance.now()
+          try {
+            return await checkChain(view)
+          } finally {
+            metrics.verifyDuration.observe({ check: 'chain' }, (performance.now() - checking) / 1000)
+          }
         }).catch((err: unknown) => {
           if (err instanceof ConnectError || err instanceof RateLimited) throw err
           log.error({ stream: streamId, sequence: batch.sequence, err: (err as Error).message }, 'store append failed')
@@ -349,6 +362,15 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
 
   /** Signature first, over the bytes as received; only then are they decoded. */
   function authenticate(sealed: SealedBatch, i: number): { batch: Batch; digest: Buffer } {
+    const started = performance.now()
+    try {
+      return checkSealAndDecode(sealed, i)
+    } finally {
+      metrics.verifyDuration.observe({ check: 'seal' }, (performance.now() - started) / 1000)
+    }
+  }
+
+  function checkSealAndDecode(sealed: SealedBatch, i: number): { batch: Batch; digest: Buffer } {
     const field = `request.batches[${i}]`
     const digest = batchDigest(sealed.batch)
     const problem = checkSeal(sealed, digest, options.trustedKeys)
@@ -530,7 +552,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
   })
   let observe: ObserveServer | undefined
   if (options.metricsListen) {
-    observe = await startObserveServer({ listen: options.metricsListen, registry: metrics.registry, ready: () => !closing }).catch(async (err: unknown) => {
+    observe = await startObserveServer({ listen: options.metricsListen, registry: metrics.registry, ready: () => !closing, unready: () => store.unready() }).catch(async (err: unknown) => {
       await new Promise<void>((resolve) => server.close(() => resolve()))
       await closeIndexAndStore()
       throw err

@@ -23,7 +23,11 @@ export interface ObserveServer {
   close(): Promise<void>
 }
 
-export async function startObserveServer(options: { listen: string; registry: Registry; ready: () => boolean; limits?: Partial<ObserveLimits> }): Promise<ObserveServer> {
+/**
+ * `ready` is read on every probe; `unready`, when given and `ready` says yes, may still name a reason not
+ * to take traffic (the collector's store cannot commit), which the 503 carries.
+ */
+export async function startObserveServer(options: { listen: string; registry: Registry; ready: () => boolean; unready?: () => Promise<string | undefined>; limits?: Partial<ObserveLimits> }): Promise<ObserveServer> {
   const limits: ObserveLimits = { maxConnections: MAX_CONNECTIONS, idleTimeoutMs: IDLE_TIMEOUT_MS, ...options.limits }
   const { host, port } = parseListen(options.listen)
   const server: Server = createServer((req, res) => {
@@ -40,8 +44,15 @@ export async function startObserveServer(options: { listen: string; registry: Re
     } else if (path === '/livez') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n')
     } else if (path === '/readyz') {
-      const ready = options.ready()
-      res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ok\n' : 'not ready: not yet in sync with the collector, or the collector has not answered recently\n')
+      if (!options.ready()) {
+        res.writeHead(503, { 'content-type': 'text/plain' }).end('not ready: not yet in sync with the collector, or the collector has not answered recently\n')
+        return
+      }
+      const unready = options.unready ? options.unready() : Promise.resolve(undefined)
+      unready.then(
+        (problem) => res.writeHead(problem === undefined ? 200 : 503, { 'content-type': 'text/plain' }).end(problem === undefined ? 'ok\n' : `not ready: ${problem}\n`),
+        (err: Error) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`not ready: ${err.message}\n`),
+      )
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /livez or /readyz\n')
     }

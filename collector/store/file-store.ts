@@ -8,7 +8,7 @@
 // off with ftruncate and logged, so that it is never served nor appended after.
 // The readers below (readSegment, streamEntries) never write: verify and
 // export use them on a store that may be live.
-import { open, mkdir, readdir, readFile, unlink, type FileHandle } from 'node:fs/promises'
+import { open, mkdir, readdir, readFile, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { pino, type Logger } from 'pino'
@@ -180,6 +180,8 @@ interface StreamState {
   recent: Map<number, Buffer>
   /** Set when a write or fsync failed: the file's tail is unknown until a restart cuts it. */
   failed: string | undefined
+  /** Date.now() of the head's append: at recovery, the modification time of the head's segment. */
+  lastAppendMs: number | undefined
 }
 
 /** Told of each append, once it is on disk: where the entry went and its bytes (the query index is fed from here). */
@@ -241,6 +243,11 @@ export class FileStore implements BatchStore {
   /** Each stream's head sequence now (the index catches up to these). */
   headSequences(): Record<string, number> {
     return Object.fromEntries([...(this.#streams ?? [])].map(([id, s]) => [id, s.head?.sequence ?? 0]))
+  }
+
+  async lastBatchAges(): Promise<number[]> {
+    const now = Date.now()
+    return [...(this.#streams?.values() ?? [])].flatMap((s) => (s.lastAppendMs === undefined ? [] : [Math.max(0, now - s.lastAppendMs) / 1000]))
   }
 
   async unready(): Promise<string | undefined> {
@@ -340,6 +347,7 @@ export class FileStore implements BatchStore {
     state.size += entry.length
     state.head = { sequence, digest, sealed: Buffer.from(sealed), keyId: decodeSealedBatch(sealed).keyId }
     remember(state, sequence, digest)
+    state.lastAppendMs = Date.now()
     return { segment: segment.first, offset }
   }
 
@@ -360,7 +368,7 @@ export class FileStore implements BatchStore {
     const dir = streamDir(this.dir, streamId)
     await mkdir(dir, { mode: 0o700 })
     await fsyncDir(join(this.dir, 'streams'))
-    const state: StreamState = { dir, segments: [], size: 0, head: undefined, recent: new Map(), failed: undefined }
+    const state: StreamState = { dir, segments: [], size: 0, head: undefined, recent: new Map(), failed: undefined, lastAppendMs: undefined }
     this.#streams!.set(streamId, state)
     return state
   }
@@ -440,7 +448,7 @@ function remember(state: StreamState, sequence: number, digest: Buffer): void {
  */
 async function recoverStream(dir: string, streamId: string, log: Logger): Promise<StreamState> {
   const { segments } = await listSegments(dir, streamId)
-  const state: StreamState = { dir: streamDir(dir, streamId), segments, size: 0, head: undefined, recent: new Map(), failed: undefined }
+  const state: StreamState = { dir: streamDir(dir, streamId), segments, size: 0, head: undefined, recent: new Map(), failed: undefined, lastAppendMs: undefined }
   for (let i = segments.length - 1; i >= 0 && !state.head; i--) {
     const segment = segments[i]!
     let expected = segment.first
@@ -464,6 +472,7 @@ async function recoverStream(dir: string, streamId: string, log: Logger): Promis
       end = item.offset + ENTRY_HEADER_BYTES + item.bytes.length
       expected++
     }
+    if (state.head) state.lastAppendMs = (await stat(segment.path)).mtimeMs
     if (i === segments.length - 1) state.size = end
     if (!state.head && i !== segments.length - 1) throw new StoreError(`${segment.path} holds no entries, yet later segments exist; run 'auditrail verify' on the store`)
   }

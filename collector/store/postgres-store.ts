@@ -175,6 +175,16 @@ export class PostgresStore implements BatchStore {
     return rows.map((r) => r.stream)
   }
 
+  async lastBatchAges(): Promise<number[]> {
+    await this.#usable()
+    // The head row of each stream through the (stream, sequence) primary key: one index probe per stream.
+    const { rows } = await this.#query<{ age: number }>(
+      `SELECT extract(epoch FROM now() - b.stored_at)::float8 AS age FROM ${SCHEMA}.streams s
+       CROSS JOIN LATERAL (SELECT stored_at FROM ${SCHEMA}.batches WHERE stream = s.stream ORDER BY sequence DESC LIMIT 1) b`,
+    )
+    return rows.map((r) => Math.max(0, r.age))
+  }
+
   async head(streamId: string): Promise<StoreHead | undefined> {
     await this.#usable()
     return this.#with((client) => headOn(client, streamId))

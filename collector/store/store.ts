@@ -103,6 +103,11 @@ export interface BatchStore {
    * Fails with StoreUnavailableError when the store could not take it.
    */
   append(streamId: string, entry: NewEntry, check: ChainCheck): Promise<'appended' | 'stored'>
+  /**
+   * Seconds since each stream's last stored batch (heartbeats are batches), one number per stream and in
+   * no order: the collector's metrics count silent streams from these without naming any.
+   */
+  lastBatchAges(): Promise<number[]>
   /** Undefined when the store takes writes now, else why not (for /readyz). */
   unready(): Promise<string | undefined>
   close(): Promise<void>

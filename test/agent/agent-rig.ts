@@ -11,10 +11,10 @@ import { AuditAgent } from '../../agent/agent.ts'
 import { loadAgentConfig, type AgentConfig } from '../../agent/config.ts'
 import { generateKeyPair } from '../../agent/keygen.ts'
 import { exportStream } from '../../collector/export.ts'
-import { startCollector } from '../../collector/server.ts'
+import { startCollector, type CollectorOptions } from '../../collector/server.ts'
 import { loadTrustedKeys } from '../../proto/keys.ts'
 
-export async function agentRig(t: Test, overrides: (c: AgentConfig) => void = () => {}) {
+export async function agentRig(t: Test, overrides: (c: AgentConfig) => void = () => {}, collectorOptions: Partial<CollectorOptions> = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'auditrail-agent-test-'))
   const closers: Array<() => Promise<void>> = []
   t.teardown(async () => {
@@ -24,7 +24,7 @@ export async function agentRig(t: Test, overrides: (c: AgentConfig) => void = ()
   mkdirSync(join(dir, 'log'))
   const keys = generateKeyPair(join(dir, 'node'))
   const store = join(dir, 'store')
-  const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: store, trustedKeys: loadTrustedKeys([keys.publicKeyFile]) })
+  const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: store, trustedKeys: loadTrustedKeys([keys.publicKeyFile]), ...collectorOptions })
   closers.push(() => collector.close())
   const config = loadAgentConfig({
     overrides: { node: 'node-a', 'collector.url': collector.url, 'tail.path': join(dir, 'log', 'audit.log'), stateDir: join(dir, 'state'), 'signing.keyFile': keys.keyFile },

@@ -3,17 +3,20 @@
 // metric documented, and Prometheus' own linter (promtool) silent.
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { readdir, utimes } from 'node:fs/promises'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { startCollector, type CollectorOptions } from '../../collector/server.ts'
 import { encodePushBatchRequest, GET_STREAM_HEAD_PATH, PUSH_BATCH_PATH, type SealedBatch } from '../../proto/wire.ts'
+import { streamDir } from '../../collector/store/file-store.ts'
 import { Chain, headRequest, post, testKey, trustOf } from './fixtures.ts'
 
 const key = testKey()
 const stranger = testKey()
 
+/** On a fresh t.testdir() unless `options.storeDir` names one (t.testdir() empties the test's directory). */
 async function collector(t: Test, options: Partial<CollectorOptions> = {}) {
-  const c = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: t.testdir(), trustedKeys: trustOf(key), metricsListen: '127.0.0.1:0', ...options })
+  const c = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: options.storeDir ?? t.testdir(), trustedKeys: trustOf(key), metricsListen: '127.0.0.1:0', ...options })
   t.teardown(() => c.close())
   return c
 }
@@ -70,6 +73,13 @@ t.test('after real traffic, /metrics counts it; every metric is documented; prom
   t.ok(sample(text, 'auditrail_collector_open_connections')! >= 0)
   t.equal(sample(text, 'auditrail_collector_index_lag_batches'), 0)
   t.equal(sample(text, 'auditrail_collector_index_lag_seconds'), 0)
+  t.equal(sample(text, 'auditrail_collector_verify_duration_seconds_count{check="seal"}'), 3 + 2 + 1 + 1 + 1, 'every batch whose seal was checked')
+  t.equal(sample(text, 'auditrail_collector_verify_duration_seconds_count{check="chain"}'), 3 + 2 + 1 + 1, 'every batch that reached the chain check (the untrusted one did not)')
+  t.equal(sample(text, 'auditrail_collector_index_duration_seconds_count{source="live"}'), 3)
+  t.equal(sample(text, 'auditrail_collector_streams_silent{minutes="5"}'), 0, 'node-a has just pushed')
+  t.equal(sample(text, 'auditrail_collector_store_ready'), 1)
+  t.ok(sample(text, 'auditrail_collector_store_free_bytes')! > 0)
+  t.equal((await fetch(`${c.metricsUrl}/readyz`)).status, 200)
 
   const families = [...text.matchAll(/^# TYPE (auditrail_collector_[a-z_]+) /gm)].map((m) => m[1])
   const operations = readFileSync(new URL('../../docs/operations.md', import.meta.url), 'utf8')
@@ -114,4 +124,32 @@ t.test('without an index the lag gauges are absent; without --metrics-listen not
   const quiet = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: join(t.testdir(), 'quiet'), trustedKeys: trustOf(key), index: false })
   t.teardown(() => quiet.close())
   t.equal(quiet.metricsUrl, undefined)
+})
+
+t.test('streams_silent counts streams by the age of their last batch, across a restart; /readyz and store_ready follow the store', async (t) => {
+  const dir = t.testdir()
+  const first = await collector(t, { storeDir: dir })
+  const nodeB = new Chain('node-b', key)
+  t.equal((await push(first.url, new Chain('node-a', key).grow(1))).status, 200)
+  t.equal((await push(first.url, nodeB.grow(1))).status, 200)
+  await first.close()
+  // Recovered from the segments' modification times: node-a's is 10 minutes old, node-b's 2 hours.
+  for (const [node, minutes] of [['node-a', 10], ['node-b', 120]] as const) {
+    const when = new Date(Date.now() - minutes * 60_000)
+    for (const f of await readdir(streamDir(dir, node))) await utimes(join(streamDir(dir, node), f), when, when)
+  }
+  const c = await collector(t, { storeDir: dir })
+  const text = await scrape(c.metricsUrl)
+  t.equal(sample(text, 'auditrail_collector_streams_silent{minutes="5"}'), 2)
+  t.equal(sample(text, 'auditrail_collector_streams_silent{minutes="15"}'), 1)
+  t.equal(sample(text, 'auditrail_collector_streams_silent{minutes="60"}'), 1)
+  t.equal(sample(text, 'auditrail_collector_streams_silent{minutes="1440"}'), 0)
+  t.equal((await push(c.url, nodeB.grow(1))).status, 200)
+  t.equal(sample(await scrape(c.metricsUrl), 'auditrail_collector_streams_silent{minutes="60"}'), 0, 'a new batch resets the stream\'s age')
+
+  c.store.unready = async () => 'cannot commit'
+  const notReady = await fetch(`${c.metricsUrl}/readyz`)
+  t.equal(notReady.status, 503)
+  t.match(await notReady.text(), /not ready: cannot commit/)
+  t.equal(sample(await scrape(c.metricsUrl), 'auditrail_collector_store_ready'), 0)
 })

@@ -14,6 +14,7 @@ import { parse, parseAllDocuments, stringify } from 'yaml'
 import { loadAgentConfig } from '../../agent/config.ts'
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../../agent/process-settings.ts'
 import { AgentMetrics } from '../../agent/observe/metrics.ts'
+import { CollectorMetrics } from '../../collector/metrics.ts'
 import { parseListen } from '../../shared/observe-server.ts'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -48,9 +49,11 @@ t.test('renders the expected objects, each with apiVersion, kind, name, in the a
     'monitoring.coreos.com/v1 PodMonitor/auditrail-agent',
     'monitoring.coreos.com/v1 PodMonitor/auditrail-collector',
     'monitoring.coreos.com/v1 PrometheusRule/auditrail-agent',
+    'monitoring.coreos.com/v1 PrometheusRule/auditrail-collector',
     'networking.k8s.io/v1 NetworkPolicy/auditrail-agent',
     'networking.k8s.io/v1 NetworkPolicy/auditrail-collector',
     'v1 ConfigMap/auditrail-agent',
+    'v1 ConfigMap/auditrail-dashboard',
     'v1 ConfigMap/auditrail-rules',
     'v1 Namespace/auditrail',
     'v1 PersistentVolumeClaim/auditrail-collector',
@@ -162,6 +165,10 @@ t.test('NetworkPolicies: agent egress to the collector, DNS and the monitoring n
   t.same(cnp.spec.egress, [])
 })
 
+/** A collector's registry with every family, the optional ones too (a file store's free bytes, an index's lag). */
+const collectorRegistry = () =>
+  new CollectorMetrics({ streams: () => 0, lastBatchAges: async () => [], openConnections: () => 0, unready: async () => undefined, freeBytes: async () => 0, indexLag: () => ({ batches: 0, seconds: 0 }) }).registry
+
 t.test('monitoring: the PodMonitor scrapes the metrics port; alerts parse (promtool) and name real metrics', async (t) => {
   const pm = one('PodMonitor', 'auditrail-agent')
   t.same(pm.spec.selector.matchLabels, ds.spec.selector.matchLabels)
@@ -172,17 +179,29 @@ t.test('monitoring: the PodMonitor scrapes the metrics port; alerts parse (promt
   const rule = one('PrometheusRule', 'auditrail-agent')
   const rules = rule.spec.groups.flatMap((g: any) => g.rules)
   t.same(rules.map((r: any) => r.alert).sort(), ['AuditrailAgentDown', 'AuditrailAgentLagging', 'AuditrailAgentNotReady', 'AuditrailChainRejected', 'AuditrailGapDeclared', 'AuditrailNoAcknowledgement', 'AuditrailQuarantineRising', 'AuditrailSendFailing'])
-  const known = new Set((await new AgentMetrics().registry.getMetricsAsJSON()).map((m) => m.name))
-  for (const r of rules) {
+  const collectorRule = one('PrometheusRule', 'auditrail-collector')
+  const collectorRules = collectorRule.spec.groups.flatMap((g: any) => g.rules)
+  t.same(collectorRules.map((r: any) => r.alert).sort(), ['AuditrailCollectorDiskFilling', 'AuditrailCollectorDown', 'AuditrailCollectorIndexLagging', 'AuditrailCollectorRefusing', 'AuditrailCollectorStoreFailing', 'AuditrailCollectorStoreNotReady', 'AuditrailNodeSilent'])
+  const known = new Set([...(await new AgentMetrics().registry.getMetricsAsJSON()), ...(await collectorRegistry().getMetricsAsJSON())].map((m) => m.name))
+  for (const r of [...rules, ...collectorRules]) {
     t.ok(['warning', 'critical'].includes(r.labels.severity) && r.annotations.summary, `${r.alert}: severity and summary`)
-    for (const name of r.expr.match(/auditrail_[a-z_]+/g) ?? []) t.ok(known.has(name), `${r.alert}: ${name} is a metric of agent/observe/metrics.ts`)
+    // A histogram's series carry its name plus _bucket, _count or _sum.
+    for (const name of r.expr.match(/auditrail_[a-z_]+/g) ?? []) t.ok(known.has(name) || known.has(name.replace(/_(bucket|count|sum)$/, '')), `${r.alert}: ${name} is a metric of agent/observe/metrics.ts or collector/metrics.ts`)
   }
   t.match(rules.find((r: any) => r.alert === 'AuditrailAgentDown').expr, `job="${pm.metadata.namespace}/${pm.metadata.name}"`, 'the job label the PodMonitor gives')
+  t.match(collectorRules.find((r: any) => r.alert === 'AuditrailCollectorDown').expr, `job="${cpm.metadata.namespace}/${cpm.metadata.name}"`, 'the job label the collector\'s PodMonitor gives')
   const file = join(t.testdir(), 'rules.yaml')
-  writeFileSync(file, stringify({ groups: rule.spec.groups }))
+  writeFileSync(file, stringify({ groups: [...rule.spec.groups, ...collectorRule.spec.groups] }))
   const promtool = spawnSync('promtool', ['check', 'rules', file], { encoding: 'utf8' })
   if (promtool.error) t.fail(`promtool not found: install Debian's prometheus package (apt-get install -y prometheus): ${promtool.error.message}`)
   else t.equal(promtool.status, 0, promtool.stdout + promtool.stderr)
+})
+
+t.test('the dashboard ships in a ConfigMap Grafana\'s sidecar loads, as it is in manifests/dashboards/', async (t) => {
+  const cm = one('ConfigMap', 'auditrail-dashboard')
+  t.equal(cm.metadata.labels?.grafana_dashboard, '1')
+  t.equal(cm.data['auditrail.json'], readFileSync(join(MANIFESTS, 'dashboards/auditrail.json'), 'utf8'))
+  // Live: test/manifests/dashboard-prometheus.test.ts runs every query against Prometheus.
 })
 
 t.test('the apiserver snippet writes the log where the DaemonSet reads it, with the shipped policy', async (t) => {

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { gunzipSync } from 'node:zlib'
 import { expectedExport } from '../../agent/redact/expected-export.ts'
+import type { AuditLogWriter } from '../../scripts/audit-log-writer.ts'
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/apiserver-v1.26/sample.jsonl.gz', import.meta.url))
 
@@ -71,4 +72,17 @@ function ranges(sorted: number[]): string {
     from = sorted[i]!
   }
   return runs.length > 5 ? `${runs.slice(0, 5).join(', ')} and ${runs.length - 5} more runs` : runs.join(', ')
+}
+
+/** Writes `lines` into the rotating `log` at about `rate` lines per second (the pace is checked every `every` lines), then closes it. */
+export async function writePaced(log: AuditLogWriter, lines: string[], rate: number, every: number): Promise<void> {
+  const started = Date.now()
+  for (let i = 0; i < lines.length; i++) {
+    log.write(lines[i]!)
+    if (i % every === 0) {
+      const ahead = i / rate - (Date.now() - started) / 1000
+      if (ahead > 0) await new Promise((r) => setTimeout(r, ahead * 1000))
+    }
+  }
+  await log.close()
 }

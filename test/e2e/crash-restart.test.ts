@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { generateKeyPair } from '../../agent/keygen.ts'
 import { AuditLogWriter } from '../../scripts/audit-log-writer.ts'
-import { expectedExportSha256, exportDifference, realAuditLines } from './audit-source.ts'
+import { expectedExportSha256, exportDifference, realAuditLines, writePaced } from './audit-source.ts'
 import { caughtUp, exportDigest, freePort, runCli, startProcess, stopProcess, waitFor, type Running } from './processes.ts'
 
 const EVENTS = 200_000
@@ -39,17 +39,7 @@ t.test('SIGKILL the agent 20 times and the collector 3 times: still byte-identic
   await agentReady()
 
   const lines = realAuditLines(EVENTS)
-  const writing = (async () => {
-    const started = Date.now()
-    for (let i = 0; i < EVENTS; i++) {
-      log.write(lines[i]!)
-      if (i % 500 === 0) {
-        const ahead = i / RATE - (Date.now() - started) / 1000
-        if (ahead > 0) await sleep(ahead * 1000)
-      }
-    }
-    await log.close()
-  })()
+  const writing = writePaced(log, lines, RATE, 500)
 
   let agentKills = 0
   let collectorKills = 0

@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { generateKeyPair } from '../../agent/keygen.ts'
 import { AuditLogWriter } from '../../scripts/audit-log-writer.ts'
-import { expectedExportSha256, exportDifference, realAuditLines } from './audit-source.ts'
+import { expectedExportSha256, exportDifference, realAuditLines, writePaced } from './audit-source.ts'
 import { caughtUp, exportDigest, freePort, runCli, startProcess, stopProcess, waitFor } from './processes.ts'
 
 const EVENTS = 30_000
@@ -33,17 +33,7 @@ t.test('writer first, agent killed before its first acknowledgement, restarted: 
 
   const log = new AuditLogWriter({ path: join(dir, 'log', 'audit.log'), maxBytes: 256 * 1024, maxBackups: 0, gzipEvery: 2, mode: 'rename' })
   const lines = realAuditLines(EVENTS)
-  const writing = (async () => {
-    const started = Date.now()
-    for (let i = 0; i < EVENTS; i++) {
-      log.write(lines[i]!)
-      if (i % 200 === 0) {
-        const ahead = i / RATE - (Date.now() - started) / 1000
-        if (ahead > 0) await sleep(ahead * 1000)
-      }
-    }
-    await log.close()
-  })()
+  const writing = writePaced(log, lines, RATE, 200)
 
   // The first run talks to the collector through a proxy that never answers PushBatch: it can read,
   // seal and send, but no batch of it is acknowledged before the kill, however fast the machine.

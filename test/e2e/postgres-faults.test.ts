@@ -8,7 +8,7 @@ import t from 'tap'
 import { generateKeyPair } from '../../agent/keygen.ts'
 import { AuditLogWriter } from '../../scripts/audit-log-writer.ts'
 import { freshStore, postgresServer } from '../collector/stores.ts'
-import { expectedExportSha256, exportDifference, realAuditLines } from './audit-source.ts'
+import { expectedExportSha256, exportDifference, realAuditLines, writePaced } from './audit-source.ts'
 import { caughtUp, exportDigest, freePort, runCli, startProcess, stopProcess, waitFor, type Running } from './processes.ts'
 
 const EVENTS = 30_000
@@ -40,17 +40,7 @@ t.test('two collectors on one database, a collector killed, PostgreSQL restarted
   await agentReady()
 
   const lines = realAuditLines(EVENTS)
-  const writing = (async () => {
-    const started = Date.now()
-    for (let i = 0; i < EVENTS; i++) {
-      log.write(lines[i]!)
-      if (i % 500 === 0) {
-        const ahead = i / RATE - (Date.now() - started) / 1000
-        if (ahead > 0) await sleep(ahead * 1000)
-      }
-    }
-    await log.close()
-  })()
+  const writing = writePaced(log, lines, RATE, 500)
   const faults = (async () => {
     await sleep(700)
     // The collector the agent talks to dies; it comes back on the same address.

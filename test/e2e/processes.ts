@@ -7,7 +7,8 @@ import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../../agent/process-settings.ts'
-import { eventKey } from './audit-source.ts'
+import type { Test } from 'tap'
+import { eventKey, expectedExportSha256, exportDifference } from './audit-source.ts'
 
 export const MAIN = fileURLToPath(new URL('../../programs/main.ts', import.meta.url))
 
@@ -132,4 +133,21 @@ export function exportDigest(store: string): Promise<ExportDigest> {
     })
     child.on('close', (code) => resolve({ code: code ?? 1, stderr, lines, sha256: hash.digest('hex'), notes, findings, events }))
   })
+}
+
+/**
+ * The store holds exactly the source: every event once, byte for byte in order (secret values redacted
+ * with the node's salt from `stateDir`), nothing declared lost, and `auditrail verify` passes. Returns
+ * the export for the caller's own checks.
+ */
+export async function checkStoreHoldsSource(t: Test, store: string, lines: string[], stateDir: string, publicKeyFile: string): Promise<ExportDigest> {
+  const exported = await exportDigest(store)
+  t.equal(exported.code, 0, exported.stderr)
+  t.equal(exportDifference(exported.events, lines), '', 'every event exactly once')
+  t.equal(exported.lines, lines.length, 'as many lines as the source')
+  t.equal(exported.sha256, expectedExportSha256(lines, stateDir), 'byte for byte, in order (secret values redacted)')
+  t.same(exported.notes.filter((n) => n.kind === 'gap' || n.kind === 'quarantine' || n.kind === 'unparsed'), [], 'no gap, quarantine or unparsed record: nothing declared lost')
+  const verified = await runCli(['verify', store, '--trust', publicKeyFile])
+  t.equal(verified.code, 0, verified.stdout.toString() + verified.stderr)
+  return exported
 }

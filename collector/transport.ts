@@ -181,6 +181,17 @@ export function createListener(tls: SecureServerOptions | undefined, limits: Lis
     stream.once('close', () => clearTimeout(timer))
     stream.once('end', () => clearTimeout(timer))
   }
+  /** Closing goes to both kinds of connection: the HTTP/1.1 server's own, and the HTTP/2 sessions. */
+  const closers = (http1: Pick<HttpServer, 'closeIdleConnections' | 'closeAllConnections'>) => ({
+    closeIdle: () => {
+      http1.closeIdleConnections()
+      for (const s of sessions) s.close()
+    },
+    closeAll: () => {
+      http1.closeAllConnections()
+      for (const s of sessions) s.destroy()
+    },
+  })
   if (tls) {
     const server = createSecureServer({ ...tls, ...http2Options, allowHTTP1: true }, handle)
     // With allowHTTP1 the server tracks its HTTP/1.1 connections as node:http's does (timeouts, closing
@@ -188,18 +199,7 @@ export function createListener(tls: SecureServerOptions | undefined, limits: Lis
     const http1 = Object.assign(server, http1Options) as unknown as Pick<HttpServer, 'closeIdleConnections' | 'closeAllConnections'>
     server.on('session', onSession)
     server.on('stream', onStream)
-    return {
-      server,
-      requestSources: [server],
-      closeIdle: () => {
-        http1.closeIdleConnections()
-        for (const s of sessions) s.close()
-      },
-      closeAll: () => {
-        http1.closeAllConnections()
-        for (const s of sessions) s.destroy()
-      },
-    }
+    return { server, requestSources: [server], ...closers(http1) }
   }
   const http1 = createHttpServer(http1Options, handle)
   const http2 = createHttp2Server(http2Options, handle)
@@ -216,18 +216,7 @@ export function createListener(tls: SecureServerOptions | undefined, limits: Lis
       else http1Connection.call(http1, socket)
     })
   })
-  return {
-    server: http1,
-    requestSources: [http1, http2],
-    closeIdle: () => {
-      http1.closeIdleConnections()
-      for (const s of sessions) s.close()
-    },
-    closeAll: () => {
-      http1.closeAllConnections()
-      for (const s of sessions) s.destroy()
-    },
-  }
+  return { server: http1, requestSources: [http1, http2], ...closers(http1) }
 }
 
 /**

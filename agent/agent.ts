@@ -95,7 +95,7 @@ export class AuditAgent {
     this.#deps = deps
     this.#log = deps.logger
     this.metrics = deps.metrics ?? new AgentMetrics()
-    this.#guard = new Guard({ builtin: config.rules.builtin, dirs: config.rules.dirs, logger: this.#log, metrics: this.metrics })
+    this.#guard = new Guard({ builtin: config.rules.builtin, dirs: config.rules.dirs, logger: this.#log, metrics: this.metrics, ...config.guard })
     this.#detectors = this.#loadDetectors()
     this.#groups = new FindingGroups((f) => (f.source === 'rule' ? this.#guard.rules : this.#detectors).groupOf(f.id))
     this.#key = new SigningKeyFile(config.signing.keyFile, { allowLoosePermissions: config.signing.allowLoosePermissions })

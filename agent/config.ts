@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseDocument } from 'yaml'
+import { MAX_CLUSTER_NETWORKS, NetworkSet, NetworkSyntaxError } from './guard/networks.ts'
 import type { RequestCompression } from './ship/sender.ts'
 import type { StartAt } from './tail/tailer.ts'
 
@@ -40,6 +41,8 @@ export interface AgentConfig {
   signing: { keyFile: string; createIfMissing: boolean; allowLoosePermissions: boolean; reloadIntervalMs: number }
   rules: { builtin: boolean; dirs: string[] }
   detectors: { builtin: boolean; dirs: string[] }
+  /** Address lists for rules (agent/guard/networks.ts): the cluster's own networks (validated CIDRs) and a known-bad address file ('' for none). */
+  guard: { clusterNetworks: string[]; knownBadAddressesFile: string }
   observe: { listen: string }
   /** extraPaths: per resource ("configmaps", "group/resource", "resource/subresource"), JSON paths whose values are redacted too. */
   redact: { enabled: boolean; extraPaths: Record<string, string[]> }
@@ -153,6 +156,11 @@ const SCHEMA = {
   detectors: {
     builtin: { kind: 'bool', default: true },
     dirs: { kind: 'strings', default: [] },
+  },
+  guard: {
+    // Node, pod and service CIDRs and the load balancers in front of the apiserver; empty: rules on them stay quiet.
+    clusterNetworks: { kind: 'strings', default: [] },
+    knownBadAddressesFile: { kind: 'string', default: '' },
   },
   observe: {
     listen: { kind: 'string', default: '0.0.0.0:9787' },
@@ -356,6 +364,7 @@ interface RawConfig {
   signing: { keyFile: string; createIfMissing: boolean; allowLoosePermissions: boolean; reloadInterval: number }
   rules: { builtin: boolean; dirs: string[] }
   detectors: { builtin: boolean; dirs: string[] }
+  guard: AgentConfig['guard']
   observe: { listen: string }
   redact: { enabled: boolean; extraPaths: string[] }
   alert: RawAlert
@@ -420,10 +429,23 @@ function finish(raw: RawConfig, where: string): AgentConfig {
     signing: { keyFile: raw.signing.keyFile, createIfMissing: raw.signing.createIfMissing, allowLoosePermissions: raw.signing.allowLoosePermissions, reloadIntervalMs: raw.signing.reloadInterval },
     rules: raw.rules,
     detectors: raw.detectors,
+    guard: { clusterNetworks: clusterNetworks(raw.guard.clusterNetworks, where), knownBadAddressesFile: raw.guard.knownBadAddressesFile },
     observe: raw.observe,
     redact: { enabled: raw.redact.enabled, extraPaths: redactionPaths(raw.redact.extraPaths, where) },
     alert: finishAlert(raw.alert, where),
   }
+}
+
+/** Every entry an address or CIDR, so a typo fails the start instead of calling a node's requests foreign. */
+function clusterNetworks(entries: string[], where: string): string[] {
+  if (entries.length > MAX_CLUSTER_NETWORKS) throw new ConfigError(`${where}: guard.clusterNetworks: ${entries.length} entries; the limit is ${MAX_CLUSTER_NETWORKS} (list networks, not addresses)`)
+  try {
+    new NetworkSet(entries)
+  } catch (err) {
+    if (err instanceof NetworkSyntaxError) throw new ConfigError(`${where}: guard.clusterNetworks[${err.index}]: ${err.message}`)
+    throw err
+  }
+  return entries
 }
 
 function finishAlert(raw: RawAlert, where: string): AlertConfig {

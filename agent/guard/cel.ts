@@ -8,17 +8,31 @@
 // once, at load; a function the environment does not know and a constant
 // regular expression that does not compile are load errors, not silent
 // evaluation errors on every event.
-import { celEnv, isCelError, parse, plan, type CelResult } from '@bufbuild/cel'
+import { celEnv, celFunc, CelScalar, isCelError, parse, plan, type CelResult } from '@bufbuild/cel'
 import { strings } from '@bufbuild/cel/ext'
 import { execCommandOf, type AuditEvent } from '../audit/event.ts'
 import { CelBudgetExceeded, celView, chargedList, withBudget } from './cel-view.ts'
+import { knownBadAddress, outsideClusterNetworks } from './networks.ts'
 
 export { CelBudgetExceeded }
 
 /** Long enough for any real rule, short enough that a hostile rule file cannot make the parser work hard. */
 export const MAX_EXPRESSION_LENGTH = 4096
 
-const env = celEnv({ funcs: strings })
+/**
+ * Besides the strings extension, two questions about an address (networks.ts; each
+ * costs a bounded number of set lookups, whatever the size of the lists):
+ *   outsideClusterNetworks(ip)  true for an address in none of guard.clusterNetworks (loopback is
+ *                               always inside); false when none are configured, so rules on it stay quiet
+ *   knownBadAddress(ip)         true for an address in guard.knownBadAddressesFile
+ */
+const env = celEnv({
+  funcs: [
+    ...strings,
+    celFunc('outsideClusterNetworks', [CelScalar.STRING], CelScalar.BOOL, outsideClusterNetworks),
+    celFunc('knownBadAddress', [CelScalar.STRING], CelScalar.BOOL, knownBadAddress),
+  ],
+})
 
 /** Operators and macros the planner handles itself (they are not in the function resolver). */
 const BUILT_IN_CALLS = new Set(['_&&_', '_||_', '_?_:_', '_[_]', '@not_strictly_false', 'has'])
@@ -55,8 +69,11 @@ export type EventExpression = (event: AuditEvent) => CelResult
  *   containers  podSpec's containers, initContainers and ephemeralContainers in one list
  *   execCommand what a pods/exec request runs: its URI's `command` parameters,
  *               URL-decoded, in order (bounded: event.ts); absent for other requests
+ *   owner       `object`'s controlling owner (its ownerReference with controller: true) as
+ *               Kind/name, "ReplicaSet/api-7d9f8c6b5": what a controller made the object for;
+ *               absent when it has none
  */
-export const VARIABLES = ['event', 'object', 'name', 'target', 'podSpec', 'containers', 'execCommand'] as const
+export const VARIABLES = ['event', 'object', 'name', 'target', 'podSpec', 'containers', 'execCommand', 'owner'] as const
 const DERIVED = VARIABLES.slice(1)
 
 /** Compiles an expression over the variable `event`. Throws CelCompileError. */
@@ -125,6 +142,8 @@ function deriveBindings(event: AuditEvent): Record<string, unknown> {
   if (command) bindings.execCommand = chargedList(command)
   if (!isRecord(object)) return bindings
   bindings.object = celView(object)
+  const owner = Array.isArray(metadata.ownerReferences) ? metadata.ownerReferences.find((o) => isRecord(o) && o.controller === true) : undefined
+  if (isRecord(owner) && typeof owner.kind === 'string' && typeof owner.name === 'string') bindings.owner = `${owner.kind}/${owner.name}`
   const podSpec = podSpecOf(object)
   if (!podSpec) return bindings
   bindings.podSpec = celView(podSpec)

@@ -61,7 +61,8 @@ export const BUILTIN_REQUIREMENTS: readonly Requirement[] = [
   { source: 'rule', id: 'ingress-without-tls', why: 'the ingress\'s spec.tls is read from the request', verbs: ['create', 'update', 'patch'], resources: inGroup('networking.k8s.io', 'ingresses'), level: 'Request', stages: COMPLETE },
   { source: 'rule', id: 'trail-tampering', why: 'changes to the audit policy\'s ConfigMap and to this agent\'s DaemonSet, ConfigMap and Secret', verbs: CHANGE, resources: [core('configmaps'), core('secrets'), ...inGroup('apps', 'daemonsets')], level: 'Metadata', stages: COMPLETE },
   { source: 'rule', id: 'admission-webhook-change', why: 'webhook and admission policy rules read the changed configuration', verbs: CHANGE, resources: WEBHOOKS, level: 'Request', stages: COMPLETE },
-  { source: 'rule', id: 'identity-and-authentication', why: 'anonymous successes, forbidden humans, system:masters, impersonation and node identities are judged on every request', verbs: ALL_VERBS, resources: ANY, level: 'Metadata', stages: COMPLETE },
+  { source: 'rule', id: 'identity-and-authentication', why: 'anonymous successes and refusals, forbidden humans, system:masters, impersonation and node identities are judged on every request', verbs: ALL_VERBS, resources: ANY, level: 'Metadata', stages: COMPLETE },
+  { source: 'rule', id: 'request-source', why: 'the sourceIPs of every request: system identities outside guard.clusterNetworks, addresses in guard.knownBadAddressesFile', verbs: ALL_VERBS, resources: ANY, level: 'Metadata', stages: COMPLETE },
   // Detectors
   { source: 'detector', id: 'forbidden-burst', why: 'counts 403 responses per user and source IP', verbs: ALL_VERBS, resources: ANY, level: 'Metadata', stages: COMPLETE },
   { source: 'detector', id: 'secret-read-burst', why: 'counts secret reads per identity', verbs: READ, resources: [core('secrets')], level: 'Metadata', stages: COMPLETE },

@@ -44,6 +44,12 @@ t.test('the file is read, units parsed, and flags override it', async (t) => {
   t.equal(c.batch.maxBytes, 1024 * 1024)
 })
 
+t.test('guard: the cluster\'s networks and the known-bad address file, none by default', async (t) => {
+  t.same(loadAgentConfig({ overrides: base, env }).guard, { clusterNetworks: [], knownBadAddressesFile: '' })
+  const dir = t.testdir({ 'c.yaml': 'guard:\n  clusterNetworks: ["192.168.10.0/24", "10.244.0.0/16", "fd00:10:244::/56", "203.0.113.10"]\n  knownBadAddressesFile: /etc/auditrail/bad.txt\n' })
+  t.same(loadAgentConfig({ file: join(dir, 'c.yaml'), overrides: base, env }).guard, { clusterNetworks: ['192.168.10.0/24', '10.244.0.0/16', 'fd00:10:244::/56', '203.0.113.10'], knownBadAddressesFile: '/etc/auditrail/bad.txt' })
+})
+
 t.test('mistakes name the key and the fix', async (t) => {
   const dir = t.testdir()
   const cases: Array<[string, RegExp]> = [
@@ -58,6 +64,9 @@ t.test('mistakes name the key and the fix', async (t) => {
     ['collector:\n  certFile: /c.pem\n', /certFile and collector\.keyFile go together/],
     ['redact:\n  extraPaths: ["configmaps:data.x"]\n', /redact\.extraPaths: "configmaps:data\.x" is not RESOURCE=PATH; write e\.g\. "configmaps=requestObject\.data\.\*"/],
     ['redact:\n  extraPaths: ["configmaps=metadata.name"]\n', /PATH starts with requestObject or responseObject/],
+    ['guard:\n  clusterNetworks: ["10.244.0.0/16", "10.96.0.0/33"]\n', /guard\.clusterNetworks\[1\]: "10\.96\.0\.0\/33" has a prefix length out of range \(0 to 32\)/],
+    ['guard:\n  clusterNetworks: ["nodes"]\n', /guard\.clusterNetworks\[0\]: "nodes" is not an IPv4 or IPv6 address or CIDR/],
+    ['guard:\n  clusterNetworks: 10.0.0.0/8\n', /guard\.clusterNetworks: expected a list of strings/],
   ]
   for (const [yaml, error] of cases) {
     const file = join(dir, 'c.yaml')

@@ -5,6 +5,7 @@
 // line and decoded by decodeAuditLine, as the agent does.
 import t from 'tap'
 import { decodeAuditLine, type AuditEvent } from '../../../agent/audit/event.ts'
+import { NetworkSet, setClusterNetworks, setKnownBadAddresses } from '../../../agent/guard/networks.ts'
 import { BUILTIN_RULES_DIR, loadRuleSet, type RuleFinding } from '../../../agent/guard/rule-set.ts'
 import type { Severity } from '../../../proto/wire.ts'
 
@@ -144,6 +145,12 @@ const container = (name: string, more: Json = {}): Json => ({ name, image: 'dock
 const podSpec = (more: Json = {}): Json => ({ containers: [container('web')], restartPolicy: 'Always', serviceAccountName: 'default', ...more })
 const pod = (where: string, more?: Json): Json => ({ apiVersion: 'v1', kind: 'Pod', metadata: metadata(where), spec: podSpec(more) })
 const PRIVILEGED = { securityContext: { privileged: true } }
+/** A pod as a controller creates it: generateName, and its workload as controller owner. */
+const ownedPod = (where: string, ownerKind: string, ownerName: string, more?: Json): Json => {
+  const [namespace, generateName] = where.split('/')
+  const ownerReferences = [{ apiVersion: 'apps/v1', kind: ownerKind, name: ownerName, uid: '3b9e7c1a-5d2f-4e8b-9a61-0c4d2e7f8a90', controller: true, blockOwnerDeletion: true }]
+  return { apiVersion: 'v1', kind: 'Pod', metadata: { generateName, namespace, ownerReferences }, spec: podSpec(more) }
+}
 
 function workload(kind: 'Deployment' | 'DaemonSet' | 'StatefulSet' | 'ReplicaSet' | 'Job' | 'CronJob', where: string, more?: Json): Json {
   const meta = metadata(where)
@@ -214,7 +221,12 @@ const cases: Case[] = [
   quiet('rbac-object-changed', 'reading a role', ev('get', `clusterroles.${RBAC} admin`)),
 
   fires('binding-to-cluster-admin', 'a ClusterRoleBinding to cluster-admin', write('create', binding('ci-admin', 'ClusterRole cluster-admin', [serviceAccount('ci', 'deployer'), user('bob@example.com')])), { severity: 'critical', message: `${ALICE} bound ServiceAccount deployer, User bob@example.com to cluster-admin (clusterrolebindings ci-admin)` }),
-  fires('binding-to-cluster-admin', 'a RoleBinding to cluster-admin', write('create', binding('prod/ops-admin', 'ClusterRole cluster-admin', [user('bob@example.com')]))),
+  quiet('binding-to-cluster-admin', 'a RoleBinding to cluster-admin: rolebinding-to-cluster-admin\'s', write('create', binding('prod/ops-admin', 'ClusterRole cluster-admin', [user('bob@example.com')]))),
+  fires('rolebinding-to-cluster-admin', 'a RoleBinding to cluster-admin', write('create', binding('prod/ops-admin', 'ClusterRole cluster-admin', [user('bob@example.com')])), { severity: 'high', message: `${ALICE} gave User bob@example.com full control of namespace prod (RoleBinding ops-admin to cluster-admin)` }),
+  fires('rolebinding-to-cluster-admin', 'a patch adding a service account to it', write('patch', binding('prod/ops-admin', 'ClusterRole cluster-admin', [user('bob@example.com'), serviceAccount('ci', 'deployer')]), { patch: { subjects: [user('bob@example.com'), serviceAccount('ci', 'deployer')] } })),
+  quiet('rolebinding-to-cluster-admin', 'a ClusterRoleBinding to cluster-admin: binding-to-cluster-admin\'s', write('create', binding('ci-admin', 'ClusterRole cluster-admin', [serviceAccount('ci', 'deployer')]))),
+  quiet('rolebinding-to-cluster-admin', 'a RoleBinding to admin', write('create', binding('prod/ops', 'ClusterRole admin', [user('bob@example.com')]))),
+  quiet('rolebinding-to-cluster-admin', 'the RoleBinding refused', write('create', binding('prod/ops-admin', 'ClusterRole cluster-admin', [user('bob@example.com')]), { code: 403 })),
   fires('binding-to-cluster-admin', 'a patch adding a subject: the patch body has no roleRef, the response (object) has', write('patch', binding('ci-admin', 'ClusterRole cluster-admin', [user('mallory@example.com')]), { patch: { subjects: [user('mallory@example.com')] } })),
   quiet('binding-to-cluster-admin', 'a binding to view', write('create', binding('ci-view', 'ClusterRole view', [serviceAccount('ci', 'deployer')]))),
   quiet('binding-to-cluster-admin', 'the apiserver reconciling its bootstrap binding', write('update', binding('cluster-admin', 'ClusterRole cluster-admin', [{ kind: 'Group', apiGroup: RBAC, name: 'system:masters' }]), { user: APISERVER })),
@@ -251,6 +263,12 @@ const cases: Case[] = [
 
   fires('system-role-changed', 'a patch of system:node-problem-detector', write('patch', clusterRole('system:node-problem-detector', [grant(['*'], ['*'], ['*'])])), { severity: 'high', message: `${ALICE} did patch on the system clusterroles system:node-problem-detector` }),
   fires('system-role-changed', 'a delete of system:kube-aggregator', ev('delete', `clusterroles.${RBAC} system:kube-aggregator`)),
+  quiet('system-role-changed', 'a CoreDNS upgrade: system:coredns updated to read endpointslices', write('update', clusterRole('system:coredns', [grant(['endpoints', 'services', 'pods', 'namespaces'], ['list', 'watch']), grant(['endpointslices'], ['list', 'watch'], ['discovery.k8s.io'])]))),
+  fires('system-role-changed', 'system:coredns updated to read secrets', write('update', clusterRole('system:coredns', [grant(['endpoints', 'services', 'pods', 'namespaces'], ['list', 'watch']), grant(['secrets'], ['get', 'list'])]))),
+  fires('system-role-changed', 'system:coredns updated to write services', write('update', clusterRole('system:coredns', [grant(['endpoints', 'services', 'pods', 'namespaces'], ['list', 'watch', 'update'])]))),
+  quiet('system-role-changed', 'system:coredns merge-patched at Request level: the patch replaces the whole rules list, read-only', write('patch', clusterRole('system:coredns', [grant(['services'], ['list'])]), { patch: { rules: [grant(['services'], ['list'])] }, set: { level: 'Request', responseObject: undefined } })),
+  fires('system-role-changed', 'system:coredns JSON-patched at Request level: the operations alone cannot show the result is read-only', write('patch', clusterRole('system:coredns', [grant(['services'], ['list'])]), { patch: [{ op: 'add', path: '/rules/-', value: grant(['services'], ['list']) }] as unknown as Json, set: { level: 'Request', responseObject: undefined } })),
+  fires('system-role-changed', 'the same read-only rules on system:node: not an allowlisted role', write('update', clusterRole('system:node', [grant(['endpoints', 'services'], ['list', 'watch'])]))),
   quiet('system-role-changed', 'the apiserver reconciling it', write('update', clusterRole('system:node-problem-detector', [grant(['nodes'], ['get'])]), { user: APISERVER })),
   quiet('system-role-changed', 'a delete of a non-system role', ev('delete', `clusterroles.${RBAC} some-reader`)),
   quiet('system-role-changed', 'the same delete, refused', ev('delete', `clusterroles.${RBAC} system:kube-aggregator`, { code: 403 })),
@@ -281,6 +299,22 @@ const cases: Case[] = [
   fires('ephemeral-container-with-privileges', 'kubectl debug --profile=sysadmin logged at Request level: the kindless patch body is read as a pod spec', ev('patch', 'pods/ephemeralcontainers default/web-1', { patch: { spec: { ephemeralContainers: [container('debugger-x7k2p', { image: 'busybox', ...PRIVILEGED })] } }, set: { level: 'Request' } })),
   quiet('privileged-container', 'a kindless patch of a CronJob\'s schedule only', write('patch', workload('CronJob', 'ops/cleanup', { containers: [container('cleanup', PRIVILEGED)] }), { patch: { spec: { schedule: '0 4 * * *' } }, set: { level: 'Request', responseObject: undefined } })),
   fires('privileged-container', 'inside a CronJob (jobTemplate)', write('create', workload('CronJob', 'ops/cleanup', { containers: [container('cleanup', PRIVILEGED)] }))),
+  quiet('privileged-container', 'the replicaset controller creating a privileged pod of a person\'s Deployment', ev('create', 'pods prod/', { user: sa('kube-system', 'replicaset-controller'), object: ownedPod('prod/api-7d9f8c6b5-', 'ReplicaSet', 'api-7d9f8c6b5', { containers: [container('api', PRIVILEGED)] }) })),
+  quiet('privileged-container', 'the controller manager (without per-controller credentials) doing the same', ev('create', 'pods prod/', { user: KCM, object: ownedPod('prod/api-7d9f8c6b5-', 'ReplicaSet', 'api-7d9f8c6b5', { containers: [container('api', PRIVILEGED)] }) })),
+  fires('privileged-container', 'a controller\'s token creating a privileged pod no workload owns', ev('create', 'pods prod/', { user: sa('kube-system', 'replicaset-controller'), object: pod('prod/miner', { containers: [container('miner', PRIVILEGED)] }) })),
+  fires('privileged-container', 'a kube-system service account that is no controller, with a forged owner', ev('create', 'pods prod/', { user: sa('kube-system', 'coredns'), object: ownedPod('prod/api-7d9f8c6b5-', 'ReplicaSet', 'api-7d9f8c6b5', { containers: [container('api', PRIVILEGED)] }) })),
+  fires('privileged-container', 'a person creating a pod that names a controller owner', ev('create', 'pods prod/', { object: ownedPod('prod/api-7d9f8c6b5-', 'ReplicaSet', 'api-7d9f8c6b5', { containers: [container('api', PRIVILEGED)] }) })),
+  quiet('host-network', 'the daemonset controller creating a hostNetwork pod of a person\'s DaemonSet', ev('create', 'pods monitoring/', { user: sa('kube-system', 'daemon-set-controller'), object: ownedPod('monitoring/node-agent-', 'DaemonSet', 'node-agent', { hostNetwork: true }) })),
+  quiet('host-pid', 'the daemonset controller creating a hostPID pod', ev('create', 'pods monitoring/', { user: sa('kube-system', 'daemon-set-controller'), object: ownedPod('monitoring/node-agent-', 'DaemonSet', 'node-agent', { hostPID: true }) })),
+  quiet('sensitive-host-path-mount', 'the daemonset controller creating a pod mounting /var/lib/kubelet', ev('create', 'pods monitoring/', { user: sa('kube-system', 'daemon-set-controller'), object: ownedPod('monitoring/node-agent-', 'DaemonSet', 'node-agent', { volumes: [{ name: 'kubelet', hostPath: { path: '/var/lib/kubelet' } }] }) })),
+  fires('controller-made-pod-outside-baseline', 'the replicaset controller\'s privileged pod: recorded at medium', ev('create', 'pods prod/', { user: sa('kube-system', 'replicaset-controller'), object: ownedPod('prod/api-7d9f8c6b5-', 'ReplicaSet', 'api-7d9f8c6b5', { containers: [container('api', PRIVILEGED)] }) }), { severity: 'medium', message: `${sa('kube-system', 'replicaset-controller')} created pods prod/api-7d9f8c6b5-* for ReplicaSet/api-7d9f8c6b5 outside the baseline Pod Security profile` }),
+  fires('controller-made-pod-outside-baseline', 'the daemonset controller\'s hostNetwork pod', ev('create', 'pods monitoring/', { user: sa('kube-system', 'daemon-set-controller'), object: ownedPod('monitoring/node-agent-', 'DaemonSet', 'node-agent', { hostNetwork: true }) })),
+  fires('controller-made-pod-outside-baseline', 'the controller manager\'s pod adding SYS_ADMIN', ev('create', 'pods batch/', { user: KCM, object: ownedPod('batch/report-28371-', 'Job', 'report-28371', { containers: [container('report', { securityContext: { capabilities: { add: ['SYS_ADMIN'] } } })] }) })),
+  quiet('controller-made-pod-outside-baseline', 'an ordinary pod of a Deployment', ev('create', 'pods prod/', { user: sa('kube-system', 'replicaset-controller'), object: ownedPod('prod/api-7d9f8c6b5-', 'ReplicaSet', 'api-7d9f8c6b5') })),
+  quiet('controller-made-pod-outside-baseline', 'a pod adding NET_BIND_SERVICE, which the baseline allows', ev('create', 'pods prod/', { user: sa('kube-system', 'replicaset-controller'), object: ownedPod('prod/api-7d9f8c6b5-', 'ReplicaSet', 'api-7d9f8c6b5', { containers: [container('api', { securityContext: { capabilities: { add: ['NET_BIND_SERVICE'] } } })] }) })),
+  quiet('controller-made-pod-outside-baseline', 'a controller\'s token making a bare privileged pod: privileged-container\'s (high)', ev('create', 'pods prod/', { user: sa('kube-system', 'replicaset-controller'), object: pod('prod/miner', { containers: [container('miner', PRIVILEGED)] }) })),
+  quiet('controller-made-pod-outside-baseline', 'a person\'s pod naming an owner', ev('create', 'pods prod/', { object: ownedPod('prod/api-7d9f8c6b5-', 'ReplicaSet', 'api-7d9f8c6b5', { containers: [container('api', PRIVILEGED)] }) })),
+  fires('host-network', 'the person\'s DaemonSet itself', write('create', workload('DaemonSet', 'monitoring/node-agent', { hostNetwork: true }))),
   quiet('privileged-container', 'privileged: false', write('create', pod('default/web-1', { containers: [container('web', { securityContext: { privileged: false, runAsNonRoot: true } })] }))),
   quiet('privileged-container', 'an unprivileged Deployment', write('create', workload('Deployment', 'prod/api'))),
   quiet('privileged-container', 'the privileged pod, refused by admission', write('create', pod('default/web-1', { containers: [container('web', PRIVILEGED)] }), { code: 403 })),
@@ -368,6 +402,9 @@ const cases: Case[] = [
   quiet('pod-exec-interactive-shell', 'a command that is not a shell (bashful is not bash)', ev('create', 'pods/exec prod/api-0', { query: 'command=bashful&container=api&stdin=true&stdout=true&tty=true' })),
 
   fires('pod-exec-attach-kube-system', 'exec into etcd', ev('create', 'pods/exec kube-system/etcd-cp-1', { user: ADMIN, query: 'command=sh&container=etcd&stdin=true&stdout=true&tty=true' }), { severity: 'high', message: `${ADMIN} did exec into pod kube-system/etcd-cp-1` }),
+  quiet('pod-exec-attach-kube-system', 'kube-proxy\'s service account exec-ing into a kube-system pod', ev('create', 'pods/exec kube-system/kube-proxy-x2v9k', { user: sa('kube-system', 'kube-proxy'), query: 'command=iptables-save&container=kube-proxy&stdout=true' })),
+  fires('pod-exec-attach-kube-system', 'another namespace\'s service account exec-ing into kube-system', ev('create', 'pods/exec kube-system/kube-proxy-x2v9k', { user: sa('ci', 'deployer'), query: 'command=sh&container=kube-proxy&stdin=true&stdout=true&tty=true' })),
+  fires('pod-exec-credential-read', 'a kube-system service account reading a token through exec: still judged', ev('create', 'pods/exec kube-system/coredns-5d78c9869d-7xk2p', { user: sa('kube-system', 'kube-proxy'), query: 'command=cat&command=%2Fvar%2Frun%2Fsecrets%2Fkubernetes.io%2Fserviceaccount%2Ftoken&container=coredns&stdout=true' })),
   quiet('pod-exec-attach-kube-system', 'exec in default', ev('create', 'pods/exec default/web-1', { user: ADMIN })),
   quiet('pod-exec-attach-kube-system', 'exec into etcd, refused', ev('create', 'pods/exec kube-system/etcd-cp-1', { code: 403, stage: 'ResponseComplete' })),
 
@@ -412,6 +449,33 @@ const cases: Case[] = [
   fires('anonymous-request-allowed', 'anonymous API discovery', ev('get', '', { user: ANON, uri: '/apis' })),
   quiet('anonymous-request-allowed', 'anonymous /readyz', ev('get', '', { user: ANON, uri: '/readyz' })),
   quiet('anonymous-request-allowed', 'anonymous /livez?verbose', ev('get', '', { user: ANON, uri: '/livez', query: 'verbose' })),
+  fires('anonymous-request-refused', 'anonymous list of kube-system secrets, refused', ev('list', 'secrets kube-system/', { user: ANON, code: 403, set: { sourceIPs: ['203.0.113.7'] } }), { severity: 'low', message: 'anonymous list /api/v1/namespaces/kube-system/secrets from 203.0.113.7 was refused (403)' }),
+  fires('anonymous-request-refused', 'anonymous /metrics, refused', ev('get', '', { user: ANON, uri: '/metrics', code: 403 })),
+  fires('anonymous-request-refused', 'anonymous exec, refused', ev('create', 'pods/exec kube-system/etcd-cp-1', { user: ANON, code: 403, stage: 'ResponseComplete' })),
+  fires('anonymous-request-refused', 'anonymous /apis discovery, refused', ev('get', '', { user: ANON, uri: '/apis', code: 403 })),
+  quiet('anonymous-request-refused', 'anonymous /healthz refused', ev('get', '', { user: ANON, uri: '/healthz', code: 403 })),
+  quiet('anonymous-request-refused', 'anonymous /readyz?verbose refused', ev('get', '', { user: ANON, uri: '/readyz', query: 'verbose', code: 403 })),
+  quiet('anonymous-request-refused', 'anonymous /openapi/v3 refused', ev('get', '', { user: ANON, uri: '/openapi/v3', code: 403 })),
+  quiet('anonymous-request-refused', 'anonymous OIDC discovery refused', ev('get', '', { user: ANON, uri: '/.well-known/openid-configuration', code: 403 })),
+  quiet('anonymous-request-refused', 'anonymous /version refused', ev('get', '', { user: ANON, uri: '/version', code: 403 })),
+  quiet('anonymous-request-refused', 'anonymous allowed: anonymous-request-allowed\'s', ev('get', 'secrets kube-system/', { user: ANON })),
+  quiet('anonymous-request-refused', 'a person refused', ev('list', 'secrets kube-system/', { code: 403 })),
+
+  // Where a request comes from (CLUSTER_NETWORKS and KNOWN_BAD, set below)
+  fires('system-identity-outside-cluster', 'a kubelet credential used from the internet', ev('get', 'secrets kube-system/bootstrap-token-abcdef', { user: NODE, set: { sourceIPs: ['203.0.113.50'] } }), { severity: 'high', message: `${NODE} did get /api/v1/namespaces/kube-system/secrets/bootstrap-token-abcdef from 203.0.113.50, outside the cluster's networks` }),
+  fires('system-identity-outside-cluster', 'kube-proxy\'s token with a forged in-cluster X-Forwarded-For', ev('list', 'endpointslices.discovery.k8s.io', { user: sa('kube-system', 'kube-proxy'), set: { sourceIPs: ['10.244.1.5', '203.0.113.50'] } })),
+  fires('system-identity-outside-cluster', 'the controller manager from an outside IPv6 address', ev('list', 'secrets', { user: KCM, set: { sourceIPs: ['2001:db8::5'] } })),
+  fires('system-identity-outside-cluster', 'a kubelet credential refused from outside', ev('list', 'secrets', { user: NODE, code: 403, set: { sourceIPs: ['198.51.100.200'] } })),
+  quiet('system-identity-outside-cluster', 'a kubelet from its node network', ev('get', 'nodes worker-1', { user: NODE })),
+  quiet('system-identity-outside-cluster', 'kube-proxy from the pod network', ev('list', 'endpointslices.discovery.k8s.io', { user: sa('kube-system', 'kube-proxy'), set: { sourceIPs: ['10.244.1.5'] } })),
+  quiet('system-identity-outside-cluster', 'the controller manager over loopback (a host-network static pod)', ev('list', 'secrets', { user: KCM, set: { sourceIPs: ['127.0.0.1'] } })),
+  quiet('system-identity-outside-cluster', 'an IPv4-mapped node address', ev('get', 'nodes worker-1', { user: NODE, set: { sourceIPs: ['::ffff:192.168.10.22'] } })),
+  quiet('system-identity-outside-cluster', 'a person from outside: not a system identity', ev('list', 'secrets', { set: { sourceIPs: ['203.0.113.50'] } })),
+  quiet('system-identity-outside-cluster', 'a service account of an application namespace from outside', ev('list', 'secrets', { user: sa('prod', 'web'), set: { sourceIPs: ['203.0.113.50'] } })),
+  fires('known-bad-source-address', 'a person from a listed network', ev('get', 'pods prod/', { set: { sourceIPs: ['198.51.100.9'] } }), { severity: 'high', message: `${ALICE} did get /api/v1/namespaces/prod/pods from known-bad 198.51.100.9` }),
+  fires('known-bad-source-address', 'anonymous, refused, a listed address behind a proxy', ev('get', '', { user: ANON, uri: '/api', code: 403, set: { sourceIPs: ['203.0.113.66', '192.168.10.5'] } })),
+  quiet('known-bad-source-address', 'the address next to a listed one', ev('get', 'pods prod/', { set: { sourceIPs: ['203.0.113.67'] } })),
+  quiet('known-bad-source-address', 'an in-cluster address', ev('get', 'pods prod/')),
   quiet('anonymous-request-allowed', 'anonymous refused (as in the v1.26 sample)', ev('get', 'secrets kube-system/', { user: ANON, code: 403 })),
 
   fires('forbidden-request-by-human', 'a person refused a secret', ev('get', 'secrets kube-system/bootstrap-token-abcdef', { code: 403 }), { severity: 'low', message: `${ALICE} was refused get /api/v1/namespaces/kube-system/secrets/bootstrap-token-abcdef` }),
@@ -493,6 +557,11 @@ cases.push(
 
 // ---------------------------------------------------------------- the tests
 
+// Networks as a kubeadm cluster has them: nodes 192.168.10.0/24, pods 10.244.0.0/16, services 10.96.0.0/12.
+const CLUSTER_NETWORKS = new NetworkSet(['192.168.10.0/24', '10.244.0.0/16', '10.96.0.0/12', 'fd00:10:244::/56'])
+const KNOWN_BAD = new NetworkSet(['198.51.100.0/24', '203.0.113.66'])
+setClusterNetworks(CLUSTER_NETWORKS)
+setKnownBadAddresses(KNOWN_BAD)
 const rules = loadRuleSet([BUILTIN_RULES_DIR])
 
 function decode(json: unknown): AuditEvent {
@@ -543,6 +612,18 @@ for (const c of cases) {
     }
   })
 }
+
+t.test('with no cluster networks and no known-bad list configured, the address rules never fire', async (t) => {
+  setClusterNetworks(new NetworkSet([]))
+  setKnownBadAddresses(new NetworkSet([]))
+  t.teardown(() => {
+    setClusterNetworks(CLUSTER_NETWORKS)
+    setKnownBadAddresses(KNOWN_BAD)
+  })
+  for (const c of cases.filter((c) => c.fires && ['system-identity-outside-cluster', 'known-bad-source-address'].includes(c.rule))) {
+    t.same(inspect(c.event).filter((f) => f.id === c.rule), [], `${c.rule}: ${c.why}`)
+  }
+})
 
 t.test('a multi-stage rule fires once per request: ResponseStarted then ResponseComplete of one exec', async (t) => {
   const started = ev('create', 'pods/exec default/web-1', { query: 'command=sh&stdin=true&tty=true' })

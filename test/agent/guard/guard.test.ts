@@ -81,3 +81,35 @@ t.test('a broken user directory at start-up: the built-in pack runs alone, and s
   t.ok(ids(guard).includes('pod-created'))
   t.match(lines.find((l) => l.level === 50)?.errors, [/bad\.yaml: not valid YAML/])
 })
+
+t.test('the known-bad address file is loaded, reloaded on change, and a broken one keeps the list in use', async (t) => {
+  const dir = t.testdir({ 'bad.txt': '198.51.100.0/24\n' })
+  const { logger, lines } = logCapture()
+  const guard = new Guard({ builtin: true, dirs: [], logger, clusterNetworks: ['192.168.10.0/24'], knownBadAddressesFile: join(dir, 'bad.txt') })
+  t.teardown(async () => {
+    await guard.close()
+    // the address lists are process-wide: leave none behind for other tests
+    new Guard({ builtin: false, dirs: [], logger })
+  })
+  await guard.watch()
+  let serial = 0
+  const from = (ip: string, username = 'alice@example.com') => {
+    const out: RuleFinding[] = []
+    // a new auditID each time: the rules report one request once
+    guard.inspect({ auditID: `req-${++serial}`, stage: 'ResponseComplete', verb: 'get', requestURI: '/api/v1/namespaces/prod/pods', user: { username }, sourceIPs: [ip], objectRef: { resource: 'pods', namespace: 'prod' }, responseStatus: { code: 200 } }, out)
+    return out.map((f) => f.id)
+  }
+  t.ok(from('198.51.100.9').includes('known-bad-source-address'))
+  t.notOk(from('203.0.113.66').includes('known-bad-source-address'))
+  t.ok(from('203.0.113.66', 'system:node:worker-1').includes('system-identity-outside-cluster'), 'clusterNetworks reach the rules')
+
+  writeFileSync(join(dir, 'bad.txt'), '198.51.100.0/24\n203.0.113.66\n')
+  await until('the new list', () => from('203.0.113.66').includes('known-bad-source-address'))
+
+  writeFileSync(join(dir, 'bad.txt'), '198.51.100.0/24\n203.0.113.666\n')
+  await until('the failed reload', () => lines.some((l) => l.level === 50))
+  const error = lines.find((l) => l.level === 50)!
+  t.match(error.msg, /known-bad addresses not loaded: fix the file; the list loaded before stays in use/)
+  t.match(error.error, /bad\.txt: line 2: "203\.0\.113\.666" is not an IPv4 or IPv6 address/)
+  t.ok(from('203.0.113.66').includes('known-bad-source-address'), 'the previous list stays')
+})

@@ -20,6 +20,7 @@
 import { execFile, fork, spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
@@ -413,9 +414,19 @@ async function realAgentRun(log: Buffer, lines: number, salt: Buffer, expectedSh
 
 interface FluentBitRun { wall_ms: number; cpu_s: number; peak_rss_mib: number; lines: number }
 
-function fluentBitRun(script: string, file: string): Promise<FluentBitRun> {
+/** A port that was free a moment ago, for run.sh's sink (FB_SINK_PORT): its default, 18080, may be taken. */
+async function freePort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as AddressInfo).port
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  return port
+}
+
+async function fluentBitRun(script: string, file: string): Promise<FluentBitRun> {
+  const env = { ...process.env, FB_SINK_PORT: String(await freePort()) }
   return new Promise((resolve, reject) => {
-    execFile(script, [file], { maxBuffer: 1024 * 1024 }, (err, stdout) => {
+    execFile(script, [file], { maxBuffer: 1024 * 1024, env }, (err, stdout) => {
       if (err) return reject(new Error(`${script} ${file}: ${err.message}`))
       const r = JSON.parse(stdout.trim().split('\n').at(-1)!) as FluentBitRun & { error?: string }
       if (r.error) reject(new Error(`${script}: ${r.error}`))

@@ -483,6 +483,17 @@ async function realPhase() {
     say(`   Fluent Bit: ${Math.round(fb.eventsPerSecond)} events/s, ${fb.cpuSecondsPerMillionEvents.toFixed(1)} CPU s per million events, peak RSS ${fb.peakRssMiB} MiB`)
     say(`   agent / Fluent Bit: CPU per event ${ratios.cpuPerEvent.toFixed(2)}x, peak RSS ${ratios.peakRss.toFixed(2)}x`)
   }
+  // The table of issue 14, each figure as the range over the runs.
+  const range = (xs: number[], digits: number) => {
+    const [lo, hi] = [Math.min(...xs), Math.max(...xs)].map((x) => x.toFixed(digits))
+    return lo === hi ? lo! : `${lo}-${hi}`
+  }
+  const row = (name: string, wallS: number[], cpuS: number[], peakMiB: number[]) =>
+    `   | ${name} | ${range(wallS, 1)} s | ${range(cpuS, 1)} s | ${range(cpuS.map((c) => (c / real.lines) * 1e6), 0)} µs | ${range(peakMiB, 0)} MiB |`
+  say(`   | ${real.lines} real events, ${(real.bytes.length / 1e6).toFixed(0)} MB | wall | CPU | per event | peak RSS |\n   |---|---|---|---|---|`)
+  if (fluentBitRuns.length > 0) say(row('Fluent Bit v5.1.1, tail + json parser -> http json_lines', fluentBitRuns.map((r) => r.wall_ms / 1000), fluentBitRuns.map((r) => r.cpu_s), fluentBitRuns.map((r) => r.peak_rss_mib)))
+  say(row('Auditrail agent, defaults, collector on loopback', agentRuns.map((r) => r.wallSeconds), agentRuns.map((r) => r.cpuSeconds), agentRuns.map((r) => r.peakRssMiB)))
+  say(`   (the collector: ${range(agentRuns.map((r) => r.collectorCpuSeconds), 1)} CPU s more)`)
   return { source: real.source, copies: real.copies, events: real.lines, megabytes: real.bytes.length / 1e6, runs: { agent: agentRuns, fluentBit: fluentBitRuns }, agent, collector, fluentBit: fb, ratios }
 }
 

@@ -384,12 +384,12 @@ async function realAgentRun(log: Buffer, lines: number, salt: Buffer, expectedSh
     let peak = 0
     let cpu = 0
     for (;;) {
+      if (agent.exitCode !== null) throw new Error(`the agent exited (${agent.exitCode}) before reading the log`)
       const s = procStats(agent.pid!)
       peak = Math.max(peak, s.peakRssBytes)
       cpu = s.cpuSeconds
       const p = existsSync(checkpoint) ? JSON.parse(readFileSync(checkpoint, 'utf8')).position : undefined
       if (p?.inode === ino && p.offset === log.length) break
-      if (agent.exitCode !== null) throw new Error(`the agent exited (${agent.exitCode}) before reading the log`)
       await sleep(20)
     }
     const wallSeconds = (performance.now() - started) / 1000

@@ -5,19 +5,28 @@
 //      rules and detectors on; then the same log with them off (their cost)
 //   3. the agent at a steady 3,000 events/s: append-to-ack latency, CPU
 //   4. an outage: the collector down for 60 s at 3,000 events/s, then back
-// The agent runs as its own process (the real CLI); the collector runs in this
-// process on 127.0.0.1 so its stream head can be watched without extra traffic.
+//   5. real apiserver output (v1.26), repeated to --real-events, at full speed;
+//      with FLUENT_BIT set, Fluent Bit over the same file, interleaved
+// The agent runs as its own process (the real CLI). In phases 1 to 4 the
+// collector runs in this process on 127.0.0.1 so its stream head can be watched
+// without extra traffic; in phase 5 it runs in its own process with its query
+// index (scripts/bench-collector.ts), so that its CPU per event is its own.
 // Prints the figures, writes them as JSON to bench-out/, and adds a dated
-// row to the Pipeline table of docs/benchmarks.md.
-//   node scripts/bench.ts [--events N] [--outage-seconds S] [--steady-seconds S] [--log FILE]
-import { spawn, type ChildProcess } from 'node:child_process'
-import { createHash } from 'node:crypto'
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { cpus, tmpdir } from 'node:os'
+// row per phase to docs/benchmarks.md (Pipeline; Real apiserver log).
+//   node scripts/bench.ts [--phase pipeline|real]... [--events N] [--outage-seconds S] [--steady-seconds S]
+//                         [--real-events N] [--runs N]
+//   FLUENT_BIT=/path/to/run.sh: a script with the interface of ../shared/tools/fluent-bit/run.sh
+//   (`run.sh FILE` prints one JSON line: wall_ms, cpu_s, peak_rss_mib)
+import { execFile, fork, spawn, type ChildProcess } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
+import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { gunzipSync } from 'node:zlib'
 import { pino } from 'pino'
 import { generateKeyPair } from '../agent/keygen.ts'
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../agent/process-settings.ts'
@@ -26,6 +35,7 @@ import { startCollector, type Collector } from '../collector/server.ts'
 import { loadTrustedKeys } from '../proto/keys.ts'
 import { decodeBatch, decodeSealedBatch } from '../proto/wire.ts'
 import { expectedExport } from '../agent/redact/expected-export.ts'
+import type { CollectorUsage, FromCollector, ToCollector } from './bench-collector.ts'
 import { insertBenchmarkRow } from './benchmarks-doc.ts'
 import { generateAuditLog } from './generate-audit-log.ts'
 
@@ -39,9 +49,16 @@ const { values } = parseArgs({
     'steady-seconds': { type: 'string', default: '30' },
     'outage-seconds': { type: 'string', default: '60' },
     rate: { type: 'string', default: '3000' },
+    phase: { type: 'string', multiple: true, default: ['pipeline', 'real'] },
+    'real-events': { type: 'string', default: '100000' },
+    runs: { type: 'string', default: '2' },
   },
   strict: true,
 })
+const PHASES = new Set(values.phase)
+for (const p of PHASES) if (p !== 'pipeline' && p !== 'real') throw new Error(`--phase ${p}: expected pipeline (phases 1 to 4) or real (phase 5)`)
+const REAL_EVENTS = Number(values['real-events'])
+const RUNS = Number(values.runs)
 const EVENTS = Number(values.events)
 const STEADY_S = Number(values['steady-seconds'])
 const OUTAGE_S = Number(values['outage-seconds'])
@@ -85,7 +102,7 @@ async function rig(name: string, port = 0): Promise<Rig> {
 }
 
 /** The agent as the image runs it: its own process, with its V8 flags and environment. */
-function startAgent(r: Rig, agentArgs: string[] = []): ChildProcess {
+function startAgent(r: Pick<Rig, 'dir' | 'logDir' | 'keyFile' | 'port' | 'agent'>, agentArgs: string[] = []): ChildProcess {
   const child = spawn(
     process.execPath,
     [...AGENT_NODE_FLAGS, MAIN, 'agent', ...agentArgs, '--node', STREAM, '--collector', `http://127.0.0.1:${r.port}`, '--log', join(r.logDir, 'audit.log'), '--state-dir', join(r.dir, 'state'), '--key', r.keyFile, '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn'],
@@ -115,7 +132,7 @@ function liveEnd(logDir: string): { inode: number; size: number } {
   return { inode: st.ino, size: st.size }
 }
 
-async function exportSha(r: Rig): Promise<{ sha256: string; lines: number }> {
+async function exportSha(r: Pick<Rig, 'store'>): Promise<{ sha256: string; lines: number }> {
   const hash = createHash('sha256')
   const { lines } = await exportStream(r.store, { out: new Writable({ write(c: Buffer, _e, cb) { hash.update(c); cb() } }) })
   return { sha256: hash.digest('hex'), lines }
@@ -303,22 +320,213 @@ async function steadyAndOutage() {
   }
 }
 
-const started = new Date()
-say(`auditrail bench: ${EVENTS} events full speed; ${RATE}/s steady for ${STEADY_S}s; collector outage ${OUTAGE_S}s (node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${cpus().length})`)
-const full = await fullSpeed()
-say(`1. floor (split + JSON.parse):   ${Math.round(full.floor.eventsPerSecond)} events/s, ${full.floor.mbPerSecond.toFixed(1)} MB/s`)
-say(`2. agent at full speed:          ${Math.round(full.agent.eventsPerSecond)} events/s, ${full.agent.mbPerSecond.toFixed(1)} MB/s (${(full.agent.ratioToFloor * 100).toFixed(0)}% of the floor), ${full.agent.cpuSecondsPerMillionEvents.toFixed(1)} CPU s per million events, peak RSS ${full.agent.peakRssMiB.toFixed(0)} MiB, export ${full.agent.exportMatches ? 'matches' : 'DIFFERS'}`)
-const bare = full.agent.withoutInspection
-say(`   same log, rules and detectors off: ${Math.round(bare.eventsPerSecond)} events/s, ${bare.cpuSecondsPerMillionEvents.toFixed(1)} CPU s per million events, peak RSS ${bare.peakRssMiB.toFixed(0)} MiB: with them on, ${((full.agent.eventsPerSecond / bare.eventsPerSecond) * 100).toFixed(0)}% of that`)
-const steadyRun = await steadyAndOutage()
-const s = steadyRun.steady
-const o = steadyRun.outage
-say(`3. steady ${s.rate}/s:                append-to-ack p50 ${s.p50Ms.toFixed(0)} ms, p99 ${s.p99Ms.toFixed(0)} ms, max ${s.maxMs.toFixed(0)} ms (${s.samples} samples); agent CPU ${s.cpuPercentOfOneCore.toFixed(1)}% of one core; peak RSS ${s.peakRssMiB.toFixed(0)} MiB`)
-say(`4. collector down ${o.seconds}s:          agent peak RSS ${o.peakRssMiB.toFixed(0)} MiB; caught up in ${o.catchUpSeconds.toFixed(1)} s (${o.catchUpRateVsLive.toFixed(1)}x the live rate); export ${o.exportMatches ? 'matches the source: nothing lost' : 'DIFFERS from the source'}`)
+// --- 5. real apiserver output, through the agent and (when given) through Fluent Bit, interleaved
 
-const result = { date: started.toISOString(), node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, ...full, ...steadyRun }
+const PROJECT_REAL = fileURLToPath(new URL('../test/fixtures/apiserver-v1.26/sample.jsonl.gz', import.meta.url))
+const SHARED_REAL = fileURLToPath(new URL('../../shared/fixtures/apiserver-v1.26/all-lines.jsonl.gz', import.meta.url))
+
+/** The real lines (the team's full capture when it is there, else the project's 4,000), whole copies until `minEvents`. */
+function realLog(minEvents: number): { source: string; lines: number; copies: number; bytes: Buffer } {
+  const source = existsSync(SHARED_REAL) ? SHARED_REAL : PROJECT_REAL
+  let once = gunzipSync(readFileSync(source))
+  if (once.at(-1) !== 0x0a) once = Buffer.concat([once, Buffer.from('\n')])
+  let lines = 0
+  for (let i = once.indexOf(0x0a); i !== -1; i = once.indexOf(0x0a, i + 1)) lines++
+  const copies = Math.ceil(minEvents / lines)
+  return { source, lines: lines * copies, copies, bytes: Buffer.concat(Array.from({ length: copies }, () => once)) }
+}
+
+interface CollectorProcess {
+  child: ChildProcess
+  port: number
+  startUsage: CollectorUsage
+  request(m: ToCollector): Promise<FromCollector>
+}
+
+async function startCollectorProcess(store: string, publicKeyFile: string): Promise<CollectorProcess> {
+  const child = fork(fileURLToPath(new URL('./bench-collector.ts', import.meta.url)), [store, publicKeyFile], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const next = () => new Promise<FromCollector>((resolve, reject) => {
+    child.once('message', (m) => resolve(m as FromCollector))
+    child.once('exit', (code) => reject(new Error(`the bench's collector exited (${code})`)))
+  })
+  const first = await next()
+  if (!('ready' in first)) throw new Error('the bench\'s collector did not start')
+  return { child, port: first.ready, startUsage: first.usage, request: (m) => (child.send(m), next()) }
+}
+
+interface RealRun {
+  wallSeconds: number
+  cpuSeconds: number
+  peakRssMiB: number
+  collectorCpuSeconds: number
+  collectorPeakRssMiB: number
+  exportMatches: boolean
+}
+
+/** One catch-up of the real log by a fresh agent; done when its checkpoint (moved only after an ack) is at the end. */
+async function realAgentRun(log: Buffer, lines: number, salt: Buffer, expectedSha: string): Promise<RealRun> {
+  const dir = mkdtempSync(join(tmpdir(), 'auditrail-bench-real-'))
+  try {
+    const logDir = join(dir, 'log')
+    const stateDir = join(dir, 'state')
+    mkdirSync(logDir)
+    mkdirSync(stateDir, { mode: 0o700 })
+    writeFileSync(join(stateDir, 'redaction-salt'), salt, { mode: 0o600 })
+    const file = join(logDir, 'audit.log')
+    writeFileSync(file, log)
+    const { ino } = statSync(file)
+    const keys = generateKeyPair(join(dir, 'node'))
+    const store = join(dir, 'store')
+    const collector = await startCollectorProcess(store, keys.publicKeyFile)
+    const checkpoint = join(stateDir, 'checkpoint.json')
+    const started = performance.now()
+    const agent = startAgent({ dir, logDir, keyFile: keys.keyFile, port: collector.port })
+    let peak = 0
+    let cpu = 0
+    for (;;) {
+      if (agent.exitCode !== null) throw new Error(`the agent exited (${agent.exitCode}) before reading the log`)
+      const s = procStats(agent.pid!)
+      peak = Math.max(peak, s.peakRssBytes)
+      cpu = s.cpuSeconds
+      const p = existsSync(checkpoint) ? JSON.parse(readFileSync(checkpoint, 'utf8')).position : undefined
+      if (p?.inode === ino && p.offset === log.length) break
+      await sleep(20)
+    }
+    const wallSeconds = (performance.now() - started) / 1000
+    agent.kill('SIGTERM')
+    await new Promise((res) => (agent.exitCode === null ? agent.once('exit', res) : res(undefined)))
+    const idle = await collector.request('idle')
+    if (!('idle' in idle)) throw new Error('unexpected answer from the bench\'s collector')
+    await collector.request('close').catch(() => {})
+    const out = await exportSha({ store })
+    return {
+      wallSeconds,
+      cpuSeconds: cpu,
+      peakRssMiB: peak / 1048576,
+      collectorCpuSeconds: idle.idle.cpuSeconds - collector.startUsage.cpuSeconds,
+      collectorPeakRssMiB: idle.idle.peakRssMiB,
+      exportMatches: out.sha256 === expectedSha && out.lines === lines,
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+interface FluentBitRun { wall_ms: number; cpu_s: number; peak_rss_mib: number; lines: number }
+
+/** A port that was free a moment ago, for run.sh's sink (FB_SINK_PORT): its default, 18080, may be taken. */
+async function freePort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as AddressInfo).port
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  return port
+}
+
+async function fluentBitRun(script: string, file: string): Promise<FluentBitRun> {
+  const env = { ...process.env, FB_SINK_PORT: String(await freePort()) }
+  return new Promise((resolve, reject) => {
+    execFile(script, [file], { maxBuffer: 1024 * 1024, env }, (err, stdout) => {
+      if (err) return reject(new Error(`${script} ${file}: ${err.message}`))
+      const r = JSON.parse(stdout.trim().split('\n').at(-1)!) as FluentBitRun & { error?: string }
+      if (r.error) reject(new Error(`${script}: ${r.error}`))
+      else resolve(r)
+    })
+  })
+}
+
+async function realPhase() {
+  const real = realLog(REAL_EVENTS)
+  const fluentBit = process.env.FLUENT_BIT || undefined
+  const salt = randomBytes(32)
+  const scratch = mkdtempSync(join(tmpdir(), 'auditrail-bench-real-src-'))
+  const file = join(scratch, 'audit.log')
+  writeFileSync(file, real.bytes)
+  writeFileSync(join(scratch, 'redaction-salt'), salt, { mode: 0o600 })
+  const expected = expectedExport(scratch)
+  for (let start = 0, nl = real.bytes.indexOf(0x0a); nl !== -1; start = nl + 1, nl = real.bytes.indexOf(0x0a, start)) expected.add(real.bytes.subarray(start, nl))
+  const expectedSha = expected.sha256()
+  say(`5. real apiserver log: ${real.source} x${real.copies} = ${real.lines} events, ${(real.bytes.length / 1e6).toFixed(0)} MB; ${RUNS} runs${fluentBit ? `, interleaved with Fluent Bit (${fluentBit})` : ' (FLUENT_BIT not set: no Fluent Bit runs)'}`)
+  const agentRuns: RealRun[] = []
+  const fluentBitRuns: FluentBitRun[] = []
+  try {
+    for (let i = 0; i < RUNS; i++) {
+      const a = await realAgentRun(real.bytes, real.lines, salt, expectedSha)
+      agentRuns.push(a)
+      say(`   agent:      ${a.wallSeconds.toFixed(1)} s wall, ${a.cpuSeconds.toFixed(1)} CPU s (${((a.cpuSeconds / real.lines) * 1e6).toFixed(0)} µs per event), peak RSS ${a.peakRssMiB.toFixed(0)} MiB; collector ${a.collectorCpuSeconds.toFixed(1)} CPU s with its index (${Math.round(real.lines / a.collectorCpuSeconds)} events per CPU s), peak RSS ${a.collectorPeakRssMiB.toFixed(0)} MiB; export ${a.exportMatches ? 'matches' : 'DIFFERS'}`)
+      if (!fluentBit) continue
+      const f = await fluentBitRun(fluentBit, file)
+      if (f.lines !== real.lines) throw new Error(`Fluent Bit counted ${f.lines} lines, the file has ${real.lines}`)
+      fluentBitRuns.push(f)
+      say(`   Fluent Bit: ${(f.wall_ms / 1000).toFixed(1)} s wall, ${f.cpu_s.toFixed(1)} CPU s (${((f.cpu_s / real.lines) * 1e6).toFixed(0)} µs per event), peak RSS ${f.peak_rss_mib} MiB`)
+    }
+  } finally {
+    rmSync(scratch, { recursive: true, force: true })
+  }
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length
+  const agent = {
+    eventsPerSecond: real.lines / mean(agentRuns.map((r) => r.wallSeconds)),
+    cpuSecondsPerMillionEvents: (mean(agentRuns.map((r) => r.cpuSeconds)) / real.lines) * 1e6,
+    peakRssMiB: Math.max(...agentRuns.map((r) => r.peakRssMiB)),
+    exportMatches: agentRuns.every((r) => r.exportMatches),
+  }
+  const collector = { eventsPerCpuSecond: real.lines / mean(agentRuns.map((r) => r.collectorCpuSeconds)), cpuSecondsPerMillionEvents: (mean(agentRuns.map((r) => r.collectorCpuSeconds)) / real.lines) * 1e6 }
+  const fb = fluentBitRuns.length === 0 ? undefined : {
+    eventsPerSecond: real.lines / (mean(fluentBitRuns.map((r) => r.wall_ms)) / 1000),
+    cpuSecondsPerMillionEvents: (mean(fluentBitRuns.map((r) => r.cpu_s)) / real.lines) * 1e6,
+    peakRssMiB: Math.max(...fluentBitRuns.map((r) => r.peak_rss_mib)),
+  }
+  const ratios = fb && { cpuPerEvent: agent.cpuSecondsPerMillionEvents / fb.cpuSecondsPerMillionEvents, peakRss: agent.peakRssMiB / fb.peakRssMiB }
+  say(`   agent: ${Math.round(agent.eventsPerSecond)} events/s, ${agent.cpuSecondsPerMillionEvents.toFixed(1)} CPU s per million events, peak RSS ${agent.peakRssMiB.toFixed(0)} MiB, export ${agent.exportMatches ? 'matches the source' : 'DIFFERS from the source'}`)
+  say(`   collector ingest (signatures, chain, store, index): ${collector.cpuSecondsPerMillionEvents.toFixed(1)} CPU s per million events (${Math.round(collector.eventsPerCpuSecond)} events per CPU s)`)
+  if (fb && ratios) {
+    say(`   Fluent Bit: ${Math.round(fb.eventsPerSecond)} events/s, ${fb.cpuSecondsPerMillionEvents.toFixed(1)} CPU s per million events, peak RSS ${fb.peakRssMiB} MiB`)
+    say(`   agent / Fluent Bit: CPU per event ${ratios.cpuPerEvent.toFixed(2)}x, peak RSS ${ratios.peakRss.toFixed(2)}x`)
+  }
+  // The table of issue 14, each figure as the range over the runs.
+  const range = (xs: number[], digits: number) => {
+    const [lo, hi] = [Math.min(...xs), Math.max(...xs)].map((x) => x.toFixed(digits))
+    return lo === hi ? lo! : `${lo}-${hi}`
+  }
+  const row = (name: string, wallS: number[], cpuS: number[], peakMiB: number[]) =>
+    `   | ${name} | ${range(wallS, 1)} s | ${range(cpuS, 1)} s | ${range(cpuS.map((c) => (c / real.lines) * 1e6), 0)} µs | ${range(peakMiB, 0)} MiB |`
+  say(`   | ${real.lines} real events, ${(real.bytes.length / 1e6).toFixed(0)} MB | wall | CPU | per event | peak RSS |\n   |---|---|---|---|---|`)
+  if (fluentBitRuns.length > 0) say(row('Fluent Bit v5.1.1, tail + json parser -> http json_lines', fluentBitRuns.map((r) => r.wall_ms / 1000), fluentBitRuns.map((r) => r.cpu_s), fluentBitRuns.map((r) => r.peak_rss_mib)))
+  say(row('Auditrail agent, defaults, collector on loopback', agentRuns.map((r) => r.wallSeconds), agentRuns.map((r) => r.cpuSeconds), agentRuns.map((r) => r.peakRssMiB)))
+  say(`   (the collector: ${range(agentRuns.map((r) => r.collectorCpuSeconds), 1)} CPU s more)`)
+  return { source: real.source, copies: real.copies, events: real.lines, megabytes: real.bytes.length / 1e6, runs: { agent: agentRuns, fluentBit: fluentBitRuns }, agent, collector, fluentBit: fb, ratios }
+}
+
+const started = new Date()
+const load = loadavg()
+say(`auditrail bench (node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${cpus().length}; load average ${load.map((l) => l.toFixed(2)).join(' ')}): phases ${[...PHASES].join(', ')}`)
+const result: Record<string, unknown> = { date: started.toISOString(), node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, loadAverage: load }
+const doc = join(ROOT, 'docs', 'benchmarks.md')
+const day = started.toISOString().slice(0, 10)
+if (PHASES.has('pipeline')) {
+  say(`${EVENTS} events full speed; ${RATE}/s steady for ${STEADY_S}s; collector outage ${OUTAGE_S}s`)
+  const full = await fullSpeed()
+  say(`1. floor (split + JSON.parse):   ${Math.round(full.floor.eventsPerSecond)} events/s, ${full.floor.mbPerSecond.toFixed(1)} MB/s`)
+  say(`2. agent at full speed:          ${Math.round(full.agent.eventsPerSecond)} events/s, ${full.agent.mbPerSecond.toFixed(1)} MB/s (${(full.agent.ratioToFloor * 100).toFixed(0)}% of the floor), ${full.agent.cpuSecondsPerMillionEvents.toFixed(1)} CPU s per million events, peak RSS ${full.agent.peakRssMiB.toFixed(0)} MiB, export ${full.agent.exportMatches ? 'matches' : 'DIFFERS'}`)
+  const bare = full.agent.withoutInspection
+  say(`   same log, rules and detectors off: ${Math.round(bare.eventsPerSecond)} events/s, ${bare.cpuSecondsPerMillionEvents.toFixed(1)} CPU s per million events, peak RSS ${bare.peakRssMiB.toFixed(0)} MiB: with them on, ${((full.agent.eventsPerSecond / bare.eventsPerSecond) * 100).toFixed(0)}% of that`)
+  const steadyRun = await steadyAndOutage()
+  const s = steadyRun.steady
+  const o = steadyRun.outage
+  say(`3. steady ${s.rate}/s:                append-to-ack p50 ${s.p50Ms.toFixed(0)} ms, p99 ${s.p99Ms.toFixed(0)} ms, max ${s.maxMs.toFixed(0)} ms (${s.samples} samples); agent CPU ${s.cpuPercentOfOneCore.toFixed(1)}% of one core; peak RSS ${s.peakRssMiB.toFixed(0)} MiB`)
+  say(`4. collector down ${o.seconds}s:          agent peak RSS ${o.peakRssMiB.toFixed(0)} MiB; caught up in ${o.catchUpSeconds.toFixed(1)} s (${o.catchUpRateVsLive.toFixed(1)}x the live rate); export ${o.exportMatches ? 'matches the source: nothing lost' : 'DIFFERS from the source'}`)
+  Object.assign(result, full, steadyRun)
+  insertBenchmarkRow(doc, 'Pipeline', `| ${day} | ${process.version} | ${result.cpu} x${result.cores} | ${Math.round(full.floor.eventsPerSecond)} | ${Math.round(full.agent.eventsPerSecond)} | ${(full.agent.ratioToFloor * 100).toFixed(0)}% | ${full.agent.cpuSecondsPerMillionEvents.toFixed(1)} | ${full.agent.peakRssMiB.toFixed(0)} MiB | ${s.p50Ms.toFixed(0)} / ${s.p99Ms.toFixed(0)} / ${s.maxMs.toFixed(0)} | ${s.cpuPercentOfOneCore.toFixed(1)} | ${o.peakRssMiB.toFixed(0)} MiB | ${o.catchUpRateVsLive.toFixed(1)} | ${full.agent.exportMatches && o.exportMatches ? 'yes' : 'NO'} | ${Math.round(bare.eventsPerSecond)} (${((full.agent.eventsPerSecond / bare.eventsPerSecond) * 100).toFixed(0)}%) |`)
+}
+if (PHASES.has('real')) {
+  const real = await realPhase()
+  result.real = real
+  const a = real.agent
+  const fb = real.fluentBit
+  const source = real.source === SHARED_REAL ? 'all-lines (shared)' : 'sample (project)'
+  insertBenchmarkRow(doc, 'Real apiserver log', `| ${started.toISOString().slice(0, 16).replace('T', ' ')} | ${process.version} | ${result.cpu} x${result.cores} | ${load[0]!.toFixed(2)} | ${source} × ${real.copies} = ${real.events} | ${real.runs.agent.length} / ${real.runs.fluentBit.length} | ${Math.round(a.eventsPerSecond)} | ${a.cpuSecondsPerMillionEvents.toFixed(1)} | ${a.peakRssMiB.toFixed(0)} MiB | ${Math.round(real.collector.eventsPerCpuSecond)} | ${fb ? `${Math.round(fb.eventsPerSecond)} | ${fb.cpuSecondsPerMillionEvents.toFixed(1)} | ${fb.peakRssMiB} MiB | ${real.ratios!.cpuPerEvent.toFixed(2)} | ${real.ratios!.peakRss.toFixed(2)}` : '- | - | - | - | -'} | ${a.exportMatches ? 'yes' : 'NO'} |`)
+}
 mkdirSync(join(ROOT, 'bench-out'), { recursive: true })
 const jsonFile = join(ROOT, 'bench-out', `bench-${started.toISOString().replace(/[:.]/g, '-')}.json`)
 writeFileSync(jsonFile, `${JSON.stringify(result, null, 2)}\n`)
-insertBenchmarkRow(join(ROOT, 'docs', 'benchmarks.md'), 'Pipeline', `| ${started.toISOString().slice(0, 10)} | ${process.version} | ${result.cpu} x${result.cores} | ${Math.round(full.floor.eventsPerSecond)} | ${Math.round(full.agent.eventsPerSecond)} | ${(full.agent.ratioToFloor * 100).toFixed(0)}% | ${full.agent.cpuSecondsPerMillionEvents.toFixed(1)} | ${full.agent.peakRssMiB.toFixed(0)} MiB | ${s.p50Ms.toFixed(0)} / ${s.p99Ms.toFixed(0)} / ${s.maxMs.toFixed(0)} | ${s.cpuPercentOfOneCore.toFixed(1)} | ${o.peakRssMiB.toFixed(0)} MiB | ${o.catchUpRateVsLive.toFixed(1)} | ${full.agent.exportMatches && o.exportMatches ? 'yes' : 'NO'} | ${Math.round(bare.eventsPerSecond)} (${((full.agent.eventsPerSecond / bare.eventsPerSecond) * 100).toFixed(0)}%) |`)
-say(`figures: ${jsonFile}; row added to the Pipeline table of docs/benchmarks.md`)
+say(`figures: ${jsonFile}; a row per phase added to docs/benchmarks.md`)

@@ -4,11 +4,29 @@
 // at every access: `event.user.username` copies the event's twenty-odd
 // fields, then the user's, in every rule that reads it. A view is a Map
 // that answers from the object itself and hands out views of its children,
-// each made once per object (a WeakMap keeps them as long as the event
-// lives), so a field costs the same whatever the size of its parents and
-// however many rules read it.
+// each made once per object while its event is being judged, so a field
+// costs the same whatever the size of its parents and however many rules
+// read it.
+//
+// The views are remembered in a Map of their own per event (rootView starts
+// a new one), not in one long-lived WeakMap: that WeakMap lived in the old
+// generation, and V8's young-generation collection keeps alive whatever an
+// old object points to, so every event (its view points back to it) survived
+// and was promoted, to be freed only by a full collection. On the real
+// apiserver log that was 2.4 KB promoted per event, 290 MB per 122,245 events,
+// and 2.7 s of scavenges; with a Map per event, 4 MB and 0.06 s. A Map that is
+// young dies with its event.
+let views = new Map<object, unknown>()
+let viewsOf: object | undefined
 
-const views = new WeakMap<object, unknown>()
+/** The CEL input for an event (or any root value): its views are remembered until another root comes. */
+export function rootView(root: object): unknown {
+  if (root !== viewsOf) {
+    views = new Map()
+    viewsOf = root
+  }
+  return celView(root)
+}
 
 /**
  * CEL has no loops, but comprehensions nest: `a.exists(x, b.exists(y, ...))`

@@ -11,7 +11,7 @@
 import { celEnv, celFunc, CelScalar, isCelError, parse, plan, type CelResult } from '@bufbuild/cel'
 import { strings } from '@bufbuild/cel/ext'
 import { execCommandOf, type AuditEvent } from '../audit/event.ts'
-import { CelBudgetExceeded, celView, chargedList, withBudget } from './cel-view.ts'
+import { CelBudgetExceeded, celView, chargedList, rootView, withBudget } from './cel-view.ts'
 import { knownBadAddress, outsideClusterNetworks } from './networks.ts'
 
 export { CelBudgetExceeded }
@@ -105,7 +105,7 @@ export function compileExpression(text: string): EventExpression {
     names.add(e.exprKind.value.name)
   })
   const program = plan(env, parsed)
-  const bind = DERIVED.some((n) => names.has(n)) ? derivedBindings : (event: AuditEvent) => ({ event: celView(event) })
+  const bind = DERIVED.some((n) => names.has(n)) ? derivedBindings : (event: AuditEvent) => ({ event: rootView(event) })
   return (event) => {
     // A missing field is an error value, and most events miss most fields a rule
     // asks about: without a stack trace each error is cheap (it was 14% of the time).
@@ -131,7 +131,7 @@ function derivedBindings(event: AuditEvent): Record<string, unknown> {
 }
 
 function deriveBindings(event: AuditEvent): Record<string, unknown> {
-  const bindings: Record<string, unknown> = { event: celView(event) }
+  const bindings: Record<string, unknown> = { event: rootView(event) }
   const response = event.responseObject
   const object = isRecord(response) && response.kind !== 'Status' && isRecord(response.metadata) ? response : event.requestObject
   const metadata = isRecord(object) && isRecord(object.metadata) ? object.metadata : {}

@@ -19,7 +19,7 @@ export interface ByteSource {
 export class PlainSource implements ByteSource {
   readonly gzip = false
   readonly #handle: FileHandle
-  /** Size seen by the last read or size(): spares a second fstat at the end of the file. */
+  /** Size seen by the last fstat (a read at the end, or size()): spares a second fstat at the end of the file. */
   lastSize = 0
 
   constructor(handle: FileHandle) {
@@ -32,11 +32,17 @@ export class PlainSource implements ByteSource {
   }
 
   async read(position: number, maxBytes: number): Promise<Buffer> {
-    const available = (await this.size()) - position
+    // Behind the size last seen, the bytes are known to be there: no fstat per read while catching up.
+    // Only at that end is the size asked again, to see growth (and, by the caller, truncation).
+    const known = this.lastSize - position > 0
+    const available = known ? this.lastSize - position : (await this.size()) - position
     if (available <= 0) return Buffer.alloc(0)
     // Sized to what is there: at a steady trickle a read is a few hundred bytes, not a fresh MiB.
     const buf = Buffer.allocUnsafe(Math.min(available, maxBytes))
     const { bytesRead } = await this.#handle.read(buf, 0, buf.length, position)
+    // Nothing where the old size said there was: the file shrank. Measure it, so that the caller's
+    // truncation check (which reads lastSize after an empty read) sees the size of now.
+    if (bytesRead === 0 && known) await this.size()
     return buf.subarray(0, bytesRead)
   }
 

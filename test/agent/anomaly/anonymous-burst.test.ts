@@ -2,7 +2,8 @@
 // refused by RBAC is a ResponseComplete event with code 403, user system:anonymous.
 import t from 'tap'
 import { decodeAuditLine, type AuditEvent } from '../../../agent/audit/event.ts'
-import { Detectors, type DetectorFinding } from '../../../agent/anomaly/detectors.ts'
+import { Detectors } from '../../../agent/anomaly/detectors.ts'
+import { builtinFindings, times } from './events.ts'
 
 const ID = 'anonymous-burst'
 const T0 = Date.parse('2026-11-25T10:00:00Z')
@@ -27,13 +28,7 @@ function anonymous(ms: number, uri: string, o: { ip?: string; code?: number } = 
 }
 
 const SCAN = ['/api/v1/secrets', '/api/v1/pods', '/apis', '/metrics', '/logs', '/api/v1/nodes', '/apis/apps/v1/deployments', '/api/v1/configmaps', '/debug/pprof/', '/api/v1/namespaces', '/api/v1/serviceaccounts']
-const run = (events: AuditEvent[]) => {
-  const d = new Detectors({ builtin: true, dirs: [] })
-  const out: DetectorFinding[] = []
-  for (const e of events) d.inspect(e, out)
-  return out.filter((f) => f.id === ID)
-}
-const times = (n: number, stepMs: number, make: (ms: number, i: number) => AuditEvent) => Array.from({ length: n }, (_, i) => make(i * stepMs, i))
+const run = (events: AuditEvent[]) => builtinFindings(ID, events)
 
 t.test('fires on a scanner walking the API', async (t) => {
   const scan = run(times(11, 3000, (ms, i) => anonymous(ms, SCAN[i]!)))

@@ -1,9 +1,8 @@
 // Each built-in detector: a stream that fires it and one that stays just below or outside it.
 // Shared by the detector tests and the match-block property test.
 import type { AuditEvent } from '../../../agent/audit/event.ts'
-import { at } from './events.ts'
+import { at, times } from './events.ts'
 
-const times = (n: number, stepMs: number, make: (ms: number, i: number) => AuditEvent, startMs = 0) => Array.from({ length: n }, (_, i) => make(startMs + i * stepMs, i))
 const forbidden = (user: string, ip = '10.0.0.1') => (ms: number) => at(ms, { user: { username: user }, sourceIPs: [ip], responseStatus: { code: 403 } })
 const secretGet = (user: string) => (ms: number, i: number) => at(ms, { user: { username: user }, objectRef: { resource: 'secrets', namespace: 'default', name: `s${i}` } })
 const secretMissing = (user: string) => (ms: number, i: number) => at(ms, { user: { username: user }, requestURI: `/api/v1/namespaces/prod/secrets/guess-${i}`, objectRef: { resource: 'secrets', namespace: 'prod', name: `guess-${i}`, apiVersion: 'v1' }, responseStatus: { code: 404 } })

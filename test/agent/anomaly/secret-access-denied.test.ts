@@ -3,7 +3,8 @@
 // secret is a 404 at ResponseComplete, a refused one a 403.
 import t from 'tap'
 import { decodeAuditLine, type AuditEvent } from '../../../agent/audit/event.ts'
-import { Detectors, type DetectorFinding } from '../../../agent/anomaly/detectors.ts'
+import { Detectors } from '../../../agent/anomaly/detectors.ts'
+import { builtinFindings, times } from './events.ts'
 
 const ID = 'secret-access-denied-burst'
 const T0 = Date.parse('2026-11-25T10:00:00Z')
@@ -33,13 +34,7 @@ function secretGet(ms: number, code: 401 | 403 | 404, o: { user?: string; ip?: s
   return decoded.event
 }
 
-const run = (events: AuditEvent[]) => {
-  const d = new Detectors({ builtin: true, dirs: [] })
-  const out: DetectorFinding[] = []
-  for (const e of events) d.inspect(e, out)
-  return out.filter((f) => f.id === ID)
-}
-const times = (n: number, stepMs: number, make: (ms: number, i: number) => AuditEvent) => Array.from({ length: n }, (_, i) => make(i * stepMs, i))
+const run = (events: AuditEvent[]) => builtinFindings(ID, events)
 
 t.test('fires on name enumeration and token probing', async (t) => {
   const sa404 = run(times(11, 10_000, (ms) => secretGet(ms, 404)))

@@ -7,7 +7,7 @@
 //               namespaces, names, users, groups -> matchConditions
 //   condition   rewritten token by token: event.requestObject and object -> object,
 //               event.user.* -> request.userInfo.*, event.objectRef.* -> request.*,
-//               podSpec, containers, name -> the policy's variables (same derivation as cel.ts)
+//               podSpec, containers, name, owner -> the policy's variables (same derivation as cel.ts)
 //   exceptions  each one -> a matchCondition "not this exception"
 // A rule that cannot be judged before the request is served (no object, a response
 // code, a user agent, a field of the event the API server has not decided yet) is
@@ -35,6 +35,8 @@ const POLICY_VARIABLES: Record<string, string> = {
   podSpec: 'object.kind == "Pod" ? object.spec : object.kind == "CronJob" ? object.spec.jobTemplate.spec.template.spec : object.spec.template.spec',
   containers: '(has(variables.podSpec.containers) ? variables.podSpec.containers : []) + (has(variables.podSpec.initContainers) ? variables.podSpec.initContainers : []) + (has(variables.podSpec.ephemeralContainers) ? variables.podSpec.ephemeralContainers : [])',
   name: 'has(object.metadata.name) && object.metadata.name != "" ? object.metadata.name : has(object.metadata.generateName) ? object.metadata.generateName + "*" : request.name',
+  // "Kind/name" of the controlling ownerReference, "" without one (cel.ts leaves it unset, which rules test with != "").
+  owner: 'has(object.metadata.ownerReferences) && object.metadata.ownerReferences.exists(o, has(o.controller) && o.controller) ? object.metadata.ownerReferences.filter(o, has(o.controller) && o.controller).map(o, o.kind + "/" + o.name)[0] : ""',
 }
 /** Audit event fields known at admission, longest first. */
 const EVENT_FIELDS: [string, string][] = [
@@ -142,6 +144,11 @@ function policyOf(rule: Rule, action: AdmissionAction): AdmissionPolicy {
   return { rule, policy, binding }
 }
 
+/** A policy variable's expression with the variables it reads written out (POLICY_VARIABLES: our own text). */
+function inlined(variable: string): string {
+  return `(${POLICY_VARIABLES[variable]!.replace(/\bvariables\.(\w+)/g, (_, v: string) => inlined(v))})`
+}
+
 function nameTest(expr: string, patterns: readonly string[]): string {
   // An empty list admits no name, in the agent as here.
   if (patterns.length === 0) return 'false'
@@ -153,10 +160,9 @@ function groupTest(patterns: readonly string[]): string {
 }
 
 function exceptionTest(spec: ExceptionSpec, field: string): { expression: string; variables: string[] } {
-  if (typeof spec === 'string') {
-    const t = translate(spec, field)
-    return { expression: t.expression, variables: t.variables }
-  }
+  // An exception becomes a matchCondition, which the API server evaluates before the policy's variables
+  // exist: the derived variables are written out in place.
+  if (typeof spec === 'string') return { expression: translate(spec, field, { inline: true }).expression, variables: [] }
   const tests = Object.entries(spec).map(([key, list]) => {
     if (key === 'groups') return `(${groupTest(list!)})`
     if (key === 'verbs') {
@@ -176,7 +182,7 @@ function exceptionTest(spec: ExceptionSpec, field: string): { expression: string
  * after a ".") are mapped, everything else - literals, operators, fields, macros - is
  * kept as written. The parse tree says which names are comprehension variables.
  */
-function translate(text: string, field: string): { expression: string; variables: string[]; readsObject: boolean } {
+function translate(text: string, field: string, options: { inline?: boolean } = {}): { expression: string; variables: string[]; readsObject: boolean } {
   const bound = comprehensionVariables(text)
   const shadowing = [...bound].filter((v) => (VARIABLES as readonly string[]).includes(v) || v === 'request' || v === 'variables')
   if (shadowing.length > 0) throw new NotAdmissible(`${field}: the comprehension variable ${shadowing[0]} hides a name the policy needs`)
@@ -199,9 +205,10 @@ function translate(text: string, field: string): { expression: string; variables
       case 'podSpec':
       case 'containers':
       case 'name':
+      case 'owner':
         if (tok.text !== 'name') readsObject = true
         variables.add(tok.text)
-        out += `variables.${tok.text}`
+        out += options.inline ? inlined(tok.text) : `variables.${tok.text}`
         continue
       case 'target':
         throw new NotAdmissible(`${field}: reads target, a text for messages that admission has no equivalent of`)

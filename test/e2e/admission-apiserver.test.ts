@@ -41,7 +41,9 @@ const missing = [
 ]
 
 type Req = { method: 'POST' | 'PATCH' | 'PUT'; path: string; body: unknown; contentType?: string }
-type Fixture = { name: string; expect: string[]; asNode?: boolean; send: (suffix: string) => Req }
+/** `as`: whose token sends it (default the admin): a node or a controller, for the rules' exceptions. */
+type Fixture = { name: string; expect: string[]; as?: Identity; send: (suffix: string) => Req }
+type Identity = 'admin' | 'node' | 'controller'
 
 const NS = 'parity'
 const container = (extra: Record<string, unknown> = {}) => ({ name: 'c', image: 'busybox:1.36', ...extra })
@@ -50,6 +52,13 @@ const pod = (name: string, spec: Record<string, unknown> = {}, namespace = NS) =
   path: `/api/v1/namespaces/${namespace}/pods`,
   body: { apiVersion: 'v1', kind: 'Pod', metadata: { name: name + suffix, namespace }, spec: { containers: [container()], ...spec } },
 })
+/** A pod controlled by a ReplicaSet, as its controller creates it. */
+const owned = (name: string, spec: Record<string, unknown> = {}) => (suffix: string): Req => {
+  const req = pod(name, spec)(suffix)
+  const body = req.body as { metadata: Record<string, unknown> }
+  body.metadata.ownerReferences = [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'rs-1', uid: '00000000-0000-4000-8000-000000000001', controller: true }]
+  return req
+}
 const create = (path: string, body: { metadata: { name: string } } & Record<string, unknown>) => (suffix: string): Req => ({ method: 'POST', path, body: { ...body, metadata: { ...body.metadata, name: body.metadata.name + suffix } } })
 const rbac = (kind: string, resource: string, namespaced: boolean, name: string, rest: Record<string, unknown>) =>
   create(`/apis/rbac.authorization.k8s.io/v1/${namespaced ? `namespaces/${NS}/` : ''}${resource}`, { apiVersion: 'rbac.authorization.k8s.io/v1', kind, metadata: { name }, ...rest })
@@ -71,18 +80,22 @@ const FIXTURES: Fixture[] = [
   { name: 'cronjob-hostpath-etc', expect: ['sensitive-host-path-mount'], send: create(`/apis/batch/v1/namespaces/${NS}/cronjobs`, { apiVersion: 'batch/v1', kind: 'CronJob', metadata: { name: 'cronjob-hostpath-etc' }, spec: { schedule: '@hourly', jobTemplate: { spec: { template: podTemplate({ restartPolicy: 'Never', volumes: [{ name: 'h', hostPath: { path: '/etc' } }] }) } } } }) },
   { name: 'pod-hostpath-data', expect: [], send: pod('pod-hostpath-data', { volumes: [{ name: 'h', hostPath: { path: '/data/app' } }] }) },
   { name: 'pod-host-network', expect: ['host-network'], send: pod('pod-host-network', { hostNetwork: true }) },
-  { name: 'pod-host-network-by-node', expect: [], asNode: true, send: pod('pod-host-network-by-node', { hostNetwork: true }) },
+  { name: 'pod-host-network-by-node', expect: [], as: 'node', send: pod('pod-host-network-by-node', { hostNetwork: true }) },
   { name: 'pod-host-pid', expect: ['host-pid'], send: pod('pod-host-pid', { hostPID: true }) },
   { name: 'pod-host-ipc', expect: ['host-ipc'], send: pod('pod-host-ipc', { hostIPC: true }) },
   { name: 'pod-root', expect: ['root-with-privilege-escalation'], send: pod('pod-root', { securityContext: { runAsUser: 0 } }) },
   { name: 'pod-root-no-escalation', expect: [], send: pod('pod-root-no-escalation', { securityContext: { runAsUser: 0 }, containers: [container({ securityContext: { allowPrivilegeEscalation: false } })] }) },
   { name: 'kube-system-pod-nginx', expect: ['pod-in-system-namespace-untrusted-image'], send: pod('kube-system-pod-nginx', { containers: [container({ image: 'nginx:1.27' })] }, 'kube-system') },
   { name: 'kube-system-pod-pause', expect: [], send: pod('kube-system-pod-pause', { containers: [container({ image: 'registry.k8s.io/pause:3.10' })] }, 'kube-system') },
-  { name: 'kube-system-pod-nginx-by-node', expect: [], asNode: true, send: pod('kube-system-pod-nginx-by-node', { containers: [container({ image: 'nginx:1.27' })] }, 'kube-system') },
+  { name: 'kube-system-pod-nginx-by-node', expect: [], as: 'node', send: pod('kube-system-pod-nginx-by-node', { containers: [container({ image: 'nginx:1.27' })] }, 'kube-system') },
   { name: 'ephemeral-privileged', expect: ['ephemeral-container-with-privileges'], send: ephemeral('target-a', { privileged: true }) },
   { name: 'ephemeral-plain', expect: [], send: ephemeral('target-b', undefined) },
   { name: 'binding-cluster-admin', expect: ['binding-to-cluster-admin'], send: rbac('ClusterRoleBinding', 'clusterrolebindings', false, 'binding-cluster-admin', { roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'cluster-admin' }, subjects }) },
   { name: 'binding-system-role', expect: ['binding-to-system-role'], send: rbac('ClusterRoleBinding', 'clusterrolebindings', false, 'binding-system-role', { roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'system:node-proxier' }, subjects }) },
+  { name: 'rolebinding-cluster-admin', expect: ['rolebinding-to-cluster-admin'], send: rbac('RoleBinding', 'rolebindings', true, 'rolebinding-cluster-admin', { roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'cluster-admin' }, subjects }) },
+  // A controller making the privileged pod of a workload: the workload's create carried the high finding.
+  { name: 'controller-pod-privileged', expect: ['controller-made-pod-outside-baseline'], as: 'controller', send: owned('controller-pod-privileged', { containers: [container({ securityContext: { privileged: true } })] }) },
+  { name: 'controller-pod-plain', expect: [], as: 'controller', send: owned('controller-pod-plain') },
   { name: 'binding-view', expect: [], send: rbac('RoleBinding', 'rolebindings', true, 'binding-view', { roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'view' }, subjects }) },
   { name: 'role-wildcard', expect: ['role-with-wildcard'], send: rbac('ClusterRole', 'clusterroles', false, 'role-wildcard', { rules: [{ apiGroups: [''], resources: ['pods'], verbs: ['*'] }] }) },
   { name: 'role-secrets', expect: ['role-with-sensitive-grant'], send: rbac('Role', 'roles', true, 'role-secrets', { rules: [{ apiGroups: [''], resources: ['secrets'], verbs: ['get'] }] }) },
@@ -118,10 +131,10 @@ if (missing.length > 0) {
 } else {
   t.test('exported policies warn and deny exactly where the rules fire, on kube-apiserver v1.36', { timeout: 150_000 }, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'auditrail-admission-'))
-    // run.sh keeps an existing token file: an admin, and a node identity for the rules' exceptions
-    // (system:masters too, so that RBAC does not stand between it and the policies).
-    const tokens = { admin: 'a'.repeat(32), node: 'n'.repeat(32) }
-    writeFileSync(join(dir, 'tokens.csv'), `${tokens.admin},admin,admin-uid,"system:masters"\n${tokens.node},system:node:n1,node-uid,"system:nodes,system:masters"\n`, { mode: 0o600 })
+    // run.sh keeps an existing token file: an admin, and a node and a controller identity for the rules'
+    // exceptions (system:masters too, so that RBAC does not stand between them and the policies).
+    const tokens: Record<Identity, string> = { admin: 'a'.repeat(32), node: 'n'.repeat(32), controller: 'c'.repeat(32) }
+    writeFileSync(join(dir, 'tokens.csv'), `${tokens.admin},admin,admin-uid,"system:masters"\n${tokens.node},system:node:n1,node-uid,"system:nodes,system:masters"\n${tokens.controller},system:serviceaccount:kube-system:replicaset-controller,rs-uid,"system:serviceaccounts,system:masters"\n`, { mode: 0o600 })
     const port = await freePort()
     t.teardown(async () => {
       await run(join(RUNNER, 'stop.sh'), [dir]).catch(() => {})
@@ -130,7 +143,7 @@ if (missing.length > 0) {
     await run(join(RUNNER, 'run.sh'), [dir, String(port)], { timeout: 120_000 })
     const dispatcher = new Agent({ connect: { ca: readFileSync(join(dir, 'pki/ca.crt')) } })
     t.teardown(() => dispatcher.close())
-    const send = async (req: Req, as: 'admin' | 'node' = 'admin', dryRun = false) => {
+    const send = async (req: Req, as: Identity = 'admin', dryRun = false) => {
       const res = await request(`https://127.0.0.1:${port}${req.path}${dryRun ? '?dryRun=All' : ''}`, {
         method: req.method,
         dispatcher,
@@ -166,7 +179,7 @@ if (missing.length > 0) {
     const probe = FIXTURES.find((f) => f.expect.includes(policies.at(-1)!.rule.id))!
     const until = async (ok: (r: Awaited<ReturnType<typeof send>>) => boolean, what: string) => {
       for (let i = 0; i < 100; i++) {
-        if (ok(await send(probe.send('-probe'), 'admin', true))) return
+        if (ok(await send(probe.send('-probe'), probe.as, true))) return
         await new Promise((r) => setTimeout(r, 200))
       }
       throw new Error(`the policies did not take effect within 20 s (${what})`)
@@ -175,7 +188,7 @@ if (missing.length > 0) {
 
     const sent = new Map<string, { fixture: Fixture; warned: string[] }>()
     for (const f of FIXTURES) {
-      const r = await send(f.send(''), f.asNode ? 'node' : 'admin')
+      const r = await send(f.send(''), f.as)
       t.ok(r.status < 300, `${f.name}: admitted (${r.status})`, { body: r.text.slice(0, 300) })
       sent.set(r.auditID, { fixture: f, warned: ruleIds(r.warnings) })
     }
@@ -213,7 +226,7 @@ if (missing.length > 0) {
     for (const p of policies) await must({ method: 'PATCH', path: `/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/${p.binding.metadata.name}`, contentType: 'application/merge-patch+json', body: { spec: { validationActions: ['Deny', 'Audit'] } } })
     await until((r) => r.status === 422, 'deny')
     for (const f of FIXTURES) {
-      const r = await send(f.send('-deny'), f.asNode ? 'node' : 'admin', true)
+      const r = await send(f.send('-deny'), f.as, true)
       if (f.expect.length === 0) t.ok(r.status < 300, `${f.name}: admitted under Deny (${r.status})`, { body: r.text.slice(0, 300) })
       else {
         t.equal(r.status, 422, `${f.name}: refused under Deny`)

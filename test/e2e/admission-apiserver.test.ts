@@ -4,7 +4,7 @@
 // the rules the API server warned about (Warn) must be exactly the rules the
 // agent finds in that request's own line of the API server's audit log; then
 // with Deny, the same requests (dry run) are refused with the rules' messages
-// or admitted. Each exported rule has requests that fire it and requests that do not.
+// or admitted, and the agent finds each refusal as its rule's finding, blocked at admission. Each exported rule has requests that fire it and requests that do not.
 //
 // Needs the runner (AUDITRAIL_KUBE_APISERVER=DIR, else ../shared/tools/kube-apiserver
 // beside the repository), etcd (Debian's etcd-server, or ETCD=path), openssl and python3
@@ -158,22 +158,28 @@ if (missing.length > 0) {
 
     // What the agent makes of the same requests: their lines in the API server's audit log (it rotates at 1 MB).
     const exportedRules = new RuleSet(rules.filter((r) => exported.has(r.id)))
-    const fired = new Map<string, string[]>()
-    const annotations = new Map<string, Record<string, string>>()
-    for (let i = 0; i < 50 && fired.size < sent.size; i++) {
-      if (i > 0) await new Promise((r) => setTimeout(r, 200))
+    /** The events of the audit log (rotated backups included) at ResponseComplete. */
+    const completeEvents = function* () {
       const auditDir = join(dir, 'audit')
       for (const file of readdirSync(auditDir)) {
         const bytes = readFileSync(join(auditDir, file))
         for (const line of (file.endsWith('.gz') ? gunzipSync(bytes) : bytes).toString('utf8').split('\n')) {
           if (!line.includes('"ResponseComplete"')) continue
           const decoded = decodeAuditLine(Buffer.from(line))
-          if (!('event' in decoded) || !sent.has(decoded.event.auditID) || decoded.event.stage !== 'ResponseComplete') continue
-          const findings: RuleFinding[] = []
-          exportedRules.inspect(decoded.event, findings)
-          fired.set(decoded.event.auditID, findings.map((f) => f.id).sort())
-          annotations.set(decoded.event.auditID, decoded.event.annotations ?? {})
+          if ('event' in decoded && decoded.event.stage === 'ResponseComplete') yield decoded.event
         }
+      }
+    }
+    const fired = new Map<string, string[]>()
+    const annotations = new Map<string, Record<string, string>>()
+    for (let i = 0; i < 50 && fired.size < sent.size; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 200))
+      for (const event of completeEvents()) {
+        if (!sent.has(event.auditID)) continue
+        const findings: RuleFinding[] = []
+        exportedRules.inspect(event, findings)
+        fired.set(event.auditID, findings.map((f) => f.id).sort())
+        annotations.set(event.auditID, event.annotations ?? {})
       }
     }
     for (const [auditID, { fixture, warned }] of sent) {
@@ -188,13 +194,27 @@ if (missing.length > 0) {
     // Deny: the same requests, dry run (nothing is stored), under new names.
     for (const p of policies) await must({ method: 'PATCH', path: `/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/${p.binding.metadata.name}`, contentType: 'application/merge-patch+json', body: { spec: { validationActions: ['Deny', 'Audit'] } } })
     await until((r) => r.status === 422, 'deny')
+    const refused = new Map<string, Fixture>()
     for (const f of FIXTURES) {
       const r = await send(f.send('-deny'), f.as, true)
       if (f.expect.length === 0) t.ok(r.status < 300, `${f.name}: admitted under Deny (${r.status})`, { body: r.text.slice(0, 300) })
       else {
         t.equal(r.status, 422, `${f.name}: refused under Deny`)
         t.same(ruleIds(r.text), [...f.expect].sort(), `${f.name}: the refusal names ${f.expect.join(', ')}`)
+        refused.set(r.auditID, f)
       }
     }
+    // The agent on the refusals' lines: each is a finding of the rule that refused it, marked blocked at admission.
+    const blocked = new Map<string, string[]>()
+    for (let i = 0; i < 50 && blocked.size < refused.size; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 200))
+      for (const event of completeEvents()) {
+        if (!refused.has(event.auditID)) continue
+        const findings: RuleFinding[] = []
+        exportedRules.inspect(event, findings)
+        blocked.set(event.auditID, findings.map((f) => `${f.id}${f.details.blockedAtAdmission === 'true' ? ' blocked' : ''}`).sort())
+      }
+    }
+    for (const [auditID, f] of refused) t.same(blocked.get(auditID), f.expect.map((id) => `${id} blocked`).sort(), `${f.name}: the agent finds ${f.expect.join(', ')}, blocked at admission`)
   })
 }

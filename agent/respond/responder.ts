@@ -68,6 +68,7 @@ export class Responder {
   #loop: Promise<void> | undefined
   #wake: (() => void) | undefined
   #closing = false
+  #closeDone: Promise<void> | undefined
   readonly #abort = new AbortController()
   #lastDropLogMs = 0
 
@@ -154,8 +155,13 @@ export class Responder {
     return out
   }
 
-  /** Stops the loop; what is still queued is dropped, counted and logged. */
-  async close(): Promise<void> {
+  /** Stops the loop; what is still queued is dropped, counted and logged. Safe to call again. */
+  close(): Promise<void> {
+    this.#closeDone ??= this.#close()
+    return this.#closeDone
+  }
+
+  async #close(): Promise<void> {
     this.#closing = true
     clearTimeout(this.#whoamiTimer)
     this.#abort.abort()

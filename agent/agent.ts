@@ -353,10 +353,12 @@ export class AuditAgent {
     }
     // Responses finished since the last event ride in this event's batch (the responder's own request is
     // usually the next line); each names its cause (details.causeAuditId) and its own request's audit ID.
-    for (const { finding, cause } of this.#responder?.takeFindings() ?? []) {
-      findings.push(finding)
-      this.metrics.findings.inc({ source: finding.source, id: finding.id, severity: finding.severity })
-      this.#groups.add(finding, cause as AuditEvent, undefined, changes)
+    if (this.#responder) {
+      for (const { finding, cause } of this.#responder.takeFindings()) {
+        findings.push(finding)
+        this.metrics.findings.inc({ source: finding.source, id: finding.id, severity: finding.severity })
+        this.#groups.add(finding, cause as AuditEvent, undefined, changes)
+      }
     }
     if (changes.length > 0) this.#groupsChanged(changes)
     const record: WireRecord = { offset, line }

@@ -60,7 +60,8 @@ export interface Cause {
 export function responseRequest(action: ResponseAction, event: AuditEvent, cause: Cause): ResponseRequest | undefined {
   const ref = event.objectRef
   const resource = ref?.resource
-  const name = ref?.name
+  // A create with generateName has its name in the response only.
+  const name = ref?.name || (ref?.subresource ? undefined : createdName(event))
   if (!resource || !name) return undefined
   const group = ref.apiGroup ?? ''
   const namespace = ref.namespace || undefined
@@ -95,6 +96,11 @@ export function responseRequest(action: ResponseAction, event: AuditEvent, cause
 function uidOf(event: AuditEvent, kind: string): string | undefined {
   const o = event.responseObject as { kind?: unknown; metadata?: { uid?: unknown } } | undefined
   return o && o.kind === kind && typeof o.metadata?.uid === 'string' ? o.metadata.uid : undefined
+}
+
+function createdName(event: AuditEvent): string | undefined {
+  const name = (event.responseObject as { metadata?: { name?: unknown } } | undefined)?.metadata?.name
+  return typeof name === 'string' && name !== '' ? name : undefined
 }
 
 /** A path segment from the audit event: the API server's own names, escaped all the same. */

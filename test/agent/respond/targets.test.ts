@@ -22,5 +22,6 @@ t.test('each action applies to its objects only, as one request', async (t) => {
   const q = responseRequest('quarantine', ev({ resource: 'cronjobs', apiGroup: 'batch', namespace: 'apps', name: 'c', apiVersion: 'v1' }), cause)!
   t.same([q.path, JSON.parse(q.body)], ['/apis/batch/v1/namespaces/apps/cronjobs/c?fieldManager=auditrail-responder', { metadata: { labels: { 'auditrail.io/quarantine': 'true' }, annotations: { 'auditrail.io/quarantined-for': 'rule privileged-container, audit ID a1' } } }], 'labelled, and annotated with its cause')
   t.equal(responseRequest('quarantine', ev({ resource: 'pods', namespace: 'apps' }), cause), undefined, 'no name: nothing to act on')
+  t.equal(responseRequest('delete-pod', ev({ resource: 'pods', namespace: 'apps', apiVersion: 'v1' }, { kind: 'Pod', metadata: { name: 'web-x7k2p', uid: 'u-2' } }), cause)!.path, '/api/v1/namespaces/apps/pods/web-x7k2p', 'generateName: the name the response shows')
   t.equal(responseRequest('delete-pod', ev({ resource: 'pods', namespace: 'a/../b', name: 'p?x', apiVersion: 'v1' }), cause)!.path, '/api/v1/namespaces/a%2F..%2Fb/pods/p%3Fx', 'names are path segments, escaped')
 })

@@ -94,8 +94,13 @@ export class Responder {
   async #whoami(): Promise<void> {
     const a = await this.#client.send({ method: 'POST', path: '/apis/authentication.k8s.io/v1/selfsubjectreviews', contentType: 'application/json', body: JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' }), userAgent: this.#userAgent() }, this.#abort.signal)
     if (this.#closing) return
-    const username = a.status === 201 || a.status === 200 ? (JSON.parse(a.body) as { status?: { userInfo?: { username?: string } } }).status?.userInfo?.username : undefined
-    if (username) {
+    let username: unknown
+    try {
+      if (a.status === 201 || a.status === 200) username = (JSON.parse(a.body) as { status?: { userInfo?: { username?: unknown } } }).status?.userInfo?.username
+    } catch {
+      // Not the API server's JSON (a proxy's page?): said below, with the status.
+    }
+    if (typeof username === 'string' && username) {
       this.#self = username
       this.#log.info({ identity: username }, 'responder identity: its actions show in the audit log under this user')
       return
@@ -123,7 +128,12 @@ export class Responder {
           this.#skip(excluded, action, f)
           continue
         }
-        const request = responseRequest(action, event, { ruleId: f.id, auditId: f.auditId })
+        let request
+        try {
+          request = responseRequest(action, event, { ruleId: f.id, auditId: f.auditId })
+        } catch {
+          // A name that cannot be a URL path segment (a lone surrogate): no object the API server could have made.
+        }
         if (!request) {
           this.#skip('not_applicable', action, f)
           continue

@@ -66,3 +66,9 @@ t.test('the same object is answered once within the dedup window; an action that
   t.same(r.takeFindings().map((d) => d.finding.details.target), ['pods apps/p1'])
   t.same([await count({ reason: 'duplicate' }, 'responsesSkipped'), await count({ reason: 'not_applicable' }, 'responsesSkipped')], [1, 1])
 })
+
+t.test('an event whose object name cannot be a path is passed over, not thrown on the reading path', async (t) => {
+  const { count, consider } = await responder(t, {})
+  t.doesNotThrow(() => consider(event('bad\ud800name')))
+  t.equal(await count({ reason: 'not_applicable' }, 'responsesSkipped'), 1)
+})

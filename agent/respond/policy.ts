@@ -17,7 +17,7 @@ import type { RuleFinding } from '../guard/rule-set.ts'
 import type { RespondConfig, ResponseAction } from '../config.ts'
 
 /** Why a finding got no response; a metric label, so a fixed set. */
-export const SKIP_REASONS = ['blocked_at_admission', 'not_served', 'too_old', 'excluded_namespace', 'system_identity', 'excluded_user', 'own_identity', 'not_applicable', 'duplicate'] as const
+const SKIP_REASONS = ['blocked_at_admission', 'not_served', 'too_old', 'excluded_namespace', 'system_identity', 'excluded_user', 'own_identity', 'not_applicable', 'duplicate'] as const
 export type SkipReason = (typeof SKIP_REASONS)[number]
 
 export class ResponsePolicies {

@@ -23,7 +23,7 @@ import { responseRequest, RESPONSE_FINDING_IDS, VERBS, type ResponseRequest } fr
 import { TokenBucket } from './token-bucket.ts'
 
 /** What happened to one response; a metric label. */
-export type Outcome = 'dry_run' | 'done' | 'gone' | 'failed' | 'dropped'
+type Outcome = 'dry_run' | 'done' | 'gone' | 'failed' | 'dropped'
 
 /** A response's finding and the event of the finding that caused it (what groups and alerts show). */
 export interface ResponseFinding {

@@ -12,10 +12,10 @@
 import type { ResponseAction } from '../config.ts'
 import type { AuditEvent } from '../audit/event.ts'
 
-export const QUARANTINE_LABEL = 'auditrail.io/quarantine'
-export const QUARANTINE_ANNOTATION = 'auditrail.io/quarantined-for'
+const QUARANTINE_LABEL = 'auditrail.io/quarantine'
+const QUARANTINE_ANNOTATION = 'auditrail.io/quarantined-for'
 /** The field manager of the responder's patches: `kubectl get -o yaml --show-managed-fields` names it. */
-export const FIELD_MANAGER = 'auditrail-responder'
+const FIELD_MANAGER = 'auditrail-responder'
 
 /** The id of the finding that reports an action (a dot: no rule or detector id can take it). */
 export const RESPONSE_FINDING_IDS: Record<ResponseAction, string> = {
@@ -47,7 +47,7 @@ export interface ResponseRequest {
 }
 
 /** The cause of a response, written on the object where the action leaves it (quarantine). */
-export interface Cause {
+interface Cause {
   ruleId: string
   auditId: string
 }

@@ -20,6 +20,7 @@ import { peerDispatcher, Sender, SendError, backoffMs } from './ship/sender.ts'
 import { createSigningKeyIfMissing, SigningKeyFile } from './ship/signing-key.ts'
 import { CollectorTls } from './ship/collector-tls.ts'
 import { createRedactor, UnscannableLine } from './redact/redactor.ts'
+import { Responder } from './respond/responder.ts'
 import { loadOrCreateSalt } from './redact/salt.ts'
 import { CheckpointFile, type Checkpoint } from './state/checkpoint.ts'
 import { backupNaming } from './tail/backup-names.ts'
@@ -89,6 +90,7 @@ export class AuditAgent {
   readonly #detectors: Detectors
   readonly #groups: FindingGroups
   readonly #groupChanges: GroupChange[] = []
+  readonly #responder: Responder | undefined
 
   constructor(config: AgentConfig, deps: AgentDeps) {
     this.#config = config
@@ -98,6 +100,7 @@ export class AuditAgent {
     this.#guard = new Guard({ builtin: config.rules.builtin, dirs: config.rules.dirs, logger: this.#log, metrics: this.metrics, ...config.guard })
     this.#detectors = this.#loadDetectors()
     this.#groups = new FindingGroups((f) => (f.source === 'rule' ? this.#guard.rules : this.#detectors).groupOf(f.id))
+    this.#responder = config.respond.enabled ? new Responder({ config: config.respond, node: config.node, logger: this.#log, metrics: this.metrics }) : undefined
     this.#key = new SigningKeyFile(config.signing.keyFile, { allowLoosePermissions: config.signing.allowLoosePermissions })
     this.#checkpoints = new CheckpointFile(config.stateDir)
     const c = config.collector
@@ -192,6 +195,7 @@ export class AuditAgent {
     this.#lastSealedAt = performance.now()
     this.#watchLogDir()
     await this.#guard.watch()
+    this.#responder?.start()
     this.#timers.push(
       setInterval(() => {
         void this.#tailer?.discover().catch((err: Error) => this.#log.error({ err: err.message }, 'discovery failed'))
@@ -224,6 +228,7 @@ export class AuditAgent {
     for (const t of this.#timers) clearInterval(t)
     await this.#watcher?.close()
     await this.#guard.close()
+    await this.#responder?.close()
     if (this.#batcher && this.#sealer) {
       const drafts: BatchDraft[] = []
       this.#batcher.takeDue(performance.now(), drafts, true)
@@ -338,12 +343,22 @@ export class AuditAgent {
     const findings: Omit<Finding, 'recordIndex'>[] = []
     this.#guard.inspect(event, findings)
     this.#detectors.inspect(event, findings)
+    this.#responder?.consider(event, findings)
     const timeMs = eventTimeMs(event)
     const changes = this.#groupChanges
     if (timeMs !== undefined) this.#groups.advance(timeMs, changes)
     for (const f of findings) {
       this.metrics.findings.inc({ source: f.source, id: f.id, severity: f.severity })
       this.#groups.add(f, event, timeMs, changes)
+    }
+    // Responses finished since the last event ride in this event's batch (the responder's own request is
+    // usually the next line); each names its cause (details.causeAuditId) and its own request's audit ID.
+    if (this.#responder) {
+      for (const { finding, cause } of this.#responder.takeFindings()) {
+        findings.push(finding)
+        this.metrics.findings.inc({ source: finding.source, id: finding.id, severity: finding.severity })
+        this.#groups.add(finding, cause as AuditEvent, undefined, changes)
+      }
     }
     if (changes.length > 0) this.#groupsChanged(changes)
     const record: WireRecord = { offset, line }

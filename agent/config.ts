@@ -47,6 +47,34 @@ export interface AgentConfig {
   /** extraPaths: per resource ("configmaps", "group/resource", "resource/subresource"), JSON paths whose values are redacted too. */
   redact: { enabled: boolean; extraPaths: Record<string, string[]> }
   alert: AlertConfig
+  respond: RespondConfig
+}
+
+export const RESPONSE_ACTIONS = ['delete-pod', 'delete-binding', 'scale-to-zero', 'quarantine'] as const
+export type ResponseAction = (typeof RESPONSE_ACTIONS)[number]
+type SeverityName = AlertConfig['minSeverity']
+
+/** One opt-in response: the findings it answers (rule or detector ids, or every finding from a severity up) and what it does. */
+export type ResponsePolicy = { action: ResponseAction } & ({ rules: string[] } | { minSeverity: SeverityName })
+
+/** Responders (agent/respond): act on the object of a finding through the API server, or say what they would do. */
+export interface RespondConfig {
+  enabled: boolean
+  dryRun: boolean
+  policies: ResponsePolicy[]
+  excludeNamespaces: string[]
+  /** Usernames (a trailing * is a prefix) never acted against, on top of the system identities. */
+  excludeUsers: string[]
+  /** Act on system:* users and kube-system service accounts too (off: they are the cluster's own machinery). */
+  includeSystemIdentities: boolean
+  /** Events older than this are not acted on: a replay of old backups must not delete today's pods. */
+  maxEventAgeMs: number
+  /** The same action on the same object is taken once within this window. */
+  dedupWindowMs: number
+  rateLimit: { perMinute: number; burst: number }
+  queueSize: number
+  maxAttempts: number
+  apiServer: { url: string; caFile: string; tokenFile: string; timeoutMs: number }
 }
 
 /** Alerts (agent/alert): findings at or above `minSeverity` leave at once for the configured sinks. */
@@ -99,9 +127,13 @@ type Field =
   | { kind: 'bytes'; default: number; min: number; max: number }
   | { kind: 'duration'; default: number; min: number; max: number }
   | { kind: 'strings'; default: string[] }
+  // A list of mappings, checked by the section's own reader in finish() (which names each entry's field).
+  | { kind: 'list'; default: unknown[] }
 type Section = { [key: string]: Field | Section }
 
 const MiB = 1024 * 1024
+/** Where a pod's service account token and the cluster CA are mounted. */
+const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount'
 const SCHEMA = {
   node: { kind: 'string', default: '', env: 'NODE_NAME' },
   streamId: { kind: 'string', default: '' },
@@ -204,6 +236,30 @@ const SCHEMA = {
       allowInsecureHttp: { kind: 'bool', default: false },
     },
   },
+  respond: {
+    enabled: { kind: 'bool', default: false },
+    // On until an operator has read what it would do: a wrong policy deletes real workloads.
+    dryRun: { kind: 'bool', default: true },
+    actions: { kind: 'list', default: [] },
+    excludeNamespaces: { kind: 'strings', default: ['kube-system'] },
+    excludeUsers: { kind: 'strings', default: [] },
+    includeSystemIdentities: { kind: 'bool', default: false },
+    maxEventAge: { kind: 'duration', default: 300_000, min: 1000, max: 86_400_000 },
+    dedupWindow: { kind: 'duration', default: 600_000, min: 0, max: 86_400_000 },
+    rateLimit: {
+      perMinute: { kind: 'int', default: 6, min: 1, max: 6000 },
+      burst: { kind: 'int', default: 3, min: 1, max: 1000 },
+    },
+    queueSize: { kind: 'int', default: 100, min: 1, max: 10_000 },
+    maxAttempts: { kind: 'int', default: 3, min: 1, max: 10 },
+    apiServer: {
+      // Empty: in-cluster, https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT.
+      url: { kind: 'string', default: '' },
+      caFile: { kind: 'string', default: `${SERVICE_ACCOUNT_DIR}/ca.crt` },
+      tokenFile: { kind: 'string', default: `${SERVICE_ACCOUNT_DIR}/token` },
+      timeout: { kind: 'duration', default: 5000, min: 100, max: 60_000 },
+    },
+  },
 } as const satisfies Section
 
 /** Flags of `auditrail agent` that override keys of the file. */
@@ -252,7 +308,7 @@ export function loadAgentConfig(options: LoadOptions): AgentConfig {
     if (!field) throw new ConfigError(`${where}: unknown key ${key}`)
     setPath(values, key, readField(field, typeof raw === 'string' && field.kind === 'strings' ? [raw] : raw, key, `flag for ${key}`))
   }
-  return finish(values as unknown as RawConfig, where)
+  return finish(values as unknown as RawConfig, where, options.env ?? process.env)
 }
 
 // --- generic reading
@@ -300,6 +356,8 @@ function readField(field: Field, value: unknown, key: string, where: string): un
       return fail('true or false')
     case 'strings':
       return Array.isArray(value) && value.every((v) => typeof v === 'string') ? value : fail('a list of strings')
+    case 'list':
+      return Array.isArray(value) ? value : fail('a list')
     case 'int':
     case 'bytes':
     case 'duration': {
@@ -368,6 +426,22 @@ interface RawConfig {
   observe: { listen: string }
   redact: { enabled: boolean; extraPaths: string[] }
   alert: RawAlert
+  respond: RawRespond
+}
+
+interface RawRespond {
+  enabled: boolean
+  dryRun: boolean
+  actions: unknown[]
+  excludeNamespaces: string[]
+  excludeUsers: string[]
+  includeSystemIdentities: boolean
+  maxEventAge: number
+  dedupWindow: number
+  rateLimit: { perMinute: number; burst: number }
+  queueSize: number
+  maxAttempts: number
+  apiServer: { url: string; caFile: string; tokenFile: string; timeout: number }
 }
 
 interface RawAlert {
@@ -384,7 +458,7 @@ interface RawAlert {
 
 const STREAM_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/
 
-function finish(raw: RawConfig, where: string): AgentConfig {
+function finish(raw: RawConfig, where: string, env: NodeJS.ProcessEnv): AgentConfig {
   if (!raw.node) throw new ConfigError(`${where}: node is not set: set it in the file, with --node, or through the NODE_NAME environment variable (the DaemonSet sets it from spec.nodeName)`)
   const streamId = raw.streamId || raw.node
   if (!STREAM_ID.test(streamId)) throw new ConfigError(`${where}: streamId ${JSON.stringify(streamId)} must be letters, digits, '.', '_' or '-' (at most 253), starting with a letter or digit`)
@@ -433,6 +507,65 @@ function finish(raw: RawConfig, where: string): AgentConfig {
     observe: raw.observe,
     redact: { enabled: raw.redact.enabled, extraPaths: redactionPaths(raw.redact.extraPaths, where) },
     alert: finishAlert(raw.alert, where),
+    respond: finishRespond(raw.respond, where, env),
+  }
+}
+
+const POLICY_KEYS = ['rules', 'minSeverity', 'action']
+
+function finishRespond(raw: RawRespond, where: string, env: NodeJS.ProcessEnv): RespondConfig {
+  const policies = raw.actions.map((entry, i): ResponsePolicy => {
+    const key = `respond.actions[${i}]`
+    const fail = (message: string): never => {
+      throw new ConfigError(`${where}: ${key}${message}`)
+    }
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return fail(': expected a mapping like {rules: [privileged-container], action: delete-pod} or {minSeverity: critical, action: quarantine}')
+    const e = entry as Record<string, unknown>
+    for (const k of Object.keys(e)) if (!POLICY_KEYS.includes(k)) fail(`: unknown key ${k} (known keys here: ${POLICY_KEYS.join(', ')})`)
+    if (!(RESPONSE_ACTIONS as readonly string[]).includes(e.action as string)) fail(`.action: expected one of ${RESPONSE_ACTIONS.join(', ')}, got ${JSON.stringify(e.action)}`)
+    const action = e.action as ResponseAction
+    if ((e.rules === undefined) === (e.minSeverity === undefined)) fail(': set rules (a list of rule or detector ids) or minSeverity, exactly one of them')
+    if (e.rules !== undefined) {
+      if (!Array.isArray(e.rules) || e.rules.length === 0 || !e.rules.every((r) => typeof r === 'string' && r !== '')) return fail(`.rules: expected a non-empty list of rule or detector ids, got ${JSON.stringify(e.rules)}`)
+      return { action, rules: e.rules as string[] }
+    }
+    const severities = ['info', 'low', 'medium', 'high', 'critical']
+    if (!severities.includes(e.minSeverity as string)) fail(`.minSeverity: expected one of ${severities.join(', ')}, got ${JSON.stringify(e.minSeverity)}`)
+    return { action, minSeverity: e.minSeverity as SeverityName }
+  })
+  if (raw.enabled && policies.length === 0) throw new ConfigError(`${where}: respond.enabled is true but respond.actions is empty: list what to do, e.g. [{rules: [privileged-container], action: delete-pod}], or turn respond.enabled off`)
+  let url = raw.apiServer.url
+  if (!url && env.KUBERNETES_SERVICE_HOST) {
+    const host = env.KUBERNETES_SERVICE_HOST.includes(':') ? `[${env.KUBERNETES_SERVICE_HOST}]` : env.KUBERNETES_SERVICE_HOST
+    url = `https://${host}:${env.KUBERNETES_SERVICE_PORT || '443'}`
+  }
+  if (raw.enabled) {
+    if (!url) throw new ConfigError(`${where}: respond.apiServer.url is not set and KUBERNETES_SERVICE_HOST is not in the environment: set the API server's URL (e.g. https://127.0.0.1:6443), or run the agent in a pod`)
+    let parsed: URL
+    try {
+      parsed = new URL(url)
+    } catch {
+      throw new ConfigError(`${where}: respond.apiServer.url ${JSON.stringify(url)} is not a URL (expected e.g. https://127.0.0.1:6443)`)
+    }
+    // The responder sends a bearer token that may delete pods: never in clear.
+    if (parsed.protocol !== 'https:') throw new ConfigError(`${where}: respond.apiServer.url must use https (the responder sends its token), got ${parsed.protocol}`)
+    if (parsed.username || parsed.password || (parsed.pathname !== '/' && parsed.pathname !== '')) throw new ConfigError(`${where}: respond.apiServer.url must be https://HOST:PORT, without credentials or a path; the token comes from respond.apiServer.tokenFile`)
+    url = parsed.origin
+    if (!raw.apiServer.tokenFile) throw new ConfigError(`${where}: respond.apiServer.tokenFile is empty: the responder acts under its own identity, so the audit log shows who acted; mount a service account token and name its file`)
+  }
+  return {
+    enabled: raw.enabled,
+    dryRun: raw.dryRun,
+    policies,
+    excludeNamespaces: raw.excludeNamespaces,
+    excludeUsers: raw.excludeUsers,
+    includeSystemIdentities: raw.includeSystemIdentities,
+    maxEventAgeMs: raw.maxEventAge,
+    dedupWindowMs: raw.dedupWindow,
+    rateLimit: raw.rateLimit,
+    queueSize: raw.queueSize,
+    maxAttempts: raw.maxAttempts,
+    apiServer: { url, caFile: raw.apiServer.caFile, tokenFile: raw.apiServer.tokenFile, timeoutMs: raw.apiServer.timeout },
   }
 }
 

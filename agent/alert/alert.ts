@@ -107,7 +107,7 @@ export class SecretFile {
     try {
       this.#last = readFileSync(path, 'utf8').trim()
     } catch (err) {
-      throw new Error(`cannot read ${what} from ${path} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'}): mount the Secret there, or fix the path in the alert configuration`)
+      throw new Error(`cannot read ${what} from ${path} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'}): mount the Secret there, or fix the path in the configuration`)
     }
     if (!this.#last) throw new Error(`${what} file ${path} is empty`)
   }

@@ -19,6 +19,7 @@
 // policy's request.userInfo the impersonated one when there is impersonation.
 import { parse } from '@bufbuild/cel'
 import { VARIABLES } from './cel.ts'
+import type { AuditEvent } from '../audit/event.ts'
 import type { ExceptionSpec, NameList } from './event-filter.ts'
 import type { Rule } from './rule.ts'
 
@@ -116,7 +117,7 @@ function policyOf(rule: Rule, action: AdmissionAction): AdmissionPolicy {
   const subresources = m.subresources ? [...m.subresources] : ['', '*']
   const resources = [...m.resources].flatMap((r) => subresources.map((s) => (s === '' ? r : `${r}/${s}`)))
   const operations = [...new Set(verbs.map((v) => OPERATIONS[v]!))]
-  const name = `auditrail-${rule.id}`
+  const name = policyName(rule.id)
   const message = `auditrail rule ${rule.id} (${rule.severity}): ${rule.title}`
   const labels = { 'app.kubernetes.io/part-of': 'auditrail', 'auditrail.io/rule': rule.id }
   if (variables.has('containers')) variables.add('podSpec')
@@ -142,6 +143,45 @@ function policyOf(rule: Rule, action: AdmissionAction): AdmissionPolicy {
     spec: { policyName: name, validationActions: VALIDATION_ACTIONS[action] },
   }
   return { rule, policy, binding }
+}
+
+const POLICY_PREFIX = 'auditrail-'
+
+/** The name of a rule's policy and binding: how an audit event's denial leads back to the rule. */
+export function policyName(ruleId: string): string {
+  return `${POLICY_PREFIX}${ruleId}`
+}
+
+const VALIDATION_FAILURE = 'validation.policy.admission.k8s.io/validation_failure'
+const NONE: ReadonlySet<string> = new Set()
+const DENIED_MESSAGE = /ValidatingAdmissionPolicy '([^']+)' with binding '[^']*' denied request/g
+
+/**
+ * The ids of the rules whose exported policies refused this request: from the
+ * audit annotation the API server writes when a binding has Audit (each failure
+ * with its policy and actions), else from the refusal message in responseStatus
+ * (a Deny binding without Audit). A request that was not refused has none.
+ */
+export function deniedByAdmission(event: AuditEvent): ReadonlySet<string> {
+  const code = event.responseStatus?.code
+  // Every event passes here: a served request costs one comparison, no allocation.
+  if (code === undefined || code < 400) return NONE
+  const ids = new Set<string>()
+  const take = (policy: unknown) => {
+    if (typeof policy === 'string' && policy.startsWith(POLICY_PREFIX)) ids.add(policy.slice(POLICY_PREFIX.length))
+  }
+  const failures = event.annotations?.[VALIDATION_FAILURE]
+  if (typeof failures === 'string') {
+    try {
+      const list: unknown = JSON.parse(failures)
+      if (Array.isArray(list)) for (const f of list) if (Array.isArray(f?.validationActions) && f.validationActions.includes('Deny')) take(f.policy)
+    } catch {
+      // Not the API server's JSON: the message below may still say it.
+    }
+  }
+  const message = event.responseStatus?.message
+  if (typeof message === 'string') for (const m of message.matchAll(DENIED_MESSAGE)) take(m[1])
+  return ids
 }
 
 /** A policy variable's expression with the variables it reads written out (POLICY_VARIABLES: our own text). */

@@ -173,7 +173,7 @@ export class FindingGroups {
         key: key.split('\u0000').slice(2).join(','),
         first: finding,
         last: finding,
-        event: slim(event),
+        event: slimEvent(event),
         firstMs: t,
         lastMs: t,
         count: 0,
@@ -218,7 +218,7 @@ const FALLBACK: GroupSpec = compileGroup(undefined, 'rule', undefined, (m) => {
 })
 
 /** What a group keeps of its first event: a few fields, each cut short (a user agent, for one, is the client's to choose). */
-function slim(ev: AuditEvent): GroupEvent {
+export function slimEvent(ev: AuditEvent): GroupEvent {
   const ref = ev.objectRef
   const cut = (v: unknown) => (typeof v === 'string' ? v.slice(0, MAX_KEY_PART) : undefined)
   return {

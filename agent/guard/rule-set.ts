@@ -9,6 +9,7 @@ import { loadDefinitions, readDefinitionDirectory } from './definition-files.ts'
 import { DefinitionError, matchesEvent } from './event-filter.ts'
 import { CelBudgetExceeded } from './cel.ts'
 import { compileRule, type Rule } from './rule.ts'
+import { deniedByAdmission } from './admission.ts'
 import type { GroupSpec } from './finding-groups.ts'
 
 export const BUILTIN_RULES_DIR = fileURLToPath(new URL('./builtin-rules/', import.meta.url))
@@ -65,12 +66,26 @@ export class RuleSet {
     return list
   }
 
-  /** Tests the event against its candidate rules; each hit is appended to `out`. */
+  /**
+   * Tests the event against its candidate rules; each hit is appended to `out`.
+   * A request the rule's own admission policy refused (`rules admission`, Deny)
+   * is a finding of that rule too, marked blocked: the attempt is worth knowing,
+   * though the rule's match (codes: [200, 201]) looks at what was served.
+   */
   inspect(event: AuditEvent, out: RuleFinding[]): void {
+    const denied = deniedByAdmission(event)
+    for (const id of denied) {
+      const rule = this.#byId.get(id)
+      if (!rule || !rule.match.stages.has(event.stage)) continue
+      const finding = findingOf(rule, event)
+      finding.message = `${finding.message} (also blocked at admission)`
+      finding.details.blockedAtAdmission = 'true'
+      out.push(finding)
+    }
     const candidates = this.candidates(event.verb, event.objectRef?.resource ?? '')
     for (let i = 0; i < candidates.length; i++) {
       const rule = candidates[i]!
-      if (!matchesEvent(rule.match, event)) continue
+      if (denied.has(rule.id) || !matchesEvent(rule.match, event)) continue
       let overBudget = false
       try {
         if (rule.condition && !rule.condition(event)) continue

@@ -49,6 +49,10 @@ export class AgentMetrics {
   readonly alertSendFailures = this.#counter('auditrail_alert_send_failures_total', 'Failed alert requests, by sink and reason (transport, timeout, http_4xx, http_5xx); retried up to alert.retry unless the receiver refused the alerts for good.', ['sink', 'reason'])
   readonly alertsDropped = this.#counter('auditrail_alerts_dropped_total', 'Alerts given up, by sink and reason (queue_full, retries_exhausted, rejected, closed).', ['sink', 'reason'])
   readonly alertsDeduplicated = this.#counter('auditrail_alerts_deduplicated_total', 'Findings not alerted because the same finding was alerted within alert.coolDown.')
+  // Responders (agent/respond): `action` is one of four, `outcome` dry_run, done, gone, failed or dropped.
+  readonly responses = this.#counter('auditrail_responses_total', 'Responses to findings, by action (delete-pod, delete-binding, scale-to-zero, quarantine) and outcome (dry_run: reported only; done; gone: the object was gone already; failed: the API server refused or did not answer within respond.maxAttempts; dropped: the queue was full or the agent stopped).', ['action', 'outcome'])
+  readonly responsesSkipped = this.#counter('auditrail_responses_skipped_total', 'Findings a response policy selected but that got no response, by reason (blocked_at_admission, not_served, too_old, excluded_namespace, system_identity, excluded_user, own_identity, not_applicable, duplicate).', ['reason'])
+  readonly responseQueueLength = this.#gauge('auditrail_response_queue_length', 'Responses waiting for the rate limit (bounded by respond.queueSize).')
   readonly alertQueueLength = this.#gauge('auditrail_alert_queue_length', 'Alerts waiting to be sent, by sink (bounded by alert.queueSize).', ['sink'])
   readonly alertDelay = new Histogram({
     name: 'auditrail_alert_delay_seconds',

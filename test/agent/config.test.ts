@@ -140,3 +140,44 @@ t.test('alert: off without a sink; the file configures sinks, units and limits; 
   writeFileSync(file, 'alert:\n  webhook:\n    url: http://hooks.example/x\n    hmacSecretFile: /s\n')
   t.equal(loadAgentConfig({ file, overrides: base, env }).alert.webhook.url, 'http://hooks.example/x', 'an HMAC signature over plain http sends no secret: allowed')
 })
+
+t.test('respond: off, dry run, kube-system left alone by default; the API server from the pod\'s environment', async (t) => {
+  const d = loadAgentConfig({ overrides: base, env }).respond
+  t.same([d.enabled, d.dryRun, d.policies, d.excludeNamespaces, d.includeSystemIdentities], [false, true, [], ['kube-system'], false])
+  t.same(d.apiServer, { url: '', caFile: '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt', tokenFile: '/var/run/secrets/kubernetes.io/serviceaccount/token', timeoutMs: 5000 })
+  const dir = t.testdir({
+    'r.yaml': 'respond:\n  enabled: true\n  actions:\n    - {rules: [privileged-container, host-pid], action: delete-pod}\n    - {minSeverity: critical, action: quarantine}\n  rateLimit: {perMinute: 30, burst: 2}\n  maxEventAge: 1m\n',
+  })
+  const c = loadAgentConfig({ file: join(dir, 'r.yaml'), overrides: base, env: { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' } }).respond
+  t.same(c.policies, [{ action: 'delete-pod', rules: ['privileged-container', 'host-pid'] }, { action: 'quarantine', minSeverity: 'critical' }])
+  t.equal(c.apiServer.url, 'https://10.96.0.1', 'in a pod: the kubernetes Service (443, https\'s own port, is implied)')
+  t.same([c.dryRun, c.rateLimit, c.maxEventAgeMs], [true, { perMinute: 30, burst: 2 }, 60_000], 'enabling is not leaving dry run')
+  const v6 = loadAgentConfig({ file: join(dir, 'r.yaml'), overrides: base, env: { KUBERNETES_SERVICE_HOST: 'fd00::1', KUBERNETES_SERVICE_PORT: '6443' } }).respond
+  t.equal(v6.apiServer.url, 'https://[fd00::1]:6443')
+})
+
+t.test('respond: mistakes name the field and the fix', async (t) => {
+  const dir = t.testdir()
+  const on = (rest: string) => `respond:\n  enabled: true\n  apiServer: {url: "https://127.0.0.1:6443"}\n${rest}`
+  const cases: Array<[string, RegExp]> = [
+    ['respond:\n  enabled: true\n', /respond\.enabled is true but respond\.actions is empty/],
+    [on('  actions:\n    - {rules: [privileged-container], action: kill}\n'), /respond\.actions\[0\]\.action: expected one of delete-pod, delete-binding, scale-to-zero, quarantine, got "kill"/],
+    [on('  actions:\n    - {action: delete-pod}\n'), /respond\.actions\[0\]: set rules .* or minSeverity, exactly one/],
+    [on('  actions:\n    - {action: delete-pod, rules: [a], minSeverity: high}\n'), /respond\.actions\[0\]: set rules .* exactly one/],
+    [on('  actions:\n    - {action: delete-pod, rules: [a]}\n    - {action: quarantine, minSeverity: urgent}\n'), /respond\.actions\[1\]\.minSeverity: expected one of info, low, medium, high, critical, got "urgent"/],
+    [on('  actions:\n    - {action: delete-pod, rules: []}\n'), /respond\.actions\[0\]\.rules: expected a non-empty list/],
+    [on('  actions:\n    - {action: delete-pod, rule: [a]}\n'), /respond\.actions\[0\]: unknown key rule \(known keys here: rules, minSeverity, action\)/],
+    [on('  actions: {rules: [a]}\n'), /respond\.actions: expected a list/],
+    ['respond:\n  enabled: true\n  actions:\n    - {action: delete-pod, rules: [a]}\n', /respond\.apiServer\.url is not set and KUBERNETES_SERVICE_HOST is not in the environment/],
+    ['respond:\n  enabled: true\n  apiServer: {url: "http://10.0.0.1:6443"}\n  actions:\n    - {action: delete-pod, rules: [a]}\n', /respond\.apiServer\.url must use https/],
+    ['respond:\n  enabled: true\n  apiServer: {url: "https://u:p@10.0.0.1:6443"}\n  actions:\n    - {action: delete-pod, rules: [a]}\n', /respond\.apiServer\.url must be https:\/\/HOST:PORT, without credentials/],
+    ['respond:\n  rateLimit: {perMinute: 0}\n', /respond\.rateLimit\.perMinute: 0 is out of range/],
+    ['respond:\n  queueSize: 1000000\n', /respond\.queueSize: 1000000 is out of range/],
+    ['respond:\n  dryrun: false\n', /unknown key respond\.dryrun \(known keys here: enabled, dryRun,/],
+  ]
+  for (const [i, [yaml, expected]] of cases.entries()) {
+    const file = join(dir, `r${i}.yaml`)
+    writeFileSync(file, yaml)
+    t.throws(() => loadAgentConfig({ file, overrides: base, env }), expected, yaml.split('\n').slice(-2).join(' '))
+  }
+})

@@ -4,41 +4,21 @@
 // the rules the API server warned about (Warn) must be exactly the rules the
 // agent finds in that request's own line of the API server's audit log; then
 // with Deny, the same requests (dry run) are refused with the rules' messages
-// or admitted. Each exported rule has requests that fire it and requests that do not.
+// or admitted, and the agent finds each refusal as its rule's finding, blocked at admission. Each exported rule has requests that fire it and requests that do not.
 //
 // Needs the runner (AUDITRAIL_KUBE_APISERVER=DIR, else ../shared/tools/kube-apiserver
 // beside the repository), etcd (Debian's etcd-server, or ETCD=path), openssl and python3
 // (run.sh uses them); skipped, saying which is missing, without them.
-import { execFile, execFileSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
+import { execFileSync } from 'node:child_process'
+import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import { gunzipSync } from 'node:zlib'
 import t from 'tap'
-import { Agent, request } from 'undici'
 import { decodeAuditLine } from '../../agent/audit/event.ts'
 import { admissionPolicies } from '../../agent/guard/admission.ts'
 import { BUILTIN_RULES_DIR, loadRuleSet, RuleSet, type RuleFinding } from '../../agent/guard/rule-set.ts'
-
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-const RUNNER = process.env.AUDITRAIL_KUBE_APISERVER ?? join(ROOT, '../shared/tools/kube-apiserver')
-const run = promisify(execFile)
-const onPath = (name: string) => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-}
-const missing = [
-  ...(existsSync(join(RUNNER, 'run.sh')) && existsSync(join(RUNNER, 'kube-apiserver')) ? [] : [`the kube-apiserver runner (run.sh and kube-apiserver) in ${RUNNER}: set AUDITRAIL_KUBE_APISERVER to its directory`]),
-  ...(process.env.ETCD ? [] : onPath('etcd') ? [] : ["etcd: apt-get install -y etcd-server (Debian), or ETCD=path"]),
-  ...['openssl', 'python3'].filter((p) => !onPath(p)).map((p) => `${p} (run.sh needs it)`),
-]
+import { request } from 'undici'
+import { missing, startKubeApiserver } from './kube-apiserver.ts'
 
 type Req = { method: 'POST' | 'PATCH' | 'PUT'; path: string; body: unknown; contentType?: string }
 /** `as`: whose token sends it (default the admin): a node or a controller, for the rules' exceptions. */
@@ -117,36 +97,19 @@ function approval(name: string, type: 'Approved' | 'Denied'): Req {
   return { method: 'PUT', path: `/apis/certificates.k8s.io/v1/certificatesigningrequests/${name}/approval`, body: { ...csr(name), status: { conditions: [{ type, status: 'True', reason: 'Parity', message: 'parity test' }] } } }
 }
 
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number }
-      s.close(() => resolve(port))
-    })
-    s.on('error', reject)
-  })
-
 if (missing.length > 0) {
   t.test('admission policies on a real kube-apiserver', { skip: `missing: ${missing.join('; ')}` }, () => {})
 } else {
   t.test('exported policies warn and deny exactly where the rules fire, on kube-apiserver v1.36', { timeout: 150_000 }, async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'auditrail-admission-'))
-    // run.sh keeps an existing token file: an admin, and a node and a controller identity for the rules'
-    // exceptions (system:masters too, so that RBAC does not stand between them and the policies).
+    // An admin, and a node and a controller identity for the rules' exceptions (system:masters too, so
+    // that RBAC does not stand between them and the policies).
     const tokens: Record<Identity, string> = { admin: 'a'.repeat(32), node: 'n'.repeat(32), controller: 'c'.repeat(32) }
-    writeFileSync(join(dir, 'tokens.csv'), `${tokens.admin},admin,admin-uid,"system:masters"\n${tokens.node},system:node:n1,node-uid,"system:nodes,system:masters"\n${tokens.controller},system:serviceaccount:kube-system:replicaset-controller,rs-uid,"system:serviceaccounts,system:masters"\n`, { mode: 0o600 })
-    const port = await freePort()
-    t.teardown(async () => {
-      await run(join(RUNNER, 'stop.sh'), [dir]).catch(() => {})
-      rmSync(dir, { recursive: true, force: true })
-    })
-    await run(join(RUNNER, 'run.sh'), [dir, String(port)], { timeout: 120_000 })
-    const dispatcher = new Agent({ connect: { ca: readFileSync(join(dir, 'pki/ca.crt')) } })
-    t.teardown(() => dispatcher.close())
+    const api = await startKubeApiserver(t, `${tokens.admin},admin,admin-uid,"system:masters"\n${tokens.node},system:node:n1,node-uid,"system:nodes,system:masters"\n${tokens.controller},system:serviceaccount:kube-system:replicaset-controller,rs-uid,"system:serviceaccounts,system:masters"\n`)
+    const dir = api.dir
     const send = async (req: Req, as: Identity = 'admin', dryRun = false) => {
-      const res = await request(`https://127.0.0.1:${port}${req.path}${dryRun ? '?dryRun=All' : ''}`, {
+      const res = await request(`${api.url}${req.path}${dryRun ? '?dryRun=All' : ''}`, {
         method: req.method,
-        dispatcher,
+        dispatcher: api.dispatcher,
         headers: { authorization: `Bearer ${tokens[as]}`, 'content-type': req.contentType ?? 'application/json' },
         body: JSON.stringify(req.body),
       })
@@ -195,22 +158,28 @@ if (missing.length > 0) {
 
     // What the agent makes of the same requests: their lines in the API server's audit log (it rotates at 1 MB).
     const exportedRules = new RuleSet(rules.filter((r) => exported.has(r.id)))
-    const fired = new Map<string, string[]>()
-    const annotations = new Map<string, Record<string, string>>()
-    for (let i = 0; i < 50 && fired.size < sent.size; i++) {
-      if (i > 0) await new Promise((r) => setTimeout(r, 200))
+    /** The events of the audit log (rotated backups included) at ResponseComplete. */
+    const completeEvents = function* () {
       const auditDir = join(dir, 'audit')
       for (const file of readdirSync(auditDir)) {
         const bytes = readFileSync(join(auditDir, file))
         for (const line of (file.endsWith('.gz') ? gunzipSync(bytes) : bytes).toString('utf8').split('\n')) {
           if (!line.includes('"ResponseComplete"')) continue
           const decoded = decodeAuditLine(Buffer.from(line))
-          if (!('event' in decoded) || !sent.has(decoded.event.auditID) || decoded.event.stage !== 'ResponseComplete') continue
-          const findings: RuleFinding[] = []
-          exportedRules.inspect(decoded.event, findings)
-          fired.set(decoded.event.auditID, findings.map((f) => f.id).sort())
-          annotations.set(decoded.event.auditID, decoded.event.annotations ?? {})
+          if ('event' in decoded && decoded.event.stage === 'ResponseComplete') yield decoded.event
         }
+      }
+    }
+    const fired = new Map<string, string[]>()
+    const annotations = new Map<string, Record<string, string>>()
+    for (let i = 0; i < 50 && fired.size < sent.size; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 200))
+      for (const event of completeEvents()) {
+        if (!sent.has(event.auditID)) continue
+        const findings: RuleFinding[] = []
+        exportedRules.inspect(event, findings)
+        fired.set(event.auditID, findings.map((f) => f.id).sort())
+        annotations.set(event.auditID, event.annotations ?? {})
       }
     }
     for (const [auditID, { fixture, warned }] of sent) {
@@ -225,13 +194,27 @@ if (missing.length > 0) {
     // Deny: the same requests, dry run (nothing is stored), under new names.
     for (const p of policies) await must({ method: 'PATCH', path: `/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/${p.binding.metadata.name}`, contentType: 'application/merge-patch+json', body: { spec: { validationActions: ['Deny', 'Audit'] } } })
     await until((r) => r.status === 422, 'deny')
+    const refused = new Map<string, Fixture>()
     for (const f of FIXTURES) {
       const r = await send(f.send('-deny'), f.as, true)
       if (f.expect.length === 0) t.ok(r.status < 300, `${f.name}: admitted under Deny (${r.status})`, { body: r.text.slice(0, 300) })
       else {
         t.equal(r.status, 422, `${f.name}: refused under Deny`)
         t.same(ruleIds(r.text), [...f.expect].sort(), `${f.name}: the refusal names ${f.expect.join(', ')}`)
+        refused.set(r.auditID, f)
       }
     }
+    // The agent on the refusals' lines: each is a finding of the rule that refused it, marked blocked at admission.
+    const blocked = new Map<string, string[]>()
+    for (let i = 0; i < 50 && blocked.size < refused.size; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 200))
+      for (const event of completeEvents()) {
+        if (!refused.has(event.auditID)) continue
+        const findings: RuleFinding[] = []
+        exportedRules.inspect(event, findings)
+        blocked.set(event.auditID, findings.map((f) => `${f.id}${f.details.blockedAtAdmission === 'true' ? ' blocked' : ''}`).sort())
+      }
+    }
+    for (const [auditID, f] of refused) t.same(blocked.get(auditID), f.expect.map((id) => `${id} blocked`).sort(), `${f.name}: the agent finds ${f.expect.join(', ')}, blocked at admission`)
   })
 }

@@ -178,7 +178,7 @@ t.test('monitoring: the PodMonitor scrapes the metrics port; alerts parse (promt
   t.ok(collectorPod.containers[0].ports.some((p: any) => p.name === cpm.spec.podMetricsEndpoints[0].port))
   const rule = one('PrometheusRule', 'auditrail-agent')
   const rules = rule.spec.groups.flatMap((g: any) => g.rules)
-  t.same(rules.map((r: any) => r.alert).sort(), ['AuditrailAgentDown', 'AuditrailAgentLagging', 'AuditrailAgentNotReady', 'AuditrailChainRejected', 'AuditrailGapDeclared', 'AuditrailNoAcknowledgement', 'AuditrailQuarantineRising', 'AuditrailSendFailing'])
+  t.same(rules.map((r: any) => r.alert).sort(), ['AuditrailAgentDown', 'AuditrailAgentLagging', 'AuditrailAgentNotReady', 'AuditrailChainRejected', 'AuditrailGapDeclared', 'AuditrailNoAcknowledgement', 'AuditrailQuarantineRising', 'AuditrailResponseFailed', 'AuditrailSendFailing'])
   const collectorRule = one('PrometheusRule', 'auditrail-collector')
   const collectorRules = collectorRule.spec.groups.flatMap((g: any) => g.rules)
   t.same(collectorRules.map((r: any) => r.alert).sort(), ['AuditrailCollectorDiskFilling', 'AuditrailCollectorDown', 'AuditrailCollectorIndexLagging', 'AuditrailCollectorRefusing', 'AuditrailCollectorStoreFailing', 'AuditrailCollectorStoreNotReady', 'AuditrailNodeSilent'])

@@ -99,3 +99,20 @@ t.test('events of any shape never throw', async (t) => {
   ]
   for (const shape of shapes) t.doesNotThrow(() => inspect(set, shape as unknown as AuditEvent))
 })
+
+t.test('a request refused by a rule\'s own admission policy is that rule\'s finding, marked blocked at admission', async (t) => {
+  const rules = loadRuleSet([BUILTIN_RULES_DIR])
+  const privileged = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p', namespace: 'default' }, spec: { containers: [{ name: 'c', image: 'busybox', securityContext: { privileged: true } }] } }
+  const refusal = (annotations: Record<string, string>, message = 'pods "p" is forbidden') => event({ requestObject: privileged, responseObject: { kind: 'Status', code: 422 }, responseStatus: { code: 422, message }, annotations })
+  const ids = (ev: AuditEvent) => {
+    const out: RuleFinding[] = []
+    rules.inspect(ev, out)
+    return out.filter((f) => f.id === 'privileged-container').map((f) => [f.id, f.details.blockedAtAdmission ?? '', f.message.endsWith('(also blocked at admission)')])
+  }
+  const failure = (actions: string[]) => ({ 'validation.policy.admission.k8s.io/validation_failure': JSON.stringify([{ message: 'auditrail rule privileged-container (high): A privileged container', policy: 'auditrail-privileged-container', binding: 'auditrail-privileged-container', expressionIndex: 0, validationActions: actions }]) })
+  t.same(ids(refusal(failure(['Deny', 'Audit']))), [['privileged-container', 'true', true]], 'Deny + Audit: from the audit annotation')
+  t.same(ids(refusal({}, "pods \"p\" is forbidden: ValidatingAdmissionPolicy 'auditrail-privileged-container' with binding 'auditrail-privileged-container' denied request: auditrail rule privileged-container (high): A privileged container")), [['privileged-container', 'true', true]], 'Deny alone: from the refusal message')
+  t.same(ids(refusal(failure(['Warn', 'Audit']))), [], 'a warning did not refuse: a 422 for another reason fires nothing (the rule matches served requests)')
+  t.same(ids(refusal({}, "ValidatingAdmissionPolicy 'someone-else' with binding 'x' denied request")), [], 'another policy\'s refusal is not the rule\'s')
+  t.same(ids(event({ requestObject: privileged, responseObject: privileged, annotations: failure(['Warn', 'Audit']) })), [['privileged-container', '', false]], 'served (Warn): the plain finding')
+})

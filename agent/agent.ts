@@ -336,9 +336,9 @@ export class AuditAgent {
     }
     const event = decoded.event
     const findings: Omit<Finding, 'recordIndex'>[] = []
-    this.#guard.inspect(event, findings)
-    this.#detectors.inspect(event, findings)
     const timeMs = eventTimeMs(event)
+    this.#guard.inspect(event, findings)
+    this.#detectors.inspect(event, findings, timeMs)
     const changes = this.#groupChanges
     if (timeMs !== undefined) this.#groups.advance(timeMs, changes)
     for (const f of findings) {
@@ -353,8 +353,7 @@ export class AuditAgent {
       record.redactedPaths = redacted.paths
       this.metrics.redactedLines.inc()
     }
-    const eventMs = event.stageTimestamp ? Date.parse(event.stageTimestamp) : 0
-    return { record, findings, eventMs: Number.isFinite(eventMs) ? eventMs : 0 }
+    return { record, findings, eventMs: timeMs ?? 0 }
   }
 
   /** Alerts follow the groups: one when a group opens, updates as it grows (the dispatcher's cool-down spaces them), one when it ends. */

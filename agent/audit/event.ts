@@ -106,8 +106,14 @@ function wrongField(e: Record<string, unknown>): string | undefined {
     if (!isObject(e.responseStatus)) return 'responseStatus: expected an object'
     if (e.responseStatus.code !== undefined && !Number.isInteger(e.responseStatus.code)) return 'responseStatus.code: expected a whole number'
   }
-  if (e.annotations !== undefined && (!isObject(e.annotations) || !Object.values(e.annotations).every((v) => typeof v === 'string'))) return 'annotations: expected an object of strings'
+  if (e.annotations !== undefined && !isStringMap(e.annotations)) return 'annotations: expected an object of strings'
   return undefined
+}
+
+function isStringMap(v: unknown): boolean {
+  if (!isObject(v)) return false
+  for (const key in v) if (typeof v[key] !== 'string') return false
+  return true
 }
 
 function wrongUser(u: Record<string, unknown>, at: string): string | undefined {

@@ -315,14 +315,12 @@ export class AuditAgent {
         this.#log.error({ path: r.gap.path, fromOffset: r.gap.fromOffset }, `declaring a gap: ${r.gap.reason}`)
         return { record: { offset: r.offset, gap: r.gap }, findings: [], eventMs: 0 }
       case 'quarantine':
-        m.linesRead.inc()
-        m.bytesRead.inc(r.quarantine.length + 1)
+        m.countLine(r.quarantine.length + 1)
         m.quarantinedLines.inc({ stored: r.quarantine.storedAs ? 'true' : 'false' })
         this.#log.warn({ offset: r.offset, length: r.quarantine.length, storedAs: r.quarantine.storedAs }, r.quarantine.reason)
         return { record: { offset: r.offset, quarantine: r.quarantine }, findings: [], eventMs: 0 }
       case 'line':
-        m.linesRead.inc()
-        m.bytesRead.inc(r.bytes.length + 1)
+        m.countLine(r.bytes.length + 1)
         return this.#processLine(r.offset, r.bytes, r.incomplete === true)
     }
   }
@@ -342,7 +340,7 @@ export class AuditAgent {
     const changes = this.#groupChanges
     if (timeMs !== undefined) this.#groups.advance(timeMs, changes)
     for (const f of findings) {
-      this.metrics.findings.inc({ source: f.source, id: f.id, severity: f.severity })
+      this.metrics.countFinding(f.source, f.id, f.severity)
       this.#groups.add(f, event, timeMs, changes)
     }
     if (changes.length > 0) this.#groupsChanged(changes)

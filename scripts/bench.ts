@@ -67,8 +67,9 @@ const EVENTS = Number(values.events)
 const STEADY_S = Number(values['steady-seconds'])
 const OUTAGE_S = Number(values['outage-seconds'])
 const RATE = Number(values.rate)
-// Where the agent's CPU profiles go (node --cpu-prof), to find where its time goes; off by default because profiling costs CPU.
-const AGENT_PROFILE_FLAGS = values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof']}`] : []
+// Where the CPU profiles of the agent and of phase 5's collector go (node --cpu-prof), to find where their time
+// goes; off by default because profiling costs CPU. The collector's is the one whose stacks hold collector/.
+const PROFILE_FLAGS = values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof']}`] : []
 
 const IDLE_MS = 5000
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -112,7 +113,7 @@ async function rig(name: string, port = 0): Promise<Rig> {
 function startAgent(r: Pick<Rig, 'dir' | 'logDir' | 'keyFile' | 'port' | 'agent'>, agentArgs: string[] = []): ChildProcess {
   const child = spawn(
     process.execPath,
-    [...AGENT_NODE_FLAGS, ...AGENT_PROFILE_FLAGS, MAIN, 'agent', ...agentArgs, '--node', STREAM, '--collector', `http://127.0.0.1:${r.port}`, '--log', join(r.logDir, 'audit.log'), '--state-dir', join(r.dir, 'state'), '--key', r.keyFile, '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn'],
+    [...AGENT_NODE_FLAGS, ...PROFILE_FLAGS, MAIN, 'agent', ...agentArgs, '--node', STREAM, '--collector', `http://127.0.0.1:${r.port}`, '--log', join(r.logDir, 'audit.log'), '--state-dir', join(r.dir, 'state'), '--key', r.keyFile, '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn'],
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...AGENT_ENV } },
   )
   r.agent = child
@@ -355,7 +356,7 @@ interface CollectorProcess {
 }
 
 async function startCollectorProcess(store: string, publicKeyFile: string): Promise<CollectorProcess> {
-  const child = fork(fileURLToPath(new URL('./bench-collector.ts', import.meta.url)), [store, publicKeyFile], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const child = fork(fileURLToPath(new URL('./bench-collector.ts', import.meta.url)), [store, publicKeyFile], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...process.execArgv, ...PROFILE_FLAGS] })
   const next = () => new Promise<FromCollector>((resolve, reject) => {
     child.once('message', (m) => resolve(m as FromCollector))
     child.once('exit', (code) => reject(new Error(`the bench's collector exited (${code})`)))

@@ -1,5 +1,5 @@
 # Auditrail: the agent, the reference collector and their tools in one image.
-# TypeScript runs directly on Node 24 (type stripping): there is no build step, only production dependencies.
+# The image runs the compiled JavaScript (scripts/build.ts says why), with production dependencies only.
 #   docker build -t ghcr.io/auditrail/auditrail:0.1.0 .
 # Pin both base images by digest (FROM image@sha256:...) in release builds.
 
@@ -11,7 +11,22 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
-# Stage 2: distroless Node 24: no shell, no package manager, nothing but node and its libraries.
+# Stage 2: the JavaScript. The full lockfile (TypeScript is a devDependency); nothing of this stage but dist/ goes on.
+FROM node:24-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY proto ./proto
+COPY shared ./shared
+COPY agent ./agent
+COPY collector ./collector
+# The auditrail binary (programs/main.ts) and the demo compose the agent and the collector.
+COPY programs ./programs
+# The demo (auditrail demo) writes its audit log with the generator; scripts/build.ts compiles it all.
+COPY scripts/build.ts scripts/audit-events.ts scripts/audit-log-writer.ts scripts/generate-audit-log.ts ./scripts/
+RUN node scripts/build.ts --out /app/dist
+
+# Stage 3: distroless Node 24: no shell, no package manager, nothing but node and its libraries.
 FROM gcr.io/distroless/nodejs24-debian12
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="auditrail" \
@@ -27,16 +42,8 @@ ENV PATH=/nodejs/bin:/usr/local/bin:/usr/bin:/bin \
     MALLOC_ARENA_MAX=2
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
-# package.json carries "type": "module", which the .ts sources need.
-COPY package.json ./
-COPY proto ./proto
-COPY shared ./shared
-COPY agent ./agent
-COPY collector ./collector
-# The auditrail binary (programs/main.ts) and the demo compose the agent and the collector.
-COPY programs ./programs
-# The demo (auditrail demo) writes its audit log with the generator.
-COPY scripts/audit-events.ts scripts/audit-log-writer.ts scripts/generate-audit-log.ts ./scripts/
+# The source tree's layout, in JavaScript, with the rule packs and the .proto, and package.json ("type": "module").
+COPY --from=build /app/dist ./
 # The image's user is distroless' non-root "nonroot" (uid 65532): the collector and the tools run so.
 # The agent's DaemonSet overrides it with runAsUser: 0 and every capability dropped, because the
 # apiserver writes its audit log as root, mode 0600 (docs/install.md, "Choices made for you").
@@ -44,5 +51,5 @@ USER 65532:65532
 # 9787: the agent's /metrics, /livez, /readyz. 8443: the collector.
 EXPOSE 9787 8443
 # The agent's V8 flags (agent/process-settings.ts says why; a test holds this line to it).
-ENTRYPOINT ["node", "--max-semi-space-size=8", "programs/main.ts"]
+ENTRYPOINT ["node", "--max-semi-space-size=8", "programs/main.js"]
 CMD ["--help"]

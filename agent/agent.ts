@@ -320,14 +320,12 @@ export class AuditAgent {
         this.#log.error({ path: r.gap.path, fromOffset: r.gap.fromOffset }, `declaring a gap: ${r.gap.reason}`)
         return { record: { offset: r.offset, gap: r.gap }, findings: [], eventMs: 0 }
       case 'quarantine':
-        m.linesRead.inc()
-        m.bytesRead.inc(r.quarantine.length + 1)
+        m.countLine(r.quarantine.length + 1)
         m.quarantinedLines.inc({ stored: r.quarantine.storedAs ? 'true' : 'false' })
         this.#log.warn({ offset: r.offset, length: r.quarantine.length, storedAs: r.quarantine.storedAs }, r.quarantine.reason)
         return { record: { offset: r.offset, quarantine: r.quarantine }, findings: [], eventMs: 0 }
       case 'line':
-        m.linesRead.inc()
-        m.bytesRead.inc(r.bytes.length + 1)
+        m.countLine(r.bytes.length + 1)
         return this.#processLine(r.offset, r.bytes, r.incomplete === true)
     }
   }
@@ -341,14 +339,14 @@ export class AuditAgent {
     }
     const event = decoded.event
     const findings: Omit<Finding, 'recordIndex'>[] = []
-    this.#guard.inspect(event, findings)
-    this.#detectors.inspect(event, findings)
-    this.#responder?.consider(event, findings)
     const timeMs = eventTimeMs(event)
+    this.#guard.inspect(event, findings)
+    this.#detectors.inspect(event, findings, timeMs)
+    this.#responder?.consider(event, findings)
     const changes = this.#groupChanges
     if (timeMs !== undefined) this.#groups.advance(timeMs, changes)
     for (const f of findings) {
-      this.metrics.findings.inc({ source: f.source, id: f.id, severity: f.severity })
+      this.metrics.countFinding(f.source, f.id, f.severity)
       this.#groups.add(f, event, timeMs, changes)
     }
     // Responses finished since the last event ride in this event's batch (the responder's own request is
@@ -356,7 +354,7 @@ export class AuditAgent {
     if (this.#responder) {
       for (const { finding, cause } of this.#responder.takeFindings()) {
         findings.push(finding)
-        this.metrics.findings.inc({ source: finding.source, id: finding.id, severity: finding.severity })
+        this.metrics.countFinding(finding.source, finding.id, finding.severity)
         this.#groups.add(finding, cause as AuditEvent, undefined, changes)
       }
     }
@@ -368,8 +366,7 @@ export class AuditAgent {
       record.redactedPaths = redacted.paths
       this.metrics.redactedLines.inc()
     }
-    const eventMs = event.stageTimestamp ? Date.parse(event.stageTimestamp) : 0
-    return { record, findings, eventMs: Number.isFinite(eventMs) ? eventMs : 0 }
+    return { record, findings, eventMs: timeMs ?? 0 }
   }
 
   /** Alerts follow the groups: one when a group opens, updates as it grows (the dispatcher's cool-down spaces them), one when it ends. */

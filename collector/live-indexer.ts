@@ -62,7 +62,8 @@ const MAX_IN_FLIGHT_BATCHES = 32
 const MAX_IN_FLIGHT_BYTES = 64 * MiB
 /** Time the worker gets on close() to finish what was posted (then it is stopped; the next start catches up). */
 const CLOSE_TIMEOUT_MS = 10_000
-const WORKER_URL = new URL('./index-worker.ts', import.meta.url)
+// Beside this module, in its language: the sources (.ts) or the build (scripts/build.ts, .js).
+const WORKER_URL = new URL(`./index-worker${import.meta.url.slice(import.meta.url.lastIndexOf('.'))}`, import.meta.url)
 /** A worker that ran this long before it stopped was not crash-looping: the next restart is immediate again. */
 const STABLE_MS = 60_000
 /**

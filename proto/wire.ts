@@ -207,10 +207,16 @@ function writeUtf8(out: Buffer, pos: number, s: string, size: number): number {
 
 /** Byte lengths measured by the sizing pass, in the order the writing pass needs them again. */
 class Sizes {
-  readonly #list: number[] = []
+  #list = new Uint32Array(4096)
+  #length = 0
   #next = 0
   add(n: number): number {
-    this.#list.push(n)
+    if (this.#length === this.#list.length) {
+      const grown = new Uint32Array(this.#list.length * 2)
+      grown.set(this.#list)
+      this.#list = grown
+    }
+    this.#list[this.#length++] = n
     return n
   }
   take(): number {
@@ -223,17 +229,22 @@ function fieldSize(size: number): number {
   return 1 + varintSize(size) + size
 }
 
-/** The common record: an offset and a line, nothing else protobufjs would write. */
-function isPlainLine(r: WireRecord): r is WireRecord & { line: Uint8Array } {
-  return r.line != null && r.quarantine == null && r.gap == null && !r.unparsedReason && !r.redactedPaths?.length
+const REDACTED_PATH_TAG = tag(6, 2)
+
+/** The common record: an offset and a line, perhaps redacted (half the lines of a real log can be). */
+function isLineRecord(r: WireRecord): r is WireRecord & { line: Uint8Array } {
+  return r.line != null && r.quarantine == null && r.gap == null && !r.unparsedReason
 }
 
-/** Size of a plain line record's body; protobufjs leaves out an offset of 0 (proto3 default). */
-function plainLineSize(r: WireRecord & { line: Uint8Array }): number {
-  return (r.offset !== 0 ? 1 + varintSize(r.offset) : 0) + fieldSize(r.line.length)
+/** Size of a line record's body (protobufjs leaves out an offset of 0, the proto3 default); path sizes go to `sizes`. */
+function lineRecordSize(r: WireRecord & { line: Uint8Array }, sizes: Sizes): number {
+  let size = (r.offset !== 0 ? 1 + varintSize(r.offset) : 0) + fieldSize(r.line.length)
+  const paths = r.redactedPaths
+  if (paths) for (let i = 0; i < paths.length; i++) size += fieldSize(sizes.add(utf8Size(paths[i]!)))
+  return size
 }
 
-function writePlainLine(out: Buffer, pos: number, r: WireRecord & { line: Uint8Array }): number {
+function writeLineRecord(out: Buffer, pos: number, r: WireRecord & { line: Uint8Array }, sizes: Sizes): number {
   if (r.offset !== 0) {
     out[pos++] = tag(1, 0)
     pos = writeVarint(out, pos, r.offset)
@@ -241,7 +252,16 @@ function writePlainLine(out: Buffer, pos: number, r: WireRecord & { line: Uint8A
   out[pos++] = tag(2, 2)
   pos = writeVarint(out, pos, r.line.length)
   out.set(r.line, pos)
-  return pos + r.line.length
+  pos += r.line.length
+  const paths = r.redactedPaths
+  if (paths) {
+    for (let i = 0; i < paths.length; i++) {
+      const size = sizes.take()
+      out[pos++] = REDACTED_PATH_TAG
+      pos = writeUtf8(out, writeVarint(out, pos, size), paths[i]!, size)
+    }
+  }
+  return pos
 }
 
 const FINDING_STRINGS = [[2, 'source'], [3, 'id'], [4, 'severity'], [5, 'message'], [6, 'auditId']] as const
@@ -251,7 +271,7 @@ function findingSize(f: Finding, sizes: Sizes): number {
   let size = f.recordIndex ? 1 + varintSize(f.recordIndex) : 0
   for (const [, name] of FINDING_STRINGS) if (f[name]) size += fieldSize(sizes.add(utf8Size(f[name])))
   if (f.details) {
-    for (const key of Object.keys(f.details)) size += fieldSize(fieldSize(sizes.add(utf8Size(key))) + fieldSize(sizes.add(utf8Size(f.details[key]!))))
+    for (const key in f.details) size += fieldSize(fieldSize(sizes.add(utf8Size(key))) + fieldSize(sizes.add(utf8Size(f.details[key]!))))
   }
   return size
 }
@@ -268,7 +288,7 @@ function writeFinding(out: Buffer, pos: number, f: Finding, sizes: Sizes): numbe
     pos = writeUtf8(out, writeVarint(out, pos, size), f[name], size)
   }
   if (f.details) {
-    for (const key of Object.keys(f.details)) {
+    for (const key in f.details) {
       // A map entry is a message of its own: key (field 1), value (field 2).
       const keySize = sizes.take()
       const valueSize = sizes.take()
@@ -287,18 +307,21 @@ export function encodeBatch(batch: Batch): Uint8Array {
   const { records, findings, keyRotation, ...header } = batch
   const head = types.Batch.encode(header as unknown as Record<string, unknown>).finish()
   const tail = keyRotation ? types.Batch.encode({ keyRotation }).finish() : new Uint8Array(0)
-  // Records that are not a plain line (quarantine, gap, unparsed, redacted: rare) are encoded whole by protobufjs.
+  // Records that are not a line (quarantine, gap, unparsed: rare) are encoded whole by protobufjs.
   const others = new Map<number, Uint8Array>()
   const sizes = new Sizes()
+  const recordSizes = new Uint32Array(records.length)
   let size = head.length + tail.length
   for (let i = 0; i < records.length; i++) {
     const r = records[i]!
-    if (isPlainLine(r)) size += fieldSize(plainLineSize(r))
-    else {
+    if (isLineRecord(r)) {
+      recordSizes[i] = lineRecordSize(r, sizes)
+    } else {
       const bytes = types.Record.encode(r as unknown as Record<string, unknown>).finish()
       others.set(i, bytes)
-      size += fieldSize(bytes.length)
+      recordSizes[i] = bytes.length
     }
+    size += fieldSize(recordSizes[i]!)
   }
   const findingSizes = (findings ?? []).map((f) => findingSize(f, sizes))
   for (const n of findingSizes) size += fieldSize(n)
@@ -306,15 +329,14 @@ export function encodeBatch(batch: Batch): Uint8Array {
   out.set(head, 0)
   let pos = head.length
   for (let i = 0; i < records.length; i++) {
-    const r = records[i]!
     out[pos++] = RECORD_TAG
+    pos = writeVarint(out, pos, recordSizes[i]!)
     const encoded = others.get(i)
     if (encoded) {
-      pos = writeVarint(out, pos, encoded.length)
       out.set(encoded, pos)
       pos += encoded.length
     } else {
-      pos = writePlainLine(out, writeVarint(out, pos, plainLineSize(r as WireRecord & { line: Uint8Array })), r as WireRecord & { line: Uint8Array })
+      pos = writeLineRecord(out, pos, records[i] as WireRecord & { line: Uint8Array }, sizes)
     }
   }
   for (let i = 0; i < findingSizes.length; i++) {

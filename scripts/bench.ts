@@ -14,7 +14,7 @@
 // Prints the figures, writes them as JSON to bench-out/, and adds a dated
 // row per phase to docs/benchmarks.md (Pipeline; Real apiserver log).
 //   node scripts/bench.ts [--phase pipeline|real]... [--events N] [--outage-seconds S] [--steady-seconds S]
-//                         [--real-events N] [--runs N]
+//                         [--real-events N] [--runs N] [--cpu-prof DIR]
 //   FLUENT_BIT=/path/to/run.sh: a script with the interface of ../shared/tools/fluent-bit/run.sh
 //   (`run.sh FILE` prints one JSON line: wall_ms, cpu_s, peak_rss_mib)
 import { execFile, fork, spawn, type ChildProcess } from 'node:child_process'
@@ -37,9 +37,12 @@ import { decodeBatch, decodeSealedBatch } from '../proto/wire.ts'
 import { expectedExport } from '../agent/redact/expected-export.ts'
 import type { CollectorUsage, FromCollector, ToCollector } from './bench-collector.ts'
 import { insertBenchmarkRow } from './benchmarks-doc.ts'
+import { build } from './build.ts'
 import { generateAuditLog } from './generate-audit-log.ts'
 
-const MAIN = fileURLToPath(new URL('../programs/main.ts', import.meta.url))
+// The agent runs as the image runs it: compiled (scripts/build.ts), with its V8 flags and environment.
+const BUILT = fileURLToPath(new URL('../dist', import.meta.url))
+const MAIN = join(BUILT, 'programs', 'main.js')
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const STREAM = 'bench-node'
 
@@ -52,6 +55,7 @@ const { values } = parseArgs({
     phase: { type: 'string', multiple: true, default: ['pipeline', 'real'] },
     'real-events': { type: 'string', default: '100000' },
     runs: { type: 'string', default: '2' },
+    'cpu-prof': { type: 'string' },
   },
   strict: true,
 })
@@ -63,7 +67,11 @@ const EVENTS = Number(values.events)
 const STEADY_S = Number(values['steady-seconds'])
 const OUTAGE_S = Number(values['outage-seconds'])
 const RATE = Number(values.rate)
+// Where the CPU profiles of the agent and of phase 5's collector go (node --cpu-prof), to find where their time
+// goes; off by default because profiling costs CPU. The collector's is the one whose stacks hold collector/.
+const PROFILE_FLAGS = values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof']}`] : []
 
+const IDLE_MS = 5000
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const say = (s: string) => process.stdout.write(`${s}\n`)
 
@@ -105,7 +113,7 @@ async function rig(name: string, port = 0): Promise<Rig> {
 function startAgent(r: Pick<Rig, 'dir' | 'logDir' | 'keyFile' | 'port' | 'agent'>, agentArgs: string[] = []): ChildProcess {
   const child = spawn(
     process.execPath,
-    [...AGENT_NODE_FLAGS, MAIN, 'agent', ...agentArgs, '--node', STREAM, '--collector', `http://127.0.0.1:${r.port}`, '--log', join(r.logDir, 'audit.log'), '--state-dir', join(r.dir, 'state'), '--key', r.keyFile, '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn'],
+    [...AGENT_NODE_FLAGS, ...PROFILE_FLAGS, MAIN, 'agent', ...agentArgs, '--node', STREAM, '--collector', `http://127.0.0.1:${r.port}`, '--log', join(r.logDir, 'audit.log'), '--state-dir', join(r.dir, 'state'), '--key', r.keyFile, '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn'],
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...AGENT_ENV } },
   )
   r.agent = child
@@ -239,6 +247,9 @@ async function steadyAndOutage() {
   const agent = startAgent(r)
   // Wait for the agent to be in sync (its first heartbeat or batch) before the log moves.
   while (!(await r.collector.store.head(STREAM))) await sleep(20)
+  // Idle: in sync, nothing to read: what the agent costs a quiet control plane.
+  await sleep(IDLE_MS)
+  const idle = { seconds: IDLE_MS / 1000, rssMiB: procStats(agent.pid!).rssBytes / 1048576 }
 
   const expected = expectedExport(join(r.dir, 'state'))
   const samples: Sample[] = []
@@ -308,6 +319,7 @@ async function steadyAndOutage() {
   const out = await exportSha(r)
   await done(r)
   return {
+    idle,
     steady,
     outage: {
       seconds: OUTAGE_S,
@@ -344,7 +356,7 @@ interface CollectorProcess {
 }
 
 async function startCollectorProcess(store: string, publicKeyFile: string): Promise<CollectorProcess> {
-  const child = fork(fileURLToPath(new URL('./bench-collector.ts', import.meta.url)), [store, publicKeyFile], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const child = fork(fileURLToPath(new URL('./bench-collector.ts', import.meta.url)), [store, publicKeyFile], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...process.execArgv, ...PROFILE_FLAGS] })
   const next = () => new Promise<FromCollector>((resolve, reject) => {
     child.once('message', (m) => resolve(m as FromCollector))
     child.once('exit', (code) => reject(new Error(`the bench's collector exited (${code})`)))
@@ -497,6 +509,7 @@ async function realPhase() {
   return { source: real.source, copies: real.copies, events: real.lines, megabytes: real.bytes.length / 1e6, runs: { agent: agentRuns, fluentBit: fluentBitRuns }, agent, collector, fluentBit: fb, ratios }
 }
 
+build(BUILT)
 const started = new Date()
 const load = loadavg()
 say(`auditrail bench (node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${cpus().length}; load average ${load.map((l) => l.toFixed(2)).join(' ')}): phases ${[...PHASES].join(', ')}`)
@@ -513,10 +526,11 @@ if (PHASES.has('pipeline')) {
   const steadyRun = await steadyAndOutage()
   const s = steadyRun.steady
   const o = steadyRun.outage
+  say(`   idle (in sync, nothing to read, ${steadyRun.idle.seconds} s): RSS ${steadyRun.idle.rssMiB.toFixed(0)} MiB`)
   say(`3. steady ${s.rate}/s:                append-to-ack p50 ${s.p50Ms.toFixed(0)} ms, p99 ${s.p99Ms.toFixed(0)} ms, max ${s.maxMs.toFixed(0)} ms (${s.samples} samples); agent CPU ${s.cpuPercentOfOneCore.toFixed(1)}% of one core; peak RSS ${s.peakRssMiB.toFixed(0)} MiB`)
   say(`4. collector down ${o.seconds}s:          agent peak RSS ${o.peakRssMiB.toFixed(0)} MiB; caught up in ${o.catchUpSeconds.toFixed(1)} s (${o.catchUpRateVsLive.toFixed(1)}x the live rate); export ${o.exportMatches ? 'matches the source: nothing lost' : 'DIFFERS from the source'}`)
   Object.assign(result, full, steadyRun)
-  insertBenchmarkRow(doc, 'Pipeline', `| ${day} | ${process.version} | ${result.cpu} x${result.cores} | ${Math.round(full.floor.eventsPerSecond)} | ${Math.round(full.agent.eventsPerSecond)} | ${(full.agent.ratioToFloor * 100).toFixed(0)}% | ${full.agent.cpuSecondsPerMillionEvents.toFixed(1)} | ${full.agent.peakRssMiB.toFixed(0)} MiB | ${s.p50Ms.toFixed(0)} / ${s.p99Ms.toFixed(0)} / ${s.maxMs.toFixed(0)} | ${s.cpuPercentOfOneCore.toFixed(1)} | ${o.peakRssMiB.toFixed(0)} MiB | ${o.catchUpRateVsLive.toFixed(1)} | ${full.agent.exportMatches && o.exportMatches ? 'yes' : 'NO'} | ${Math.round(bare.eventsPerSecond)} (${((full.agent.eventsPerSecond / bare.eventsPerSecond) * 100).toFixed(0)}%) |`)
+  insertBenchmarkRow(doc, 'Pipeline', `| ${day} | ${process.version} | ${result.cpu} x${result.cores} | ${Math.round(full.floor.eventsPerSecond)} | ${Math.round(full.agent.eventsPerSecond)} | ${(full.agent.ratioToFloor * 100).toFixed(0)}% | ${full.agent.cpuSecondsPerMillionEvents.toFixed(1)} | ${full.agent.peakRssMiB.toFixed(0)} MiB | ${s.p50Ms.toFixed(0)} / ${s.p99Ms.toFixed(0)} / ${s.maxMs.toFixed(0)} | ${s.cpuPercentOfOneCore.toFixed(1)} | ${o.peakRssMiB.toFixed(0)} MiB | ${o.catchUpRateVsLive.toFixed(1)} | ${full.agent.exportMatches && o.exportMatches ? 'yes' : 'NO'} | ${Math.round(bare.eventsPerSecond)} (${((full.agent.eventsPerSecond / bare.eventsPerSecond) * 100).toFixed(0)}%) | ${steadyRun.idle.rssMiB.toFixed(0)} MiB |`)
 }
 if (PHASES.has('real')) {
   const real = await realPhase()

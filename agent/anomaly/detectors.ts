@@ -125,8 +125,8 @@ export class Detectors {
     return new Map(this.#running.map((r) => [r.def.id, r.evictions]))
   }
 
-  inspect(event: AuditEvent, out: DetectorFinding[]): void {
-    const timeMs = eventTimeMs(event)
+  /** `timeMs`: the event's time when the caller has it already (eventTimeMs). */
+  inspect(event: AuditEvent, out: DetectorFinding[], timeMs: number | undefined = eventTimeMs(event)): void {
     if (timeMs === undefined) return
     if (timeMs > this.#clockMs) this.#clockMs = timeMs
     for (const d of this.#running) {

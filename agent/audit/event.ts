@@ -89,7 +89,10 @@ const OBJECT_REF_STRINGS = ['resource', 'namespace', 'name', 'uid', 'apiGroup', 
 
 /** The first field of a known name whose value has the wrong type, with what it should be. */
 function wrongField(e: Record<string, unknown>): string | undefined {
-  for (const key of STRINGS) if (e[key] !== undefined && typeof e[key] !== 'string') return `${key}: expected a string`
+  for (let i = 0; i < STRINGS.length; i++) {
+    const key = STRINGS[i]!
+    if (e[key] !== undefined && typeof e[key] !== 'string') return `${key}: expected a string`
+  }
   const user = wrongUser(e.user as Record<string, unknown>, 'user')
   if (user) return user
   if (e.impersonatedUser !== undefined) {
@@ -100,14 +103,23 @@ function wrongField(e: Record<string, unknown>): string | undefined {
   if (e.sourceIPs !== undefined && !isStringList(e.sourceIPs)) return 'sourceIPs: expected a list of strings'
   if (e.objectRef !== undefined) {
     if (!isObject(e.objectRef)) return 'objectRef: expected an object'
-    for (const key of OBJECT_REF_STRINGS) if (e.objectRef[key] !== undefined && typeof e.objectRef[key] !== 'string') return `objectRef.${key}: expected a string`
+    for (let i = 0; i < OBJECT_REF_STRINGS.length; i++) {
+      const key = OBJECT_REF_STRINGS[i]!
+      if (e.objectRef[key] !== undefined && typeof e.objectRef[key] !== 'string') return `objectRef.${key}: expected a string`
+    }
   }
   if (e.responseStatus !== undefined) {
     if (!isObject(e.responseStatus)) return 'responseStatus: expected an object'
     if (e.responseStatus.code !== undefined && !Number.isInteger(e.responseStatus.code)) return 'responseStatus.code: expected a whole number'
   }
-  if (e.annotations !== undefined && (!isObject(e.annotations) || !Object.values(e.annotations).every((v) => typeof v === 'string'))) return 'annotations: expected an object of strings'
+  if (e.annotations !== undefined && !isStringMap(e.annotations)) return 'annotations: expected an object of strings'
   return undefined
+}
+
+function isStringMap(v: unknown): boolean {
+  if (!isObject(v)) return false
+  for (const key in v) if (typeof v[key] !== 'string') return false
+  return true
 }
 
 function wrongUser(u: Record<string, unknown>, at: string): string | undefined {

@@ -210,6 +210,39 @@ export function compilePredicate(text: string): EventPredicate {
   }
 }
 
+export type EventText = (event: AuditEvent) => string | undefined
+
+/**
+ * Compiles an expression for text (messages, group keys): a string, number or
+ * boolean as text; errors, null, lists and maps undefined. Throws CelCompileError.
+ * Most placeholders are a field of the event (`event.user.username`); those are
+ * read straight from the parsed JSON, with CEL's answer (a missing field, or a
+ * list or scalar on the way, is no value), at a tenth of an evaluation's cost.
+ */
+export function compileText(text: string): EventText {
+  const expression = compileExpression(text)
+  const path = eventFieldPath(parse(text).expr)
+  if (!path) return (event) => evaluateToText(expression, event)
+  return (event) => {
+    let value: unknown = event
+    for (const field of path) {
+      if (!isRecord(value) || !Object.hasOwn(value, field)) return undefined
+      value = value[field]
+    }
+    return typeof value === 'string' ? value : typeof value === 'number' || typeof value === 'boolean' ? String(value) : undefined
+  }
+}
+
+/** ["user", "username"] for `event.user.username`; undefined for anything but selections from `event`. */
+function eventFieldPath(expr: Expr | undefined): string[] | undefined {
+  const path: string[] = []
+  while (expr?.exprKind.case === 'selectExpr' && !expr.exprKind.value.testOnly) {
+    path.unshift(expr.exprKind.value.field)
+    expr = expr.exprKind.value.operand
+  }
+  return expr?.exprKind.case === 'identExpr' && expr.exprKind.value.name === 'event' && path.length > 0 ? path : undefined
+}
+
 /** Evaluates to a string for messages; errors and missing values become undefined. */
 export function evaluateToText(expression: EventExpression, event: AuditEvent): string | undefined {
   let value: CelResult

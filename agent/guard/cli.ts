@@ -171,9 +171,9 @@ async function test(argv: string[], io: Output): Promise<number> {
       }
       totals.events++
       findings.length = 0
-      rules.inspect(decoded.event, findings)
-      detectors.inspect(decoded.event, findings)
       const timeMs = eventTimeMs(decoded.event)
+      rules.inspect(decoded.event, findings)
+      detectors.inspect(decoded.event, findings, timeMs)
       if (timeMs !== undefined) groups.advance(timeMs, changes)
       for (const f of findings) {
         count(f.source, f.id, f.severity).events++

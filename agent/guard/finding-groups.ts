@@ -19,7 +19,7 @@
 import { createHash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import type { AuditEvent } from '../audit/event.ts'
-import { CelCompileError, compileExpression, evaluateToText } from './cel.ts'
+import { CelCompileError, compileText } from './cel.ts'
 import { duration, MAX_TEXT_LENGTH, stringList } from './event-filter.ts'
 import type { RuleFinding } from './rule-set.ts'
 
@@ -70,14 +70,14 @@ export function compileGroup(raw: unknown, kind: 'rule' | 'detector', defaults: 
   let by: string
   if (typeof g.by === 'string') {
     if (g.by.trim() === '' || g.by.length > MAX_TEXT_LENGTH) return fail(`group.by: expected a list of fields or a CEL expression of at most ${MAX_TEXT_LENGTH} characters`)
-    let expression
+    let text
     try {
-      expression = compileExpression(g.by)
+      text = compileText(g.by)
     } catch (err) {
       if (err instanceof CelCompileError) return fail(`group.by: ${err.message} (line ${err.line}, column ${err.column} of the expression)`)
       throw err
     }
-    keyOf = (ev) => part(evaluateToText(expression, ev))
+    keyOf = (ev) => part(text(ev))
     by = g.by
   } else {
     const fields = stringList(g.by, 'group.by', fail) ?? (kind === 'rule' ? DEFAULT_RULE_BY : ['key'])

@@ -12,7 +12,7 @@
 //   group: { by, window|quiet, threshold } optional; how its findings group into one (finding-groups.ts)
 //   enabled: false                      optional; turns a rule (e.g. a built-in one of the same id) off
 import type { AuditEvent } from '../audit/event.ts'
-import { CelCompileError, compileExpression, compilePredicate, evaluateToText, type EventExpression, type EventPredicate } from './cel.ts'
+import { CelCompileError, compilePredicate, compileText, type EventPredicate, type EventText } from './cel.ts'
 import { compileExceptions, compileMatch, DefinitionError, MAX_TEXT_LENGTH, preview, stringList, type EventMatch, type EventTest, type ExceptionSpec } from './event-filter.ts'
 import { isSeverity, SEVERITIES, type Severity } from '../../proto/wire.ts'
 import { compileGroup, type GroupSpec } from './finding-groups.ts'
@@ -93,14 +93,14 @@ export function compileRule(raw: unknown, file: string): Rule {
     exceptions: compileExceptions(r.exceptions, fail, (field, source) => compile(field, source, compilePredicate)),
     // compileExceptions has just checked their shape.
     exceptionSpecs: (r.exceptions ?? []) as ExceptionSpec[],
-    message: compileTemplate(r.output === undefined ? DEFAULT_OUTPUT : text('output', true), (field, source) => compile(field, source, compileExpression), fail),
+    message: compileTemplate(r.output === undefined ? DEFAULT_OUTPUT : text('output', true), (field, source) => compile(field, source, compileText), fail),
     group: compileGroup(r.group, 'rule', undefined, fail),
   }
 }
 
 /** `text {{ CEL }} text`: placeholders compiled at load, evaluated only for a finding. */
-function compileTemplate(template: string, compile: (field: string, source: string) => EventExpression, fail: (message: string) => never): (event: AuditEvent) => string {
-  const parts: (string | EventExpression)[] = []
+function compileTemplate(template: string, compile: (field: string, source: string) => EventText, fail: (message: string) => never): (event: AuditEvent) => string {
+  const parts: (string | EventText)[] = []
   let rest = template
   while (rest.length > 0) {
     const open = rest.indexOf('{{')
@@ -117,7 +117,7 @@ function compileTemplate(template: string, compile: (field: string, source: stri
   if (parts.filter((p) => typeof p !== 'string').length > MAX_PLACEHOLDERS) fail(`output: more than ${MAX_PLACEHOLDERS} placeholders`)
   return (event) => {
     let out = ''
-    for (const p of parts) out += typeof p === 'string' ? p : (evaluateToText(p, event) ?? '<none>')
+    for (const p of parts) out += typeof p === 'string' ? p : (p(event) ?? '<none>')
     return out.length > MAX_MESSAGE_LENGTH ? `${out.slice(0, MAX_MESSAGE_LENGTH - 1)}…` : out
   }
 }

@@ -6,8 +6,21 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export class AgentMetrics {
   readonly registry = new Registry()
 
-  readonly linesRead = this.#counter('auditrail_lines_read_total', 'Audit log lines read (complete lines, quarantined lines included).')
-  readonly bytesRead = this.#counter('auditrail_bytes_read_total', 'Bytes of audit log read.')
+  // Lines and findings are counted on every event: in plain numbers (countLine, countFinding), added to
+  // their counters when those are read (a scrape, get()). prom-client's inc() builds and hashes a labels
+  // object per call: 0.4 KB of garbage per event at full speed.
+  #lines = 0
+  #bytes = 0
+  readonly #findingCounts = new Map<string, { labels: Record<'source' | 'id' | 'severity', string>; n: number }>()
+
+  readonly linesRead = this.#counter('auditrail_lines_read_total', 'Audit log lines read (complete lines, quarantined lines included).', [], () => {
+    if (this.#lines > 0) this.linesRead.inc(this.#lines)
+    this.#lines = 0
+  })
+  readonly bytesRead = this.#counter('auditrail_bytes_read_total', 'Bytes of audit log read.', [], () => {
+    if (this.#bytes > 0) this.bytesRead.inc(this.#bytes)
+    this.#bytes = 0
+  })
   readonly unparsedLines = this.#counter('auditrail_unparsed_lines_total', 'Lines shipped as evidence but not valid audit events, by reason.', ['reason'])
   readonly quarantinedLines = this.#counter('auditrail_quarantined_lines_total', 'Lines over the length limit, kept on the node and replaced by a quarantine record, by whether their bytes were kept.', ['stored'])
   readonly gaps = this.#counter('auditrail_gaps_total', 'Declared losses: data removed or truncated before the agent could read it.', ['reason'])
@@ -15,7 +28,10 @@ export class AgentMetrics {
   readonly backfillFiles = this.#gauge('auditrail_backfill_files', 'Rotated backups waiting ahead of the live file when the agent started: the first start\'s backfill (tail.startAt: oldest), or the backlog after downtime.')
   readonly backfillLines = this.#counter('auditrail_backfill_lines_total', 'Lines read from the rotated backups that were waiting when the agent started (included in auditrail_lines_read_total).')
   readonly redactedLines = this.#counter('auditrail_redacted_lines_total', 'Lines whose secret values were replaced before shipping.')
-  readonly findings = this.#counter('auditrail_findings_total', 'Matched events (one finding each, in the event\'s sealed batch), by source, id and severity.', ['source', 'id', 'severity'])
+  readonly findings = this.#counter('auditrail_findings_total', 'Matched events (one finding each, in the event\'s sealed batch), by source, id and severity.', ['source', 'id', 'severity'], () => {
+    for (const { labels, n } of this.#findingCounts.values()) if (n > 0) this.findings.inc(labels, n)
+    for (const count of this.#findingCounts.values()) count.n = 0
+  })
   readonly findingGroups = this.#counter('auditrail_finding_groups_total', 'Finding groups opened (what people are alerted on: one per incident, past its threshold), by source, id and severity.', ['source', 'id', 'severity'])
   readonly findingGroupsOpen = this.#gauge('auditrail_finding_groups_open', 'Finding groups held (open, or below their threshold); bounded.')
   readonly findingGroupEvictions = this.#counter('auditrail_finding_group_evictions_total', 'Finding groups dropped because the bound was reached (the least recently grown go first); an evicted group gets no end alert.')
@@ -68,8 +84,22 @@ export class AgentMetrics {
     for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name)
   }
 
-  #counter(name: string, help: string, labelNames: string[] = []): Counter<string> {
-    return new Counter({ name, help, labelNames, registers: [this.registry] })
+  /** A line of `bytes` bytes (its newline included) was read. */
+  countLine(bytes: number): void {
+    this.#lines++
+    this.#bytes += bytes
+  }
+
+  /** An event matched; the label set stays bounded: sources, rule and detector ids, severities. */
+  countFinding(source: string, id: string, severity: string): void {
+    const key = `${source}\u0000${id}\u0000${severity}`
+    const count = this.#findingCounts.get(key)
+    if (count) count.n++
+    else this.#findingCounts.set(key, { labels: { source, id, severity }, n: 1 })
+  }
+
+  #counter(name: string, help: string, labelNames: string[] = [], collect?: () => void): Counter<string> {
+    return new Counter({ name, help, labelNames, registers: [this.registry], ...(collect ? { collect } : {}) })
   }
 
   #gauge(name: string, help: string, labelNames: string[] = []): Gauge<string> {

@@ -6,6 +6,7 @@
 // spans are found by scanning the original text, never by re-serializing.
 // Rules and detectors see the original event; only the shipped bytes change.
 import { createHmac, createSecretKey } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
 import type { AuditEvent } from '../audit/event.ts'
 
 export interface RedactorOptions {
@@ -26,6 +27,9 @@ const BUILTIN: Record<string, Pattern[]> = {
   'serviceaccounts/token': [['responseObject', 'status', 'token']],
 }
 const MAX_DEPTH = 128
+/** At most 1024 values of at most 512 characters: under 1 MiB. */
+const MARKER_CACHE_ENTRIES = 1024
+const MARKER_CACHE_MAX_VALUE = 512
 
 /** The line could not be scanned (nested too deep, or not the JSON its event was parsed from): its raw bytes must not ship. */
 export class UnscannableLine extends Error {}
@@ -44,7 +48,17 @@ export function createRedactor(options: RedactorOptions): (line: Buffer, event: 
   }
   const needles = new Map([...byResource].map(([resource, patterns]) => [resource, keyNeedles(patterns)]))
   const key = createSecretKey(options.salt)
-  const marker = (value: string) => `"auditrail:redacted:sha256:${createHmac('sha256', key).update(value).digest('hex').slice(0, 16)}"`
+  // The same secrets are read over and over (controllers, operators): their markers are remembered,
+  // short values only, so the cache stays small; the values are in this process's memory anyway.
+  const markers = new LRUCache<string, string>({ max: MARKER_CACHE_ENTRIES })
+  const marker = (value: string) => {
+    let m = markers.get(value)
+    if (m === undefined) {
+      m = `"auditrail:redacted:sha256:${createHmac('sha256', key).update(value).digest('hex').slice(0, 16)}"`
+      if (value.length <= MARKER_CACHE_MAX_VALUE) markers.set(value, m)
+    }
+    return m
+  }
 
   return (line, event) => {
     const ref = event.objectRef

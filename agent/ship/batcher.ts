@@ -9,7 +9,7 @@ import type { BatchDraft } from './sealer.ts'
 export interface ProcessedRecord {
   record: WireRecord
   findings: Omit<Finding, 'recordIndex'>[]
-  /** Event time (stageTimestamp), Unix ms; 0 when unknown. */
+  /** Event time (eventTimeMs: stageTimestamp, else requestReceivedTimestamp), Unix ms; 0 when unknown. */
   eventMs: number
 }
 

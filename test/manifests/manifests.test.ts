@@ -222,7 +222,7 @@ t.test('the image starts node with the agent\'s V8 flags and environment', async
   const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
   const entrypoint = /^ENTRYPOINT (.*)$/m.exec(dockerfile)
   t.ok(entrypoint, 'the Dockerfile has an ENTRYPOINT')
-  t.same(JSON.parse(entrypoint![1]!), ['node', ...AGENT_NODE_FLAGS, 'programs/main.ts'])
+  t.same(JSON.parse(entrypoint![1]!), ['node', ...AGENT_NODE_FLAGS, 'programs/main.js'], 'the compiled binary (scripts/build.ts)')
   // ENV instructions, continuation lines joined, split into KEY=value words.
   const env = [...dockerfile.replace(/\\\n/g, ' ').matchAll(/^ENV (.*)$/gm)].flatMap((m) => m[1]!.trim().split(/\s+/))
   for (const [key, value] of Object.entries(AGENT_ENV)) t.ok(env.includes(`${key}=${value}`), `ENV sets ${key}=${value}`)

@@ -1,6 +1,6 @@
 import t from 'tap'
 import type { AuditEvent } from '../../../agent/audit/event.ts'
-import { CelCompileError, compileExpression, compilePredicate, evaluateToText } from '../../../agent/guard/cel.ts'
+import { CelCompileError, compileExpression, compilePredicate, compileText, evaluateToText } from '../../../agent/guard/cel.ts'
 
 const event = (fields: Partial<AuditEvent> & Record<string, unknown>): AuditEvent => ({ auditID: 'a', stage: 'ResponseComplete', verb: 'get', user: { username: 'alice', groups: ['dev'] }, ...fields })
 
@@ -72,6 +72,17 @@ t.test('evaluateToText renders scalars and nothing else', async (t) => {
   t.equal(evaluateToText(compileExpression('event.user.username'), ev), 'alice')
   t.equal(evaluateToText(compileExpression('event.nothing'), ev), undefined)
   t.equal(evaluateToText(compileExpression('event.user.groups'), ev), undefined)
+})
+
+t.test('compileText reads a field of the event straight from the JSON, with the answer CEL gives', async (t) => {
+  const hostile = JSON.parse('{"auditID":"a","stage":"ResponseComplete","verb":"get","user":{"username":"x","__proto__":{"admin":true},"constructor":"c","groups":["g"]},"responseStatus":{"code":403,"status":null,"ratio":1.5,"ok":false},"objectRef":"not an object","annotations":{"k":"v"}}') as AuditEvent
+  const texts = ['event.user.username', 'event.user.admin', 'event.user.__proto__', 'event.user.constructor', 'event.user.toString', 'event.user.groups', 'event.user.groups.length',
+    'event.responseStatus.code', 'event.responseStatus.status', 'event.responseStatus.ratio', 'event.responseStatus.ok', 'event.responseStatus', 'event.objectRef.name', 'event.nothing.deeper',
+    'event.annotations.k', 'event.verb', 'event.user.username + "!"', 'has(event.user.username)']
+  for (const ev of [hostile, event({ responseStatus: { code: 201 } }), event({ user: 'a string' as never })]) {
+    for (const text of texts) t.equal(compileText(text)(ev), evaluateToText(compileExpression(text), ev), `${text} on ${JSON.stringify(ev).slice(0, 60)}...`)
+  }
+  t.throws(() => compileText('event.user.'), CelCompileError, 'compile errors as for any expression')
 })
 
 t.test('event data is read through lazy views: own keys only, the same answers as plain JSON', async (t) => {

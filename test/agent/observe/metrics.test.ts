@@ -51,6 +51,27 @@ t.test('/metrics: every family appears, and promtool check metrics passes with n
   t.equal(`${promtool.stdout}${promtool.stderr}`.trim(), '', 'promtool has nothing to say: no lint warning')
 })
 
+t.test('lines and findings counted on the hot path reach the counters when they are read, once', async (t) => {
+  const metrics = new AgentMetrics()
+  metrics.countLine(100)
+  metrics.countLine(21)
+  metrics.countFinding('rule', 'privileged-container', 'high')
+  metrics.countFinding('rule', 'privileged-container', 'high')
+  metrics.countFinding('detector', 'secret-read-burst', 'high')
+  const first = await metrics.registry.metrics()
+  t.match(first, /^auditrail_lines_read_total 2$/m)
+  t.match(first, /^auditrail_bytes_read_total 121$/m)
+  t.match(first, /^auditrail_findings_total\{source="rule",id="privileged-container",severity="high"\} 2$/m)
+  t.match(first, /^auditrail_findings_total\{source="detector",id="secret-read-burst",severity="high"\} 1$/m)
+  metrics.countLine(9)
+  metrics.countFinding('rule', 'privileged-container', 'high')
+  const second = await metrics.registry.metrics()
+  t.match(second, /^auditrail_lines_read_total 3$/m, 'a second read adds only what came since')
+  t.match(second, /^auditrail_bytes_read_total 130$/m)
+  t.match(second, /^auditrail_findings_total\{source="rule",id="privileged-container",severity="high"\} 3$/m)
+  t.equal((await metrics.findings.get()).values.find((v) => v.labels.source === 'detector')?.value, 1, 'get() reads them too')
+})
+
 t.test('promtool does catch a bad exposition (the check above can fail)', async (t) => {
   const promtool = spawnSync('promtool', ['check', 'metrics'], { input: '# HELP bad_gauge_total x\n# TYPE bad_gauge_total gauge\nbad_gauge_total 1\n', encoding: 'utf8' })
   if (promtool.error) return t.fail("promtool is missing: install Debian's prometheus package (apt-get install -y prometheus)")

@@ -19,9 +19,27 @@ export interface Running {
   exited: Promise<number | null>
 }
 
+/**
+ * Children still running when this test process ends: tap ends a file that runs past its timeout
+ * with SIGTERM, and no teardown runs then, so they are killed here rather than left running.
+ */
+const living = new Set<ChildProcess>()
+let reaping = false
+function reapOnExit(): void {
+  if (reaping) return
+  reaping = true
+  process.once('exit', () => {
+    for (const child of living) child.kill('SIGKILL')
+  })
+  process.once('SIGTERM', () => process.exit(143))
+}
+
 /** The CLI as the image runs it (its ENTRYPOINT and ENV: node with the agent's V8 flags and environment). */
 export function startProcess(args: string[], env: NodeJS.ProcessEnv = {}): Running {
   const child = spawn(process.execPath, [...AGENT_NODE_FLAGS, MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...AGENT_ENV, ...env } })
+  reapOnExit()
+  living.add(child)
+  child.once('exit', () => living.delete(child))
   let logs = ''
   child.stderr!.on('data', (d: Buffer) => {
     logs += d.toString()

@@ -105,7 +105,7 @@ export class AuditAgent {
     this.#tls = new CollectorTls({ caFile: c.caFile, certFile: c.certFile, keyFile: c.keyFile })
     this.#dispatcher = peerDispatcher({ timeoutMs: c.timeoutMs, http2: c.http2, ...this.#tls.material })
     const collectors = new CollectorChoice(c.urls, c.failbackIntervalMs)
-    for (const url of c.urls) this.metrics.collectorCurrent.set({ url }, url === collectors.current ? 1 : 0)
+    for (const url of c.urls) this.metrics.sendingTo.set({ url }, url === collectors.current ? 1 : 0)
     this.#sender = new Sender({
       collectors,
       streamId: config.streamId,
@@ -124,9 +124,9 @@ export class AuditAgent {
         this.#log[level]({ reason: err.reason, attempt, retryInMs: delayMs }, err.message)
       },
       onSwitch: ({ from, to, reason }) => {
-        this.metrics.collectorSwitches.inc({ url: to, reason })
-        this.metrics.collectorCurrent.set({ url: from }, 0)
-        this.metrics.collectorCurrent.set({ url: to }, 1)
+        this.metrics.failovers.inc({ url: to, reason })
+        this.metrics.sendingTo.set({ url: from }, 0)
+        this.metrics.sendingTo.set({ url: to }, 1)
         // URLs carry no credentials (config.ts refuses them), so they may be logged.
         if (reason === 'failback') this.#log.info({ from, to }, 'back on the preferred collector')
         else this.#log.warn({ from, to, reason }, `collector ${from} is not answering (${reason}); sending to ${to}`)

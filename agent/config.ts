@@ -449,7 +449,7 @@ function finish(raw: RawConfig, where: string): AgentConfig {
 }
 
 /**
- * The most collectors one agent lists: each is a label value of auditrail_collector_current, and a failover
+ * The most collectors one agent lists: each is a label value of auditrail_sending_to, and a failover
  * tries them in turn. A tier with more replicas sits behind a Service (one URL).
  */
 export const MAX_COLLECTOR_URLS = 8

@@ -29,7 +29,7 @@ t.test('the collector is a StatefulSet of one, in place of the Deployment and it
   t.same(names(objects), [...expected, 'StatefulSet/auditrail-collector'].sort())
   t.equal(sts.spec.replicas, 1, 'one writer of the append-only store')
   t.equal(sts.metadata.namespace, 'auditrail')
-  t.equal(sts.metadata.labels['app.kubernetes.io/part-of'], 'auditrail')
+  t.equal(sts.metadata.labels?.['app.kubernetes.io/part-of'], 'auditrail')
   t.equal(sts.spec.podManagementPolicy, 'OrderedReady')
   t.same(sts.spec.persistentVolumeClaimRetentionPolicy, { whenDeleted: 'Retain', whenScaled: 'Retain' }, 'the store outlives the StatefulSet: it is evidence')
 })

@@ -190,11 +190,10 @@ export class Sender {
         const error = err instanceof SendError ? err : new SendError('internal', (err as Error).message)
         this.#failing = true
         attempt++
-        // Moved to another collector: try it at once, the first time round the list (Retry-After was the old
-        // one's); once every collector failed in a row, back off as with one.
-        const delay = this.#switched && attempt < this.#o.collectors.urls.length
-          ? 0
-          : (this.#switched ? undefined : error.retryAfterMs) ?? backoffMs(attempt, this.#o.retryInitialMs, this.#o.retryMaxMs)
+        // Moved to another collector: try it at once, the first time round the list; once every collector
+        // failed in a row, back off as with one. A Retry-After was the old collector's, not the new one's.
+        const retryAfterMs = this.#switched ? undefined : error.retryAfterMs
+        const delay = this.#switched && attempt < this.#o.collectors.urls.length ? 0 : retryAfterMs ?? backoffMs(attempt, this.#o.retryInitialMs, this.#o.retryMaxMs)
         this.#o.onFailure?.(error, attempt, delay)
         await this.#sleep(delay)
       }

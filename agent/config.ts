@@ -452,7 +452,7 @@ function finish(raw: RawConfig, where: string): AgentConfig {
  * The most collectors one agent lists: each is a label value of auditrail_sending_to, and a failover
  * tries them in turn. A tier with more replicas sits behind a Service (one URL).
  */
-export const MAX_COLLECTOR_URLS = 8
+const MAX_COLLECTOR_URLS = 8
 
 /** collector.urls, or collector.url as a list of one: each a collector's base URL, checked and named by its place. */
 function collectorUrls(raw: RawConfig['collector'], where: string): string[] {

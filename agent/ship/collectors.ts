@@ -4,13 +4,18 @@
 // Connect's code) moves the agent to the next; a refusal on the merits (a bad
 // signature, a broken chain) does not, since every collector of one store
 // would give the same answer. Away from the preferred one, a request goes to it
-// again once per `failbackIntervalMs` (a probe with real batches); the agent
-// stays back on it when that request succeeds. All the URLs must be collectors
+// again after `failbackIntervalMs` (a probe with real batches); the agent stays
+// back on it when that request succeeds. Each failed probe doubles the wait, up
+// to MAX_PROBE_BACKOFF times the interval: a preferred collector that hangs
+// costs a request timeout per probe, and those grow rarer. All the URLs must be collectors
 // of one store (the PostgreSQL tier): the chain goes on wherever the agent sends.
 // This module only chooses; the sender sends and the agent logs and counts.
 
 /** The failure reasons (SendError.reason) that mean "this collector is not there", not "this batch is wrong". */
 const FAILOVER_REASONS: ReadonlySet<string> = new Set(['transport', 'timeout', 'unavailable'])
+
+/** The longest wait between probes, in failback intervals (30 s by default: 4 minutes). */
+export const MAX_PROBE_BACKOFF = 8
 
 export interface CollectorSwitch {
   from: string
@@ -26,11 +31,14 @@ export class CollectorChoice {
   #current = 0
   /** When a request may next probe the preferred collector (while away from it). */
   #probeAt = 0
+  /** The wait before the next probe after this one fails. */
+  #probeWaitMs: number
 
   constructor(urls: readonly string[], failbackIntervalMs: number, now: () => number = Date.now) {
     if (urls.length === 0) throw new Error('CollectorChoice needs at least one URL')
     this.urls = urls
     this.#failbackIntervalMs = failbackIntervalMs
+    this.#probeWaitMs = failbackIntervalMs
     this.#now = now
   }
 
@@ -58,11 +66,13 @@ export class CollectorChoice {
     if (this.urls.length === 1 || !FAILOVER_REASONS.has(reason)) return undefined
     if (url !== this.current) {
       // A probe of the preferred collector failed: stay where the agent is, probe again later.
-      this.#probeAt = this.#now() + this.#failbackIntervalMs
+      this.#probeWaitMs = Math.min(this.#probeWaitMs * 2, this.#failbackIntervalMs * MAX_PROBE_BACKOFF)
+      this.#probeAt = this.#now() + this.#probeWaitMs
       return undefined
     }
     const from = this.current
     this.#current = (this.#current + 1) % this.urls.length
+    this.#probeWaitMs = this.#failbackIntervalMs
     if (this.#current !== 0) this.#probeAt = this.#now() + this.#failbackIntervalMs
     return { from, to: this.current, reason }
   }

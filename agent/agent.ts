@@ -19,6 +19,7 @@ import { Sealer, type BatchDraft, type SealedItem } from './ship/sealer.ts'
 import { peerDispatcher, Sender, SendError, backoffMs } from './ship/sender.ts'
 import { createSigningKeyIfMissing, SigningKeyFile } from './ship/signing-key.ts'
 import { CollectorTls } from './ship/collector-tls.ts'
+import { CollectorChoice } from './ship/collectors.ts'
 import { createRedactor, UnscannableLine } from './redact/redactor.ts'
 import { Responder } from './respond/responder.ts'
 import { loadOrCreateSalt } from './redact/salt.ts'
@@ -105,9 +106,11 @@ export class AuditAgent {
     this.#checkpoints = new CheckpointFile(config.stateDir)
     const c = config.collector
     this.#tls = new CollectorTls({ caFile: c.caFile, certFile: c.certFile, keyFile: c.keyFile })
-    this.#dispatcher = peerDispatcher({ timeoutMs: c.timeoutMs, ...this.#tls.material })
+    this.#dispatcher = peerDispatcher({ timeoutMs: c.timeoutMs, http2: c.http2, ...this.#tls.material })
+    const collectors = new CollectorChoice(c.urls, c.failbackIntervalMs)
+    for (const url of c.urls) this.metrics.sendingTo.set({ url }, url === collectors.current ? 1 : 0)
     this.#sender = new Sender({
-      url: c.url,
+      collectors,
       streamId: config.streamId,
       dispatcher: this.#dispatcher,
       timeoutMs: c.timeoutMs,
@@ -122,6 +125,14 @@ export class AuditAgent {
         this.metrics.sendFailures.inc({ reason: err.reason })
         const level = attempt === 1 || attempt % 10 === 0 ? 'warn' : 'debug'
         this.#log[level]({ reason: err.reason, attempt, retryInMs: delayMs }, err.message)
+      },
+      onSwitch: ({ from, to, reason }) => {
+        this.metrics.failovers.inc({ url: to, reason })
+        this.metrics.sendingTo.set({ url: from }, 0)
+        this.metrics.sendingTo.set({ url: to }, 1)
+        // URLs carry no credentials (config.ts refuses them), so they may be logged.
+        if (reason === 'failback') this.#log.info({ from, to }, 'back on the preferred collector')
+        else this.#log.warn({ from, to, reason }, `collector ${from} is not answering (${reason}); sending to ${to}`)
       },
     })
   }
@@ -152,7 +163,7 @@ export class AuditAgent {
       if (made) this.#log.warn({ keyId: made.keyId, publicKeyFile: made.publicKeyFile, publicKey: made.publicKeyPem }, 'made this node\'s signing key; the collector refuses its batches until its public key is in the collector\'s --trust directory (docs/install.md, step 3)')
     }
     await this.#key.reload()
-    this.#log.info({ keyId: this.#key.current.keyId, streamId: this.#config.streamId, collector: this.#config.collector.url }, 'signing key loaded')
+    this.#log.info({ keyId: this.#key.current.keyId, streamId: this.#config.streamId, collectors: this.#config.collector.urls }, 'signing key loaded')
     const checkpoint = await this.#syncChain((await this.#checkpoints.load()) ?? { streamId: this.#config.streamId, nextSequence: 1, headDigest: Buffer.alloc(0), position: undefined })
     if (this.#stopping) return
     this.#checkpointPosition = checkpoint.position
@@ -556,7 +567,7 @@ export class AuditAgent {
       this.#log.error({ err: (err as Error).message }, 'cannot reload the TLS files for the collector; still using the previous ones')
       return
     }
-    const next = peerDispatcher({ timeoutMs: this.#config.collector.timeoutMs, ...this.#tls.material })
+    const next = peerDispatcher({ timeoutMs: this.#config.collector.timeoutMs, http2: this.#config.collector.http2, ...this.#tls.material })
     const previous = this.#sender.useDispatcher(next)
     this.#dispatcher = next
     // Requests in flight finish on the old connections; then they close.

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseDocument } from 'yaml'
 import { MAX_CLUSTER_NETWORKS, NetworkSet, NetworkSyntaxError } from './guard/networks.ts'
-import type { RequestCompression } from './ship/sender.ts'
+import type { Http2Mode, RequestCompression } from './ship/sender.ts'
 import type { StartAt } from './tail/tailer.ts'
 
 export interface AgentConfig {
@@ -25,7 +25,11 @@ export interface AgentConfig {
   quarantine: { dir: string; maxBytes: number }
   batch: { maxEvents: number; maxBytes: number; maxWaitMs: number; heartbeatIntervalMs: number }
   collector: {
-    url: string
+    /** The collectors, preferred first (collector.urls, or collector.url as a list of one); all of one store. */
+    urls: string[]
+    /** Away from the preferred collector, how often a request tries it again. */
+    failbackIntervalMs: number
+    http2: Http2Mode
     timeoutMs: number
     caFile: string
     certFile: string
@@ -126,7 +130,8 @@ type Field =
   | { kind: 'int'; default: number; min: number; max: number }
   | { kind: 'bytes'; default: number; min: number; max: number }
   | { kind: 'duration'; default: number; min: number; max: number }
-  | { kind: 'strings'; default: string[] }
+  // flagList: a flag's value is a comma-separated list (a flag of any other list is one entry).
+  | { kind: 'strings'; default: string[]; flagList?: true }
   // A list of mappings, checked by the section's own reader in finish() (which names each entry's field).
   | { kind: 'list'; default: unknown[] }
 type Section = { [key: string]: Field | Section }
@@ -159,7 +164,12 @@ const SCHEMA = {
     heartbeatInterval: { kind: 'duration', default: 10_000, min: 100, max: 3_600_000 },
   },
   collector: {
-    url: { kind: 'string', default: '', env: 'AUDITRAIL_COLLECTOR_URL' },
+    // One collector (url), or several (urls, preferred first): one or the other. The --collector flag and
+    // AUDITRAIL_COLLECTOR_URL (for a file that names none) are comma-separated lists.
+    url: { kind: 'string', default: '' },
+    urls: { kind: 'strings', default: [], flagList: true },
+    failbackInterval: { kind: 'duration', default: 30_000, min: 1000, max: 3_600_000 },
+    http2: { kind: 'enum', values: ['auto', 'always', 'never'], default: 'auto' },
     timeout: { kind: 'duration', default: 10_000, min: 100, max: 600_000 },
     caFile: { kind: 'string', default: '' },
     certFile: { kind: 'string', default: '' },
@@ -266,7 +276,7 @@ const SCHEMA = {
 export const AGENT_FLAGS = {
   log: 'tail.path',
   'state-dir': 'stateDir',
-  collector: 'collector.url',
+  collector: 'collector.urls',
   key: 'signing.keyFile',
   node: 'node',
   'stream-id': 'streamId',
@@ -302,11 +312,18 @@ export function loadAgentConfig(options: LoadOptions): AgentConfig {
     }
     try { doc = parsed.toJS({ maxAliasCount: 100 }) ?? {} } catch (err) { throw new ConfigError(`${where}: not valid YAML: ${(err as Error).message.split('\n')[0]}`) }
   }
-  const values = readSection(SCHEMA, doc, '', where, options.env ?? process.env)
+  const env = options.env ?? process.env
+  const values = readSection(SCHEMA, doc, '', where, env)
+  const collector = values.collector as { url: string; urls: string[] }
+  if (!collector.url && collector.urls.length === 0 && env.AUDITRAIL_COLLECTOR_URL) collector.urls = commaList(env.AUDITRAIL_COLLECTOR_URL)
   for (const [key, raw] of Object.entries(options.overrides ?? {})) {
     const field = lookup(key)
     if (!field) throw new ConfigError(`${where}: unknown key ${key}`)
-    setPath(values, key, readField(field, typeof raw === 'string' && field.kind === 'strings' ? [raw] : raw, key, `flag for ${key}`))
+    const value = typeof raw === 'string' && field.kind === 'strings' ? (field.flagList ? commaList(raw) : [raw]) : raw
+    setPath(values, key, readField(field, value, key, `flag for ${key}`))
+    // A flag naming the collectors replaces the file's, in either form.
+    if (key === 'collector.url') setPath(values, 'collector.urls', [])
+    if (key === 'collector.urls') setPath(values, 'collector.url', '')
   }
   return finish(values as unknown as RawConfig, where, options.env ?? process.env)
 }
@@ -373,6 +390,10 @@ function readField(field: Field, value: unknown, key: string, where: string): un
   }
 }
 
+function commaList(v: string): string[] {
+  return v.split(',').map((s) => s.trim()).filter((s) => s !== '')
+}
+
 function toInt(v: unknown): number | undefined {
   const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v
   return typeof n === 'number' && Number.isSafeInteger(n) ? n : undefined
@@ -418,7 +439,7 @@ interface RawConfig {
   tail: { path: string; startAt: StartAt; maxLineBytes: number; maxOpenFiles: number; pollInterval: number; appendCheckInterval: number }
   quarantine: { dir: string; maxBytes: number }
   batch: { maxEvents: number; maxBytes: number; maxWait: number; heartbeatInterval: number }
-  collector: Omit<AgentConfig['collector'], 'timeoutMs' | 'retryInitialDelayMs' | 'retryMaxDelayMs'> & { timeout: number; retry: { initialDelay: number; maxDelay: number } }
+  collector: Omit<AgentConfig['collector'], 'urls' | 'failbackIntervalMs' | 'timeoutMs' | 'retryInitialDelayMs' | 'retryMaxDelayMs'> & { url: string; urls: string[]; failbackInterval: number; timeout: number; retry: { initialDelay: number; maxDelay: number } }
   signing: { keyFile: string; createIfMissing: boolean; allowLoosePermissions: boolean; reloadInterval: number }
   rules: { builtin: boolean; dirs: string[] }
   detectors: { builtin: boolean; dirs: string[] }
@@ -462,18 +483,7 @@ function finish(raw: RawConfig, where: string, env: NodeJS.ProcessEnv): AgentCon
   if (!raw.node) throw new ConfigError(`${where}: node is not set: set it in the file, with --node, or through the NODE_NAME environment variable (the DaemonSet sets it from spec.nodeName)`)
   const streamId = raw.streamId || raw.node
   if (!STREAM_ID.test(streamId)) throw new ConfigError(`${where}: streamId ${JSON.stringify(streamId)} must be letters, digits, '.', '_' or '-' (at most 253), starting with a letter or digit`)
-  if (!raw.collector.url) throw new ConfigError(`${where}: collector.url is not set: set it in the file or with --collector https://HOST:PORT`)
-  let url: URL
-  try {
-    url = new URL(raw.collector.url)
-  } catch {
-    throw new ConfigError(`${where}: collector.url ${JSON.stringify(raw.collector.url)} is not a URL (expected e.g. https://collector.auditrail.svc:8443)`)
-  }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(`${where}: collector.url must use https (or http to a loopback address), got ${url.protocol}`)
-  if (url.protocol === 'http:' && !isLoopback(url.hostname) && !raw.collector.allowInsecureHttp) {
-    throw new ConfigError(`${where}: collector.url uses plain http to ${url.hostname}: audit data would cross the network unencrypted. Use https, or set collector.allowInsecureHttp: true if you really mean it`)
-  }
-  if (url.username || url.password) throw new ConfigError(`${where}: collector.url must not carry credentials; use a client certificate (collector.certFile, collector.keyFile)`)
+  const urls = collectorUrls(raw.collector, where)
   if (Boolean(raw.collector.certFile) !== Boolean(raw.collector.keyFile)) throw new ConfigError(`${where}: collector.certFile and collector.keyFile go together: set both for mTLS, or neither`)
   if (raw.collector.retry.maxDelay < raw.collector.retry.initialDelay) throw new ConfigError(`${where}: collector.retry.maxDelay must not be below collector.retry.initialDelay`)
   if (raw.batch.maxBytes > raw.collector.maxUnackedBytes) throw new ConfigError(`${where}: batch.maxBytes must not exceed collector.maxUnackedBytes`)
@@ -487,7 +497,9 @@ function finish(raw: RawConfig, where: string, env: NodeJS.ProcessEnv): AgentCon
     quarantine: { dir: raw.quarantine.dir || join(raw.stateDir, 'quarantine'), maxBytes: raw.quarantine.maxBytes },
     batch: { maxEvents: raw.batch.maxEvents, maxBytes: raw.batch.maxBytes, maxWaitMs: raw.batch.maxWait, heartbeatIntervalMs: raw.batch.heartbeatInterval },
     collector: {
-      url: url.toString().replace(/\/$/, ''),
+      urls,
+      failbackIntervalMs: raw.collector.failbackInterval,
+      http2: raw.collector.http2,
       timeoutMs: raw.collector.timeout,
       caFile: raw.collector.caFile,
       certFile: raw.collector.certFile,
@@ -567,6 +579,39 @@ function finishRespond(raw: RawRespond, where: string, env: NodeJS.ProcessEnv): 
     maxAttempts: raw.maxAttempts,
     apiServer: { url, caFile: raw.apiServer.caFile, tokenFile: raw.apiServer.tokenFile, timeoutMs: raw.apiServer.timeout },
   }
+}
+
+/**
+ * The most collectors one agent lists: each is a label value of auditrail_sending_to, and a failover
+ * tries them in turn. A tier with more replicas sits behind a Service (one URL).
+ */
+const MAX_COLLECTOR_URLS = 8
+
+/** collector.urls, or collector.url as a list of one: each a collector's base URL, checked and named by its place. */
+function collectorUrls(raw: RawConfig['collector'], where: string): string[] {
+  if (raw.url && raw.urls.length > 0) throw new ConfigError(`${where}: collector.url and collector.urls are both set: keep one (collector.urls lists several collectors, preferred first; collector.url is the form for one)`)
+  const entries = raw.urls.length > 0 ? raw.urls.map((u, i) => [u, `collector.urls[${i}]`] as const) : raw.url ? [[raw.url, 'collector.url'] as const] : []
+  if (entries.length === 0) throw new ConfigError(`${where}: collector.url is not set: set collector.url (or collector.urls for several) in the file, or --collector https://HOST:PORT[,https://HOST2:PORT]`)
+  if (entries.length > MAX_COLLECTOR_URLS) throw new ConfigError(`${where}: collector.urls: ${entries.length} entries; the limit is ${MAX_COLLECTOR_URLS} (put a tier of more replicas behind one Service URL)`)
+  const urls: string[] = []
+  for (const [value, key] of entries) {
+    let url: URL
+    try {
+      url = new URL(value)
+    } catch {
+      throw new ConfigError(`${where}: ${key} ${JSON.stringify(value)} is not a URL (expected e.g. https://collector.auditrail.svc:8443)`)
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError(`${where}: ${key} must use https (or http to a loopback address), got ${url.protocol}`)
+    if (url.protocol === 'http:' && !isLoopback(url.hostname) && !raw.allowInsecureHttp) {
+      throw new ConfigError(`${where}: ${key} uses plain http to ${url.hostname}: audit data would cross the network unencrypted. Use https, or set collector.allowInsecureHttp: true if you really mean it`)
+    }
+    // Credentials would end up in logs and metric labels, which name the URL.
+    if (url.username || url.password) throw new ConfigError(`${where}: ${key} must not carry credentials; use a client certificate (collector.certFile, collector.keyFile)`)
+    const normalized = url.toString().replace(/\/$/, '')
+    if (urls.includes(normalized)) throw new ConfigError(`${where}: ${key} ${JSON.stringify(value)} is listed twice: list each collector once`)
+    urls.push(normalized)
+  }
+  return urls
 }
 
 /** Every entry an address or CIDR, so a typo fails the start instead of calling a node's requests foreign. */

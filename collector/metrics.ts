@@ -63,7 +63,7 @@ export interface IndexLag {
 export class CollectorMetrics {
   readonly registry = new Registry()
 
-  readonly requests = this.#counter('auditrail_collector_requests_total', 'Requests to the collector\'s procedures, by procedure, protocol, codec and result (ok, or the Connect code of the refusal).', ['procedure', 'protocol', 'codec', 'code'])
+  readonly requests = this.#counter('auditrail_collector_requests_total', 'Requests to the collector\'s procedures, by procedure, protocol, codec, result (ok, or the Connect code of the refusal) and HTTP version (1.1 or 2).', ['procedure', 'protocol', 'codec', 'code', 'http'])
   readonly requestDuration = new Histogram({
     name: 'auditrail_collector_request_duration_seconds',
     help: 'Time from a request\'s arrival to the end of its answer, by procedure.',
@@ -138,9 +138,10 @@ export class CollectorMetrics {
   }
 
   /** One answered (or abandoned) request to a procedure path; `code` is ok or the Connect code of its refusal. */
-  request(procedure: Procedure, contentType: string | undefined, code: ConnectCode | 'ok', seconds: number): void {
+  request(procedure: Procedure, contentType: string | undefined, code: ConnectCode | 'ok', httpVersionMajor: number, seconds: number): void {
     const { protocol, codec } = protocolOf(contentType)
-    this.requests.inc({ procedure, protocol, codec, code })
+    // Two values: node:http answers HTTP/1.0 as 1.1, and the listener speaks nothing else.
+    this.requests.inc({ procedure, protocol, codec, code, http: httpVersionMajor === 2 ? '2' : '1.1' })
     this.requestDuration.observe({ procedure }, seconds)
   }
 

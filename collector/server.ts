@@ -219,7 +219,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       const started = performance.now()
       res.once('close', () => {
         const code = refusals.get(res) ?? (res.writableFinished && res.statusCode === 200 ? 'ok' : 'canceled')
-        metrics.request(procedureOf(path), req.headers['content-type'], code, (performance.now() - started) / 1000)
+        metrics.request(procedureOf(path), req.headers['content-type'], code, req.httpVersionMajor, (performance.now() - started) / 1000)
       })
     }
     route(req, res).catch((err: unknown) => {

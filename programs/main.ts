@@ -94,10 +94,11 @@ function agentConfigFromArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
 
 async function agentCommand(argv: string[]): Promise<number> {
   if (argv.includes('--help')) {
-    process.stdout.write(`usage: auditrail agent [--config FILE] [--log PATH] [--state-dir DIR] [--collector URL] [--key FILE] [--node NAME]
+    process.stdout.write(`usage: auditrail agent [--config FILE] [--log PATH] [--state-dir DIR] [--collector URL[,URL...]] [--key FILE] [--node NAME]
        [--stream-id ID] [--start-at oldest|live|end] [--metrics-listen HOST:PORT] [--log-level LEVEL]
        [--ca-file F] [--cert-file F --key-file F] [--allow-loose-key-permissions] [--allow-insecure-http]
-flags override the file; NODE_NAME sets the node when neither does.
+flags override the file; NODE_NAME sets the node when neither does. Several --collector URLs (collectors
+of one store, preferred first): the agent moves to the next when one is unreachable and returns to the first.
 `)
     return 0
   }

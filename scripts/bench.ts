@@ -7,14 +7,17 @@
 //   4. an outage: the collector down for 60 s at 3,000 events/s, then back
 //   5. real apiserver output (v1.26), repeated to --real-events, at full speed;
 //      with FLUENT_BIT set, Fluent Bit over the same file, interleaved
+//   6. (--phase http2, on request) the same real log under TLS, the agent with
+//      collector.http2 never (HTTP/1.1) and auto (h2 by ALPN), runs interleaved
 // The agent runs as its own process (the real CLI). In phases 1 to 4 the
 // collector runs in this process on 127.0.0.1 so its stream head can be watched
 // without extra traffic; in phase 5 it runs in its own process with its query
 // index (scripts/bench-collector.ts), so that its CPU per event is its own.
 // Prints the figures, writes them as JSON to bench-out/, and adds a dated
 // row per phase to docs/benchmarks.md (Pipeline; Real apiserver log).
-//   node scripts/bench.ts [--phase pipeline|real]... [--events N] [--outage-seconds S] [--steady-seconds S]
-//                         [--real-events N] [--runs N] [--cpu-prof DIR]
+//   node scripts/bench.ts [--phase pipeline|real|http2]... [--events N] [--outage-seconds S] [--steady-seconds S]
+//                         [--real-events N] [--runs N] [--http2 auto|always|never] [--cpu-prof DIR]
+//   --http2: the agents' collector.http2 in phases 1 to 5 (plaintext there: always is h2c, the others HTTP/1.1)
 //   FLUENT_BIT=/path/to/run.sh: a script with the interface of ../shared/tools/fluent-bit/run.sh
 //   (`run.sh FILE` prints one JSON line: wall_ms, cpu_s, peak_rss_mib)
 import { execFile, fork, spawn, type ChildProcess } from 'node:child_process'
@@ -35,6 +38,8 @@ import { startCollector, type Collector } from '../collector/server.ts'
 import { loadTrustedKeys } from '../proto/keys.ts'
 import { decodeBatch, decodeSealedBatch } from '../proto/wire.ts'
 import { expectedExport } from '../agent/redact/expected-export.ts'
+import type { Http2Mode } from '../agent/ship/sender.ts'
+import { makeCa, makeLeaf } from '../test/agent/ship/tls-certificates.ts'
 import type { CollectorUsage, FromCollector, ToCollector } from './bench-collector.ts'
 import { insertBenchmarkRow } from './benchmarks-doc.ts'
 import { build } from './build.ts'
@@ -56,11 +61,15 @@ const { values } = parseArgs({
     'real-events': { type: 'string', default: '100000' },
     runs: { type: 'string', default: '2' },
     'cpu-prof': { type: 'string' },
+    http2: { type: 'string', default: 'auto' },
   },
   strict: true,
 })
 const PHASES = new Set(values.phase)
-for (const p of PHASES) if (p !== 'pipeline' && p !== 'real') throw new Error(`--phase ${p}: expected pipeline (phases 1 to 4) or real (phase 5)`)
+for (const p of PHASES) if (p !== 'pipeline' && p !== 'real' && p !== 'http2') throw new Error(`--phase ${p}: expected pipeline (phases 1 to 4), real (phase 5) or http2 (phase 6)`)
+const HTTP2_MODES: readonly Http2Mode[] = ['auto', 'always', 'never']
+const HTTP2 = values.http2 as Http2Mode
+if (!HTTP2_MODES.includes(HTTP2)) throw new Error(`--http2 ${values.http2}: expected one of ${HTTP2_MODES.join(', ')}`)
 const REAL_EVENTS = Number(values['real-events'])
 const RUNS = Number(values.runs)
 const EVENTS = Number(values.events)
@@ -109,11 +118,21 @@ async function rig(name: string, port = 0): Promise<Rig> {
   return { dir, logDir, store, keyFile: keys.keyFile, trusted, collector, port: collector.port }
 }
 
+/** How the agent is configured beyond its defaults: collector.http2 (default: --http2), the collector's CA (then https), other YAML. */
+interface AgentSettings {
+  http2?: Http2Mode
+  caFile?: string
+  yaml?: string
+}
+
 /** The agent as the image runs it: its own process, with its V8 flags and environment. */
-function startAgent(r: Pick<Rig, 'dir' | 'logDir' | 'keyFile' | 'port' | 'agent'>, agentArgs: string[] = []): ChildProcess {
+function startAgent(r: Pick<Rig, 'dir' | 'logDir' | 'keyFile' | 'port' | 'agent'>, settings: AgentSettings = {}): ChildProcess {
+  const config = join(r.dir, 'agent.yaml')
+  writeFileSync(config, `collector:\n  http2: ${settings.http2 ?? HTTP2}\n${settings.caFile ? `  caFile: ${settings.caFile}\n` : ''}${settings.yaml ?? ''}`)
+  const url = `${settings.caFile ? 'https' : 'http'}://127.0.0.1:${r.port}`
   const child = spawn(
     process.execPath,
-    [...AGENT_NODE_FLAGS, ...PROFILE_FLAGS, MAIN, 'agent', ...agentArgs, '--node', STREAM, '--collector', `http://127.0.0.1:${r.port}`, '--log', join(r.logDir, 'audit.log'), '--state-dir', join(r.dir, 'state'), '--key', r.keyFile, '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn'],
+    [...AGENT_NODE_FLAGS, ...PROFILE_FLAGS, MAIN, 'agent', '--config', config, '--node', STREAM, '--collector', url, '--log', join(r.logDir, 'audit.log'), '--state-dir', join(r.dir, 'state'), '--key', r.keyFile, '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn'],
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...AGENT_ENV } },
   )
   r.agent = child
@@ -195,9 +214,7 @@ async function fullSpeed() {
   const bare = await rig('bare')
   copyFileSync(file, join(bare.logDir, 'audit.log'))
   await done(r)
-  const config = join(bare.dir, 'agent.yaml')
-  writeFileSync(config, 'rules:\n  builtin: false\ndetectors:\n  builtin: false\n')
-  const bareRun = await catchUp(bare, ['--config', config])
+  const bareRun = await catchUp(bare, { yaml: 'rules:\n  builtin: false\ndetectors:\n  builtin: false\n' })
   await done(bare)
   return {
     floor,
@@ -217,11 +234,11 @@ async function fullSpeed() {
 }
 
 /** Starts the agent on the rig's log and waits until the collector holds its end; CPU and peak RSS of the agent. */
-async function catchUp(r: Rig, agentArgs: string[] = []): Promise<{ seconds: number; cpuSeconds: number; peakRssBytes: number }> {
+async function catchUp(r: Rig, settings: AgentSettings = {}): Promise<{ seconds: number; cpuSeconds: number; peakRssBytes: number }> {
   const head = headWatcher(r)
   const { size, inode } = liveEnd(r.logDir)
   const started = performance.now()
-  const agent = startAgent(r, agentArgs)
+  const agent = startAgent(r, settings)
   let peak = 0
   let cpu = 0
   while (true) {
@@ -355,8 +372,8 @@ interface CollectorProcess {
   request(m: ToCollector): Promise<FromCollector>
 }
 
-async function startCollectorProcess(store: string, publicKeyFile: string): Promise<CollectorProcess> {
-  const child = fork(fileURLToPath(new URL('./bench-collector.ts', import.meta.url)), [store, publicKeyFile], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...process.execArgv, ...PROFILE_FLAGS] })
+async function startCollectorProcess(store: string, publicKeyFile: string, tls?: { certFile: string; keyFile: string }): Promise<CollectorProcess> {
+  const child = fork(fileURLToPath(new URL('./bench-collector.ts', import.meta.url)), [store, publicKeyFile, ...(tls ? [tls.certFile, tls.keyFile] : [])], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...process.execArgv, ...PROFILE_FLAGS] })
   const next = () => new Promise<FromCollector>((resolve, reject) => {
     child.once('message', (m) => resolve(m as FromCollector))
     child.once('exit', (code) => reject(new Error(`the bench's collector exited (${code})`)))
@@ -372,11 +389,13 @@ interface RealRun {
   peakRssMiB: number
   collectorCpuSeconds: number
   collectorPeakRssMiB: number
+  /** The agent's acknowledged requests, by HTTP version, as the collector counted them. */
+  pushes: CollectorUsage['pushes']
   exportMatches: boolean
 }
 
-/** One catch-up of the real log by a fresh agent; done when its checkpoint (moved only after an ack) is at the end. */
-async function realAgentRun(log: Buffer, lines: number, salt: Buffer, expectedSha: string): Promise<RealRun> {
+/** One catch-up of the real log by a fresh agent; done when its checkpoint (moved only after an ack) is at the end. With `tls`, the collector serves TLS and the agent trusts its CA. */
+async function realAgentRun(log: Buffer, lines: number, salt: Buffer, expectedSha: string, settings: AgentSettings = {}, tls?: { certFile: string; keyFile: string }): Promise<RealRun> {
   const dir = mkdtempSync(join(tmpdir(), 'auditrail-bench-real-'))
   try {
     const logDir = join(dir, 'log')
@@ -389,10 +408,10 @@ async function realAgentRun(log: Buffer, lines: number, salt: Buffer, expectedSh
     const { ino } = statSync(file)
     const keys = generateKeyPair(join(dir, 'node'))
     const store = join(dir, 'store')
-    const collector = await startCollectorProcess(store, keys.publicKeyFile)
+    const collector = await startCollectorProcess(store, keys.publicKeyFile, tls)
     const checkpoint = join(stateDir, 'checkpoint.json')
     const started = performance.now()
-    const agent = startAgent({ dir, logDir, keyFile: keys.keyFile, port: collector.port })
+    const agent = startAgent({ dir, logDir, keyFile: keys.keyFile, port: collector.port }, settings)
     let peak = 0
     let cpu = 0
     for (;;) {
@@ -417,6 +436,7 @@ async function realAgentRun(log: Buffer, lines: number, salt: Buffer, expectedSh
       peakRssMiB: peak / 1048576,
       collectorCpuSeconds: idle.idle.cpuSeconds - collector.startUsage.cpuSeconds,
       collectorPeakRssMiB: idle.idle.peakRssMiB,
+      pushes: idle.idle.pushes,
       exportMatches: out.sha256 === expectedSha && out.lines === lines,
     }
   } finally {
@@ -447,9 +467,9 @@ async function fluentBitRun(script: string, file: string): Promise<FluentBitRun>
   })
 }
 
-async function realPhase() {
+/** The real log in a scratch directory (for Fluent Bit), the redaction salt every agent run gets, and the export expected of it. */
+function realSource() {
   const real = realLog(REAL_EVENTS)
-  const fluentBit = process.env.FLUENT_BIT || undefined
   const salt = randomBytes(32)
   const scratch = mkdtempSync(join(tmpdir(), 'auditrail-bench-real-src-'))
   const file = join(scratch, 'audit.log')
@@ -457,7 +477,14 @@ async function realPhase() {
   writeFileSync(join(scratch, 'redaction-salt'), salt, { mode: 0o600 })
   const expected = expectedExport(scratch)
   for (let start = 0, nl = real.bytes.indexOf(0x0a); nl !== -1; start = nl + 1, nl = real.bytes.indexOf(0x0a, start)) expected.add(real.bytes.subarray(start, nl))
-  const expectedSha = expected.sha256()
+  return { real, salt, scratch, file, expectedSha: expected.sha256() }
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length
+
+async function realPhase() {
+  const { real, salt, scratch, file, expectedSha } = realSource()
+  const fluentBit = process.env.FLUENT_BIT || undefined
   say(`5. real apiserver log: ${real.source} x${real.copies} = ${real.lines} events, ${(real.bytes.length / 1e6).toFixed(0)} MB; ${RUNS} runs${fluentBit ? `, interleaved with Fluent Bit (${fluentBit})` : ' (FLUENT_BIT not set: no Fluent Bit runs)'}`)
   const agentRuns: RealRun[] = []
   const fluentBitRuns: FluentBitRun[] = []
@@ -475,7 +502,6 @@ async function realPhase() {
   } finally {
     rmSync(scratch, { recursive: true, force: true })
   }
-  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length
   const agent = {
     eventsPerSecond: real.lines / mean(agentRuns.map((r) => r.wallSeconds)),
     cpuSecondsPerMillionEvents: (mean(agentRuns.map((r) => r.cpuSeconds)) / real.lines) * 1e6,
@@ -509,6 +535,45 @@ async function realPhase() {
   return { source: real.source, copies: real.copies, events: real.lines, megabytes: real.bytes.length / 1e6, runs: { agent: agentRuns, fluentBit: fluentBitRuns }, agent, collector, fluentBit: fb, ratios }
 }
 
+// --- 6. HTTP/1.1 against HTTP/2, under TLS as in a cluster
+
+async function http2Phase() {
+  const { real, salt, scratch, expectedSha } = realSource()
+  const pki = mkdtempSync(join(tmpdir(), 'auditrail-bench-pki-'))
+  const modes = ['never', 'auto'] as const
+  const runs: Record<(typeof modes)[number], RealRun[]> = { never: [], auto: [] }
+  say(`6. HTTP/1.1 (collector.http2: never) against HTTP/2 (auto: h2 by ALPN), TLS on 127.0.0.1: ${real.lines} real events, ${RUNS} runs each, interleaved`)
+  try {
+    const ca = makeCa(pki, 'ca')
+    const server = makeLeaf(pki, 'collector', ca, 'serverAuth')
+    for (let i = 0; i < RUNS; i++) {
+      for (const mode of modes) {
+        const r = await realAgentRun(real.bytes, real.lines, salt, expectedSha, { http2: mode, caFile: ca.certFile }, server)
+        runs[mode].push(r)
+        say(`   ${mode === 'never' ? 'HTTP/1.1' : 'HTTP/2  '}: ${r.wallSeconds.toFixed(1)} s wall, ${r.cpuSeconds.toFixed(1)} CPU s, peak RSS ${r.peakRssMiB.toFixed(0)} MiB; collector ${r.collectorCpuSeconds.toFixed(1)} CPU s; requests by version ${JSON.stringify(r.pushes)}; export ${r.exportMatches ? 'matches' : 'DIFFERS'}`)
+      }
+    }
+  } finally {
+    rmSync(scratch, { recursive: true, force: true })
+    rmSync(pki, { recursive: true, force: true })
+  }
+  const summary = (rs: RealRun[], version: '1.1' | '2') => ({
+    eventsPerSecond: real.lines / mean(rs.map((r) => r.wallSeconds)),
+    cpuSecondsPerMillionEvents: (mean(rs.map((r) => r.cpuSeconds)) / real.lines) * 1e6,
+    peakRssMiB: Math.max(...rs.map((r) => r.peakRssMiB)),
+    collectorEventsPerCpuSecond: real.lines / mean(rs.map((r) => r.collectorCpuSeconds)),
+    // Every acknowledged request over the version the mode asks for: what was measured is what it says.
+    versionAsAsked: rs.every((r) => r.pushes[version] > 0 && r.pushes[version === '2' ? '1.1' : '2'] === 0),
+    exportMatches: rs.every((r) => r.exportMatches),
+  })
+  const h1 = summary(runs.never, '1.1')
+  const h2 = summary(runs.auto, '2')
+  for (const [name, x] of [['HTTP/1.1', h1], ['HTTP/2', h2]] as const) {
+    say(`   ${name}: ${Math.round(x.eventsPerSecond)} events/s, ${x.cpuSecondsPerMillionEvents.toFixed(1)} CPU s per million events, peak RSS ${x.peakRssMiB.toFixed(0)} MiB; collector ${Math.round(x.collectorEventsPerCpuSecond)} events per CPU s; ${x.versionAsAsked ? 'every request over it' : 'NOT every request over it'}`)
+  }
+  return { events: real.lines, copies: real.copies, source: real.source, runs, http1: h1, http2: h2 }
+}
+
 build(BUILT)
 const started = new Date()
 const load = loadavg()
@@ -539,6 +604,12 @@ if (PHASES.has('real')) {
   const fb = real.fluentBit
   const source = real.source === SHARED_REAL ? 'all-lines (shared)' : 'sample (project)'
   insertBenchmarkRow(doc, 'Real apiserver log', `| ${started.toISOString().slice(0, 16).replace('T', ' ')} | ${process.version} | ${result.cpu} x${result.cores} | ${load[0]!.toFixed(2)} | ${source} × ${real.copies} = ${real.events} | ${real.runs.agent.length} / ${real.runs.fluentBit.length} | ${Math.round(a.eventsPerSecond)} | ${a.cpuSecondsPerMillionEvents.toFixed(1)} | ${a.peakRssMiB.toFixed(0)} MiB | ${Math.round(real.collector.eventsPerCpuSecond)} | ${fb ? `${Math.round(fb.eventsPerSecond)} | ${fb.cpuSecondsPerMillionEvents.toFixed(1)} | ${fb.peakRssMiB} MiB | ${real.ratios!.cpuPerEvent.toFixed(2)} | ${real.ratios!.peakRss.toFixed(2)}` : '- | - | - | - | -'} | ${a.exportMatches ? 'yes' : 'NO'} |`)
+}
+if (PHASES.has('http2')) {
+  const h = await http2Phase()
+  result.http2 = h
+  const cell = (x: typeof h.http1) => `${Math.round(x.eventsPerSecond)} | ${x.cpuSecondsPerMillionEvents.toFixed(1)} | ${x.peakRssMiB.toFixed(0)} MiB | ${Math.round(x.collectorEventsPerCpuSecond)}`
+  insertBenchmarkRow(doc, 'HTTP/2 to the collector', `| ${started.toISOString().slice(0, 16).replace('T', ' ')} | ${process.version} | ${result.cpu} x${result.cores} | ${load[0]!.toFixed(2)} | ${h.events} | ${RUNS} | ${cell(h.http1)} | ${cell(h.http2)} | ${h.http1.versionAsAsked && h.http2.versionAsAsked ? 'yes' : 'NO'} | ${h.http1.exportMatches && h.http2.exportMatches ? 'yes' : 'NO'} |`)
 }
 mkdirSync(join(ROOT, 'bench-out'), { recursive: true })
 const jsonFile = join(ROOT, 'bench-out', `bench-${started.toISOString().replace(/[:.]/g, '-')}.json`)

@@ -42,6 +42,9 @@ export class AgentMetrics {
   readonly batchesSealed = this.#counter('auditrail_batches_sealed_total', 'Batches sealed, by kind (events, heartbeat).', ['kind'])
   readonly batchesAcknowledged = this.#counter('auditrail_batches_acknowledged_total', 'Batches the collector acknowledged.')
   readonly sendFailures = this.#counter('auditrail_send_failures_total', 'Failed requests to the collector, by reason; each is retried.', ['reason'])
+  // `url` takes the configured collector URLs only (collector.urls, at most 8): a bounded label set.
+  readonly sendingTo = this.#gauge('auditrail_sending_to', 'Which configured collector the agent sends to: 1 for the current one, 0 for the others, by url (collector.urls).', ['url'])
+  readonly failovers = this.#counter('auditrail_failovers_total', 'Moves from one configured collector to another, by the url moved to and reason (transport, timeout, unavailable: a failover; failback: back on the preferred one).', ['url', 'reason'])
   readonly sendDuration = new Histogram({
     name: 'auditrail_send_duration_seconds',
     help: 'Time from sending a request to the collector to its acknowledgement.',

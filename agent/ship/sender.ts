@@ -3,6 +3,8 @@
 // number. Every failure is retried (capped exponential backoff with full
 // jitter, Retry-After honoured): a batch is never skipped. While too many
 // bytes wait for an acknowledgement, `waitForRoom` holds the tailer back.
+// Each request goes to the collector `CollectorChoice` names, and its outcome
+// goes back to it (failover between several collectors, agent/ship/collectors.ts).
 import { promisify } from 'node:util'
 import { constants, gzip as gzipCallback, zstdCompress as zstdCallback } from 'node:zlib'
 import { Agent, request, type Dispatcher } from 'undici'
@@ -17,6 +19,7 @@ import {
   type SealedBatch,
 } from '../../proto/wire.ts'
 import { signStreamHeadRequest } from '../../proto/signed-messages.ts'
+import type { CollectorChoice, CollectorSwitch } from './collectors.ts'
 import type { SealedItem } from './sealer.ts'
 import type { SigningKey } from './signing-key.ts'
 
@@ -25,6 +28,13 @@ const zstd = promisify(zstdCallback)
 
 /** How request bodies are compressed (the Content-Encoding). */
 export type RequestCompression = 'zstd' | 'gzip' | 'none'
+
+/**
+ * Whether HTTP/2 is used (collector.http2). Under TLS, ALPN decides: `auto` and `always` offer h2 and
+ * HTTP/1.1, `never` HTTP/1.1 alone. In plaintext nothing negotiates: `always` speaks h2c with prior
+ * knowledge (the collector tells it by its preface), `auto` and `never` HTTP/1.1.
+ */
+export type Http2Mode = 'auto' | 'always' | 'never'
 
 // Levels by measurement (4 MiB requests of generated audit lines, one core): zstd 1 compresses
 // at 744 MB/s to 1/11.4, gzip 1 at 247 MB/s to 1/6.9 (gzip 6: 122 MB/s, 1/9.9). Higher zstd
@@ -43,8 +53,8 @@ const COMPRESS: Record<Exclude<RequestCompression, 'none'>, (body: Uint8Array) =
 }
 
 export interface SenderOptions {
-  /** Collector base URL, e.g. https://collector.example:8443 */
-  url: string
+  /** The collectors' base URLs (e.g. https://collector.example:8443) and which one a request goes to. */
+  collectors: CollectorChoice
   streamId: string
   dispatcher: Dispatcher
   timeoutMs: number
@@ -56,6 +66,8 @@ export interface SenderOptions {
   compression: RequestCompression
   onAck: (last: SealedItem, acknowledged: SealedItem[], latencyMs: number) => Promise<void> | void
   onFailure?: (err: SendError, attempt: number, delayMs: number) => void
+  /** The agent moved to another collector (or back to the preferred one). */
+  onSwitch?: (change: CollectorSwitch) => void
 }
 
 /** Why a request failed: `reason` is a short label for metrics. */
@@ -82,6 +94,8 @@ export class Sender {
   #wakeSleep: (() => void) | undefined
   #lastSuccessMs = 0
   #failing = false
+  /** Whether the last failed request moved the agent to another collector. */
+  #switched = false
 
   constructor(options: SenderOptions) {
     this.#o = options
@@ -176,7 +190,10 @@ export class Sender {
         const error = err instanceof SendError ? err : new SendError('internal', (err as Error).message)
         this.#failing = true
         attempt++
-        const delay = error.retryAfterMs ?? backoffMs(attempt, this.#o.retryInitialMs, this.#o.retryMaxMs)
+        // Moved to another collector: try it at once, the first time round the list; once every collector
+        // failed in a row, back off as with one. A Retry-After was the old collector's, not the new one's.
+        const retryAfterMs = this.#switched ? undefined : error.retryAfterMs
+        const delay = this.#switched && attempt < this.#o.collectors.urls.length ? 0 : retryAfterMs ?? backoffMs(attempt, this.#o.retryInitialMs, this.#o.retryMaxMs)
         this.#o.onFailure?.(error, attempt, delay)
         await this.#sleep(delay)
       }
@@ -205,13 +222,33 @@ export class Sender {
     return acked
   }
 
-  /** `payload` is sent as it is (not copied): a request's 4 MiB is not held twice. */
+  /** One request to the collector chosen for it; its outcome tells the choice whether to move. */
   async #call(path: string, payload: Uint8Array): Promise<Buffer> {
+    const collectors = this.#o.collectors
+    const url = collectors.next()
+    this.#switched = false
+    try {
+      const body = await this.#post(url, path, payload)
+      const change = collectors.succeeded(url)
+      if (change) this.#o.onSwitch?.(change)
+      return body
+    } catch (err) {
+      const change = err instanceof SendError ? collectors.failed(url, err.reason) : undefined
+      if (change) {
+        this.#switched = true
+        this.#o.onSwitch?.(change)
+      }
+      throw err
+    }
+  }
+
+  /** `payload` is sent as it is (not copied): a request's 4 MiB is not held twice. */
+  async #post(url: string, path: string, payload: Uint8Array): Promise<Buffer> {
     const encoding = this.#o.compression !== 'none' && payload.length > 1024 ? this.#o.compression : undefined
     const body = encoding ? await COMPRESS[encoding](payload) : payload
     let res: Dispatcher.ResponseData
     try {
-      res = await request(new URL(path, this.#o.url), {
+      res = await request(new URL(path, url), {
         method: 'POST',
         dispatcher: this.#dispatcher,
         headers: {
@@ -226,9 +263,9 @@ export class Sender {
         signal: AbortSignal.timeout(this.#o.timeoutMs),
       })
     } catch (err) {
-      throw transportError(err as Error & { code?: string }, this.#o.url, this.#o.timeoutMs)
+      throw transportError(err as Error & { code?: string }, url, this.#o.timeoutMs)
     }
-    const text = await readBounded(res, this.#o.url, this.#o.timeoutMs)
+    const text = await readBounded(res, url, this.#o.timeoutMs)
     if (res.statusCode === 200) return text
     const error = parseConnectError(res.statusCode, text.toString('utf8', 0, Math.min(text.length, 4096)))
     throw new SendError(error.code, describe(error, res.statusCode), retryAfterMs(res.headers['retry-after'], res.statusCode))
@@ -307,10 +344,15 @@ function transportError(err: Error & { code?: string }, url: string, timeoutMs: 
 }
 
 /** An HTTP client for one peer (the collector, an alert sink): keep-alive, TLS verification on, optional client certificate. */
-export function peerDispatcher(options: { ca?: Buffer; cert?: Buffer; key?: Buffer; timeoutMs: number }): Agent {
+export function peerDispatcher(options: { ca?: Buffer; cert?: Buffer; key?: Buffer; timeoutMs: number; http2?: Http2Mode }): Agent {
+  const http2 = options.http2 ?? 'auto'
   return new Agent({
     keepAliveTimeout: 30_000,
     connections: 2,
+    allowH2: http2 !== 'never',
+    // Top-level, though undici's types list useH2c only under h2Options: its Pool builds the connector from
+    // the top-level option and never reads h2Options.useH2c (measured: with it there, h2c was not spoken).
+    ...({ useH2c: http2 === 'always' } as object),
     connect: {
       timeout: options.timeoutMs,
       rejectUnauthorized: true,

@@ -109,7 +109,7 @@ t.test('the collector is ahead of the checkpoint (crash between ack and checkpoi
 
 t.test('the collector is behind the checkpoint (it lost batches, or an acknowledgement lied): the agent reads again from after its head, skipping nothing', async (t) => {
   const s = await agentRig(t)
-  const port = Number(new URL(s.config.collector.url).port)
+  const port = Number(new URL(s.config.collector.urls[0]!).port)
   writeFileSync(s.logPath, `${event(1)}\n`)
   const first = await s.start()
   await untilStored(s.store, '00000001-1111', 'the first event')
@@ -144,7 +144,7 @@ t.test('a new signing key file is picked up at runtime; the chain continues unde
   const next = generateKeyPair(join(s.dir, 'next'))
   await s.collector.close()
   const both = loadTrustedKeys([s.keys.publicKeyFile, next.publicKeyFile])
-  const collector = await startCollector({ listen: { host: '127.0.0.1', port: Number(new URL(s.config.collector.url).port) }, storeDir: s.store, trustedKeys: both })
+  const collector = await startCollector({ listen: { host: '127.0.0.1', port: Number(new URL(s.config.collector.urls[0]!).port) }, storeDir: s.store, trustedKeys: both })
   s.closeLater(() => collector.close())
   writeFileSync(s.logPath, `${event(1)}\n`)
   const agent = await s.start()
@@ -257,7 +257,7 @@ t.test('mTLS to the collector; a rotated collector CA and client certificate are
     return collector
   }
   let collector = await startTls(ca1, 0)
-  s.config.collector.url = collector.url
+  s.config.collector.urls = [collector.url]
   s.config.collector.caFile = mounted.ca
   s.config.collector.certFile = mounted.cert
   s.config.collector.keyFile = mounted.key
@@ -294,7 +294,7 @@ t.test('a crash before the first acknowledgement: the restart resumes where the 
 
   const collector = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: s.store, trustedKeys: loadTrustedKeys([s.keys.publicKeyFile]) })
   s.closeLater(() => collector.close())
-  s.config.collector.url = collector.url
+  s.config.collector.urls = [collector.url]
   s.config.batch.maxWaitMs = 50
   await s.start()
   await until('all three events', async () => (await exportRecords(s.store)).filter((l) => !l.startsWith('#')).length >= 3)

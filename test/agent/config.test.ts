@@ -87,7 +87,50 @@ t.test('redact.extraPaths: RESOURCE=PATH entries, grouped by resource', async (t
 })
 
 t.test('plain http to loopback is fine (the demo and tests)', async (t) => {
-  t.equal(loadAgentConfig({ overrides: { node: 'n', 'collector.url': 'http://127.0.0.1:7070' }, env }).collector.url, 'http://127.0.0.1:7070')
+  t.same(loadAgentConfig({ overrides: { node: 'n', 'collector.url': 'http://127.0.0.1:7070' }, env }).collector.urls, ['http://127.0.0.1:7070'])
+})
+
+t.test('collectors: url is a list of one, urls several (preferred first); the flag and the environment are comma-separated lists', async (t) => {
+  const dir = t.testdir({
+    'one.yaml': 'collector:\n  url: https://a.example:8443/\n',
+    'several.yaml': 'collector:\n  urls: [https://a.example:8443, "https://b.example:8443"]\n  failbackInterval: 1m\n  http2: never\n',
+  })
+  const one = loadAgentConfig({ file: join(dir, 'one.yaml'), overrides: { node: 'n' }, env })
+  t.same(one.collector.urls, ['https://a.example:8443'], 'collector.url keeps working, as a list of one')
+  t.equal(one.collector.failbackIntervalMs, 30_000)
+  t.equal(one.collector.http2, 'auto', 'HTTP/2 when the collector offers it')
+  const several = loadAgentConfig({ file: join(dir, 'several.yaml'), overrides: { node: 'n' }, env })
+  t.same(several.collector.urls, ['https://a.example:8443', 'https://b.example:8443'])
+  t.equal(several.collector.failbackIntervalMs, 60_000)
+  t.equal(several.collector.http2, 'never')
+  const flagged = loadAgentConfig({ file: join(dir, 'several.yaml'), overrides: { node: 'n', 'collector.urls': 'https://c.example:8443, https://d.example:8443' }, env })
+  t.same(flagged.collector.urls, ['https://c.example:8443', 'https://d.example:8443'], '--collector replaces the file\'s list')
+  t.same(loadAgentConfig({ file: join(dir, 'one.yaml'), overrides: { node: 'n', 'collector.urls': 'https://c.example:8443' }, env }).collector.urls, ['https://c.example:8443'], 'and the file\'s single url')
+  t.same(loadAgentConfig({ overrides: { node: 'n' }, env: { AUDITRAIL_COLLECTOR_URL: 'https://e.example:8443,https://f.example:8443' } }).collector.urls, ['https://e.example:8443', 'https://f.example:8443'], 'the environment, for a file that names none')
+  t.same(loadAgentConfig({ file: join(dir, 'one.yaml'), overrides: { node: 'n' }, env: { AUDITRAIL_COLLECTOR_URL: 'https://e.example:8443' } }).collector.urls, ['https://a.example:8443'], 'the file wins over the environment')
+})
+
+t.test('collectors: both forms at once, a bad entry, a repeat or too many are refused, naming the field and the entry', async (t) => {
+  const dir = t.testdir()
+  const cases: Array<[string, RegExp]> = [
+    ['collector:\n  url: https://a:1\n  urls: [https://b:1]\n', /collector\.url and collector\.urls are both set: keep one/],
+    ['collector:\n  urls: [https://a:1, "not a url"]\n', /collector\.urls\[1\] "not a url" is not a URL/],
+    ['collector:\n  urls: [https://a:1, http://10.0.0.5:8080]\n', /collector\.urls\[1\] uses plain http to 10\.0\.0\.5.*allowInsecureHttp/],
+    ['collector:\n  urls: [ftp://a:1]\n', /collector\.urls\[0\] must use https/],
+    ['collector:\n  urls: [https://a:1, "https://u:secret@b:1"]\n', /collector\.urls\[1\] must not carry credentials/],
+    ['collector:\n  urls: [https://a:1, https://a:1/]\n', /collector\.urls\[1\] "https:\/\/a:1\/" is listed twice/],
+    [`collector:\n  urls: [${Array.from({ length: 9 }, (_, i) => `https://c${i}:1`).join(', ')}]\n`, /collector\.urls: 9 entries; the limit is 8/],
+    ['collector:\n  urls: https://a:1\n', /collector\.urls: expected a list of strings/],
+    ['collector:\n  urls: []\n', /collector\.url is not set: set collector\.url \(or collector\.urls for several\)/],
+    ['collector:\n  urls: [https://a:1]\n  http2: h2c\n', /collector\.http2: expected one of auto, always, never/],
+    ['collector:\n  urls: [https://a:1]\n  failbackInterval: 10ms\n', /collector\.failbackInterval: "10ms" is out of range/],
+  ]
+  for (const [yaml, error] of cases) {
+    const file = join(dir, 'c.yaml')
+    writeFileSync(file, yaml)
+    t.throws(() => loadAgentConfig({ file, overrides: { node: 'n' }, env }), error, yaml)
+  }
+  t.throws(() => loadAgentConfig({ overrides: { node: 'n', 'collector.urls': 'https://a:1,not-a-url' }, env }), /collector\.urls\[1\] "not-a-url" is not a URL/, 'a flag\'s entry is named by its place too')
 })
 
 t.test('alert: off without a sink; the file configures sinks, units and limits; mistakes name the key', async (t) => {

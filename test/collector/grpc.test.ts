@@ -97,8 +97,8 @@ t.test('gRPC calls are counted in /metrics under their protocol', async (t) => {
   await call((cb) => g.pushBatch({ batches: new Chain('node-a', key).grow(1) }, cb))
   await failure(call((cb) => g.pushBatch({ batches: [new Chain('node-a', key).next(['another line'])] }, cb)))
   const text = await (await fetch(`${c.metricsUrl}/metrics`)).text()
-  t.match(text, /^auditrail_collector_requests_total\{procedure="PushBatch",protocol="grpc",codec="proto",code="ok"\} 1$/m)
-  t.match(text, /^auditrail_collector_requests_total\{procedure="PushBatch",protocol="grpc",codec="proto",code="already_exists"\} 1$/m)
+  t.match(text, /^auditrail_collector_requests_total\{procedure="PushBatch",protocol="grpc",codec="proto",code="ok",http="2"\} 1$/m)
+  t.match(text, /^auditrail_collector_requests_total\{procedure="PushBatch",protocol="grpc",codec="proto",code="already_exists",http="2"\} 1$/m)
   t.match(text, /^auditrail_collector_batches_refused_total\{reason="fork"\} 1$/m)
 })
 

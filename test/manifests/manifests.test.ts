@@ -139,7 +139,7 @@ t.test("the ConfigMap's agent.yaml is a valid configuration whose paths are the 
   const config = loadAgentConfig({ file, env: { NODE_NAME: 'cp-1' } })
   t.equal(config.node, 'cp-1')
   t.equal(config.streamId, 'cp-1', 'one stream per node')
-  t.equal(config.collector.url, `https://${one('Service', 'auditrail-collector').metadata.name}.auditrail.svc:8443`)
+  t.same(config.collector.urls, [`https://${one('Service', 'auditrail-collector').metadata.name}.auditrail.svc:8443`], 'one URL: the Service spreads agents over the collectors')
   const mountOf = (path: string) => agent.volumeMounts.find((m: any) => path === m.mountPath || path.startsWith(`${m.mountPath}/`))?.name
   t.equal(mountOf(config.tail.path), 'audit-log')
   t.equal(mountOf(config.stateDir), 'state')

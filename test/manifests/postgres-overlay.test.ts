@@ -41,6 +41,12 @@ t.test('the database URL and password come from a Secret; the password never rea
   t.same(container.args.slice(0, 2), ['collector', '--listen=0.0.0.0:8443'])
 })
 
+t.test('the probes and the PodMonitor find the metrics port served: the overlay\'s argument list keeps --metrics-listen', async (t) => {
+  const port = container.ports.find((p: any) => p.name === 'metrics')?.containerPort
+  t.ok(container.args.includes(`--metrics-listen=0.0.0.0:${port}`), `--metrics-listen on the metrics port (${port})`)
+  for (const probe of ['livenessProbe', 'readinessProbe']) t.equal(container[probe].httpGet.port, 'metrics', `${probe} on it`)
+})
+
 t.test('the collector may reach DNS and PostgreSQL, and still takes connections from the agents only', async (t) => {
   const np = one('NetworkPolicy', 'auditrail-collector')
   const ports = np.spec.egress.flatMap((r: any) => r.ports.map((p: any) => `${p.protocol}/${p.port}`))

@@ -65,7 +65,7 @@ t.test('a broken config names the key and the fix', async (t) => {
   writeFileSync(file, 'node: n\ncollector:\n  url: https://c:1\n')
   const ok = await run(['config', 'check', file])
   t.equal(ok.code, 0)
-  t.match(JSON.parse(ok.stdout), { node: 'n', streamId: 'n', collector: { url: 'https://c:1', timeoutMs: 10000 }, alert: { enabled: false, minSeverity: 'high', coolDownMs: 300000 } })
+  t.match(JSON.parse(ok.stdout), { node: 'n', streamId: 'n', collector: { urls: ['https://c:1'], timeoutMs: 10000 }, alert: { enabled: false, minSeverity: 'high', coolDownMs: 300000 } })
 })
 
 t.test('a missing key file, a loose key file and a key of the wrong type say what to do', async (t) => {

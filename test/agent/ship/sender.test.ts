@@ -10,6 +10,7 @@ import { keyIdOf } from '../../../proto/keys.ts'
 import { decodeBatch, decodePushBatchRequest, encodePushBatchResponse } from '../../../proto/wire.ts'
 import { Sealer, type BatchDraft, type SealedItem } from '../../../agent/ship/sealer.ts'
 import { backoffMs, Sender } from '../../../agent/ship/sender.ts'
+import { CollectorChoice, type CollectorSwitch } from '../../../agent/ship/collectors.ts'
 
 const { privateKey, publicKey } = generateKeyPairSync('ed25519')
 const key = { privateKey, publicKey, keyId: keyIdOf(publicKey) }
@@ -32,9 +33,8 @@ function draft(n: number): BatchDraft {
 
 type Behaviour = (req: IncomingMessage, res: ServerResponse, sequences: number[]) => void
 
-/** A collector stand-in that records every batch it accepts, with a scripted misbehaviour per request. */
-async function collector(t: Test, script: Behaviour[]) {
-  const accepted: number[] = []
+/** A collector stand-in that records every batch it accepts, with a scripted misbehaviour per request; stand-ins given one `accepted` share a store. */
+async function collector(t: Test, script: Behaviour[], accepted: number[] = []) {
   let requests = 0
   const server = createServer(async (req, res) => {
     const chunks: Buffer[] = []
@@ -50,12 +50,12 @@ async function collector(t: Test, script: Behaviour[]) {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   t.teardown(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()) }))
   const port = (server.address() as { port: number }).port
-  return { url: `http://127.0.0.1:${port}`, accepted, requests: () => requests }
+  return { url: `http://127.0.0.1:${port}`, accepted, requests: () => requests, close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()) }) }
 }
 
-function sender(url: string, acked: SealedItem[], failures: string[], timeoutMs = 2000) {
+function sender(url: string | string[], acked: SealedItem[], failures: string[], timeoutMs = 2000, onSwitch?: (c: CollectorSwitch) => void) {
   return new Sender({
-    url,
+    collectors: new CollectorChoice(typeof url === 'string' ? [url] : url, 200),
     streamId: 'node-a',
     dispatcher: new Agent({ keepAliveTimeout: 1000 }),
     timeoutMs,
@@ -67,6 +67,7 @@ function sender(url: string, acked: SealedItem[], failures: string[], timeoutMs 
     retryMaxMs: 50,
     onAck: (_last, items) => void acked.push(...items),
     onFailure: (err) => void failures.push(err.reason),
+    ...(onSwitch ? { onSwitch } : {}),
   })
 }
 
@@ -114,7 +115,7 @@ t.test('an acknowledgement past what the request carried moves nothing: every ba
   const acked: number[] = []
   const unstoredWhenAcked: number[] = []
   const s = new Sender({
-    url: c.url, streamId: 'node-a', dispatcher: new Agent(), timeoutMs: 2000, maxUnackedBytes: 1 << 20, maxBatchesPerRequest: 2,
+    collectors: new CollectorChoice([c.url], 1000), streamId: 'node-a', dispatcher: new Agent(), timeoutMs: 2000, maxUnackedBytes: 1 << 20, maxBatchesPerRequest: 2,
     maxRequestBytes: 1 << 20, compression: 'none', retryInitialMs: 1, retryMaxMs: 5,
     onAck: (_last, items) => {
       for (const item of items) {
@@ -163,7 +164,7 @@ t.test('backpressure: waitForRoom holds until acknowledgements free the bound', 
   let release: (() => void) | undefined
   const c = await collector(t, [(_q, res) => { release = () => res.writeHead(503).end() }])
   const s = new Sender({
-    url: c.url, streamId: 'node-a', dispatcher: new Agent(), timeoutMs: 5000, maxUnackedBytes: 200, maxBatchesPerRequest: 1,
+    collectors: new CollectorChoice([c.url], 1000), streamId: 'node-a', dispatcher: new Agent(), timeoutMs: 5000, maxUnackedBytes: 200, maxBatchesPerRequest: 1,
     maxRequestBytes: 1 << 20, compression: 'none', retryInitialMs: 1, retryMaxMs: 5, onAck: () => {},
   })
   const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) }, key)
@@ -178,6 +179,44 @@ t.test('backpressure: waitForRoom holds until acknowledgements free the bound', 
   await s.idle()
   t.equal(s.unackedBytes, 0)
   await s.stop()
+})
+
+t.test('two collectors of one store: unavailable and a closed port move the agent to the other, a refusal on the merits does not, and it returns to the first', async (t) => {
+  const store: number[] = []
+  const a = await collector(t, [
+    (_q, res) => res.writeHead(403, { 'content-type': 'application/json' }).end('{"code":"permission_denied","message":"not your stream"}'),
+    (_q, res) => res.writeHead(503, { 'content-type': 'application/json' }).end('{"code":"unavailable","message":"database down"}'),
+  ], store)
+  const b = await collector(t, [], store)
+  const acked: SealedItem[] = []
+  const failures: string[] = []
+  const switches: CollectorSwitch[] = []
+  const s = sender([a.url, b.url], acked, failures, 2000, (c) => switches.push(c))
+  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) }, key)
+  const send = async (n: number) => {
+    for (let i = 0; i < n; i++) s.enqueue(sealer.seal(draft(acked.length + i), key, Date.now()))
+    await s.idle()
+  }
+  await send(2)
+  t.same(failures, ['permission_denied', 'unavailable'], 'the refusal was retried on the same collector; unavailable was not')
+  t.same(switches, [{ from: a.url, to: b.url, reason: 'unavailable' }])
+  t.equal(a.requests(), 2, 'the first collector saw the refusal and the 503 only')
+  t.ok(b.requests() >= 1, 'the second took the batches')
+  // Away from the first collector, a later request tries it again, and the agent stays once it answers.
+  while (switches.length < 2) {
+    await send(1)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  t.same(switches[1], { from: b.url, to: a.url, reason: 'failback' })
+  const onB = b.requests()
+  await send(2)
+  t.equal(b.requests(), onB, 'back on the first: the second gets nothing more')
+  await a.close()
+  await send(2)
+  t.same(switches[2], { from: a.url, to: b.url, reason: 'transport' }, 'a closed port moves it too')
+  await s.stop()
+  t.same(store, acked.map((x) => x.sequence), 'the one store holds every acknowledged batch')
+  t.same(store, Array.from({ length: store.length }, (_, i) => i + 1), 'each once, in order')
 })
 
 t.test('full-jitter backoff stays within its cap', async (t) => {

@@ -10,7 +10,8 @@ import { closeSync, openSync, readSync } from 'node:fs'
 import { join } from 'node:path'
 import type { StatementSync } from 'node:sqlite'
 import { isSeverity, SEVERITIES, severityRank, type Severity } from '../proto/wire.ts'
-import { auditKey, isRenderableTime, type EventIndex } from './index.ts'
+import { isRenderableTime } from './event-fields.ts'
+import { auditKey, type EventIndex } from './index.ts'
 import { segmentName, streamDir } from './store/file-store.ts'
 
 export const DEFAULT_LIMIT = 100

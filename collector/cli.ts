@@ -8,12 +8,13 @@ import { createLogger } from '../shared/logger.ts'
 import { copyStore } from './copy.ts'
 import { ExportError, exportStream } from './export.ts'
 import { EventIndex, IndexError, indexPath, rebuildIndex } from './index.ts'
-import { parseQuery, QueryEngine, QueryError, QUERY_PARAMS, type EventResult, type FindingResult, type GroupResult, type QueryKind } from './query.ts'
+import { parseQuery, QueryEngine, QueryError, QUERY_PARAMS, SqliteIndexBackend, type EventResult, type FindingResult, type GroupResult, type QueryKind } from './query.ts'
 import { loadReaders, newToken, ReadersError, watchReaders } from './readers.ts'
 import { startCollector, type TlsOptions } from './server.ts'
 import { openFileStore } from './store/file-store.ts'
 import { openStore, reading } from './store/open.ts'
-import { isPostgresUrl, migratePostgres } from './store/postgres-store.ts'
+import { openPostgresIndex } from './store/postgres-query.ts'
+import { isPostgresUrl, migratePostgres, reindexPostgres } from './store/postgres-store.ts'
 import { StoreError, type BatchStore } from './store/store.ts'
 import { verifyEvent, verifyStore, type EventCoordinates, type StreamSummary } from './verify.ts'
 
@@ -292,7 +293,11 @@ async function reindexCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, { store: { type: 'string' } }, false)
   const storeDir = values.store as string | undefined
   if (!storeDir) throw new UsageError('--store DIR is required')
-  if (isPostgresUrl(storeDir)) throw new UsageError('--store: reindex rebuilds the SQLite index of a file store; a PostgreSQL store keeps no query index yet')
+  if (isPostgresUrl(storeDir)) {
+    const summary = await reindexPostgres(storeDir)
+    process.stdout.write(`reindexed ${summary.name}: ${summary.batches} batches without index rows indexed, ${summary.events} events in ${summary.ms} ms\n`)
+    return 0
+  }
   // The store's lock: no collector appends (or indexes) while the index is rebuilt.
   const store = await openFileStore(storeDir)
   try {
@@ -369,7 +374,6 @@ export function queryCommand(argv: string[]): Promise<number> {
     const url = values.url as string | undefined
     const storeDir = values.store as string | undefined
     if ((url === undefined) === (storeDir === undefined)) throw new UsageError('give either --url URL (with --token-file FILE) or --store DIR')
-    if (storeDir !== undefined && isPostgresUrl(storeDir)) throw new UsageError('--store: a PostgreSQL store keeps no query index yet; query a file store, or export the stream')
     let results: Array<EventResult | FindingResult | GroupResult>
     let lines: string[]
     let next: string | undefined
@@ -382,14 +386,14 @@ export function queryCommand(argv: string[]): Promise<number> {
         if (err instanceof QueryError) throw new UsageError(`--${Object.entries(QUERY_FLAGS).find(([, p]) => p === err.param)?.[0] ?? err.param}: ${err.message.slice(err.param.length + 2)}`)
         throw err
       }
-      const index = new EventIndex(indexPath(storeDir), { readOnly: true })
+      const index = isPostgresUrl(storeDir) ? await openPostgresIndex(storeDir, createLogger('warn', 'query')) : new SqliteIndexBackend(new EventIndex(indexPath(storeDir), { readOnly: true }), storeDir)
       try {
-        const answer = await new QueryEngine(index, storeDir).answer(q)
+        const answer = await new QueryEngine(index).answer(q)
         lines = answer.lines
         results = values.json === true ? [] : answer.objects()
         next = answer.nextCursor
       } finally {
-        index.close()
+        await index.close()
       }
     } else {
       const tokenFile = values['token-file'] as string | undefined

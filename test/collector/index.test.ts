@@ -5,7 +5,7 @@
 import { rmSync } from 'node:fs'
 import t, { type Test } from 'tap'
 import { EventIndex, indexPath, rebuildIndex } from '../../collector/index.ts'
-import { parseQuery, QueryEngine } from '../../collector/query.ts'
+import { parseQuery, QueryEngine, SqliteIndexBackend } from '../../collector/query.ts'
 import { parseReaders } from '../../collector/readers.ts'
 import { startCollector } from '../../collector/server.ts'
 import { listStreams, streamEntries } from '../../collector/store/file-store.ts'
@@ -141,7 +141,7 @@ t.test('every filter answers exactly what a scan of the store finds, across page
 async function answers(dir: string): Promise<unknown[]> {
   const index = new EventIndex(indexPath(dir), { readOnly: true })
   try {
-    const engine = new QueryEngine(index, dir)
+    const engine = new QueryEngine(new SqliteIndexBackend(index, dir))
     const out: unknown[] = []
     for (const [kind, qs] of [['events', 'user=carol@example.com&limit=1000'], ['events', 'resource=secrets&limit=1000'], ['findings', 'severity=low&limit=1000'], ['events', 'verb=delete&limit=1000']] as const) {
       out.push((await engine.run(parseQuery(kind, new URLSearchParams(qs)))).results)

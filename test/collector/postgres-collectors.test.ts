@@ -1,7 +1,9 @@
 // Several collectors on one PostgreSQL database, over real HTTP on 127.0.0.1: racing on one
 // stream they keep one chain with every batch once; with the database down they answer
 // `unavailable` (never ok without a commit), say so on /readyz, and recover by themselves.
+import { createHash } from 'node:crypto'
 import t, { type Test } from 'tap'
+import { parseReaders } from '../../collector/readers.ts'
 import { startCollector, type Collector } from '../../collector/server.ts'
 import { verifyStore } from '../../collector/verify.ts'
 import { batchDigest, decodeGetStreamHeadResponse, decodePushBatchResponse, encodePushBatchRequest, GET_STREAM_HEAD_PATH, PUSH_BATCH_PATH, type SealedBatch } from '../../proto/wire.ts'
@@ -11,8 +13,11 @@ import { freshStore, postgresServer } from './stores.ts'
 const key = testKey()
 const trusted = trustOf(key)
 
+const TOKEN = 'reader-token-of-the-collectors-test'
+const readers = parseReaders(`auditor sha256:${createHash('sha256').update(TOKEN).digest('hex')} tester\n`)
+
 async function collector(t: Test, url: string): Promise<Collector> {
-  const c = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: url, trustedKeys: trusted, limits: { streamBurst: 1000, streamRequestsPerSecond: 1000, maxStreamsPerKey: 10 } })
+  const c = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: url, trustedKeys: trusted, readers, limits: { streamBurst: 1000, streamRequestsPerSecond: 1000, maxStreamsPerKey: 10 } })
   t.teardown(() => c.close())
   return c
 }
@@ -46,6 +51,18 @@ t.test('two collectors given the same batches at once: one chain, every batch st
   t.equal(accepted, 60, 'between them, each batch was appended once')
   t.ok(a.stats().acceptedBatches > 0 && b.stats().acceptedBatches > 0, `both appended some (a ${a.stats().acceptedBatches}, b ${b.stats().acceptedBatches})`)
   t.equal(a.stats().duplicateBatches + b.stats().duplicateBatches, sent - 60, 'the rest were acknowledged as already stored')
+  // The query index is written in the insert's transaction: each batch indexed once, whichever collector stored it.
+  const server = await postgresServer()
+  const indexed = await server.admin<{ batches: string; events: string; distinct: string }>(new URL(url).pathname.slice(1),
+    "SELECT (SELECT count(*) FROM auditrail.indexed_batches) AS batches, count(*) AS events, count(DISTINCT (stream, sequence, record)) AS distinct FROM auditrail.events")
+  t.same(indexed, [{ batches: '60', events: '120', distinct: '120' }], 'every batch and each of its 2 events indexed once')
+  // Any collector of the database answers for what another stored, at once (no index to catch up).
+  const last = sealed.at(-1)!
+  t.equal((await push(a, [last])).status, 200)
+  for (const c of [a, b]) {
+    const res = await fetch(`${c.url}/v1/events?auditId=60-1`, { headers: { authorization: `Bearer ${TOKEN}` } })
+    t.same((await res.text()).trim().split('\n').map((l) => JSON.parse(l).sequence), [60], 'the last batch, found once')
+  }
   const verified = await verifyStore(url, trusted)
   t.equal(verified.ok, true, JSON.stringify(verified.problem))
 })

@@ -205,6 +205,15 @@ for (const kind of STORE_KINDS) {
     const page = (await get(c.url, '/v1/events?stream=node-z', AUDITOR)).text.trim().split('\n').map((l) => JSON.parse(l))
     t.same(page.map((r) => [r.event.auditID, r.time]), [['no-time', '1970-01-01T00:00:00.000Z'], ['split', '2026-11-25T10:00:00.000Z']])
 
+    // U+0000 in a value (PostgreSQL text cannot hold it) and a status code past 32 bits: stored, indexed and found,
+    // never a batch that fails to store and comes back forever. The value is asked for as it is written.
+    const odd = new Chain('node-y', key).next(['{"kind":"Event","auditID":"nul","verb":"get","user":{"username":"a\\u0000b"},"responseStatus":{"code":9007199254740991},"stageTimestamp":"2026-11-25T10:00:00Z"}'])
+    t.equal((await post(c.url, PUSH_BATCH_PATH, encodePushBatchRequest([odd]))).status, 200)
+    await c.indexer?.idle()
+    const nul = (await get(c.url, `/v1/events?user=${encodeURIComponent('a\u0000b')}`, AUDITOR)).text.trim().split('\n').map((l) => JSON.parse(l))
+    t.same(nul.map((r) => r.event.auditID), ['nul'], 'found by the user name with its U+0000')
+    t.same((await get(c.url, '/v1/events?user=ab', AUDITOR)).text, '', 'and not by another name')
+
     // The CLI, over HTTP and from the store directory, reads the same pages.
     const tokenFile = join(c.dir, 'token')
     writeFileSync(tokenFile, AUDITOR)

@@ -16,19 +16,19 @@
 // bench` already does. Findings come from the fixtures' sample inspector.
 // Prints the figures, writes JSON to bench-out/, and adds a row to the Query index table of docs/benchmarks.md.
 //   node scripts/bench-query.ts [--events N] [--per-batch N] [--keep]
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { rebuildIndex, indexPath } from '../collector/index.ts'
+import { rebuildIndex } from '../collector/index.ts'
 import { newToken, parseReaders } from '../collector/readers.ts'
 import { startCollector } from '../collector/server.ts'
 import { openFileStore, streamEntries } from '../collector/store/file-store.ts'
 import { decodeSealedBatch, encodePushBatchRequest, PUSH_BATCH_PATH, type SealedBatch } from '../proto/wire.ts'
 import { post, testKey, trustOf } from '../test/collector/fixtures.ts'
 import { insertBenchmarkRow } from './benchmarks-doc.ts'
-import { generateWorkload, runQueries } from './query-workload.ts'
+import { generateWorkload, runQueries, segmentBytes, sqliteIndexBytes } from './query-workload.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const { values } = parseArgs({
@@ -136,25 +136,15 @@ const { queries, findingsFirstPageMs } = await runQueries(indexed.url, token, ex
 // --- sizes and reindex
 
 await indexed.close()
-const size = (p: string) => (existsSync(p) ? statSync(p).size : 0)
-const indexBytes = size(indexPath(join(dir, 'indexed'))) + size(`${indexPath(join(dir, 'indexed'))}-wal`)
-const storeBytes = du(join(dir, 'plain', 'streams'))
+const indexBytes = sqliteIndexBytes(join(dir, 'indexed'))
+const storeBytes = segmentBytes(join(dir, 'plain'))
 const store = await openFileStore(join(dir, 'indexed'))
 const reindex = await rebuildIndex(join(dir, 'indexed'))
 await store.close()
-const rebuiltBytes = size(indexPath(join(dir, 'indexed')))
+const rebuiltBytes = sqliteIndexBytes(join(dir, 'indexed'))
 const perMillion = 1_000_000 / generated
 say(`3. index size: ${(indexBytes / MiB).toFixed(0)} MiB live (${((indexBytes * perMillion) / MiB).toFixed(0)} MiB per million events; segments ${(storeBytes / MiB).toFixed(0)} MiB), ${(rebuiltBytes / MiB).toFixed(0)} MiB rebuilt`)
 say(`   reindex from the segments: ${(reindex.ms / 1000).toFixed(1)} s (${Math.round(reindex.events / (reindex.ms / 1000))} events/s)`)
-
-function du(path: string): number {
-  let total = 0
-  for (const stream of STREAMS) {
-    const d = join(path, stream)
-    for (const f of existsSync(d) ? readdirSync(d) : []) total += statSync(join(d, f)).size
-  }
-  return total
-}
 
 const result = { date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, ingest, queries, findingsFirstPageMs, indexBytes, storeBytes, rebuiltBytes, reindex }
 mkdirSync(join(ROOT, 'bench-out'), { recursive: true })

@@ -1,6 +1,9 @@
 // The generated workload of the query benchmarks (scripts/bench-query.ts, scripts/bench-collector.ts):
 // events sealed into batches with the test fixtures, the answers the queries must give (known from
 // generating the events), and the timed queries themselves, each answer checked against them.
+import { existsSync, readdirSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { indexPath } from '../collector/index.ts'
 import { batchDigest, SEVERITIES, type SealedBatch } from '../proto/wire.ts'
 import { batchOf, sampleFindings, seal, type TestKey } from '../test/collector/fixtures.ts'
 import { createAuditEventGenerator } from './audit-events.ts'
@@ -132,4 +135,20 @@ export async function runQueries(url: string, token: string, expected: Expected,
   const findingsPage = await query('findings', { severity: 'high', since: new Date(START).toISOString(), limit: 1000 })
   say(`   ${'findings of at least high today (first page)'.padEnd(44)} ${String(findingsPage.rows.length).padStart(6)} results in ${findingsPage.ms.toFixed(0)} ms (of ${expected.highFindings})`)
   return { queries, findingsFirstPageMs: findingsPage.ms }
+}
+
+/** Bytes of a directory store's segment files (every stream). */
+export function segmentBytes(storeDir: string): number {
+  let total = 0
+  const streams = join(storeDir, 'streams')
+  for (const stream of existsSync(streams) ? readdirSync(streams) : []) {
+    for (const f of readdirSync(join(streams, stream))) total += statSync(join(streams, stream, f)).size
+  }
+  return total
+}
+
+/** Bytes of a directory store's SQLite index, its write-ahead log included. */
+export function sqliteIndexBytes(storeDir: string): number {
+  const size = (p: string) => (existsSync(p) ? statSync(p).size : 0)
+  return size(indexPath(storeDir)) + size(`${indexPath(storeDir)}-wal`)
 }

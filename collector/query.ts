@@ -1,7 +1,9 @@
 // Queries over the index: the filters of GET /v1/events, /v1/findings and /v1/finding-groups (and of
 // `auditrail query`), checked into a typed Query, turned into SQL built only
 // from the fixed fragments below with every value a bound parameter, and
-// answered with the raw event lines read from the segments the index points to.
+// answered with the raw event lines read from where the index points: the
+// segments of a directory store, or the stored batches of a PostgreSQL one. One
+// engine for both indexes (IndexBackend): the server and the CLI never know which.
 //
 // Order: (time, stream, sequence, record index[, finding number]). The cursor is
 // that position of the last row returned, opaque to callers (base64url JSON):

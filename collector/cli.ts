@@ -8,12 +8,13 @@ import { createLogger } from '../shared/logger.ts'
 import { copyStore } from './copy.ts'
 import { ExportError, exportStream } from './export.ts'
 import { EventIndex, IndexError, indexPath, rebuildIndex } from './index.ts'
-import { parseQuery, QueryEngine, QueryError, QUERY_PARAMS, type EventResult, type FindingResult, type GroupResult, type QueryKind } from './query.ts'
+import { parseQuery, QueryEngine, QueryError, QUERY_PARAMS, SqliteIndexBackend, type EventResult, type FindingResult, type GroupResult, type QueryKind } from './query.ts'
 import { loadReaders, newToken, ReadersError, watchReaders } from './readers.ts'
 import { startCollector, type TlsOptions } from './server.ts'
 import { openFileStore } from './store/file-store.ts'
 import { openStore, reading } from './store/open.ts'
-import { isPostgresUrl, migratePostgres } from './store/postgres-store.ts'
+import { openPostgresIndex } from './store/postgres-query.ts'
+import { isPostgresUrl, migratePostgres, reindexPostgres } from './store/postgres-store.ts'
 import { StoreError, type BatchStore } from './store/store.ts'
 import { verifyEvent, verifyStore, type EventCoordinates, type StreamSummary } from './verify.ts'
 
@@ -21,7 +22,7 @@ const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store D
                            [--tls-cert FILE --tls-key FILE [--client-ca FILE [--shared-client-cert]]] [--readers FILE] [--no-index] [--metrics-listen HOST:PORT] [--log-level LEVEL]
        auditrail collector migrate --store URL
        auditrail collector copy --from DIR|URL --to DIR|URL --trust PUBKEY_FILE [--trust PUBKEY_FILE...]
-       auditrail collector reindex --store DIR
+       auditrail collector reindex --store DIR|URL
        auditrail collector token --name NAME [--role auditor]
   --store      a directory (the file store), or postgres://USER@HOST:PORT/DATABASE: any number of
                collectors on one database; the password comes from PGPASSWORD or a PGPASSFILE,
@@ -34,7 +35,8 @@ const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store D
   --readers    enable the query API (GET /v1/events, /v1/findings, /v1/finding-groups) for the readers listed:
                one 'ROLE sha256:HEX NAME' line each (the token's SHA-256, never the token);
                read again when it changes and on SIGHUP
-  --no-index   keep no query index (the query API is then off; a PostgreSQL store keeps none yet)
+  --no-index   keep no query index (the query API is then off; on PostgreSQL, no index rows are written:
+               'reindex --store URL' adds them later)
   --metrics-listen  serve /metrics (Prometheus), /livez and /readyz on this address, plain HTTP
                apart from --listen: no client certificate needed, and a flood of pushes cannot hold it
   migrate      create or upgrade the PostgreSQL schema (run as the database owner; safe to run from
@@ -42,7 +44,8 @@ const COLLECTOR_USAGE = `usage: auditrail collector --listen HOST:PORT --store D
   copy         copy every stream of one store into another (a directory into PostgreSQL, or back), each
                batch checked on the way (seal, key, link) and the target verified after; run it again
                to resume (what the target holds is skipped); stop the collectors writing the target
-  reindex      drop the index and rebuild it from the segments (stop the collector first)
+  reindex      a directory: drop the index and rebuild it from the segments (stop the collector first);
+               a database: index the batches without index rows (safe while collectors run)
   token        print a new random reader token and the readers-file line for it
 `
 const VERIFY_USAGE = `usage: auditrail verify DIR|URL --trust PUBKEY_FILE [--trust PUBKEY_FILE...] [--stream ID]
@@ -53,7 +56,7 @@ const VERIFY_USAGE = `usage: auditrail verify DIR|URL --trust PUBKEY_FILE [--tru
   before and from the batch after; '-' reads 'auditrail query --json' lines from stdin and also
   checks that each line's event is the one stored
 `
-const QUERY_USAGE = `usage: auditrail query (--url URL --token-file FILE | --store DIR) [--findings [--each]] [--json] [filters]
+const QUERY_USAGE = `usage: auditrail query (--url URL --token-file FILE | --store DIR|URL) [--findings [--each]] [--json] [filters]
   filters: --user U --group G --impersonated-user U --source-ip IP --verb V --resource R --subresource S
            --api-group G ('' is the core group) --namespace NS --name N --code 403 --audit-id ID --stage S
            --stream ID --since T --until T (RFC 3339 or Unix ms; since inclusive, until exclusive)
@@ -291,8 +294,12 @@ async function readStdin(): Promise<string> {
 async function reindexCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, { store: { type: 'string' } }, false)
   const storeDir = values.store as string | undefined
-  if (!storeDir) throw new UsageError('--store DIR is required')
-  if (isPostgresUrl(storeDir)) throw new UsageError('--store: reindex rebuilds the SQLite index of a file store; a PostgreSQL store keeps no query index yet')
+  if (!storeDir) throw new UsageError('--store DIR|URL is required')
+  if (isPostgresUrl(storeDir)) {
+    const summary = await reindexPostgres(storeDir)
+    process.stdout.write(`reindexed ${summary.name}: ${summary.batches} batches without index rows indexed, ${summary.events} events in ${summary.ms} ms\n`)
+    return 0
+  }
   // The store's lock: no collector appends (or indexes) while the index is rebuilt.
   const store = await openFileStore(storeDir)
   try {
@@ -368,8 +375,7 @@ export function queryCommand(argv: string[]): Promise<number> {
     }
     const url = values.url as string | undefined
     const storeDir = values.store as string | undefined
-    if ((url === undefined) === (storeDir === undefined)) throw new UsageError('give either --url URL (with --token-file FILE) or --store DIR')
-    if (storeDir !== undefined && isPostgresUrl(storeDir)) throw new UsageError('--store: a PostgreSQL store keeps no query index yet; query a file store, or export the stream')
+    if ((url === undefined) === (storeDir === undefined)) throw new UsageError('give either --url URL (with --token-file FILE) or --store DIR|URL')
     let results: Array<EventResult | FindingResult | GroupResult>
     let lines: string[]
     let next: string | undefined
@@ -382,14 +388,14 @@ export function queryCommand(argv: string[]): Promise<number> {
         if (err instanceof QueryError) throw new UsageError(`--${Object.entries(QUERY_FLAGS).find(([, p]) => p === err.param)?.[0] ?? err.param}: ${err.message.slice(err.param.length + 2)}`)
         throw err
       }
-      const index = new EventIndex(indexPath(storeDir), { readOnly: true })
+      const index = isPostgresUrl(storeDir) ? await openPostgresIndex(storeDir, createLogger('warn', 'query')) : new SqliteIndexBackend(new EventIndex(indexPath(storeDir), { readOnly: true }), storeDir)
       try {
-        const answer = await new QueryEngine(index, storeDir).answer(q)
+        const answer = await new QueryEngine(index).answer(q)
         lines = answer.lines
         results = values.json === true ? [] : answer.objects()
         next = answer.nextCursor
       } finally {
-        index.close()
+        await index.close()
       }
     } else {
       const tokenFile = values['token-file'] as string | undefined

@@ -13,7 +13,8 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite'
 import { existsSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { setImmediate as yieldToLoop } from 'node:timers/promises'
-import { decodeBatch, decodeSealedBatch, severityRank, type Batch } from '../proto/wire.ts'
+import { decodeBatch, decodeSealedBatch, severityRank } from '../proto/wire.ts'
+import { eventRows } from './event-fields.ts'
 import { ENTRY_HEADER_BYTES, listSegments, listStreams, readSegment } from './store/file-store.ts'
 import { StoreError } from './store/store.ts'
 
@@ -112,75 +113,6 @@ export interface IndexedBatch {
   findings: number
 }
 
-interface EventFields {
-  time: number
-  user: string | null
-  impersonated: string | null
-  sourceIp: string | null
-  verb: string | null
-  resource: string | null
-  subresource: string | null
-  apiGroup: string | null
-  namespace: string | null
-  name: string | null
-  code: number | null
-  auditId: string | null
-  stage: string | null
-  groups: string[]
-}
-
-const str = (v: unknown): string | null => (typeof v === 'string' ? v : null)
-
-/** The indexed fields of one event line, or undefined for a line that is not a JSON object. */
-export function eventFields(line: Uint8Array, fallbackTime: number): EventFields | undefined {
-  let e: Record<string, unknown>
-  try {
-    const value: unknown = JSON.parse(Buffer.from(line.buffer, line.byteOffset, line.byteLength).toString('utf8'))
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined
-    e = value as Record<string, unknown>
-  } catch {
-    return undefined
-  }
-  const user = (e.user ?? {}) as Record<string, unknown>
-  const impersonated = (e.impersonatedUser ?? {}) as Record<string, unknown>
-  const ref = e.objectRef as Record<string, unknown> | undefined
-  const status = e.responseStatus as Record<string, unknown> | undefined
-  const ips = Array.isArray(e.sourceIPs) ? e.sourceIPs : []
-  // Only a time that can be printed is indexed (a batch's created_unix_ms is any int64 its signer chose):
-  // an event with none sorts at the Unix epoch rather than break every page that holds it.
-  const time = parseTime(e.stageTimestamp) ?? parseTime(e.requestReceivedTimestamp) ?? (isRenderableTime(fallbackTime) ? fallbackTime : 0)
-  return {
-    time,
-    user: str(user.username),
-    impersonated: str(impersonated.username),
-    sourceIp: str(ips[0]),
-    verb: str(e.verb),
-    resource: ref ? str(ref.resource) : null,
-    subresource: ref ? str(ref.subresource) : null,
-    // The core group has no apiGroup in the event: it is indexed as '' so that it can be asked for.
-    apiGroup: ref ? (str(ref.apiGroup) ?? '') : null,
-    namespace: ref ? str(ref.namespace) : null,
-    name: ref ? str(ref.name) : null,
-    code: status && typeof status.code === 'number' && Number.isSafeInteger(status.code) ? status.code : null,
-    auditId: str(e.auditID),
-    stage: str(e.stage),
-    groups: Array.isArray(user.groups) ? [...new Set(user.groups.filter((g): g is string => typeof g === 'string'))] : [],
-  }
-}
-
-function parseTime(v: unknown): number | undefined {
-  if (typeof v !== 'string') return undefined
-  const ms = Date.parse(v)
-  return isRenderableTime(ms) ? ms : undefined
-}
-
-/** Largest distance from the Unix epoch a Date holds (ECMA-262 21.4.1.22): past it, toISOString throws. */
-const MAX_DATE_MS = 8.64e15
-
-/** A whole number of ms that a Date can hold and print. */
-export function isRenderableTime(ms: number): boolean {
-  return Number.isSafeInteger(ms) && Math.abs(ms) <= MAX_DATE_MS
-}
 
 export interface OpenIndexOptions {
   readOnly?: boolean
@@ -265,26 +197,13 @@ export class EventIndex {
     const b = decodeBatch(decodeSealedBatch(buf).batch)
     const expected = this.indexedSequence(stream) + 1
     if (b.sequence !== expected) throw new IndexError(`stream ${stream}: index holds up to ${expected - 1}, asked to index ${b.sequence}`)
-    const byRecord = new Map<number, Batch['findings']>()
-    for (const f of b.findings) {
-      const list = byRecord.get(f.recordIndex)
-      if (list) list.push(f)
-      else byRecord.set(f.recordIndex, [f])
-    }
     let events = 0
     let findings = 0
     this.db.exec('BEGIN IMMEDIATE')
     try {
-      for (let i = 0; i < b.records.length; i++) {
-        const r = b.records[i]!
-        if (!r.line || r.unparsedReason) continue
-        const fields = eventFields(r.line, b.createdUnixMs)
-        if (!fields) continue
-        const position = linePosition(buf, r.line)
-        const fs = byRecord.get(i) ?? []
-        const severity = fs.length > 0 ? Math.max(...fs.map((f) => severityRank(f.severity))) : null
+      for (const { record, fields, position, length, findings: fs, severity } of eventRows(b, buf)) {
         const { lastInsertRowid: id } = this.#insertEvent!.run(
-          fields.time, stream, b.sequence, i, at.segment, at.offset, at.offset + ENTRY_HEADER_BYTES + position, r.line.length,
+          fields.time, stream, b.sequence, record, at.segment, at.offset, at.offset + ENTRY_HEADER_BYTES + position, length,
           this.#term(fields.user), this.#term(fields.impersonated), this.#term(fields.sourceIp), this.#term(fields.verb), this.#term(fields.resource), this.#term(fields.subresource),
           this.#term(fields.apiGroup), this.#term(fields.namespace), fields.name, fields.code, fields.auditId, this.#term(fields.stage), severity,
           fields.auditId === null ? null : auditKey(fields.auditId),
@@ -345,17 +264,6 @@ export class EventIndex {
   }
 }
 
-/** Byte offset of a record's line inside the SealedBatch bytes it was decoded from. */
-function linePosition(entry: Buffer, line: Uint8Array): number {
-  // protobufjs hands out views of the buffer it decoded: the position is the view's offset.
-  if (line.buffer === entry.buffer) {
-    const at = line.byteOffset - entry.byteOffset
-    if (at >= 0 && at + line.length <= entry.length) return at
-  }
-  const at = entry.indexOf(line)
-  if (at < 0) throw new IndexError('a record line is not inside its entry\'s bytes')
-  return at
-}
 
 export function indexPath(storeDir: string): string {
   return join(storeDir, INDEX_FILE)

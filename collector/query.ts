@@ -1,7 +1,9 @@
 // Queries over the index: the filters of GET /v1/events, /v1/findings and /v1/finding-groups (and of
 // `auditrail query`), checked into a typed Query, turned into SQL built only
 // from the fixed fragments below with every value a bound parameter, and
-// answered with the raw event lines read from the segments the index points to.
+// answered with the raw event lines read from where the index points: the
+// segments of a directory store, or the stored batches of a PostgreSQL one. One
+// engine for both indexes (IndexBackend): the server and the CLI never know which.
 //
 // Order: (time, stream, sequence, record index[, finding number]). The cursor is
 // that position of the last row returned, opaque to callers (base64url JSON):
@@ -10,7 +12,8 @@ import { closeSync, openSync, readSync } from 'node:fs'
 import { join } from 'node:path'
 import type { StatementSync } from 'node:sqlite'
 import { isSeverity, SEVERITIES, severityRank, type Severity } from '../proto/wire.ts'
-import { auditKey, isRenderableTime, type EventIndex } from './index.ts'
+import { isRenderableTime } from './event-fields.ts'
+import { auditKey, type EventIndex } from './index.ts'
 import { segmentName, streamDir } from './store/file-store.ts'
 
 export const DEFAULT_LIMIT = 100
@@ -148,8 +151,33 @@ function decodeCursor(value: string): Cursor {
   return c as Cursor
 }
 
+/**
+ * What differs between the SQL of the two indexes; every query is otherwise the same text, with
+ * `?` for each parameter (IndexBackend implementations turn them into their own placeholders).
+ */
+export interface Dialect {
+  /** What a column holding a term is compared with: a term id looked up in `terms` (SQLite), or the text itself (PostgreSQL). */
+  readonly term: string
+  /** The audit ID filter (SQLite looks up a hash first: see index.ts) and its parameters. */
+  auditId(id: string): { sql: string; params: Array<string | number> }
+  /** Where the rows' places come from: segment and entry offset in a file store, nothing in a database. */
+  readonly placeColumns: string
+  /** `event <idIn>` matches the events whose ids are the one parameter idList() gives. */
+  readonly idIn: string
+  idList(ids: number[]): string | number[]
+}
+
+export const SQLITE: Dialect = {
+  // The term is looked up once (a constant subquery; no such term, no match).
+  term: '(SELECT id FROM terms WHERE term = ?)',
+  auditId: (id) => ({ sql: 'e.audit_key = ? AND e.audit_id = ?', params: [auditKey(id), id] }),
+  placeColumns: ', e.segment, e.entry_offset',
+  idIn: 'IN (SELECT value FROM json_each(?))',
+  idList: (ids) => JSON.stringify(ids),
+}
+
 /** The SQL and its parameters; every value is a parameter, the text comes only from the fragments here. */
-export function buildSql(q: Query): { sql: string; params: Array<string | number> } {
+export function buildSql(q: Query, dialect: Dialect = SQLITE): { sql: string; params: Array<string | number> } {
   const where: string[] = []
   const params: Array<string | number> = []
   const eq = (column: string, value: string | number | undefined) => {
@@ -157,13 +185,13 @@ export function buildSql(q: Query): { sql: string; params: Array<string | number
     where.push(`e.${column} = ?`)
     params.push(value)
   }
-  // Columns holding term ids: the term is looked up once (a constant subquery; no such term, no match).
   const term = (column: string, value: string | undefined) => {
     if (value === undefined) return
-    where.push(`e.${column} = (SELECT id FROM terms WHERE term = ?)`)
+    where.push(`e.${column} = ${dialect.term}`)
     params.push(value)
   }
-  term('user', q.user)
+  // Quoted: USER is a reserved word in PostgreSQL.
+  term('"user"', q.user)
   term('impersonated_user', q.impersonatedUser)
   term('source_ip', q.sourceIp)
   term('verb', q.verb)
@@ -174,14 +202,15 @@ export function buildSql(q: Query): { sql: string; params: Array<string | number
   eq('name', q.name)
   eq('code', q.code)
   if (q.auditId !== undefined) {
-    where.push('e.audit_key = ? AND e.audit_id = ?')
-    params.push(auditKey(q.auditId), q.auditId)
+    const { sql, params: values } = dialect.auditId(q.auditId)
+    where.push(sql)
+    params.push(...values)
   }
   term('stage', q.stage)
   eq('stream', q.stream)
   if (q.group !== undefined) {
     // IN, not EXISTS: the planner may then start from the group's events rather than scan all in time order.
-    where.push('e.id IN (SELECT event FROM event_groups WHERE grp = (SELECT id FROM terms WHERE term = ?))')
+    where.push(`e.id IN (SELECT event FROM event_groups WHERE grp = ${dialect.term})`)
     params.push(q.group)
   }
   // Groups are made of findings: they filter on the findings' own time, severity and id.
@@ -232,15 +261,17 @@ export function buildSql(q: Query): { sql: string; params: Array<string | number
       params.push(...q.cursor.slice(0, 4))
     }
   }
-  const columns = 'e.id, e.time, e.stream, e.sequence, e.record, e.segment, e.entry_offset, e.line_position, e.line_length'
+  const columns = `e.id, e.time, e.stream, e.sequence, e.record${dialect.placeColumns}, e.line_position, e.line_length`
   const filter = where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''
   if (q.kind === 'groups') {
     // A finding that names no group (an agent before groups) is a group of its own.
-    const having = q.cursor ? 'HAVING (first, gid) > (?, ?)' : ''
+    const gid = "COALESCE(f.grp, 'finding:' || f.event || ':' || f.n)"
+    // The expressions, not their names: PostgreSQL does not let HAVING refer to output columns.
+    const having = q.cursor ? `HAVING (MIN(f.time), ${gid}) > (?, ?)` : ''
     if (q.cursor) params.push(q.cursor[0], q.cursor[1])
     params.push(q.limit + 1)
     return {
-      sql: `SELECT COALESCE(f.grp, 'finding:' || f.event || ':' || f.n) AS gid, MIN(f.time) AS first, MAX(f.time) AS last, COUNT(*) AS count, MAX(f.severity) AS severity, MIN(f.finding_id) AS finding_id, MIN(f.source) AS source FROM findings f JOIN events e ON e.id = f.event ${filter} GROUP BY gid ${having} ORDER BY first, gid LIMIT ?`,
+      sql: `SELECT ${gid} AS gid, MIN(f.time) AS first_time, MAX(f.time) AS last_time, COUNT(*) AS count, MAX(f.severity) AS severity, MIN(f.finding_id) AS finding_id, MIN(f.source) AS source FROM findings f JOIN events e ON e.id = f.event ${filter} GROUP BY ${gid} ${having} ORDER BY first_time, gid LIMIT ?`,
       params,
     }
   }
@@ -287,9 +318,9 @@ export interface EventResult {
   sequence: number
   recordIndex: number
   time: string
-  /** Where the batch's entry lies: segment file name and byte offset (verify re-finds it from the sequence). */
-  segment: string
-  offset: number
+  /** Where the batch's entry lies in a file store: segment file name and byte offset (verify re-finds it from the sequence); a database has no such place. */
+  segment?: string
+  offset?: number
   event: unknown
   findings: FindingOut[]
 }
@@ -327,14 +358,15 @@ export interface QueryAnswer<T> {
   nextCursor: string | undefined
 }
 
-interface Row {
+export interface Row {
   id: number
   time: number
   stream: string
   sequence: number
   record: number
-  segment: number
-  entry_offset: number
+  /** File store only (Dialect.placeColumns). */
+  segment?: number
+  entry_offset?: number
   line_position: number
   line_length: number
   n?: number
@@ -348,37 +380,44 @@ interface Row {
 
 interface GroupRow {
   gid: string
-  first: number
-  last: number
+  first_time: number
+  last_time: number
   count: number
   severity: number
   finding_id: string
   source: string
 }
 
+export type SqlParam = string | number | number[]
+
+/**
+ * An index to query: the SQLite file beside a directory store (SqliteIndexBackend below) or the
+ * tables of a PostgreSQL store (store/postgres-query.ts). The engine builds the same SQL for both
+ * (with the backend's Dialect) and reads every answer the same way: a caller never knows which.
+ */
+export interface IndexBackend {
+  readonly dialect: Dialect
+  /** Runs one statement of the engine's (`?` placeholders) and returns its rows, numbers as numbers. */
+  all<R>(sql: string, params: SqlParam[]): Promise<R[]>
+  /** The stored event lines of these rows, in their order. */
+  lines(rows: readonly Row[]): Promise<Buffer[]>
+  /** Where a row's batch lies in a file store (undefined in a database). */
+  place(row: Row): { segment: string; offset: number } | undefined
+  close(): Promise<void>
+}
+
 /** Runs queries against an index and reads the lines from the store it indexes. */
 export class QueryEngine {
-  readonly #index: EventIndex
-  readonly #storeDir: string
-  readonly #statements = new Map<string, StatementSync>()
-  readonly #findingsOf: StatementSync
-  readonly #groupLatest: StatementSync
-  readonly #groupAuditIds: StatementSync
-  readonly #singleFinding: StatementSync
+  readonly #index: IndexBackend
 
-  constructor(index: EventIndex, storeDir: string) {
+  constructor(index: IndexBackend) {
     this.#index = index
-    this.#storeDir = storeDir
-    this.#findingsOf = index.db.prepare('SELECT event, finding_id, severity, source, message, grp FROM findings WHERE event IN (SELECT value FROM json_each(?)) ORDER BY event, n')
-    this.#groupLatest = index.db.prepare('SELECT message FROM findings WHERE grp = ? ORDER BY time DESC LIMIT 1')
-    this.#groupAuditIds = index.db.prepare(`SELECT e.audit_id FROM findings f JOIN events e ON e.id = f.event WHERE f.grp = ? AND e.audit_id IS NOT NULL ORDER BY f.time, e.stream, e.sequence, e.record LIMIT ${GROUP_AUDIT_IDS}`)
-    this.#singleFinding = index.db.prepare('SELECT f.message, e.audit_id FROM findings f JOIN events e ON e.id = f.event WHERE f.event = ? AND f.n = ?')
   }
 
   /** Any kind of query, as the answer's lines (what GET sends: NDJSON) and as objects (for a table). */
   async answer(q: Query): Promise<{ lines: string[]; objects: () => Array<EventResult | FindingResult | GroupResult>; nextCursor: string | undefined }> {
     if (q.kind === 'groups') {
-      const { results, nextCursor } = this.runGroups(q)
+      const { results, nextCursor } = await this.runGroups(q)
       return { lines: results.map((r) => `${JSON.stringify(r)}\n`), objects: () => results, nextCursor }
     }
     const { results, nextCursor } = await this.run(q)
@@ -386,56 +425,46 @@ export class QueryEngine {
   }
 
   /** One result per finding group, in order of first finding; the cursor is (first time, group). */
-  runGroups(q: Query): QueryAnswer<GroupResult> {
-    const { sql, params } = buildSql(q)
-    const rows = this.#prepared(sql).all(...params) as unknown as GroupRow[]
+  async runGroups(q: Query): Promise<QueryAnswer<GroupResult>> {
+    const { sql, params } = buildSql(q, this.#index.dialect)
+    const rows = await this.#index.all<GroupRow>(sql, params)
     const more = rows.length > q.limit
     if (more) rows.length = q.limit
-    const results = rows.map((r): GroupResult => {
+    const results: GroupResult[] = []
+    for (const r of rows) {
       const single = /^finding:(\d+):(\d+)$/.exec(r.gid)
       let message: string
       let auditIds: string[]
       if (single) {
-        const f = this.#singleFinding.get(Number(single[1]), Number(single[2])) as { message: string; audit_id: string | null }
-        message = f.message
-        auditIds = f.audit_id === null ? [] : [f.audit_id]
+        const [f] = await this.#index.all<{ message: string; audit_id: string | null }>('SELECT f.message, e.audit_id FROM findings f JOIN events e ON e.id = f.event WHERE f.event = ? AND f.n = ?', [Number(single[1]), Number(single[2])])
+        message = f!.message
+        auditIds = f!.audit_id === null ? [] : [f!.audit_id]
       } else {
-        message = (this.#groupLatest.get(r.gid) as { message: string }).message
-        auditIds = (this.#groupAuditIds.all(r.gid) as Array<{ audit_id: string }>).map((a) => a.audit_id)
+        message = (await this.#index.all<{ message: string }>('SELECT message FROM findings WHERE grp = ? ORDER BY time DESC LIMIT 1', [r.gid]))[0]!.message
+        auditIds = (await this.#index.all<{ audit_id: string }>(`SELECT e.audit_id FROM findings f JOIN events e ON e.id = f.event WHERE f.grp = ? AND e.audit_id IS NOT NULL ORDER BY f.time, e.stream, e.sequence, e.record LIMIT ${GROUP_AUDIT_IDS}`, [r.gid])).map((a) => a.audit_id)
       }
-      return {
+      results.push({
         group: r.gid, finding: r.finding_id, source: r.source, severity: SEVERITIES[r.severity]!,
-        firstSeen: isoTime(r.first), lastSeen: isoTime(r.last), count: r.count, message, auditIds,
-      }
-    })
-    const last = rows.at(-1)
-    return { results, nextCursor: more && last ? encodeCursor([last.first, last.gid, 0, 0, 0]) : undefined }
-  }
-
-  /** The statement text depends only on which filters are set: a bounded set, prepared once each. */
-  #prepared(sql: string): StatementSync {
-    let statement = this.#statements.get(sql)
-    if (!statement) {
-      statement = this.#index.db.prepare(sql)
-      this.#statements.set(sql, statement)
+        firstSeen: isoTime(r.first_time), lastSeen: isoTime(r.last_time), count: r.count, message, auditIds,
+      })
     }
-    return statement
+    const last = rows.at(-1)
+    return { results, nextCursor: more && last ? encodeCursor([last.first_time, last.gid, 0, 0, 0]) : undefined }
   }
 
   async run(q: Query): Promise<QueryAnswer<RawResult>> {
-    const { sql, params } = buildSql(q)
-    const rows = this.#prepared(sql).all(...params) as unknown as Row[]
+    const { sql, params } = buildSql(q, this.#index.dialect)
+    const rows = await this.#index.all<Row>(sql, params)
     const more = rows.length > q.limit
     if (more) rows.length = q.limit
-    const lines = this.#readLines(rows)
-    const findings = this.#findings(rows)
+    const lines = await this.#index.lines(rows)
+    const findings = await this.#findings(rows)
     const results = rows.map((r, i): RawResult => ({
       stream: r.stream,
       sequence: r.sequence,
       recordIndex: r.record,
       time: isoTime(r.time),
-      segment: segmentName(r.segment),
-      offset: r.entry_offset,
+      ...this.#index.place(r),
       // Only lines that parsed as JSON objects are indexed: the text is valid JSON as it is.
       eventJson: lines[i]!.toString('utf8'),
       findings: findings.get(r.id) ?? [],
@@ -446,29 +475,58 @@ export class QueryEngine {
     return { results, nextCursor }
   }
 
-  #findings(rows: Row[]): Map<number, FindingOut[]> {
+  async #findings(rows: Row[]): Promise<Map<number, FindingOut[]>> {
     const out = new Map<number, FindingOut[]>()
     if (rows.length === 0) return out
-    const ids = JSON.stringify([...new Set(rows.map((r) => r.id))])
-    for (const f of this.#findingsOf.all(ids) as Array<{ event: number; finding_id: string; severity: number; source: string; message: string; grp: string | null }>) {
+    const { dialect } = this.#index
+    const found = await this.#index.all<{ event: number; finding_id: string; severity: number; source: string; message: string; grp: string | null }>(
+      `SELECT event, finding_id, severity, source, message, grp FROM findings WHERE event ${dialect.idIn} ORDER BY event, n`, [dialect.idList([...new Set(rows.map((r) => r.id))])])
+    for (const f of found) {
       const list = out.get(f.event) ?? []
       list.push({ id: f.finding_id, severity: SEVERITIES[f.severity]!, source: f.source, message: f.message, ...(f.grp ? { group: f.grp } : {}) })
       out.set(f.event, list)
     }
     return out
   }
+}
+
+/** The SQLite index beside a directory store: rows from the index file, lines from the segments. */
+export class SqliteIndexBackend implements IndexBackend {
+  readonly dialect = SQLITE
+  readonly #index: EventIndex
+  readonly #storeDir: string
+  readonly #statements = new Map<string, StatementSync>()
+
+  constructor(index: EventIndex, storeDir: string) {
+    this.#index = index
+    this.#storeDir = storeDir
+  }
+
+  /** The statement text depends only on which filters are set: a bounded set, prepared once each. */
+  async all<R>(sql: string, params: SqlParam[]): Promise<R[]> {
+    let statement = this.#statements.get(sql)
+    if (!statement) {
+      statement = this.#index.db.prepare(sql)
+      this.#statements.set(sql, statement)
+    }
+    return statement.all(...(params as Array<string | number>)) as R[]
+  }
+
+  place(r: Row): { segment: string; offset: number } {
+    return { segment: segmentName(r.segment!), offset: r.entry_offset! }
+  }
 
   /**
    * The event lines, read from the segment files (each opened once per query). Synchronous reads:
    * at most 1,000 small reads from the page cache, measured faster than as many awaited ones.
    */
-  #readLines(rows: Row[]): Buffer[] {
+  async lines(rows: readonly Row[]): Promise<Buffer[]> {
     const files = new Map<string, number>()
     try {
       const out: Buffer[] = []
       for (const r of rows) {
         // streamDir checks the stream id: a row can only ever name a file inside the store.
-        const path = join(streamDir(this.#storeDir, r.stream), segmentName(r.segment))
+        const path = join(streamDir(this.#storeDir, r.stream), segmentName(r.segment!))
         let fd = files.get(path)
         if (fd === undefined) {
           fd = openSync(path, 'r')
@@ -483,5 +541,9 @@ export class QueryEngine {
     } finally {
       for (const fd of files.values()) closeSync(fd)
     }
+  }
+
+  async close(): Promise<void> {
+    this.#index.close()
   }
 }

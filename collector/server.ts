@@ -31,14 +31,15 @@ import { CollectorMetrics, procedureOf } from './metrics.ts'
 import { answerGrpc, answerGrpcError, isGrpc, unframe } from './grpc.ts'
 import { ACCEPT_ENCODING, bodyEncoding, connectCodec, CONTENT_TYPES, createListener, inflate, PROTO_CODEC, stopReading, type BodyEncoding, type Codec, type Request, type Response } from './transport.ts'
 import { LiveIndexer } from './live-indexer.ts'
-import { parseQuery, QUERY_PARAMS, QueryEngine, QueryError, type QueryKind } from './query.ts'
+import { parseQuery, QUERY_PARAMS, QueryEngine, QueryError, SqliteIndexBackend, type IndexBackend, type QueryKind } from './query.ts'
+import { openPostgresIndex } from './store/postgres-query.ts'
 import { may, type Readers } from './readers.ts'
 import { linkProblem, storedAlready, type ChainProblem } from './chain.ts'
 import { checkKeyContinuity, checkSeal } from './seal.ts'
 import { verifyStreamHeadRequest } from '../proto/signed-messages.ts'
 import { FileStore } from './store/file-store.ts'
 import { openStore } from './store/open.ts'
-import { isValidStreamId, STREAM_ID_PATTERN, type BatchStore, type StreamView } from './store/store.ts'
+import { isValidStreamId, STREAM_ID_PATTERN, StoreUnavailableError, type BatchStore, type StreamView } from './store/store.ts'
 
 const MiB = 1024 * 1024
 
@@ -116,7 +117,7 @@ export interface CollectorOptions {
   logger?: Logger
   /** Segment size of the store (tests use small ones). */
   segmentBytes?: number
-  /** Keep the query index (default true; a file store only, for now); off, nothing is indexed and the query API answers 404. */
+  /** Keep the query index (default true): SQLite beside a directory, tables in a database; off, nothing is indexed and the query API answers 404. */
   index?: boolean
   /** Who may use the query API (GET /v1/events, /v1/findings); without readers it answers 404. */
   readers?: Readers
@@ -155,13 +156,21 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     if (!Number.isFinite(value) || value <= 0) throw new RangeError(`limits.${name} must be a positive number, got ${value}`)
   }
   const log = options.logger ?? pino({ level: 'silent' })
-  const store = await openStore(options.storeDir, { logger: log, ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}) })
+  const store = await openStore(options.storeDir, { logger: log, ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}), ...(options.index === false ? { index: false } : {}) })
   let indexer: LiveIndexer | undefined
   /** The query API's connection: read-only, beside the indexer's worker, which writes. */
   let reader: EventIndex | undefined
-  let queries: QueryEngine | undefined
-  // The query index is SQLite beside the segments: a PostgreSQL store has none yet, so its query API is off.
-  if (options.index !== false && !(store instanceof FileStore)) log.warn({ store: store.name }, 'no query index on a PostgreSQL store yet: the query API is off')
+  /** What the query API reads: the SQLite file beside a directory, or the index tables of a database. */
+  let index: IndexBackend | undefined
+  // A PostgreSQL store writes its index rows in each batch's insert transaction (store/postgres-index.ts): only the reading side is here.
+  if (options.index !== false && !(store instanceof FileStore)) {
+    try {
+      index = await openPostgresIndex(options.storeDir, log)
+    } catch (err) {
+      await store.close()
+      throw err
+    }
+  }
   if (options.index !== false && store instanceof FileStore) {
     try {
       const live = new LiveIndexer(indexPath(options.storeDir), store, log)
@@ -177,8 +186,9 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       if (err instanceof IndexError) throw err
       throw new IndexError(`cannot open the index ${indexPath(options.storeDir)}: ${(err as Error).message}; move it away (or run 'auditrail collector reindex') and start again`)
     }
-    queries = new QueryEngine(reader, options.storeDir)
+    index = new SqliteIndexBackend(reader, options.storeDir)
   }
+  const queries = index && new QueryEngine(index)
   const stats: CollectorStats = { requests: 0, acceptedBatches: 0, duplicateBatches: 0, rejected: {} }
   const metrics = new CollectorMetrics({
     streams: async () => (await store.streams()).length,
@@ -441,7 +451,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
     }
     if (!options.readers || !queries) {
       return fail(404, !queries
-        ? store instanceof FileStore ? 'the query API is off because this collector keeps no index; start it without index: false' : 'the query API is off: a PostgreSQL store keeps no query index yet'
+        ? 'the query API is off because this collector keeps no index; start it without --no-index'
         : 'the query API is off; start the collector with --readers FILE (lines \'ROLE sha256:HEX NAME\', see \'auditrail collector token\')')
     }
     if (req.method !== 'GET') return fail(405, `${req.method} is not supported; the query API is read-only: use GET`, { allow: 'GET' })
@@ -476,6 +486,10 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
       }).end(body)
       log.info({ reader: reader.name, role: reader.role, kind, params, results: answer.lines.length, more: answer.nextCursor !== undefined, ms: Math.round(performance.now() - started) }, 'query')
     } catch (err) {
+      if (err instanceof StoreUnavailableError) {
+        log.warn({ reader: reader.name, kind, err: err.message }, 'query failed: the index is unreachable')
+        return fail(503, `the index cannot be read now (${err.message}); retry`, { 'retry-after': '1' })
+      }
       if (!(err instanceof QueryError)) throw err
       log.info({ reader: reader.name, role: reader.role, kind, params, error: err.message }, 'query rejected: bad parameter')
       return fail(400, `bad parameter ${err.message}`)
@@ -561,7 +575,7 @@ export async function startCollector(options: CollectorOptions): Promise<Collect
 
   async function closeIndexAndStore(): Promise<void> {
     // The reader first: the writer, closing last, checkpoints the WAL into the file.
-    reader?.close()
+    await index?.close()
     await indexer?.close()
     await store.close()
   }

@@ -16,19 +16,19 @@
 // bench` already does. Findings come from the fixtures' sample inspector.
 // Prints the figures, writes JSON to bench-out/, and adds a row to the Query index table of docs/benchmarks.md.
 //   node scripts/bench-query.ts [--events N] [--per-batch N] [--keep]
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { rebuildIndex, indexPath } from '../collector/index.ts'
+import { rebuildIndex } from '../collector/index.ts'
 import { newToken, parseReaders } from '../collector/readers.ts'
 import { startCollector } from '../collector/server.ts'
 import { openFileStore, streamEntries } from '../collector/store/file-store.ts'
-import { batchDigest, decodeSealedBatch, encodePushBatchRequest, PUSH_BATCH_PATH, SEVERITIES, type SealedBatch } from '../proto/wire.ts'
-import { batchOf, post, sampleFindings, seal, testKey, trustOf } from '../test/collector/fixtures.ts'
-import { createAuditEventGenerator } from './audit-events.ts'
+import { decodeSealedBatch, encodePushBatchRequest, PUSH_BATCH_PATH, type SealedBatch } from '../proto/wire.ts'
+import { post, testKey, trustOf } from '../test/collector/fixtures.ts'
 import { insertBenchmarkRow } from './benchmarks-doc.ts'
+import { generateWorkload, runQueries, segmentBytes, sqliteIndexBytes } from './query-workload.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const { values } = parseArgs({
@@ -38,12 +38,7 @@ const { values } = parseArgs({
 const EVENTS = Number(values.events)
 const PER_BATCH = Number(values['per-batch'])
 const STREAMS = ['cp-1', 'cp-2', 'cp-3']
-const START = Date.parse('2026-11-24T00:00:00Z')
-// 12 events/s of virtual clock: a million events span about 23 hours ("today").
-const EVENTS_PER_SECOND = 12
 const BATCHES_PER_REQUEST = 4
-const USER = 'alice@example.com'
-const HOUR = { since: START + 10 * 3_600_000, until: START + 11 * 3_600_000 }
 const say = (s: string) => process.stdout.write(`${s}\n`)
 const MiB = 1024 * 1024
 
@@ -54,53 +49,24 @@ const readers = parseReaders(`${line}\n`)
 const open = (name: string, index: boolean) => startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: join(dir, name), trustedKeys: trustOf(key), index, ...(index ? { readers } : {}) })
 const plain = await open('plain', false)
 
-// What the queries must return, known from the events as they are generated.
-const expected = { userHour: [] as string[], object: new Map<string, string[]>(), high: [] as string[], highFindings: 0 }
-const generator = createAuditEventGenerator({ seed: 1, startTimeMs: START, eventsPerSecond: EVENTS_PER_SECOND })
-const chains = STREAMS.map((stream) => ({ stream, sequence: 0, prev: Buffer.alloc(0) as Buffer }))
-let generated = 0
-let bytes = 0
 const pushMs = { plain: 0, indexed: 0 }
 /** Sealed batches waiting to be pushed, per stream. */
 let pending: SealedBatch[][] = STREAMS.map(() => [])
 
 say(`auditrail bench:query: ${EVENTS} events in batches of ${PER_BATCH} over ${STREAMS.length} streams (node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${cpus().length}); store in ${dir}`)
 const started = performance.now()
-for (let n = 0; generated < EVENTS; n++) {
-  const chain = chains[n % chains.length]!
-  const lines: string[] = []
-  const findings = []
-  const sequence = chain.sequence + 1
-  for (let i = 0; i < PER_BATCH && generated < EVENTS; i++, generated++) {
-    const l = generator.next()
-    lines.push(l)
-    bytes += l.length + 1
-    const fs = sampleFindings(l)
-    for (const f of fs) findings.push({ ...f, recordIndex: i })
-    const e = JSON.parse(l)
-    const id = `${chain.stream}:${sequence}:${i}`
-    const time = Date.parse(e.stageTimestamp)
-    if (e.user?.username === USER && time >= HOUR.since && time < HOUR.until) expected.userHour.push(`${time}|${id}`)
-    if (e.objectRef?.resource === 'clusterrolebindings' && e.objectRef.name) {
-      const list = expected.object.get(e.objectRef.name) ?? []
-      list.push(`${time}|${id}`)
-      expected.object.set(e.objectRef.name, list)
+const { expected, generated, bytes } = await generateWorkload({
+  events: EVENTS, perBatch: PER_BATCH, streams: STREAMS, key,
+  onBatch: async (stream, sealed) => {
+    pending[stream]!.push(sealed)
+    if (pending.at(-1)!.length === BATCHES_PER_REQUEST) {
+      await flush(plain, 'plain', pending)
+      pending = STREAMS.map(() => [])
     }
-    const high = fs.filter((f) => SEVERITIES.indexOf(f.severity) >= SEVERITIES.indexOf('high')).length
-    if (high > 0) expected.high.push(`${time}|${id}`)
-    expected.highFindings += high
-  }
-  const records = lines.map((l, i) => ({ offset: i, line: Buffer.from(l) }))
-  const sealed = seal(batchOf(chain.stream, sequence, chain.prev, records, { findings, createdUnixMs: START + n }), key)
-  chain.sequence = sequence
-  chain.prev = batchDigest(sealed.batch)
-  pending[n % chains.length]!.push(sealed)
-  if (pending.at(-1)!.length === BATCHES_PER_REQUEST || generated === EVENTS) {
-    await flush(plain, 'plain', pending)
-    pending = STREAMS.map(() => [])
-  }
-  if (n % 100 === 0) process.stderr.write(`\r${generated} events`)
-}
+  },
+  progress: (n) => process.stderr.write(`\r${n} events`),
+})
+await flush(plain, 'plain', pending)
 process.stderr.write('\n')
 await plain.close()
 
@@ -164,82 +130,27 @@ say(`   index time per batch: mean ${ingest.indexMsPerBatchMean.toFixed(1)} ms, 
 
 // --- queries
 
-async function query(kind: 'events' | 'findings', params: Record<string, string | number>): Promise<{ ms: number; rows: Array<{ time: string; stream: string; sequence: number; recordIndex: number }>; next: string | null }> {
-  const qs = new URLSearchParams(Object.entries(params).map(([k, v]): [string, string] => [k, String(v)]))
-  const t0 = performance.now()
-  const res = await fetch(`${indexed.url}/v1/${kind}?${qs}`, { headers: { authorization: `Bearer ${token}` } })
-  const body = await res.text()
-  const ms = performance.now() - t0
-  if (res.status !== 200) throw new Error(`${res.status} ${body}`)
-  return { ms, rows: body.split('\n').filter(Boolean).map((l) => JSON.parse(l)), next: res.headers.get('auditrail-next-cursor') }
-}
-
-/** First page (median of 5 runs, limit 1000) and every page, checked against the expected ids. */
-async function timed(what: string, kind: 'events' | 'findings', params: Record<string, string | number>, want: string[]) {
-  const firsts: number[] = []
-  for (let i = 0; i < 5; i++) firsts.push((await query(kind, { ...params, limit: 1000 })).ms)
-  const t0 = performance.now()
-  const ids: string[] = []
-  let cursor: string | null = null
-  let pages = 0
-  do {
-    const page = await query(kind, { ...params, limit: 1000, ...(cursor ? { cursor } : {}) })
-    ids.push(...page.rows.map((r) => `${Date.parse(r.time)}|${r.stream}:${r.sequence}:${r.recordIndex}`))
-    cursor = page.next
-    pages++
-  } while (cursor)
-  const allMs = performance.now() - t0
-  const order = (a: string, b: string) => {
-    const [ta, ia] = a.split('|') as [string, string]
-    const [tb, ib] = b.split('|') as [string, string]
-    const [sa, qa, ra] = ia.split(':')
-    const [sb, qb, rb] = ib.split(':')
-    return Number(ta) - Number(tb) || (sa! < sb! ? -1 : sa! > sb! ? 1 : 0) || Number(qa) - Number(qb) || Number(ra) - Number(rb)
-  }
-  const correct = JSON.stringify(ids) === JSON.stringify([...want].sort(order))
-  const first = firsts.sort((a, b) => a - b)[2]!
-  say(`   ${what.padEnd(44)} ${String(ids.length).padStart(6)} results; first page ${first.toFixed(0).padStart(4)} ms; all ${pages} pages ${allMs.toFixed(0).padStart(5)} ms; ${correct ? 'exact' : 'WRONG'}`)
-  return { what, results: ids.length, firstPageMs: first, allPagesMs: allMs, pages, correct }
-}
-
-const [name, objectIds] = [...expected.object.entries()].sort((a, b) => b[1].length - a[1].length)[0]!
 say(`2. queries (GET over HTTP, limit 1000, JSON lines with the raw events):`)
-const queries = [
-  await timed(`user ${USER}, one hour`, 'events', { user: USER, since: new Date(HOUR.since).toISOString(), until: new Date(HOUR.until).toISOString() }, expected.userHour),
-  await timed(`clusterrolebindings/${name}`, 'events', { resource: 'clusterrolebindings', name }, objectIds),
-  await timed('events with a finding of at least high', 'events', { severity: 'high' }, expected.high),
-]
-const findingsPage = await query('findings', { severity: 'high', since: new Date(START).toISOString(), limit: 1000 })
-say(`   ${'findings of at least high today (first page)'.padEnd(44)} ${String(findingsPage.rows.length).padStart(6)} results in ${findingsPage.ms.toFixed(0)} ms (of ${expected.highFindings})`)
+const { queries, findingsFirstPageMs } = await runQueries(indexed.url, token, expected, say)
 
 // --- sizes and reindex
 
 await indexed.close()
-const size = (p: string) => (existsSync(p) ? statSync(p).size : 0)
-const indexBytes = size(indexPath(join(dir, 'indexed'))) + size(`${indexPath(join(dir, 'indexed'))}-wal`)
-const storeBytes = du(join(dir, 'plain', 'streams'))
+const indexBytes = sqliteIndexBytes(join(dir, 'indexed'))
+const storeBytes = segmentBytes(join(dir, 'plain'))
 const store = await openFileStore(join(dir, 'indexed'))
 const reindex = await rebuildIndex(join(dir, 'indexed'))
 await store.close()
-const rebuiltBytes = size(indexPath(join(dir, 'indexed')))
+const rebuiltBytes = sqliteIndexBytes(join(dir, 'indexed'))
 const perMillion = 1_000_000 / generated
 say(`3. index size: ${(indexBytes / MiB).toFixed(0)} MiB live (${((indexBytes * perMillion) / MiB).toFixed(0)} MiB per million events; segments ${(storeBytes / MiB).toFixed(0)} MiB), ${(rebuiltBytes / MiB).toFixed(0)} MiB rebuilt`)
 say(`   reindex from the segments: ${(reindex.ms / 1000).toFixed(1)} s (${Math.round(reindex.events / (reindex.ms / 1000))} events/s)`)
 
-function du(path: string): number {
-  let total = 0
-  for (const stream of STREAMS) {
-    const d = join(path, stream)
-    for (const f of existsSync(d) ? readdirSync(d) : []) total += statSync(join(d, f)).size
-  }
-  return total
-}
-
-const result = { date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, ingest, queries, findingsFirstPageMs: findingsPage.ms, indexBytes, storeBytes, rebuiltBytes, reindex }
+const result = { date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, ingest, queries, findingsFirstPageMs, indexBytes, storeBytes, rebuiltBytes, reindex }
 mkdirSync(join(ROOT, 'bench-out'), { recursive: true })
 const jsonFile = join(ROOT, 'bench-out', `bench-query-${result.date.replace(/[:.]/g, '-')}.json`)
 writeFileSync(jsonFile, `${JSON.stringify(result, null, 2)}\n`)
-const row = `| ${result.date.slice(0, 10)} | ${process.version} | ${result.cpu} x${result.cores} | ${generated} | ${Math.round(ingest.plainEventsPerSecond)} / ${Math.round(ingest.indexedEventsPerSecond)} | ${Math.round(ingest.indexEventsPerSecond)} (${ingest.indexCaughtUpSecondsAfterLastAck.toFixed(0)} s) | ${ingest.indexMsPerBatchMean.toFixed(1)} / ${ingest.indexMsPerBatchMax.toFixed(0)} | ${((indexBytes * perMillion) / MiB).toFixed(0)} MiB | ${queries.map((q) => `${q.firstPageMs.toFixed(0)} (${q.results})`).join(' · ')} | ${findingsPage.ms.toFixed(0)} | ${(reindex.ms / 1000).toFixed(0)} s | ${queries.every((q) => q.correct) ? 'yes' : 'NO'} |`
+const row = `| ${result.date.slice(0, 10)} | ${process.version} | ${result.cpu} x${result.cores} | ${generated} | ${Math.round(ingest.plainEventsPerSecond)} / ${Math.round(ingest.indexedEventsPerSecond)} | ${Math.round(ingest.indexEventsPerSecond)} (${ingest.indexCaughtUpSecondsAfterLastAck.toFixed(0)} s) | ${ingest.indexMsPerBatchMean.toFixed(1)} / ${ingest.indexMsPerBatchMax.toFixed(0)} | ${((indexBytes * perMillion) / MiB).toFixed(0)} MiB | ${queries.map((q) => `${q.firstPageMs.toFixed(0)} (${q.results})`).join(' · ')} | ${findingsFirstPageMs.toFixed(0)} | ${(reindex.ms / 1000).toFixed(0)} s | ${queries.every((q) => q.correct) ? 'yes' : 'NO'} |`
 insertBenchmarkRow(join(ROOT, 'docs', 'benchmarks.md'), 'Query index', row)
 say(`figures: ${jsonFile}; row added to the Query index table of docs/benchmarks.md`)
 if (!values.keep) rmSync(dir, { recursive: true, force: true })

@@ -12,7 +12,7 @@
 // The agent runs as its own process (the real CLI). In phases 1 to 4 the
 // collector runs in this process on 127.0.0.1 so its stream head can be watched
 // without extra traffic; in phase 5 it runs in its own process with its query
-// index (scripts/bench-collector.ts), so that its CPU per event is its own.
+// index (scripts/collector-process.ts), so that its CPU per event is its own.
 // Prints the figures, writes them as JSON to bench-out/, and adds a dated
 // row per phase to docs/benchmarks.md (Pipeline; Real apiserver log).
 //   node scripts/bench.ts [--phase pipeline|real|http2]... [--events N] [--outage-seconds S] [--steady-seconds S]
@@ -40,7 +40,7 @@ import { decodeBatch, decodeSealedBatch } from '../proto/wire.ts'
 import { expectedExport } from '../agent/redact/expected-export.ts'
 import type { Http2Mode } from '../agent/ship/sender.ts'
 import { makeCa, makeLeaf } from '../test/agent/ship/tls-certificates.ts'
-import type { CollectorUsage, FromCollector, ToCollector } from './bench-collector.ts'
+import type { CollectorUsage, FromCollector, ToCollector } from './collector-process.ts'
 import { insertBenchmarkRow } from './benchmarks-doc.ts'
 import { build } from './build.ts'
 import { generateAuditLog } from './generate-audit-log.ts'
@@ -373,7 +373,7 @@ interface CollectorProcess {
 }
 
 async function startCollectorProcess(store: string, publicKeyFile: string, tls?: { certFile: string; keyFile: string }): Promise<CollectorProcess> {
-  const child = fork(fileURLToPath(new URL('./bench-collector.ts', import.meta.url)), [store, publicKeyFile, ...(tls ? [tls.certFile, tls.keyFile] : [])], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...process.execArgv, ...PROFILE_FLAGS] })
+  const child = fork(fileURLToPath(new URL('./collector-process.ts', import.meta.url)), [store, publicKeyFile, ...(tls ? [tls.certFile, tls.keyFile] : [])], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...process.execArgv, ...PROFILE_FLAGS] })
   const next = () => new Promise<FromCollector>((resolve, reject) => {
     child.once('message', (m) => resolve(m as FromCollector))
     child.once('exit', (code) => reject(new Error(`the bench's collector exited (${code})`)))

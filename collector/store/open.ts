@@ -8,12 +8,14 @@ export interface OpenOptions {
   logger?: Logger
   /** File store: segment size (tests use small ones). */
   segmentBytes?: number
+  /** PostgreSQL store: write the query index rows with each batch (default true; a file store's index is the collector's, see live-indexer.ts). */
+  index?: boolean
 }
 
 /** Opens a store for a collector: the directory is locked and its torn tails cut; a database is checked for its schema. */
 export function openStore(spec: string, options: OpenOptions = {}): Promise<BatchStore> {
   const logger = options.logger ?? pino({ level: 'silent' })
-  if (isPostgresUrl(spec)) return openPostgresStore(spec, { logger })
+  if (isPostgresUrl(spec)) return openPostgresStore(spec, { logger, ...(options.index === false ? { index: false } : {}) })
   return openFileStore(spec, { logger, ...(options.segmentBytes ? { segmentBytes: options.segmentBytes } : {}) })
 }
 

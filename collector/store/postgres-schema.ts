@@ -96,6 +96,92 @@ GRANT SELECT ON auditrail.schema_migrations TO auditrail_writer, auditrail_reten
 GRANT SELECT, DELETE ON auditrail.streams, auditrail.batches TO auditrail_retention;
 `,
   },
+  {
+    // The query index, the same rows as the SQLite index beside a directory store (collector/event-fields.ts),
+    // written in the transaction that inserts the batch (store/postgres-index.ts): a batch and its index rows
+    // commit together or not at all, so no collector indexes a batch twice and none is ever half indexed.
+    // Values are stored as text (PostgreSQL's btree indexes deduplicate repeated keys; no terms table).
+    // A row points into its batch: the line is batches.batch[line_position, +line_length], read with
+    // substring(), which for a value stored uncompressed (STORAGE EXTERNAL) reads only the TOAST chunks
+    // holding the line, not the whole batch. Rows stored before this version keep their compression
+    // (readable, slower to slice) and have no index rows until `auditrail collector reindex --store URL`.
+    version: 2,
+    sql: `
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'auditrail_reader') THEN CREATE ROLE auditrail_reader NOLOGIN; END IF;
+END $$;
+
+ALTER TABLE auditrail.batches ALTER COLUMN batch SET STORAGE EXTERNAL;
+
+-- One row per indexed batch (heartbeats included, which hold no events): what reindex skips.
+CREATE TABLE auditrail.indexed_batches (
+  stream text COLLATE "C" NOT NULL,
+  sequence bigint NOT NULL,
+  PRIMARY KEY (stream, sequence),
+  FOREIGN KEY (stream, sequence) REFERENCES auditrail.batches (stream, sequence)
+);
+
+CREATE TABLE auditrail.events (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  time bigint NOT NULL,                -- stageTimestamp, Unix ms
+  stream text COLLATE "C" NOT NULL,    -- "C" where results are ordered or paged by the text: the byte order SQLite uses
+  sequence bigint NOT NULL,
+  record integer NOT NULL,             -- index in Batch.records
+  line_position integer NOT NULL,      -- byte offset of the event line in batches.batch
+  line_length integer NOT NULL,
+  "user" text, impersonated_user text, source_ip text, verb text, resource text, subresource text,
+  api_group text, namespace text, name text,
+  code bigint,                         -- any whole number an event carries: an int column would refuse some, and with them their batch
+  audit_id text, stage text,
+  severity smallint,                   -- highest finding severity (0 info .. 4 critical), NULL without findings
+  UNIQUE (stream, sequence, record),
+  FOREIGN KEY (stream, sequence) REFERENCES auditrail.indexed_batches (stream, sequence)
+);
+CREATE TABLE auditrail.event_groups (
+  grp text COLLATE "C" NOT NULL,
+  event bigint NOT NULL REFERENCES auditrail.events (id),
+  PRIMARY KEY (grp, event)
+);
+CREATE TABLE auditrail.findings (
+  event bigint NOT NULL REFERENCES auditrail.events (id),
+  n integer NOT NULL,
+  time bigint NOT NULL,
+  finding_id text COLLATE "C" NOT NULL, severity smallint NOT NULL, source text COLLATE "C" NOT NULL, message text NOT NULL,
+  grp text COLLATE "C",                -- the finding's group (details.group), NULL for a finding that names none
+  PRIMARY KEY (event, n)
+);
+-- The SQLite index's secondary indexes, one per field that narrows a query a lot, each ending in time
+-- for the result order (collector/index.ts says why the others are left out).
+CREATE INDEX events_order ON auditrail.events (time, stream, sequence, record);
+CREATE INDEX events_user ON auditrail.events ("user", time);
+CREATE INDEX events_impersonated ON auditrail.events (impersonated_user, time) WHERE impersonated_user IS NOT NULL;
+CREATE INDEX events_source_ip ON auditrail.events (source_ip, time);
+CREATE INDEX events_object ON auditrail.events (resource, name, time);
+CREATE INDEX events_namespace ON auditrail.events (namespace, time);
+CREATE INDEX events_audit_id ON auditrail.events (audit_id);
+CREATE INDEX events_severity ON auditrail.events (severity, time) WHERE severity IS NOT NULL;
+CREATE INDEX findings_id ON auditrail.findings (finding_id, time);
+CREATE INDEX findings_severity ON auditrail.findings (severity, time);
+CREATE INDEX findings_group ON auditrail.findings (grp, time) WHERE grp IS NOT NULL;
+
+CREATE TRIGGER indexed_batches_append_only BEFORE UPDATE OR DELETE ON auditrail.indexed_batches FOR EACH ROW EXECUTE FUNCTION auditrail.refuse_change();
+CREATE TRIGGER indexed_batches_no_truncate BEFORE TRUNCATE ON auditrail.indexed_batches FOR EACH STATEMENT EXECUTE FUNCTION auditrail.refuse_change();
+CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON auditrail.events FOR EACH ROW EXECUTE FUNCTION auditrail.refuse_change();
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON auditrail.events FOR EACH STATEMENT EXECUTE FUNCTION auditrail.refuse_change();
+CREATE TRIGGER event_groups_append_only BEFORE UPDATE OR DELETE ON auditrail.event_groups FOR EACH ROW EXECUTE FUNCTION auditrail.refuse_change();
+CREATE TRIGGER event_groups_no_truncate BEFORE TRUNCATE ON auditrail.event_groups FOR EACH STATEMENT EXECUTE FUNCTION auditrail.refuse_change();
+CREATE TRIGGER findings_append_only BEFORE UPDATE OR DELETE ON auditrail.findings FOR EACH ROW EXECUTE FUNCTION auditrail.refuse_change();
+CREATE TRIGGER findings_no_truncate BEFORE TRUNCATE ON auditrail.findings FOR EACH STATEMENT EXECUTE FUNCTION auditrail.refuse_change();
+
+REVOKE ALL ON auditrail.indexed_batches, auditrail.events, auditrail.event_groups, auditrail.findings FROM PUBLIC;
+GRANT SELECT, INSERT ON auditrail.indexed_batches, auditrail.events, auditrail.event_groups, auditrail.findings TO auditrail_writer;
+-- Retention deletes a batch's index rows before the batch (findings and groups, events, indexed_batches).
+GRANT SELECT, DELETE ON auditrail.indexed_batches, auditrail.events, auditrail.event_groups, auditrail.findings TO auditrail_retention;
+-- Readers (auditrail query --store URL, a reporting tool) read the index and the batches, and write nothing.
+GRANT USAGE ON SCHEMA auditrail TO auditrail_reader;
+GRANT SELECT ON auditrail.schema_migrations, auditrail.streams, auditrail.batches, auditrail.indexed_batches, auditrail.events, auditrail.event_groups, auditrail.findings TO auditrail_reader;
+`,
+  },
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.at(-1)!.version

@@ -15,6 +15,7 @@ import { parseIntoClientConfig } from 'pg-connection-string'
 import pgpass from 'pgpass'
 import type { Logger } from 'pino'
 import { encodeSealedBatch } from '../../proto/wire.ts'
+import { backfillIndex, indexBatchRows, type BackfillSummary } from './postgres-index.ts'
 import { migrate, SCHEMA, SCHEMA_VERSION, versionOn, type MigrateResult } from './postgres-schema.ts'
 import {
   StoreError,
@@ -45,6 +46,8 @@ const IDLE_IN_TRANSACTION_MS = 30_000
 
 export interface PostgresStoreOptions {
   logger: Logger
+  /** Write each batch's query index rows in its insert transaction (default true; see postgres-index.ts). */
+  index?: boolean
 }
 
 export function isPostgresUrl(spec: string): boolean {
@@ -79,6 +82,27 @@ export async function migratePostgres(spec: string): Promise<MigrateResult & { n
   } catch (err) {
     if (err instanceof StoreError) throw err
     throw new StoreError(`${name}: migration failed, nothing was changed: ${(err as Error).message}`)
+  } finally {
+    await client.end()
+  }
+}
+
+/** `auditrail collector reindex --store URL`: indexes the batches without index rows (postgres-index.ts), as a collector's role. */
+export async function reindexPostgres(spec: string): Promise<BackfillSummary & { name: string }> {
+  const name = checkPostgresUrl(spec)
+  const client = new pg.Client({ ...clientConfig(spec), connectionTimeoutMillis: 10_000, application_name: 'auditrail-reindex' })
+  try {
+    await client.connect()
+  } catch (err) {
+    throw new StoreUnavailableError(`cannot reach PostgreSQL at ${name}: ${(err as Error).message}`)
+  }
+  try {
+    const version = await versionOn(client).catch(() => 0)
+    if (version !== SCHEMA_VERSION) throw new StoreError(`${name}: the database's auditrail schema is version ${version}, reindex needs ${SCHEMA_VERSION}; run 'auditrail collector migrate --store URL' as the database owner first`)
+    return { name, ...(await backfillIndex(client)) }
+  } catch (err) {
+    if (err instanceof StoreError) throw err
+    throw new StoreError(`${name}: reindex stopped (what it indexed stays indexed; run it again to go on): ${(err as Error).message}`)
   } finally {
     await client.end()
   }
@@ -125,7 +149,7 @@ export async function openPostgresStore(spec: string, options: PostgresStoreOpti
   })
   // An idle connection that the server drops (a restart) is reported here; unheard, it would end the process.
   pool.on('error', (err) => options.logger.warn({ store: name, err: err.message }, 'a PostgreSQL connection failed; the next call opens a new one'))
-  const store = new PostgresStore(name, pool, options.logger)
+  const store = new PostgresStore(name, pool, options.logger, options.index !== false)
   try {
     await store.checkSchema()
   } catch (err) {
@@ -143,13 +167,15 @@ export class PostgresStore implements BatchStore {
   readonly name: string
   readonly #pool: pg.Pool
   readonly #log: Logger
+  readonly #index: boolean
   #schemaChecked = false
   #ready: { at: number; problem: string | undefined } | undefined
 
-  constructor(name: string, pool: pg.Pool, log: Logger) {
+  constructor(name: string, pool: pg.Pool, log: Logger, index: boolean) {
     this.name = name
     this.#pool = pool
     this.#log = log
+    this.#index = index
   }
 
   /** Once per store: the database holds the schema this code writes. */
@@ -218,10 +244,14 @@ export class PostgresStore implements BatchStore {
       }
       const { batch, sealed, digest } = entry
       if (!head) await db(client.query(`INSERT INTO ${SCHEMA}.streams (stream) VALUES ($1) ON CONFLICT DO NOTHING`, [streamId]))
+      // A view, not a copy: the index reads the line positions off the very bytes that are stored.
+      const batchBytes = Buffer.from(sealed.batch.buffer, sealed.batch.byteOffset, sealed.batch.byteLength)
       await db(client.query(
         `INSERT INTO ${SCHEMA}.batches (stream, sequence, digest, prev_digest, key_id, rotated_from, algorithm, signature, batch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-        [streamId, batch.sequence, digest, Buffer.from(batch.prevDigest), sealed.keyId, batch.keyRotation?.previousKeyId ?? null, sealed.algorithm, Buffer.from(sealed.signature), Buffer.from(sealed.batch)],
+        [streamId, batch.sequence, digest, Buffer.from(batch.prevDigest), sealed.keyId, batch.keyRotation?.previousKeyId ?? null, sealed.algorithm, Buffer.from(sealed.signature), batchBytes],
       ))
+      // In the same transaction: the batch is queryable the moment it is acknowledged, and indexed once.
+      if (this.#index) await db(indexBatchRows(client, streamId, batchBytes))
       await db(client.query('COMMIT'))
       return 'appended'
     } catch (err) {

@@ -1,7 +1,9 @@
 // Several collectors on one PostgreSQL database, over real HTTP on 127.0.0.1: racing on one
 // stream they keep one chain with every batch once; with the database down they answer
 // `unavailable` (never ok without a commit), say so on /readyz, and recover by themselves.
+import { createHash } from 'node:crypto'
 import t, { type Test } from 'tap'
+import { parseReaders } from '../../collector/readers.ts'
 import { startCollector, type Collector } from '../../collector/server.ts'
 import { verifyStore } from '../../collector/verify.ts'
 import { batchDigest, decodeGetStreamHeadResponse, decodePushBatchResponse, encodePushBatchRequest, GET_STREAM_HEAD_PATH, PUSH_BATCH_PATH, type SealedBatch } from '../../proto/wire.ts'
@@ -11,8 +13,11 @@ import { freshStore, postgresServer } from './stores.ts'
 const key = testKey()
 const trusted = trustOf(key)
 
+const TOKEN = 'reader-token-of-the-collectors-test'
+const readers = parseReaders(`auditor sha256:${createHash('sha256').update(TOKEN).digest('hex')} tester\n`)
+
 async function collector(t: Test, url: string): Promise<Collector> {
-  const c = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: url, trustedKeys: trusted, limits: { streamBurst: 1000, streamRequestsPerSecond: 1000, maxStreamsPerKey: 10 } })
+  const c = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: url, trustedKeys: trusted, readers, limits: { streamBurst: 1000, streamRequestsPerSecond: 1000, maxStreamsPerKey: 10 } })
   t.teardown(() => c.close())
   return c
 }
@@ -46,6 +51,18 @@ t.test('two collectors given the same batches at once: one chain, every batch st
   t.equal(accepted, 60, 'between them, each batch was appended once')
   t.ok(a.stats().acceptedBatches > 0 && b.stats().acceptedBatches > 0, `both appended some (a ${a.stats().acceptedBatches}, b ${b.stats().acceptedBatches})`)
   t.equal(a.stats().duplicateBatches + b.stats().duplicateBatches, sent - 60, 'the rest were acknowledged as already stored')
+  // The query index is written in the insert's transaction: each batch indexed once, whichever collector stored it.
+  const server = await postgresServer()
+  const indexed = await server.admin<{ batches: string; events: string; distinct: string }>(new URL(url).pathname.slice(1),
+    "SELECT (SELECT count(*) FROM auditrail.indexed_batches) AS batches, count(*) AS events, count(DISTINCT (stream, sequence, record)) AS distinct FROM auditrail.events")
+  t.same(indexed, [{ batches: '60', events: '120', distinct: '120' }], 'every batch and each of its 2 events indexed once')
+  // Any collector of the database answers for what another stored, at once (no index to catch up).
+  const last = sealed.at(-1)!
+  t.equal((await push(a, [last])).status, 200)
+  for (const c of [a, b]) {
+    const res = await fetch(`${c.url}/v1/events?auditId=60-1`, { headers: { authorization: `Bearer ${TOKEN}` } })
+    t.same((await res.text()).trim().split('\n').map((l) => JSON.parse(l).sequence), [60], 'the last batch, found once')
+  }
   const verified = await verifyStore(url, trusted)
   t.equal(verified.ok, true, JSON.stringify(verified.problem))
 })
@@ -90,12 +107,19 @@ t.test('PostgreSQL down while running: unavailable, /readyz says so, recovers by
   const ready = await post(c.url, '/readyz', Buffer.alloc(0), {}, 'GET')
   t.match(ready.body.toString(), /PostgreSQL/)
   t.equal((await post(c.url, '/livez', Buffer.alloc(0), {}, 'GET')).status, 200, 'alive all the same: a restart would not help')
+  // A query meanwhile: 503 and retry, as for a push; never an answer that looks like "no such events".
+  const query = await fetch(`${c.url}/v1/events?stream=node-a`, { headers: { authorization: `Bearer ${TOKEN}` } })
+  t.equal(query.status, 503)
+  t.equal(query.headers.get('retry-after'), '1')
+  t.match(((await query.json()) as { error: string }).error, /the index cannot be read now \(PostgreSQL at .*\); retry/)
 
   server.start()
   await waitFor(async () => (await post(c.url, '/readyz', Buffer.alloc(0), {}, 'GET')).status === 200)
   const retried = await push(c, next)
   t.equal(retried.status, 200, retried.body.toString())
   t.equal(decodePushBatchResponse(retried.body).acknowledgedSequence, 4)
+  const again = await fetch(`${c.url}/v1/events?stream=node-a`, { headers: { authorization: `Bearer ${TOKEN}` } })
+  t.equal((await again.text()).trim().split('\n').length, 12, 'and queries answer again once it is back: 4 batches of 3 events')
   t.same(Buffer.from(decodeGetStreamHeadResponse((await post(c.url, GET_STREAM_HEAD_PATH, headRequest('node-a', key))).body)!.batch), Buffer.from(next[0]!.batch))
   t.equal((await verifyStore(url, trusted)).ok, true)
 })

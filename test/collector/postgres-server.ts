@@ -13,11 +13,10 @@
 // (0600), set in this process's environment and so inherited by child processes.
 // URLs never hold one.
 import { execFileSync } from 'node:child_process'
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
-import type { Test } from 'tap'
 import { clientConfig, migratePostgres } from '../../collector/store/postgres-store.ts'
 import { freePort } from '../e2e/processes.ts'
 
@@ -33,6 +32,18 @@ export interface PostgresServer {
   stop(): void
   start(): void
   restart(): void
+  /** The server's main process (its backends are its children): the collector bench reads their CPU time. */
+  pid(): number
+}
+
+/** Who cleans up after the server: a tap Test, or a script's own list of teardowns. */
+export interface Teardowns {
+  teardown(fn: () => void | Promise<void>): void
+}
+
+export interface PostgresOptions {
+  /** fsync and synchronous commit on (default off: the tests check what a commit answers, not what survives a power cut). */
+  durable?: boolean
 }
 
 function binDir(): string {
@@ -42,8 +53,8 @@ function binDir(): string {
   return join(root, versions.includes('15') ? '15' : versions[0]!, 'bin')
 }
 
-/** Starts a server for this test file; it is stopped and removed at the file's end. */
-export async function startPostgres(t: Test): Promise<PostgresServer> {
+/** Starts a server for this test file (or script); it is stopped and removed at its end. */
+export async function startPostgres(t: Teardowns, options: PostgresOptions = {}): Promise<PostgresServer> {
   const bin = binDir()
   const asRoot = process.getuid?.() === 0
   const dir = mkdtempSync(join(tmpdir(), 'auditrail-pg-'))
@@ -79,9 +90,9 @@ export async function startPostgres(t: Test): Promise<PostgresServer> {
   })
   run('initdb', ['-D', data, '-U', ADMIN, '--pwfile', pwfile, '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--no-sync'])
   const port = await freePort()
-  // fsync off: the tests check what a commit answers, not what survives a power cut; it keeps them fast.
-  const options = `-h 127.0.0.1 -p ${port} -k ${join(dir, 'socket')} -c fsync=off -c max_connections=60`
-  const start = () => run('pg_ctl', ['-D', data, '-l', log, '-o', options, '-w', '-t', '60', 'start'])
+  // fsync off for the tests: they check what a commit answers, not what survives a power cut; it keeps them fast.
+  const serverOptions = `-h 127.0.0.1 -p ${port} -k ${join(dir, 'socket')} -c fsync=${options.durable ? 'on' : 'off'} -c max_connections=60`
+  const start = () => run('pg_ctl', ['-D', data, '-l', log, '-o', serverOptions, '-w', '-t', '60', 'start'])
   start()
 
   const passfile = join(tmpdir(), `auditrail-pgpass-${process.pid}-${port}`)
@@ -111,6 +122,7 @@ export async function startPostgres(t: Test): Promise<PostgresServer> {
     admin,
     stop: () => run('pg_ctl', ['-D', data, 'stop', '-m', 'fast', '-w']),
     start,
-    restart: () => run('pg_ctl', ['-D', data, '-l', log, '-o', options, 'restart', '-m', 'fast', '-w']),
+    restart: () => run('pg_ctl', ['-D', data, '-l', log, '-o', serverOptions, 'restart', '-m', 'fast', '-w']),
+    pid: () => Number(readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n', 1)[0]),
   }
 }

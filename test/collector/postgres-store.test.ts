@@ -23,12 +23,12 @@ t.test('migrate: twice at once from two processes, then again: one schema, at th
   const url = `postgres://postgres@127.0.0.1:${server.port}/racing`
   const both = await Promise.all([1, 2].map(() => run(process.execPath, [CLI, 'collector', 'migrate', '--store', url])))
   const said = both.map((r) => r.stdout).sort()
-  t.match(said[0], /schema is at version 1, nothing to do|schema migrated from version 0 to 1/)
-  t.match(said.join(''), /schema migrated from version 0 to 1/, 'one of them migrated')
+  t.match(said[0], new RegExp(`schema is at version ${SCHEMA_VERSION}, nothing to do|schema migrated from version 0 to ${SCHEMA_VERSION}`))
+  t.match(said.join(''), new RegExp(`schema migrated from version 0 to ${SCHEMA_VERSION}`), 'one of them migrated')
   t.match(said.join(''), /nothing to do/, 'the other waited for it and found nothing to do')
   t.same(await migratePostgres(url), { name: url, from: SCHEMA_VERSION, to: SCHEMA_VERSION })
-  const rows = await server.admin<{ version: number }>('racing', 'SELECT version FROM auditrail.schema_migrations')
-  t.same(rows, [{ version: 1 }])
+  const rows = await server.admin<{ version: number }>('racing', 'SELECT version FROM auditrail.schema_migrations ORDER BY version')
+  t.same(rows, Array.from({ length: SCHEMA_VERSION }, (_, i) => ({ version: i + 1 })), 'each version applied once')
 })
 
 t.test('a URL with a password is refused, and the password is not repeated', async (t) => {
@@ -41,7 +41,7 @@ t.test('a URL with a password is refused, and the password is not repeated', asy
 
 t.test('a database without the schema fails the start and says to migrate', async (t) => {
   await server.admin('postgres', 'CREATE DATABASE bare')
-  await t.rejects(openPostgresStore(`postgres://collector@127.0.0.1:${server.port}/bare`, { logger }), /schema is version 0, this collector needs 1; run 'auditrail collector migrate/)
+  await t.rejects(openPostgresStore(`postgres://collector@127.0.0.1:${server.port}/bare`, { logger }), new RegExp(`schema is version 0, this collector needs ${SCHEMA_VERSION}; run 'auditrail collector migrate`))
 })
 
 t.test('append-only in the database: UPDATE, DELETE, TRUNCATE fail for the collector, and UPDATE and TRUNCATE for the owner too', async (t) => {
@@ -68,19 +68,37 @@ t.test('append-only in the database: UPDATE, DELETE, TRUNCATE fail for the colle
     `UPDATE auditrail.streams SET stream = 'node-b'`,
     'DELETE FROM auditrail.streams',
     'TRUNCATE auditrail.streams CASCADE',
+    // The query index (schema version 2) is held to the same rules.
+    `UPDATE auditrail.events SET "user" = 'x'`,
+    'DELETE FROM auditrail.events',
+    'TRUNCATE auditrail.events CASCADE',
+    `UPDATE auditrail.findings SET message = 'x'`,
+    'DELETE FROM auditrail.findings',
+    'DELETE FROM auditrail.event_groups',
+    'DELETE FROM auditrail.indexed_batches',
+    'TRUNCATE auditrail.indexed_batches CASCADE',
   ]) {
     await t.rejects(asCollector(sql), /permission denied/, `collector: ${sql}`)
   }
   const asOwner = (sql: string) => server.admin('appendonly', sql)
   await t.rejects(asOwner(`UPDATE auditrail.batches SET key_id = 'x' WHERE sequence = 2`), /UPDATE on auditrail.batches refused: stored batches are append-only/)
   await t.rejects(asOwner('TRUNCATE auditrail.batches CASCADE'), /TRUNCATE on auditrail.batches refused/)
+  await t.rejects(asOwner(`UPDATE auditrail.events SET verb = 'get'`), /UPDATE on auditrail.events refused: stored batches are append-only/)
+  await t.rejects(asOwner('TRUNCATE auditrail.findings'), /TRUNCATE on auditrail.findings refused/)
   // a role with DELETE granted but outside auditrail_retention is still refused, by the trigger
   await server.admin('appendonly', 'CREATE ROLE intruder NOLOGIN; GRANT USAGE ON SCHEMA auditrail TO intruder; GRANT SELECT, DELETE ON auditrail.batches TO intruder')
   await t.rejects(asOwner('SET ROLE intruder; DELETE FROM auditrail.batches WHERE sequence = 3'), /DELETE on auditrail.batches refused.*auditrail_retention/)
 
   // the retention role may delete (docs/operations.md)
   await server.admin('appendonly', 'CREATE ROLE janitor NOLOGIN IN ROLE auditrail_retention')
-  await server.admin('appendonly', `SET ROLE janitor; DELETE FROM auditrail.batches WHERE stream = 'node-a' AND sequence = 3`)
+  // A batch's index rows point at it: they go first (docs/operations.md).
+  await t.rejects(server.admin('appendonly', `SET ROLE janitor; DELETE FROM auditrail.batches WHERE stream = 'node-a' AND sequence = 3`), /violates foreign key constraint/)
+  await server.admin('appendonly', `SET ROLE janitor;
+    DELETE FROM auditrail.findings WHERE event IN (SELECT id FROM auditrail.events WHERE stream = 'node-a' AND sequence = 3);
+    DELETE FROM auditrail.event_groups WHERE event IN (SELECT id FROM auditrail.events WHERE stream = 'node-a' AND sequence = 3);
+    DELETE FROM auditrail.events WHERE stream = 'node-a' AND sequence = 3;
+    DELETE FROM auditrail.indexed_batches WHERE stream = 'node-a' AND sequence = 3;
+    DELETE FROM auditrail.batches WHERE stream = 'node-a' AND sequence = 3`)
   t.equal((await store.head('node-a'))?.sequence, 2, 'retention removed the batch')
 })
 

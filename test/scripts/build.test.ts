@@ -29,6 +29,6 @@ t.test('the compiled agent and collector run the demo end to end', async (t) => 
   if (code !== 0) t.comment(`${stdout}\n${stderr}`)
   t.match(stdout, /^verify +ok/m)
   t.match(stdout, /^export +identical to the generated log byte for byte/m)
-  t.match(stdout, /^findings +\d+ raised on the node as lines were read: critical [1-9]/m, 'the rules ran')
+  t.match(stdout, /^findings +[1-9]\d* raised on the node as lines were read/m, 'the rules ran')
   t.match(stdout, /^query +events by \S+: [1-9]\d* /m, 'the query index (a worker thread of its own) answered')
 })

@@ -3,20 +3,13 @@
 // client (@connectrpc/connect-node) in its binary and JSON modes.
 import { Code, ConnectError } from '@connectrpc/connect'
 import { createConnectTransport } from '@connectrpc/connect-node'
-import t, { type Test } from 'tap'
-import { startCollector } from '../../collector/server.ts'
+import t from 'tap'
 import { signStreamHeadRequest } from '../../proto/signed-messages.ts'
 import { GET_STREAM_HEAD_PATH, PUSH_BATCH_PATH, type SealedBatch } from '../../proto/wire.ts'
 import { collectorClient } from './connect-client.ts'
-import { Chain, gzip, post, testKey, trustOf } from './fixtures.ts'
+import { Chain, gzip, loopbackCollector, post, testKey, trustOf } from './fixtures.ts'
 
 const key = testKey()
-
-async function collector(t: Test) {
-  const c = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: t.testdir(), trustedKeys: trustOf(key), index: false })
-  t.teardown(() => c.close())
-  return c
-}
 
 /** A SealedBatch as proto3 JSON, written out by hand as a person with curl would. */
 function sealedJson(s: SealedBatch): Record<string, string> {
@@ -32,7 +25,7 @@ function json(res: { body: Buffer }): Record<string, unknown> {
 }
 
 t.test('JSON over raw HTTP: push, re-send, read the head back; 64-bit integers as strings, bytes as base64', async (t) => {
-  const c = await collector(t)
+  const c = await loopbackCollector(t, key)
   const chain = new Chain('node-a', key)
   const pushed = await postJson(c.url, PUSH_BATCH_PATH, { batches: chain.grow(3).map(sealedJson) })
   t.equal(pushed.status, 200, pushed.body.toString())
@@ -53,7 +46,7 @@ t.test('JSON over raw HTTP: push, re-send, read the head back; 64-bit integers a
 })
 
 t.test('JSON refusals name the field and keep the Connect codes', async (t) => {
-  const c = await collector(t)
+  const c = await loopbackCollector(t, key)
   const chain = new Chain('node-a', key)
   const first = chain.grow(1)
   await postJson(c.url, PUSH_BATCH_PATH, { batches: first.map(sealedJson) })
@@ -79,7 +72,7 @@ t.test('JSON refusals name the field and keep the Connect codes', async (t) => {
 
 for (const useBinaryFormat of [true, false]) {
   t.test(`the official Connect client over HTTP/1.1, ${useBinaryFormat ? 'binary' : 'JSON'}: push, head, and the documented error`, async (t) => {
-    const c = await collector(t)
+    const c = await loopbackCollector(t, key)
     const client = collectorClient(createConnectTransport({ baseUrl: c.url, httpVersion: '1.1', useBinaryFormat }))
     const chain = new Chain('node-a', key)
     const ack = await client.pushBatch({ batches: chain.grow(3) })

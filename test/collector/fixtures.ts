@@ -2,9 +2,11 @@
 // for collector, verifier and end-to-end tests.
 import { generateKeyPairSync, type KeyObject } from 'node:crypto'
 import { request } from 'node:http'
+import type { Test } from 'tap'
 import { gzipSync } from 'node:zlib'
 import { keyIdOf } from '../../proto/keys.ts'
 import { SEAL_ALGORITHM, signSeal, signStreamHeadRequest } from '../../proto/signed-messages.ts'
+import { startCollector, type Collector, type CollectorOptions } from '../../collector/server.ts'
 import type { BatchStore } from '../../collector/store/store.ts'
 import { batchDigest, decodeBatch, encodeBatch, encodeGetStreamHeadRequest, type Batch, type Finding, type SealedBatch, type WireRecord } from '../../proto/wire.ts'
 import { createAuditEventGenerator } from '../../scripts/audit-events.ts'
@@ -22,6 +24,13 @@ export function testKey(): TestKey {
 
 export function trustOf(...keys: TestKey[]): Map<string, KeyObject> {
   return new Map(keys.map((k) => [k.keyId, k.publicKey]))
+}
+
+/** A collector on 127.0.0.1 trusting `key`, on the test's directory without the query index; closed when the test ends. */
+export async function loopbackCollector(t: Test, key: TestKey, options: Partial<CollectorOptions> = {}): Promise<Collector> {
+  const c = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: t.testdir(), trustedKeys: trustOf(key), index: false, ...options })
+  t.teardown(() => c.close())
+  return c
 }
 
 export function batchOf(streamId: string, sequence: number, prevDigest: Uint8Array, records: WireRecord[], overrides: Partial<Batch> = {}): Batch {

@@ -8,11 +8,10 @@ import { fileURLToPath } from 'node:url'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import t, { type Test } from 'tap'
-import { startCollector, type CollectorLimits, type TlsOptions } from '../../collector/server.ts'
 import { signStreamHeadRequest } from '../../proto/signed-messages.ts'
 import { encodePushBatchRequest, PUSH_BATCH_PATH, type SealedBatch } from '../../proto/wire.ts'
 import { makeCa, makeLeaf } from '../agent/ship/tls-certificates.ts'
-import { Chain, testKey, trustOf } from './fixtures.ts'
+import { Chain, loopbackCollector, testKey, trustOf } from './fixtures.ts'
 
 const key = testKey()
 const stranger = testKey()
@@ -23,15 +22,6 @@ const CollectorService = (grpc.loadPackageDefinition(definition) as unknown as {
 interface GrpcClient extends grpc.Client {
   pushBatch(request: { batches: SealedBatch[] }, callback: grpc.requestCallback<{ streamId: string; acknowledgedSequence: string }>): void
   getStreamHead(request: { streamId: string; keyId: string; issuedUnixMs: string; signature: Buffer }, callback: grpc.requestCallback<{ head: SealedBatch | null }>): void
-}
-
-async function collector(t: Test, options: { limits?: Partial<CollectorLimits>; tls?: TlsOptions } = {}) {
-  const c = await startCollector({
-    listen: { host: '127.0.0.1', port: 0 }, storeDir: t.testdir(), trustedKeys: trustOf(key), index: false,
-    ...(options.limits ? { limits: options.limits } : {}), ...(options.tls ? { tls: options.tls } : {}),
-  })
-  t.teardown(() => c.close())
-  return c
 }
 
 function client(t: Test, port: number, credentials = grpc.credentials.createInsecure(), options: grpc.ClientOptions = {}): GrpcClient {
@@ -55,7 +45,7 @@ function head(c: GrpcClient, streamId: string, signer = key) {
 
 for (const compression of [false, true]) {
   t.test(`@grpc/grpc-js over h2c${compression ? ', gzip-compressed messages' : ''}: push, re-send, read the head, and each refusal's code`, async (t) => {
-    const c = await collector(t)
+    const c = await loopbackCollector(t, key)
     const g = client(t, c.port, undefined, compression ? { 'grpc.default_compression_algorithm': grpc.compressionAlgorithms.gzip } : {})
     const chain = new Chain('node-a', key)
     t.same(await call((cb) => g.pushBatch({ batches: chain.grow(3) }, cb)), { streamId: 'node-a', acknowledgedSequence: '3' })
@@ -81,7 +71,7 @@ t.test('@grpc/grpc-js under TLS (ALPN h2), and a limit: the body size is RESOURC
   const dir = t.testdir()
   const ca = makeCa(dir, 'ca')
   const server = makeLeaf(dir, 'server', ca, 'serverAuth')
-  const c = await collector(t, { tls: { cert: server.cert, key: server.key }, limits: { maxBodyBytes: 4096 } })
+  const c = await loopbackCollector(t, key, { tls: { cert: server.cert, key: server.key }, limits: { maxBodyBytes: 4096 } })
   const g = client(t, c.port, grpc.credentials.createSsl(ca.cert))
   const chain = new Chain('node-a', key)
   t.same(await call((cb) => g.pushBatch({ batches: chain.grow(1) }, cb)), { streamId: 'node-a', acknowledgedSequence: '1' })
@@ -91,8 +81,7 @@ t.test('@grpc/grpc-js under TLS (ALPN h2), and a limit: the body size is RESOURC
 })
 
 t.test('gRPC calls are counted in /metrics under their protocol', async (t) => {
-  const c = await startCollector({ listen: { host: '127.0.0.1', port: 0 }, storeDir: t.testdir(), trustedKeys: trustOf(key), index: false, metricsListen: '127.0.0.1:0' })
-  t.teardown(() => c.close())
+  const c = await loopbackCollector(t, key, { metricsListen: '127.0.0.1:0' })
   const g = client(t, c.port)
   await call((cb) => g.pushBatch({ batches: new Chain('node-a', key).grow(1) }, cb))
   await failure(call((cb) => g.pushBatch({ batches: [new Chain('node-a', key).next(['another line'])] }, cb)))
@@ -103,7 +92,7 @@ t.test('gRPC calls are counted in /metrics under their protocol', async (t) => {
 })
 
 t.test('gRPC framing: a body that is not exactly one message, and an unknown message compression, are refused in the trailers', async (t) => {
-  const c = await collector(t)
+  const c = await loopbackCollector(t, key)
   const s = http2Connect(c.url)
   t.teardown(() => s.destroy())
   const send = async (body: Buffer, headers: Record<string, string> = {}) => {

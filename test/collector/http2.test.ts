@@ -12,24 +12,14 @@ import { gzipSync } from 'node:zlib'
 import { Code, ConnectError } from '@connectrpc/connect'
 import { createConnectTransport } from '@connectrpc/connect-node'
 import t, { type Test } from 'tap'
-import { startCollector, type CollectorLimits, type TlsOptions } from '../../collector/server.ts'
 import { MAX_CONCURRENT_STREAMS } from '../../collector/transport.ts'
 import { signStreamHeadRequest } from '../../proto/signed-messages.ts'
 import { decodePushBatchResponse, encodePushBatchRequest, GET_STREAM_HEAD_PATH, PUSH_BATCH_PATH } from '../../proto/wire.ts'
 import { makeCa, makeLeaf, type Pem } from '../agent/ship/tls-certificates.ts'
 import { collectorClient } from './connect-client.ts'
-import { Chain, headRequest, post, testKey, trustOf } from './fixtures.ts'
+import { Chain, headRequest, loopbackCollector, post, testKey, trustOf } from './fixtures.ts'
 
 const key = testKey()
-
-async function collector(t: Test, options: { limits?: Partial<CollectorLimits>; tls?: TlsOptions } = {}) {
-  const c = await startCollector({
-    listen: { host: '127.0.0.1', port: 0 }, storeDir: t.testdir(), trustedKeys: trustOf(key), index: false,
-    ...(options.limits ? { limits: options.limits } : {}), ...(options.tls ? { tls: options.tls } : {}),
-  })
-  t.teardown(() => c.close())
-  return c
-}
 
 function session(t: Test, url: string, ca?: Pem, client?: Pem): Promise<ClientHttp2Session> {
   const s = http2Connect(url, ca ? { ca: ca.cert, ...(client ? { cert: client.cert, key: client.key } : {}) } : {})
@@ -62,7 +52,7 @@ function code(a: H2Answer): string {
 }
 
 t.test('plaintext: h2c with prior knowledge and HTTP/1.1 on the same port', async (t) => {
-  const c = await collector(t)
+  const c = await loopbackCollector(t, key)
   const s = await session(t, c.url)
   const chain = new Chain('node-a', key)
   const pushed = await h2post(s, PUSH_BATCH_PATH, encodePushBatchRequest(chain.grow(2)))
@@ -86,7 +76,7 @@ t.test('TLS: ALPN offers h2 and http/1.1; client certificates still bind streams
   const ca = makeCa(dir, 'ca')
   const server = makeLeaf(dir, 'server', ca, 'serverAuth')
   const clientA = makeLeaf(dir, 'client-a', ca, 'clientAuth', 'node-a')
-  const c = await collector(t, { tls: { cert: server.cert, key: server.key, ca: ca.cert, requireClientCert: true } })
+  const c = await loopbackCollector(t, key, { tls: { cert: server.cert, key: server.key, ca: ca.cert, requireClientCert: true } })
   const s = await session(t, c.url, ca, clientA)
   t.equal(s.alpnProtocol, 'h2')
   t.equal((await h2post(s, PUSH_BATCH_PATH, encodePushBatchRequest(new Chain('node-a', key).grow(1)))).status, 200, 'its own stream')
@@ -107,7 +97,7 @@ for (const tls of [false, true]) {
       const dir = t.testdir()
       const ca = tls ? makeCa(dir, 'ca') : undefined
       const server = ca ? makeLeaf(dir, 'server', ca, 'serverAuth') : undefined
-      const c = await collector(t, server ? { tls: { cert: server.cert, key: server.key } } : {})
+      const c = await loopbackCollector(t, key, server ? { tls: { cert: server.cert, key: server.key } } : {})
       const client = collectorClient(createConnectTransport({ baseUrl: c.url, httpVersion: '2', useBinaryFormat, ...(ca ? { nodeOptions: { ca: ca.cert } } : {}) }))
       const chain = new Chain('node-a', key)
       t.equal((await client.pushBatch({ batches: chain.grow(3) })).acknowledgedSequence, 3n)
@@ -122,7 +112,7 @@ for (const tls of [false, true]) {
 }
 
 t.test('limits on HTTP/2: body size and decompression refuse the stream, not the connection', async (t) => {
-  const c = await collector(t, { limits: { maxBodyBytes: 1024, maxDecompressedBytes: 4096 } })
+  const c = await loopbackCollector(t, key, { limits: { maxBodyBytes: 1024, maxDecompressedBytes: 4096 } })
   const s = await session(t, c.url)
   const big = await h2post(s, PUSH_BATCH_PATH, encodePushBatchRequest([new Chain('node-a', key).next(['x'.repeat(2000)])]))
   t.equal(big.status, 429)
@@ -143,7 +133,7 @@ t.test('limits on HTTP/2: body size and decompression refuse the stream, not the
 })
 
 t.test('limits on HTTP/2: the per-stream rate', async (t) => {
-  const c = await collector(t, { limits: { streamRequestsPerSecond: 0.5, streamBurst: 1 } })
+  const c = await loopbackCollector(t, key, { limits: { streamRequestsPerSecond: 0.5, streamBurst: 1 } })
   const s = await session(t, c.url)
   const chain = new Chain('node-a', key)
   t.equal((await h2post(s, PUSH_BATCH_PATH, encodePushBatchRequest(chain.grow(1)))).status, 200)
@@ -153,7 +143,7 @@ t.test('limits on HTTP/2: the per-stream rate', async (t) => {
 })
 
 t.test('limits on HTTP/2: connections per address count HTTP/2 connections', async (t) => {
-  const c = await collector(t, { limits: { maxConnectionsPerAddress: 2 } })
+  const c = await loopbackCollector(t, key, { limits: { maxConnectionsPerAddress: 2 } })
   const held = [await session(t, c.url), await session(t, c.url)]
   const third = http2Connect(c.url)
   third.on('error', () => {})
@@ -164,7 +154,7 @@ t.test('limits on HTTP/2: connections per address count HTTP/2 connections', asy
 })
 
 t.test('timeouts on HTTP/2: a body that stalls, an idle connection, a connection that never finishes its preface', async (t) => {
-  const c = await collector(t, { limits: { requestTimeoutMs: 500, headersTimeoutMs: 300, keepAliveTimeoutMs: 300 } })
+  const c = await loopbackCollector(t, key, { limits: { requestTimeoutMs: 500, headersTimeoutMs: 300, keepAliveTimeoutMs: 300 } })
   const s = await session(t, c.url)
   const started = performance.now()
   const stalled = s.request({ ':method': 'POST', ':path': PUSH_BATCH_PATH, 'content-type': 'application/proto' })

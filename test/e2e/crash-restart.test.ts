@@ -5,10 +5,9 @@
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { generateKeyPair } from '../../agent/keygen.ts'
 import { AuditLogWriter } from '../../scripts/audit-log-writer.ts'
 import { realAuditLines, writePaced } from './audit-source.ts'
-import { caughtUp, checkStoreHoldsSource, freePort, startProcess, stopProcess, waitFor, type Running } from './processes.ts'
+import { caughtUp, checkStoreHoldsSource, collectorRig, freePort, startProcess, stopProcess, waitFor, type Running } from './processes.ts'
 
 const EVENTS = 200_000
 const RATE = 20_000 // events per second while writing: the crashes land while the agent ships
@@ -18,17 +17,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 t.test('SIGKILL the agent 20 times and the collector 3 times: still byte-identical, nothing doubled, chain intact', async (t) => {
   const dir = t.testdir()
   mkdirSync(join(dir, 'log'))
-  const { keyFile, publicKeyFile } = generateKeyPair(join(dir, 'node'))
-  const port = await freePort()
-  const url = `http://127.0.0.1:${port}`
-  const store = join(dir, 'store')
+  const { keyFile, publicKeyFile, url, store, start: startCollector, ready: collectorReady } = await collectorRig(dir)
   const state = join(dir, 'state')
-  const startCollector = () => startProcess(['collector', '--listen', `127.0.0.1:${port}`, '--store', store, '--trust', publicKeyFile])
   const metrics = `127.0.0.1:${await freePort()}`
   const startAgent = () => startProcess(['agent', '--node', 'crashy', '--collector', url, '--log', log.path, '--state-dir', state, '--key', keyFile, '--metrics-listen', metrics])
   const agentReady = () => waitFor('the agent to be ready', async () => (await fetch(`http://${metrics}/readyz`).catch(() => undefined))?.ok === true, 60_000, 20)
   let collector: Running = startCollector()
-  await waitFor('the collector', async () => (await fetch(`${url}/livez`).catch(() => undefined))?.ok === true)
+  await collectorReady()
   const log = new AuditLogWriter({ path: join(dir, 'log', 'audit.log'), maxBytes: 1024 * 1024, maxBackups: 0, gzipEvery: 3, mode: 'rename' })
   let agent: Running = startAgent()
   t.teardown(async () => {

@@ -9,10 +9,9 @@ import { createServer, request } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import t from 'tap'
-import { generateKeyPair } from '../../agent/keygen.ts'
 import { AuditLogWriter } from '../../scripts/audit-log-writer.ts'
 import { realAuditLines, writePaced } from './audit-source.ts'
-import { caughtUp, checkStoreHoldsSource, freePort, startProcess, stopProcess, waitFor } from './processes.ts'
+import { caughtUp, checkStoreHoldsSource, collectorRig, freePort, startProcess, stopProcess, waitFor } from './processes.ts'
 
 const EVENTS = 30_000
 const RATE = 10_000 // lines per second: about 60 rotations a second
@@ -22,14 +21,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 t.test('writer first, agent killed before its first acknowledgement, restarted: every line in the export, byte for byte', async (t) => {
   const dir = t.testdir()
   mkdirSync(join(dir, 'log'))
-  const { keyFile, publicKeyFile } = generateKeyPair(join(dir, 'node'))
-  const port = await freePort()
-  const url = `http://127.0.0.1:${port}`
-  const store = join(dir, 'store')
+  const { keyFile, publicKeyFile, port, url, store, start, ready } = await collectorRig(dir)
   const state = join(dir, 'state')
-  const collector = startProcess(['collector', '--listen', `127.0.0.1:${port}`, '--store', store, '--trust', publicKeyFile])
+  const collector = start()
   t.teardown(() => stopProcess(collector, 'SIGKILL'))
-  await waitFor('the collector', async () => (await fetch(`${url}/livez`).catch(() => undefined))?.ok === true)
+  await ready()
 
   const log = new AuditLogWriter({ path: join(dir, 'log', 'audit.log'), maxBytes: 256 * 1024, maxBackups: 0, gzipEvery: 2, mode: 'rename' })
   const lines = realAuditLines(EVENTS)

@@ -6,6 +6,7 @@ import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { generateKeyPair } from '../../agent/keygen.ts'
 import { AGENT_ENV, AGENT_NODE_FLAGS } from '../../agent/process-settings.ts'
 import type { Test } from 'tap'
 import { eventKey, expectedExportSha256, exportDifference } from './audit-source.ts'
@@ -70,6 +71,27 @@ export async function waitFor(what: string, check: () => Promise<boolean> | bool
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
     await new Promise((r) => setTimeout(r, everyMs))
+  }
+}
+
+/**
+ * A node's key pair (DIR/node.*) and a collector process trusting it, on a free port, storing in
+ * DIR/store. start() runs it (again after a kill: same port, same store, so the agent's URL holds);
+ * ready() waits for its /livez.
+ */
+export async function collectorRig(dir: string) {
+  const { keyFile, publicKeyFile } = generateKeyPair(join(dir, 'node'))
+  const port = await freePort()
+  const url = `http://127.0.0.1:${port}`
+  const store = join(dir, 'store')
+  return {
+    keyFile,
+    publicKeyFile,
+    port,
+    url,
+    store,
+    start: () => startProcess(['collector', '--listen', `127.0.0.1:${port}`, '--store', store, '--trust', publicKeyFile]),
+    ready: () => waitFor('the collector', async () => (await fetch(`${url}/livez`).catch(() => undefined))?.ok === true),
   }
 }
 

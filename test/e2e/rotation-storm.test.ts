@@ -4,23 +4,19 @@
 // byte for byte, and `auditrail verify` must pass.
 import { join } from 'node:path'
 import t from 'tap'
-import { generateKeyPair } from '../../agent/keygen.ts'
 import { AuditLogWriter } from '../../scripts/audit-log-writer.ts'
 import { realAuditLines } from './audit-source.ts'
-import { caughtUp, checkStoreHoldsSource, freePort, startProcess, stopProcess, waitFor } from './processes.ts'
+import { caughtUp, checkStoreHoldsSource, collectorRig, freePort, startProcess, stopProcess, waitFor } from './processes.ts'
 
 const EVENTS = 200_000
 
 t.test('rotation storm: export equals the source byte for byte and verify passes', async (t) => {
   const dir = t.testdir()
   const logDir = join(dir, 'log')
-  const { keyFile, publicKeyFile } = generateKeyPair(join(dir, 'node'))
-  const port = await freePort()
-  const url = `http://127.0.0.1:${port}`
-  const store = join(dir, 'store')
-  const collector = startProcess(['collector', '--listen', `127.0.0.1:${port}`, '--store', store, '--trust', publicKeyFile])
+  const { keyFile, publicKeyFile, url, store, start, ready } = await collectorRig(dir)
+  const collector = start()
   t.teardown(() => stopProcess(collector))
-  await waitFor('the collector', async () => (await fetch(`${url}/livez`).catch(() => undefined))?.ok === true)
+  await ready()
 
   const { mkdirSync } = await import('node:fs')
   mkdirSync(logDir)

@@ -37,6 +37,7 @@ import { may, type Readers } from './readers.ts'
 import { linkProblem, storedAlready, type ChainProblem } from './chain.ts'
 import { checkKeyContinuity, checkSeal } from './seal.ts'
 import { verifyStreamHeadRequest } from '../proto/signed-messages.ts'
+import { TokenBucket } from '../shared/token-bucket.ts'
 import { FileStore } from './store/file-store.ts'
 import { openStore } from './store/open.ts'
 import { isValidStreamId, STREAM_ID_PATTERN, StoreUnavailableError, type BatchStore, type StreamView } from './store/store.ts'
@@ -700,30 +701,22 @@ class ConnectionTable {
   }
 }
 
-/** Per-stream token buckets; `take` answers 0 when allowed, else the seconds to wait. */
+/** Per-stream token buckets (the least recently used dropped past MAX_BUCKETS); `take` answers 0 when allowed, else the seconds to wait. */
 class TokenBuckets {
-  readonly #rate: number
-  readonly #burst: number
-  readonly #buckets = new Map<string, { tokens: number; at: number }>()
+  readonly #limit: { perSecond: number; burst: number }
+  readonly #buckets = new Map<string, TokenBucket>()
 
-  constructor(rate: number, burst: number) {
-    this.#rate = rate
-    this.#burst = burst
+  constructor(perSecond: number, burst: number) {
+    this.#limit = { perSecond, burst }
   }
 
   take(key: string): number {
     const now = performance.now()
-    const b = this.#buckets.get(key) ?? { tokens: this.#burst, at: now }
+    const bucket = this.#buckets.get(key) ?? new TokenBucket(this.#limit, now)
     this.#buckets.delete(key) // re-inserted below: Map order is recency
-    b.tokens = Math.min(this.#burst, b.tokens + ((now - b.at) / 1000) * this.#rate)
-    b.at = now
-    this.#buckets.set(key, b)
+    this.#buckets.set(key, bucket)
     if (this.#buckets.size > MAX_BUCKETS) this.#buckets.delete(this.#buckets.keys().next().value!)
-    if (b.tokens >= 1) {
-      b.tokens -= 1
-      return 0
-    }
-    return Math.max(1, Math.ceil((1 - b.tokens) / this.#rate))
+    return bucket.take(now) ? 0 : Math.max(1, Math.ceil(bucket.waitMs(now) / 1000))
   }
 }
 

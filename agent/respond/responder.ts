@@ -16,11 +16,11 @@ import type { RespondConfig, ResponseAction } from '../config.ts'
 import { slimEvent, type GroupEvent } from '../guard/finding-groups.ts'
 import type { RuleFinding } from '../guard/rule-set.ts'
 import type { AgentMetrics } from '../observe/metrics.ts'
+import { TokenBucket } from '../../shared/token-bucket.ts'
 import { backoffMs } from '../ship/sender.ts'
 import { KubeClient, type KubeAnswer } from './kube-client.ts'
 import { ResponsePolicies, type SkipReason } from './policy.ts'
 import { responseRequest, RESPONSE_FINDING_IDS, VERBS, type ResponseRequest } from './targets.ts'
-import { TokenBucket } from './token-bucket.ts'
 
 /** What happened to one response; a metric label. */
 type Outcome = 'dry_run' | 'done' | 'gone' | 'failed' | 'dropped'
@@ -79,7 +79,7 @@ export class Responder {
     this.#m = options.metrics
     this.#policies = new ResponsePolicies(this.#c)
     this.#client = new KubeClient(this.#c.apiServer)
-    this.#bucket = new TokenBucket(this.#c.rateLimit, performance.now())
+    this.#bucket = new TokenBucket({ perSecond: this.#c.rateLimit.perMinute / 60, burst: this.#c.rateLimit.burst }, performance.now())
     this.#m.responseQueueLength.set(0)
   }
 

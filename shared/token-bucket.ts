@@ -1,6 +1,6 @@
-// The responder's rate limit: a token bucket. `burst` actions may go at once;
-// after that, one per 60/perMinute seconds. The clock is passed in, so the
-// arithmetic is tested without waiting.
+// A token bucket: `burst` takes may go at once; after that, one per 1/perSecond
+// seconds. The agent's responders and the collector's per-stream request limit
+// use it. The clock is passed in, so the arithmetic is tested without waiting.
 
 export class TokenBucket {
   readonly #capacity: number
@@ -8,9 +8,9 @@ export class TokenBucket {
   #tokens: number
   #lastMs: number
 
-  constructor(options: { perMinute: number; burst: number }, nowMs: number) {
+  constructor(options: { perSecond: number; burst: number }, nowMs: number) {
     this.#capacity = options.burst
-    this.#perMs = options.perMinute / 60_000
+    this.#perMs = options.perSecond / 1000
     this.#tokens = options.burst
     this.#lastMs = nowMs
   }

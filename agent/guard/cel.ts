@@ -78,16 +78,25 @@ const DERIVED = VARIABLES.slice(1)
 
 /** Compiles an expression over the variable `event`. Throws CelCompileError. */
 export function compileExpression(text: string): EventExpression {
+  return compileParsed(text, parseExpression(text))
+}
+
+type Parsed = ReturnType<typeof parse>
+
+/** Parses an expression; throws CelCompileError with the place of the problem. */
+function parseExpression(text: string): Parsed {
   if (text.length > MAX_EXPRESSION_LENGTH) throw new CelCompileError(`the expression is ${text.length} characters long; the limit is ${MAX_EXPRESSION_LENGTH}: split it into several rules`, 1, 1)
-  let parsed: ReturnType<typeof parse>
   try {
-    parsed = parse(text)
+    return parse(text)
   } catch (err) {
     // The parser's message starts with "<input>:LINE:COLUMN: ".
     const m = /^<input>:(\d+):(\d+): (.*)/s.exec((err as Error).message)
     if (m) throw new CelCompileError(m[3]!.split('\n')[0]!, Number(m[1]), Number(m[2]))
     throw new CelCompileError((err as Error).message, 1, 1)
   }
+}
+
+function compileParsed(text: string, parsed: Parsed): EventExpression {
   const failAt = (id: bigint, message: string): never => {
     const offset = Number(parsed.sourceInfo?.positions[String(id)] ?? 0)
     const before = text.slice(0, offset)
@@ -220,8 +229,9 @@ export type EventText = (event: AuditEvent) => string | undefined
  * list or scalar on the way, is no value), at a tenth of an evaluation's cost.
  */
 export function compileText(text: string): EventText {
-  const expression = compileExpression(text)
-  const path = eventFieldPath(parse(text).expr)
+  const parsed = parseExpression(text)
+  const expression = compileParsed(text, parsed)
+  const path = eventFieldPath(parsed.expr)
   if (!path) return (event) => evaluateToText(expression, event)
   return (event) => {
     let value: unknown = event

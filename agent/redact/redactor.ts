@@ -51,12 +51,12 @@ export function createRedactor(options: RedactorOptions): (line: Buffer, event: 
   // The same secrets are read over and over (controllers, operators): their markers are remembered,
   // short values only, so the cache stays small; the values are in this process's memory anyway.
   const markers = new LRUCache<string, string>({ max: MARKER_CACHE_ENTRIES })
+  const hmacMarker = (value: string) => `"auditrail:redacted:sha256:${createHmac('sha256', key).update(value).digest('hex').slice(0, 16)}"`
   const marker = (value: string) => {
+    // A long value is never remembered: looking it up would only hash it once more.
+    if (value.length > MARKER_CACHE_MAX_VALUE) return hmacMarker(value)
     let m = markers.get(value)
-    if (m === undefined) {
-      m = `"auditrail:redacted:sha256:${createHmac('sha256', key).update(value).digest('hex').slice(0, 16)}"`
-      if (value.length <= MARKER_CACHE_MAX_VALUE) markers.set(value, m)
-    }
+    if (m === undefined) markers.set(value, (m = hmacMarker(value)))
     return m
   }
 

@@ -42,7 +42,7 @@ export class CollectorChoice {
     this.#now = now
   }
 
-  /** The collector the agent is on (the one `urlFor` returns between probes). */
+  /** The collector the agent is on (the one `next()` returns between probes). */
   get current(): string {
     return this.urls[this.#current]!
   }

@@ -6,7 +6,7 @@
 // Three statements per batch whatever its size: the values go as arrays, unnested
 // by the database (an insert per event would be 800 round trips for a full batch).
 import type { ClientBase } from 'pg'
-import { decodeBatch, severityRank } from '../../proto/wire.ts'
+import { decodeBatch, severityRank, type Batch } from '../../proto/wire.ts'
 import { eventRows } from '../event-fields.ts'
 import { SCHEMA } from './postgres-schema.ts'
 
@@ -19,10 +19,11 @@ export interface IndexedRows {
  * Indexes one batch, given as the Batch bytes exactly as stored in batches.batch (the line
  * positions are offsets into them). `indexed_batches` takes the batch first: its primary key
  * makes a second indexing of the same batch fail, whichever collector tries (`claimed`: the
- * caller inserted that row itself).
+ * caller inserted that row itself; `decoded`: the Batch the caller decoded from these very bytes).
  */
-export async function indexBatchRows(client: ClientBase, stream: string, batchBytes: Buffer, options: { claimed?: boolean } = {}): Promise<IndexedRows> {
-  const b = decodeBatch(batchBytes)
+export async function indexBatchRows(client: ClientBase, stream: string, batchBytes: Buffer, options: { claimed?: boolean; decoded?: Batch } = {}): Promise<IndexedRows> {
+  // At append the collector has decoded these bytes already (to check them): not a second time.
+  const b = options.decoded ?? decodeBatch(batchBytes)
   if (!options.claimed) await client.query(`INSERT INTO ${SCHEMA}.indexed_batches (stream, sequence) VALUES ($1, $2)`, [stream, b.sequence])
   const e = { time: [] as number[], record: [] as number[], position: [] as number[], length: [] as number[], user: [] as Array<string | null>, impersonated: [] as Array<string | null>, sourceIp: [] as Array<string | null>, verb: [] as Array<string | null>, resource: [] as Array<string | null>, subresource: [] as Array<string | null>, apiGroup: [] as Array<string | null>, namespace: [] as Array<string | null>, name: [] as Array<string | null>, code: [] as Array<number | null>, auditId: [] as Array<string | null>, stage: [] as Array<string | null>, severity: [] as Array<number | null> }
   const g = { record: [] as number[], grp: [] as string[] }

@@ -251,7 +251,7 @@ export class PostgresStore implements BatchStore {
         [streamId, batch.sequence, digest, Buffer.from(batch.prevDigest), sealed.keyId, batch.keyRotation?.previousKeyId ?? null, sealed.algorithm, Buffer.from(sealed.signature), batchBytes],
       ))
       // In the same transaction: the batch is queryable the moment it is acknowledged, and indexed once.
-      if (this.#index) await db(indexBatchRows(client, streamId, batchBytes))
+      if (this.#index) await db(indexBatchRows(client, streamId, batchBytes, { decoded: batch }))
       await db(client.query('COMMIT'))
       return 'appended'
     } catch (err) {

@@ -275,9 +275,6 @@ function fold(s: BaselineState, x: number): void {
 function finding(def: Detector, event: AuditEvent, message: string, details: Record<string, string>): DetectorFinding {
   const base: Record<string, string> = { title: def.title }
   if (def.mitre.length > 0) base.mitre = def.mitre.join(',')
-  if (event.user?.username) base.user = String(event.user.username)
-  if (event.sourceIPs?.[0]) base.sourceIP = String(event.sourceIPs[0])
-  if (event.stageTimestamp) base.stageTimestamp = event.stageTimestamp
   return { source: 'detector', id: def.id, severity: def.severity, message: message.length > 1024 ? `${message.slice(0, 1023)}…` : message, auditId: event.auditID, details: { ...base, ...details } }
 }
 

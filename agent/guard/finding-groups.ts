@@ -42,7 +42,11 @@ const BY_FIELDS: Record<string, (ev: AuditEvent, f: RuleFinding) => unknown> = {
   namespace: (ev) => ev.objectRef?.namespace,
   resource: (ev) => ev.objectRef?.resource,
   name: (ev) => ev.objectRef?.name,
-  object: (ev, f) => f.details.resource !== undefined || ev.objectRef?.name !== undefined ? `${f.details.resource ?? ev.objectRef?.resource ?? ''}/${ev.objectRef?.name ?? ''}` : undefined,
+  object: (ev) => {
+    const ref = ev.objectRef
+    if (ref?.resource === undefined && ref?.name === undefined) return undefined
+    return `${ref.resource ?? ''}${ref.subresource ? `/${ref.subresource}` : ''}/${ref.name ?? ''}`
+  },
   code: (ev) => ev.responseStatus?.code,
   key: (_ev, f) => f.details.key,
 }

@@ -13,7 +13,6 @@ import { deniedByAdmission } from './admission.ts'
 import type { GroupSpec } from './finding-groups.ts'
 
 export const BUILTIN_RULES_DIR = fileURLToPath(new URL('./builtin-rules/', import.meta.url))
-const MAX_DETAIL_LENGTH = 256
 /** Rules that look at several stages of one request fire once per request (auditID). */
 const FIRED_REQUESTS = 10_000
 
@@ -110,23 +109,12 @@ export class RuleSet {
   }
 }
 
+// A finding's details hold what it adds to its event (the rule's title and techniques, later its group):
+// the event's own fields (user, verb, object, code...) are in the record it points to, and an alert
+// takes them from the event. Repeated in every finding, they were most of the bytes of a finding and a
+// fifth of the encoding of a batch, for half the events of a real apiserver log.
 function findingOf(rule: Rule, event: AuditEvent): RuleFinding {
-  const ref = event.objectRef
   const details: Record<string, string> = { title: rule.title }
-  const put = (key: string, value: string | number | undefined) => {
-    if ((typeof value !== 'string' && typeof value !== 'number') || value === '') return // event fields are hostile: an object here cannot be turned into text
-    const s = String(value)
-    details[key] = s.length > MAX_DETAIL_LENGTH ? `${s.slice(0, MAX_DETAIL_LENGTH - 1)}…` : s
-  }
-  put('mitre', rule.mitre.join(','))
-  put('user', event.user?.username)
-  put('impersonatedUser', event.impersonatedUser?.username)
-  put('sourceIP', event.sourceIPs?.[0])
-  put('verb', event.verb)
-  put('resource', typeof ref?.resource === 'string' && ref.resource ? (typeof ref.subresource === 'string' && ref.subresource ? `${ref.resource}/${ref.subresource}` : ref.resource) : undefined)
-  put('namespace', ref?.namespace)
-  put('name', ref?.name)
-  put('code', event.responseStatus?.code)
-  put('stageTimestamp', event.stageTimestamp)
+  if (rule.mitre.length > 0) details.mitre = rule.mitre.join(',')
   return { source: 'rule', id: rule.id, severity: rule.severity, message: rule.message(event), auditId: event.auditID, details }
 }

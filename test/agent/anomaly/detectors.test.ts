@@ -19,7 +19,7 @@ t.test('threshold: every event past N per key in the window is a finding of the 
   t.same(run(d, burst(0, 'alice', 5)), [], 'five is not more than five')
   const f = run(d, burst(5000, 'alice', 10))
   t.equal(f.length, 10, 'each event past the threshold (they group into one finding by key)')
-  t.match(f[0], { source: 'detector', id: 'burst', severity: 'high', details: { count: '6', threshold: '5', window: '1m', key: 'user=alice', user: 'alice', burstCount: '6', burstPeak: '6', burstFirstSeen: new Date(T0).toISOString() } })
+  t.match(f[0], { source: 'detector', id: 'burst', severity: 'high', details: { count: '6', threshold: '5', window: '1m', key: 'user=alice', burstCount: '6', burstPeak: '6', burstFirstSeen: new Date(T0).toISOString() } })
   t.match(f[0]!.message, /^6 events in 1m for user=alice, more than the threshold of 5: A burst$/)
   t.match(f.at(-1)!.details, { count: '15', burstCount: '15', burstPeak: '15', burstLastSeen: new Date(T0 + 14_000).toISOString() })
   t.same(run(d, burst(20_000, 'bob', 5)), [], 'another key counts apart')

@@ -64,7 +64,10 @@ t.test('default key: rule, user, namespace and object; a CEL key; ids stable acr
   t.equal(d.by, 'user, namespace, object')
   t.equal(d.windowMs, 3_600_000)
   const ev = at(0, { objectRef: { resource: 'secrets', namespace: 'prod', name: 'db' } })
-  t.equal(d.keyOf(ev, finding('x', { resource: 'secrets' })), 'alice\u0000prod\u0000secrets/db')
+  t.equal(d.keyOf(ev, finding('x')), 'alice\u0000prod\u0000secrets/db')
+  const exec = at(0, { objectRef: { resource: 'pods', subresource: 'exec', namespace: 'prod', name: 'web' } })
+  t.equal(d.keyOf(exec, finding('x')), 'alice\u0000prod\u0000pods/exec/web', 'the object is resource/subresource/name, read from the event')
+  t.equal(d.keyOf(at(0, { objectRef: undefined }), finding('x')), 'alice\u0000<none>\u0000<none>', 'no objectRef: no object')
   t.equal(spec({ by: 'event.objectRef.namespace + "/" + event.verb' }).keyOf(ev, finding('x')), 'prod/get')
   const idOf = () => {
     const changes: GroupChange[] = []

@@ -163,5 +163,9 @@ export function outsideClusterNetworks(ip: string): boolean {
 }
 
 export function knownBadAddress(ip: string): boolean {
-  return knownBad.has(ip)
+  return knownBad.size > 0 && knownBad.has(ip)
 }
+
+/** Whether a list is loaded: without one, its function is false for every address (cel.ts skips conditions that need it). */
+export const hasClusterNetworks = (): boolean => clusterNetworks.size > 0
+export const hasKnownBadAddresses = (): boolean => knownBad.size > 0

@@ -111,3 +111,31 @@ t.test('an evaluation has a budget: nested comprehensions over huge lists stop, 
   t.equal(out.length, 1)
   t.match(out[0], { id: 'costly', details: { overBudget: 'true' }, message: /too costly to evaluate .* counts as a match/ })
 })
+
+t.test('a condition that needs an address list is not evaluated without it (not even to run out of budget)', async (t) => {
+  const { NetworkSet, setClusterNetworks, setKnownBadAddresses } = await import('../../../agent/guard/networks.ts')
+  t.teardown(() => {
+    setKnownBadAddresses(new NetworkSet([]))
+    setClusterNetworks(new NetworkSet([]))
+  })
+  const big = Array.from({ length: 10_000 }, (_, i) => ({ name: `c${i}` }))
+  const ev = event({ verb: 'create', sourceIPs: ['203.0.113.9'], requestObject: { kind: 'Pod', metadata: { name: 'p' }, spec: { containers: big } } })
+  const costly = 'containers.exists(a, containers.exists(b, a.name == b.name && b.name == "none"))'
+  const needsKnownBad = [
+    `${costly} && event.sourceIPs.exists(ip, knownBadAddress(ip))`,
+    `knownBadAddress(event.sourceIPs[0]) && ${costly}`,
+    `event.sourceIPs.exists(ip, ip != "" && knownBadAddress(ip)) && ${costly}`,
+  ]
+  for (const text of needsKnownBad) t.equal(compilePredicate(text)(ev), false, `no list: false, unevaluated: ${text.slice(0, 60)}`)
+  t.equal(compilePredicate(`event.sourceIPs.exists(ip, outsideClusterNetworks(ip)) && ${costly}`)(ev), false, 'the same for the cluster networks')
+  // Not a conjunct of the condition: it is evaluated (and runs out of budget).
+  const { CelBudgetExceeded } = await import('../../../agent/guard/cel.ts')
+  for (const text of [`${costly} || knownBadAddress(event.sourceIPs[0])`, `!knownBadAddress(event.sourceIPs[0]) && ${costly}`, `event.sourceIPs.all(ip, knownBadAddress(ip)) || ${costly}`]) {
+    t.throws(() => compilePredicate(text)(ev), CelBudgetExceeded, `evaluated: ${text.slice(-60)}`)
+  }
+  setKnownBadAddresses(new NetworkSet(['203.0.113.0/24']))
+  setClusterNetworks(new NetworkSet(['10.0.0.0/8']))
+  t.equal(compilePredicate('event.sourceIPs.exists(ip, knownBadAddress(ip))')(ev), true, 'with the list loaded, the same condition is evaluated')
+  t.equal(compilePredicate('event.sourceIPs.exists(ip, outsideClusterNetworks(ip))')(ev), true)
+  t.throws(() => compilePredicate(needsKnownBad[0]!)(ev), CelBudgetExceeded)
+})

@@ -10,6 +10,7 @@
 // evaluation errors on every event.
 import { celEnv, celFunc, CelScalar, isCelError, parse, plan, type CelResult } from '@bufbuild/cel'
 import { strings } from '@bufbuild/cel/ext'
+import { LRUCache } from 'lru-cache'
 import { execCommandOf, type AuditEvent } from '../audit/event.ts'
 import { CelBudgetExceeded, celView, chargedList, rootView, withBudget } from './cel-view.ts'
 import { hasClusterNetworks, hasKnownBadAddresses, knownBadAddress, outsideClusterNetworks } from './networks.ts'
@@ -83,9 +84,20 @@ export function compileExpression(text: string): EventExpression {
 
 type Parsed = ReturnType<typeof parse>
 
+// The built-in rules and detectors hold 249 expressions (conditions, group keys, message placeholders such
+// as `event.user.username`, written 52 times), 60 of them different: each text is parsed once, not 249 times
+// at every start. Bounded, for agents whose rules are reloaded with new texts for months. A tree is only read.
+const parsedTexts = new LRUCache<string, Parsed>({ max: 4096 })
+
 /** Parses an expression; throws CelCompileError with the place of the problem. */
 function parseExpression(text: string): Parsed {
   if (text.length > MAX_EXPRESSION_LENGTH) throw new CelCompileError(`the expression is ${text.length} characters long; the limit is ${MAX_EXPRESSION_LENGTH}: split it into several rules`, 1, 1)
+  let parsed = parsedTexts.get(text)
+  if (parsed === undefined) parsedTexts.set(text, (parsed = parseText(text)))
+  return parsed
+}
+
+function parseText(text: string): Parsed {
   try {
     return parse(text)
   } catch (err) {

@@ -35,8 +35,8 @@ export class RuleSet {
   readonly rules: readonly Rule[]
   readonly #verbs: Set<string>
   readonly #resources: Set<string>
-  /** Candidates per (verb, resource); names no rule mentions share one bucket, so the map stays small. */
-  readonly #index = new Map<string, Rule[]>()
+  /** Candidates per verb, then resource; names no rule mentions share one bucket, so the maps stay small. */
+  readonly #index = new Map<string, Map<string, Rule[]>>()
   readonly #fired = new LRUCache<string, true>({ max: FIRED_REQUESTS })
   readonly #byId: Map<string, Rule>
 
@@ -56,11 +56,12 @@ export class RuleSet {
   candidates(verb: string, resource: string): Rule[] {
     const v = this.#verbs.has(verb) ? verb : OTHER
     const r = this.#resources.has(resource) ? resource : OTHER
-    const key = `${v}\u0000${r}`
-    let list = this.#index.get(key)
+    let byResource = this.#index.get(v)
+    if (!byResource) this.#index.set(v, (byResource = new Map()))
+    let list = byResource.get(r)
     if (!list) {
       list = this.rules.filter((rule) => (!rule.match.verbs || rule.match.verbs.has(v)) && (!rule.match.resources || rule.match.resources.has(r)))
-      this.#index.set(key, list)
+      byResource.set(r, list)
     }
     return list
   }

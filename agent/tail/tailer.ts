@@ -62,6 +62,8 @@ export interface TailChunk {
   endOfFile: boolean
   /** Bytes read for this chunk; more may be waiting when it is not 0 (a long line in progress). */
   bytesRead: number
+  /** The read took all the plain file held: what comes next is still being written. */
+  caughtUp: boolean
 }
 
 export interface TailerOptions {
@@ -195,7 +197,7 @@ export class Tailer {
       c.position += bytes.length
       const records: SplitRecord[] = []
       c.splitter.feed(bytes, records)
-      return { ...this.#chunk(c, start, records, false), bytesRead: bytes.length }
+      return { ...this.#chunk(c, start, records, false), bytesRead: bytes.length, caughtUp: !source.gzip && bytes.length < READ_CHUNK_BYTES }
     }
     // At the end of what is there.
     if (!source.gzip) {
@@ -311,11 +313,11 @@ export class Tailer {
   }
 
   #chunk(c: Current, start: number, records: TailRecord[], endOfFile: boolean): TailChunk {
-    return { path: c.file.path, identity: c.file.identity, order: c.file.order, startOffset: start, endOffset: c.splitter.committedOffset, records, endOfFile, bytesRead: 0 }
+    return { path: c.file.path, identity: c.file.identity, order: c.file.order, startOffset: start, endOffset: c.splitter.committedOffset, records, endOfFile, bytesRead: 0, caughtUp: false }
   }
 
   #emptyChunk(): TailChunk {
-    return { path: this.#options.path, identity: ZERO_IDENTITY, order: { liveAfter: 0 }, startOffset: 0, endOffset: 0, records: [], endOfFile: false, bytesRead: 0 }
+    return { path: this.#options.path, identity: ZERO_IDENTITY, order: { liveAfter: 0 }, startOffset: 0, endOffset: 0, records: [], endOfFile: false, bytesRead: 0, caughtUp: false }
   }
 
   /** Ends the current file (flushing a last line without newline) and moves to the next. */

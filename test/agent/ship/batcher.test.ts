@@ -12,7 +12,7 @@ function chunk(from: number, lines: string[], extra: Partial<TailChunk> = {}): T
     records.push({ kind: 'line', offset, bytes: Buffer.from(l) })
     offset += l.length + 1
   }
-  return { path: '/a/audit.log', identity, order: { liveAfter: 0 }, startOffset: from, endOffset: offset, records, endOfFile: false, bytesRead: offset - from, ...extra }
+  return { path: '/a/audit.log', identity, order: { liveAfter: 0 }, startOffset: from, endOffset: offset, records, endOfFile: false, bytesRead: offset - from, caughtUp: false, ...extra }
 }
 
 t.test('closes batches at the event limit with contiguous offsets', async (t) => {

@@ -99,6 +99,26 @@ t.test('idle at the end of the live file, the reader finds a rotation itself: no
   t.same(texts(records), range(0, 15))
 })
 
+t.test('a read says when it took all the live file held (the agent then waits for more), not while catching up', async (t) => {
+  const dir = t.testdir()
+  // 4,000 lines of about 110 bytes: more than one read of 256 KiB.
+  write(dir, range(0, 4000))
+  const tailer = makeTailer(dir)
+  t.teardown(() => tailer.close())
+  await tailer.start(undefined)
+  const first = await tailer.read()
+  t.equal(first.bytesRead, 256 * 1024)
+  t.equal(first.caughtUp, false, 'a full read: more is there')
+  let chunk = first
+  while (!chunk.caughtUp) chunk = await tailer.read()
+  t.ok(chunk.bytesRead > 0 && chunk.bytesRead < 256 * 1024, 'the rest of the file')
+  t.equal(tailer.position()?.offset, range(0, 4000).join('\n').length + 1, 'all of it')
+  write(dir, range(4000, 4003))
+  const more = await tailer.read()
+  t.same([more.records.length, more.caughtUp], [3, true], 'lines appended since: read, caught up again')
+  t.equal((await tailer.read()).caughtUp, false, 'nothing new: an empty read')
+})
+
 t.test('a half-written last line is held back until its newline arrives', async (t) => {
   const dir = t.testdir()
   writeFileSync(join(dir, 'audit.log'), `${line(1)}\n${line(2).slice(0, 30)}`)

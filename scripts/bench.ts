@@ -574,7 +574,7 @@ async function http2Phase() {
   return { events: real.lines, copies: real.copies, source: real.source, runs, http1: h1, http2: h2 }
 }
 
-build(BUILT)
+await build(BUILT)
 const started = new Date()
 const load = loadavg()
 say(`auditrail bench (node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${cpus().length}; load average ${load.map((l) => l.toFixed(2)).join(' ')}): phases ${[...PHASES].join(', ')}`)

@@ -2,7 +2,7 @@
 // sources: this runs the build's `auditrail demo` (agent, collector, its index
 // worker, verify, export and a query, each from the compiled files) as a person would.
 import { execFile } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
@@ -15,11 +15,14 @@ t.test('the compiled agent and collector run the demo end to end', async (t) => 
   mkdirSync(join(ROOT, '.scratch'), { recursive: true })
   const out = mkdtempSync(join(ROOT, '.scratch', 'build-'))
   t.teardown(() => rmSync(out, { recursive: true, force: true }))
-  build(out)
+  await build(out)
   const files = readdirSync(out, { recursive: true, encoding: 'utf8' })
   t.same(files.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts')), [], 'no TypeScript left to strip')
   t.ok(files.includes(join('agent', 'guard', 'builtin-rules', 'workloads.yaml')), 'the rule pack is beside the compiled rules')
   t.ok(files.includes(join('proto', 'auditrail', 'v2', 'collector.proto')), 'and the .proto beside the codec')
+  const entry = readFileSync(join(out, 'programs', 'main.js'), 'utf8')
+  t.notMatch(entry, /from ["']\.\.\/(agent|collector|proto|shared)\//, 'the entry is a bundle: it imports no module of the tree')
+  t.notMatch(entry, /from ["'](undici|protobufjs|pino|prom-client)["']/, 'nor a package of node_modules')
   const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
     execFile(process.execPath, [join(out, 'programs', 'main.js'), 'demo', '--events', '3000', '--rate', '3000'], { cwd: out }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })

@@ -102,7 +102,7 @@ class RowInserter {
   readonly #db: DatabaseSync
   readonly #into: string
   readonly #columns: number
-  /** By number of rows: the full statement, and those of the last, shorter flush of a batch. */
+  /** By number of rows, a power of two: a batch's last rows go in a few statements, and few are prepared. */
   readonly #statements = new Map<number, StatementSync>()
   #values: SQLInputValue[] = []
 
@@ -118,10 +118,14 @@ class RowInserter {
   }
 
   flush(): void {
-    if (this.#values.length === 0) return
     const values = this.#values
     this.#values = []
-    this.#statement(values.length / this.#columns).run(...values)
+    for (let at = 0; at < values.length;) {
+      const rows = 2 ** Math.floor(Math.log2((values.length - at) / this.#columns))
+      const end = at + rows * this.#columns
+      this.#statement(rows).run(...values.slice(at, end))
+      at = end
+    }
   }
 
   /** Drops the rows not yet inserted (after a rollback). */

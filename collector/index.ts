@@ -9,7 +9,7 @@
 // start the collector continues from `indexed_sequence + 1` of every stream.
 // A live collector writes the index from a worker thread (index-worker.ts,
 // started by live-indexer.ts) and answers queries from a read-only connection.
-import { DatabaseSync, type StatementSync } from 'node:sqlite'
+import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite'
 import { existsSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { setImmediate as yieldToLoop } from 'node:timers/promises'
@@ -90,6 +90,60 @@ CREATE INDEX IF NOT EXISTS findings_group ON findings (grp, time) WHERE grp IS N
 
 const TERM_CACHE = 200_000
 
+/** Rows one INSERT takes at most. */
+const ROWS_PER_INSERT = 64
+
+/**
+ * Rows of one table, inserted many a statement. OR FAIL: a failing row fails the batch's
+ * transaction anyway, so SQLite need not keep a statement journal to undo only that statement
+ * (with OR ABORT, the default, a multi-row INSERT writes one, and was slower than a row a statement).
+ */
+class RowInserter {
+  readonly #db: DatabaseSync
+  readonly #into: string
+  readonly #columns: number
+  /** By number of rows, a power of two: a batch's last rows go in a few statements, and few are prepared. */
+  readonly #statements = new Map<number, StatementSync>()
+  #values: SQLInputValue[] = []
+
+  constructor(db: DatabaseSync, into: string, columns: number) {
+    this.#db = db
+    this.#into = into
+    this.#columns = columns
+  }
+
+  add(...row: SQLInputValue[]): void {
+    for (const v of row) this.#values.push(v)
+    if (this.#values.length === ROWS_PER_INSERT * this.#columns) this.flush()
+  }
+
+  flush(): void {
+    const values = this.#values
+    this.#values = []
+    for (let at = 0; at < values.length;) {
+      const rows = 2 ** Math.floor(Math.log2((values.length - at) / this.#columns))
+      const end = at + rows * this.#columns
+      this.#statement(rows).run(...values.slice(at, end))
+      at = end
+    }
+  }
+
+  /** Drops the rows not yet inserted (after a rollback). */
+  clear(): void {
+    this.#values = []
+  }
+
+  #statement(rows: number): StatementSync {
+    let statement = this.#statements.get(rows)
+    if (!statement) {
+      const row = `(${Array.from({ length: this.#columns }, () => '?').join(', ')})`
+      statement = this.#db.prepare(`INSERT OR FAIL INTO ${this.#into} VALUES ${Array.from({ length: rows }, () => row).join(', ')}`)
+      this.#statements.set(rows, statement)
+    }
+    return statement
+  }
+}
+
 /** A 48-bit hash of an audit ID (two FNV-1a lanes): the key of the audit ID index; the text is compared after. */
 export function auditKey(id: string): number {
   let a = 0x811c9dc5
@@ -125,9 +179,10 @@ export interface OpenIndexOptions {
 export class EventIndex {
   readonly path: string
   readonly db: DatabaseSync
-  readonly #insertEvent: StatementSync | undefined
-  readonly #insertGroup: StatementSync | undefined
-  readonly #insertFinding: StatementSync | undefined
+  readonly #events: RowInserter | undefined
+  readonly #groups: RowInserter | undefined
+  readonly #findings: RowInserter | undefined
+  readonly #lastId: StatementSync | undefined
   readonly #setIndexed: StatementSync | undefined
   readonly #getIndexed: StatementSync
   readonly #findTerm: StatementSync
@@ -156,11 +211,11 @@ export class EventIndex {
       const version = this.db.prepare('SELECT value FROM meta WHERE key = ?').get('schema') as { value: string } | undefined
       if (!version) this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema', INDEX_SCHEMA_VERSION)
       else if (version.value !== INDEX_SCHEMA_VERSION) throw new IndexError(`${path} has schema version ${version.value}, this collector writes ${INDEX_SCHEMA_VERSION}; run 'auditrail collector reindex'`)
-      this.#insertEvent = this.db.prepare(`INSERT INTO events (time, stream, sequence, record, segment, entry_offset, line_position, line_length,
-        user, impersonated_user, source_ip, verb, resource, subresource, api_group, namespace, name, code, audit_id, stage, severity, audit_key)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-      this.#insertGroup = this.db.prepare('INSERT INTO event_groups (grp, event) VALUES (?, ?)')
-      this.#insertFinding = this.db.prepare('INSERT INTO findings (event, n, time, finding_id, severity, source, message, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      this.#events = new RowInserter(this.db, `events (id, time, stream, sequence, record, segment, entry_offset, line_position, line_length,
+        user, impersonated_user, source_ip, verb, resource, subresource, api_group, namespace, name, code, audit_id, stage, severity, audit_key)`, 23)
+      this.#groups = new RowInserter(this.db, 'event_groups (grp, event)', 2)
+      this.#findings = new RowInserter(this.db, 'findings (event, n, time, finding_id, severity, source, message, grp)', 8)
+      this.#lastId = this.db.prepare('SELECT max(id) AS id FROM events')
       // Planner statistics where they are missing or stale (cheap: it analyzes only what needs it).
       if (!options.bulk) this.db.exec('PRAGMA optimize = 0x10002')
       this.#insertTerm = this.db.prepare('INSERT INTO terms (term) VALUES (?)')
@@ -201,22 +256,30 @@ export class EventIndex {
     let findings = 0
     this.db.exec('BEGIN IMMEDIATE')
     try {
+      // Ids given here as SQLite gives them (the largest so far + 1), so that an event's groups
+      // and findings can go in with it, many rows a statement.
+      let id = (this.#lastId!.get() as { id: number | null }).id ?? 0
       for (const { record, fields, position, length, findings: fs, severity } of eventRows(b, buf)) {
-        const { lastInsertRowid: id } = this.#insertEvent!.run(
-          fields.time, stream, b.sequence, record, at.segment, at.offset, at.offset + ENTRY_HEADER_BYTES + position, length,
+        id++
+        this.#events!.add(
+          id, fields.time, stream, b.sequence, record, at.segment, at.offset, at.offset + ENTRY_HEADER_BYTES + position, length,
           this.#term(fields.user), this.#term(fields.impersonated), this.#term(fields.sourceIp), this.#term(fields.verb), this.#term(fields.resource), this.#term(fields.subresource),
           this.#term(fields.apiGroup), this.#term(fields.namespace), fields.name, fields.code, fields.auditId, this.#term(fields.stage), severity,
           fields.auditId === null ? null : auditKey(fields.auditId),
         )
-        for (const g of fields.groups) this.#insertGroup!.run(this.#term(g), id)
-        for (const [n, f] of fs.entries()) this.#insertFinding!.run(id, n, fields.time, f.id, severityRank(f.severity), f.source, f.message, f.details.group ?? null)
+        for (const g of fields.groups) this.#groups!.add(this.#term(g), id)
+        for (const [n, f] of fs.entries()) this.#findings!.add(id, n, fields.time, f.id, severityRank(f.severity), f.source, f.message, f.details.group ?? null)
         events++
         findings += fs.length
       }
+      this.#events!.flush()
+      this.#groups!.flush()
+      this.#findings!.flush()
       this.#setIndexed!.run(stream, b.sequence)
       this.db.exec('COMMIT')
     } catch (err) {
       this.db.exec('ROLLBACK')
+      for (const rows of [this.#events!, this.#groups!, this.#findings!]) rows.clear()
       this.#terms.clear() // it may hold ids of terms the rollback removed
       throw err
     }
@@ -260,7 +323,7 @@ export class EventIndex {
   }
 
   #readOnly(): boolean {
-    return this.#insertEvent === undefined
+    return this.#events === undefined
   }
 }
 

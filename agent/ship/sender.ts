@@ -103,9 +103,10 @@ export class Sender {
    * (requests go one at a time, and the compressed copy is what is sent). A new body per request
    * outlived the young generation while it waited for the compressor, so only a full GC freed it:
    * a third of the buffer bytes the agent dropped at full speed, and V8 starts a full GC each time
-   * external memory grows by 64 MiB. Catch-up of the real log x5 (164 MB), 3 interleaved pairs:
-   * full GCs 13-15 -> 9-12, buffer bytes freed by them 396-560 -> 276-351 MiB, agent CPU 4.78-5.29
-   * -> 4.64-4.83 s. Peak RSS did not move: that cap on external memory still bounds it (80-84 MiB).
+   * external memory grows by 64 MiB. Catch-up of the real log x5 (164 MB), 10 interleaved pairs:
+   * full GCs 13-17 -> 9-13 (fewer in every pair), buffer bytes freed by them 396-560 -> 276-423 MiB;
+   * agent CPU 4.78-5.29 -> 4.64-4.83 s in the first 3 pairs, within the noise (+-0.5 s) in the rest,
+   * run under more load. Peak RSS did not move: that cap on external memory still bounds it (~80 MiB).
    * Held from the first compressed request on: collector.maxRequestBytes, or one bigger batch.
    */
   #body = Buffer.alloc(0)

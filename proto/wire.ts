@@ -397,11 +397,12 @@ export function decodeSealedBatch(bytes: Uint8Array): SealedBatch {
   return sealedFrom(decode(types.SealedBatch, bytes, 'sealed_batch') as RawSealed, 'sealed_batch')
 }
 
-export function encodePushBatchRequest(batches: SealedBatch[]): Uint8Array {
+/** `alloc(size)` gives the buffer the request is written to: a new one by default; the agent's sender reuses one (sender.ts). */
+export function encodePushBatchRequest(batches: SealedBatch[], alloc: (size: number) => Buffer = Buffer.allocUnsafe): Uint8Array {
   // Each sealed batch: its batch bytes (field 1) framed here, the signature and names (fields 2 to 4) by protobufjs.
   const rests = batches.map(({ batch: _, ...rest }) => types.SealedBatch.encode(rest as unknown as Record<string, unknown>).finish())
   const bodies = batches.map((b, i) => (b.batch.length > 0 ? 1 + varintSize(b.batch.length) + b.batch.length : 0) + rests[i]!.length)
-  const out = Buffer.allocUnsafe(bodies.reduce((sum, body) => sum + 1 + varintSize(body) + body, 0))
+  const out = alloc(bodies.reduce((sum, body) => sum + 1 + varintSize(body) + body, 0))
   let pos = 0
   for (let i = 0; i < batches.length; i++) {
     const batch = batches[i]!.batch

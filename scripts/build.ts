@@ -59,6 +59,13 @@ async function bundle(out: string): Promise<void> {
     // from the bundle's place, as from the tree's: node_modules beside out/ (the image's /app/node_modules).
     banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
     plugins: [ownFileUrls(out, outdir)],
+    // Without comments (and their indentation) the bundle is 2.7 MB instead of 3.8, and plain ASCII: a
+    // comment's "—" or "µ" made V8 hold its whole chunk as UTF-16 source, twice its bytes, for as long
+    // as the agent runs. The licence comments go to a .LEGAL.txt beside their chunk, for the same reason.
+    // Idle agent, 8 interleaved pairs: RSS 111-125 -> 105-118 MiB, external memory 8.1 -> 6.0 MiB;
+    // agent --help 83 -> 77 MiB (3 pairs).
+    minifyWhitespace: true,
+    legalComments: 'external',
     logLevel: 'error',
   })
 }

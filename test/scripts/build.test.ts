@@ -3,7 +3,7 @@
 // worker, verify, export and a query, each from the compiled files) as a person would.
 import { execFile } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { build } from '../../scripts/build.ts'
@@ -21,8 +21,10 @@ t.test('the compiled agent and collector run the demo end to end', async (t) => 
   t.ok(files.includes(join('agent', 'guard', 'builtin-rules', 'workloads.yaml')), 'the rule pack is beside the compiled rules')
   t.ok(files.includes(join('proto', 'auditrail', 'v2', 'collector.proto')), 'and the .proto beside the codec')
   const entry = readFileSync(join(out, 'programs', 'main.js'), 'utf8')
-  t.notMatch(entry, /from ["']\.\.\/(agent|collector|proto|shared)\//, 'the entry is a bundle: it imports no module of the tree')
-  t.notMatch(entry, /from ["'](undici|protobufjs|pino|prom-client)["']/, 'nor a package of node_modules')
+  t.notMatch(entry, /from\s*["']\.\.\/(agent|collector|proto|shared)\//, 'the entry is a bundle: it imports no module of the tree')
+  t.notMatch(entry, /from\s*["'](undici|protobufjs|pino|prom-client)["']/, 'nor a package of node_modules')
+  const bundle = files.filter((f) => f.startsWith(`programs${sep}`) && f.endsWith('.js')).map((f) => readFileSync(join(out, f), 'latin1'))
+  t.notOk(bundle.some((code) => /[^\x00-\x7f]/.test(code)), 'the bundle is ASCII (V8 would hold a chunk with one other character as UTF-16)')
   const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
     execFile(process.execPath, [join(out, 'programs', 'main.js'), 'demo', '--events', '3000', '--rate', '3000'], { cwd: out }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })

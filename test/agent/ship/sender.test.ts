@@ -3,7 +3,7 @@
 // the connection mid-response. The sender retries the same bytes and never skips.
 import { generateKeyPairSync } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import { gunzipSync } from 'node:zlib'
+import { gunzipSync, zstdDecompressSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { Agent } from 'undici'
 import { keyIdOf } from '../../../proto/keys.ts'
@@ -34,14 +34,17 @@ function draft(n: number): BatchDraft {
 type Behaviour = (req: IncomingMessage, res: ServerResponse, sequences: number[]) => void
 
 /** A collector stand-in that records every batch it accepts, with a scripted misbehaviour per request; stand-ins given one `accepted` share a store. */
-async function collector(t: Test, script: Behaviour[], accepted: number[] = []) {
+async function collector(t: Test, script: Behaviour[], accepted: number[] = [], received: Buffer[] = []) {
   let requests = 0
   const server = createServer(async (req, res) => {
     const chunks: Buffer[] = []
     for await (const c of req) chunks.push(c as Buffer)
     let body = Buffer.concat(chunks)
     if (req.headers['content-encoding'] === 'gzip') body = gunzipSync(body)
-    const sequences = decodePushBatchRequest(body).map((s) => decodeBatch(s.batch).sequence)
+    if (req.headers['content-encoding'] === 'zstd') body = zstdDecompressSync(body)
+    const sealed = decodePushBatchRequest(body)
+    for (const s of sealed) received.push(Buffer.from(s.batch))
+    const sequences = sealed.map((s) => decodeBatch(s.batch).sequence)
     const behaviour = script[requests++]
     if (behaviour) return behaviour(req, res, sequences)
     for (const s of sequences) if (s === (accepted.at(-1) ?? 0) + 1) accepted.push(s)
@@ -53,7 +56,7 @@ async function collector(t: Test, script: Behaviour[], accepted: number[] = []) 
   return { url: `http://127.0.0.1:${port}`, accepted, requests: () => requests, close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()) }) }
 }
 
-function sender(url: string | string[], acked: SealedItem[], failures: string[], timeoutMs = 2000, onSwitch?: (c: CollectorSwitch) => void) {
+function sender(url: string | string[], acked: SealedItem[], failures: string[], timeoutMs = 2000, onSwitch?: (c: CollectorSwitch) => void, compression: 'zstd' | 'gzip' = 'zstd') {
   return new Sender({
     collectors: new CollectorChoice(typeof url === 'string' ? [url] : url, 200),
     streamId: 'node-a',
@@ -62,7 +65,7 @@ function sender(url: string | string[], acked: SealedItem[], failures: string[],
     maxUnackedBytes: 1024 * 1024,
     maxBatchesPerRequest: 2,
     maxRequestBytes: 1024 * 1024,
-    compression: 'zstd',
+    compression,
     retryInitialMs: 10,
     retryMaxMs: 50,
     onAck: (_last, items) => void acked.push(...items),
@@ -93,6 +96,30 @@ t.test('retries through 503, 429 with Retry-After, a hang and a reset, in order,
   t.ok(Date.now() - started >= 1000, 'waited as long as Retry-After asked')
   t.same(c.accepted, [1, 2, 3, 4, 5], 'every batch arrived once, in order')
   t.same(acked.map((a) => a.sequence), [1, 2, 3, 4, 5])
+})
+
+t.test('compressed requests reuse one body buffer: each request carries its own batches, bytes for bytes, whether it is longer or shorter than the one before', async (t) => {
+  for (const compression of ['zstd', 'gzip'] as const) {
+    const received: Buffer[] = []
+    // Two requests fail, so the same batches are written into the buffer again for their retry.
+    const c = await collector(t, [undefined, (_q, res) => res.writeHead(503).end(), undefined, undefined, (_q, res) => res.writeHead(503).end()] as Behaviour[], [], received)
+    const acked: SealedItem[] = []
+    const s = sender(c.url, acked, [], 2000, undefined, compression)
+    const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) }, key)
+    const sent: Buffer[] = []
+    for (let i = 0; i < 12; i++) {
+      // Bodies over the compression threshold, their sizes going up and down; a small one (sent uncompressed) among them.
+      const line = i === 6 ? '{}' : `{"n":${i},"pad":"${String.fromCharCode(97 + i).repeat(2000 + ((i * 7919) % 5) * 3000)}"}`
+      const item = sealer.seal({ ...draft(i), records: [{ offset: i * 10, line: Buffer.from(line) }] }, key, Date.now())
+      sent.push(Buffer.from(item.sealed.batch))
+      s.enqueue(item)
+    }
+    await s.idle()
+    await s.stop()
+    t.same(c.accepted, Array.from({ length: 12 }, (_, i) => i + 1), `${compression}: every batch stored once, in order`)
+    const stored = new Map(received.map((b) => [decodeBatch(b).sequence, b]))
+    t.ok(sent.every((b, i) => stored.get(i + 1)?.equals(b)), `${compression}: the collector got the exact bytes sealed`)
+  }
 })
 
 t.test('a collector that acknowledges less than was sent gets the rest again', async (t) => {

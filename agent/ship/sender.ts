@@ -143,8 +143,15 @@ export class Sender {
   enqueue(item: SealedItem): void {
     this.#queue.push(item)
     this.#unackedBytes += item.size
+    this.#startDrain()
+  }
+
+  #startDrain(): void {
     this.#running ??= this.#drain().finally(() => {
       this.#running = undefined
+      // Enqueued while the drain wound down (by a caller of idle(), whose continuation runs before
+      // this one): that enqueue found the drain still running, so it is sent from here.
+      if (this.#queue.length > 0 && !this.#stopped) this.#startDrain()
     })
   }
 

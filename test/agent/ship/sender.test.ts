@@ -122,6 +122,20 @@ t.test('compressed requests reuse one body buffer: each request carries its own 
   }
 })
 
+t.test('a batch enqueued as soon as idle() resolves is sent without waiting for another', async (t) => {
+  const c = await collector(t, [])
+  const acked: SealedItem[] = []
+  const s = sender(c.url, acked, [])
+  t.teardown(() => s.stop())
+  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) }, key)
+  s.enqueue(sealer.seal(draft(0), key, Date.now()))
+  // The continuation of idle() runs before the drain that resolved it has wound down.
+  await s.idle().then(() => s.enqueue(sealer.seal(draft(1), key, Date.now())))
+  const sent = await Promise.race([s.idle().then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 3000).unref())])
+  t.ok(sent, 'the second batch was sent (it waited for a third enqueue before)')
+  t.same(acked.map((a) => a.sequence), [1, 2])
+})
+
 t.test('a collector that acknowledges less than was sent gets the rest again', async (t) => {
   const c = await collector(t, [(_q, res, seqs) => res.writeHead(200).end(encodePushBatchResponse({ streamId: 'node-a', acknowledgedSequence: seqs[0]! - 1 }))])
   const acked: SealedItem[] = []

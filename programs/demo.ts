@@ -68,6 +68,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
 
     // Sample one line in 20: when it was written and where it ends, to time it to its acknowledgement.
     const samples: Array<{ inode: number; offset: number; at: number }> = []
+    let acknowledged: { inode: number; offset: number } | undefined
+    let lastWritten: { inode: number; offset: number } | undefined
     const latencies: number[] = []
     const logger = pino({ level: process.env.AUDITRAIL_DEMO_LOG ?? 'warn' }, pino.destination(2))
     const agentMetrics = new AgentMetrics()
@@ -85,6 +87,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
         for (const item of items) {
           if (!item.position) continue
           const { inode } = item.position.identity
+          acknowledged = { inode, offset: item.position.offset }
           while (samples.length > 0 && samples[0]!.inode === inode && samples[0]!.offset <= item.position.offset) latencies.push(now - samples.shift()!.at)
         }
       },
@@ -108,12 +111,17 @@ export async function demoCommand(argv: string[]): Promise<number> {
       // Two thirds in (a request is about two lines).
       attackAfter: Math.floor(events / 3),
       onLine: (w, line) => {
-        if (n++ % 20 === 0) samples.push({ ...w.position(), at: performance.now() })
+        lastWritten = w.position()
+        if (n++ % 20 === 0) samples.push({ ...lastWritten, at: performance.now() })
         expected.add(line.subarray(0, line.length - 1))
       },
     })
+    // Stop once the last line written is acknowledged (the latency samples are every 20th line: up to 19
+    // lines after the last one would still be unread when the agent stops, and the export would differ).
+    const end = lastWritten
+    const done = () => end === undefined || (acknowledged?.inode === end.inode && acknowledged.offset >= end.offset)
     const deadline = Date.now() + 60_000
-    while (samples.length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+    while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
     await agent.stop()
     await alerts?.close()
     await collector.indexer?.idle()

@@ -1,5 +1,5 @@
 # Auditrail: the agent, the reference collector and their tools in one image.
-# The image runs the compiled JavaScript (scripts/build.ts says why), with production dependencies only.
+# The image runs the compiled and bundled JavaScript (scripts/build.ts says why), with production dependencies only.
 #   docker build -t ghcr.io/auditrail/auditrail:0.1.0 .
 # Pin both base images by digest (FROM image@sha256:...) in release builds.
 
@@ -11,7 +11,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
-# Stage 2: the JavaScript. The full lockfile (TypeScript is a devDependency); nothing of this stage but dist/ goes on.
+# Stage 2: the JavaScript. The full lockfile (TypeScript and esbuild are devDependencies; esbuild needs no install
+# script, its binary is the platform's optional package); nothing of this stage but dist/ goes on.
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./

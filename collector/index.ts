@@ -167,7 +167,6 @@ export interface IndexedBatch {
   findings: number
 }
 
-
 export interface OpenIndexOptions {
   readOnly?: boolean
   /** Create the file when missing (the collector does; readers do not). */
@@ -326,7 +325,6 @@ export class EventIndex {
     return this.#events === undefined
   }
 }
-
 
 export function indexPath(storeDir: string): string {
   return join(storeDir, INDEX_FILE)

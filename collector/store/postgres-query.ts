@@ -60,7 +60,7 @@ export async function openPostgresIndex(spec: string, logger: Logger): Promise<P
       throw new StoreError(`${name}: the database's auditrail schema is version ${version}, which has no query index (version ${INDEX_SCHEMA_VERSION} brings it); run 'auditrail collector migrate --store URL' as the database owner, then 'auditrail collector reindex --store URL' for the batches stored before`)
     }
   } catch (err) {
-    // A database down at start: the collector answers queries 500 until it is back (as its pushes, unavailable).
+    // A database down at start: the collector answers queries 503 with Retry-After until it is back (as its pushes, unavailable).
     if (err instanceof StoreUnavailableError) {
       logger.warn({ store: name, err: err.message }, 'PostgreSQL is unreachable at start; queries fail until it is back')
       return backend

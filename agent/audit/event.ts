@@ -56,13 +56,85 @@ export type DecodeResult = { event: AuditEvent } | { unparsed: string }
  */
 export function decodeAuditLine(line: Uint8Array): DecodeResult {
   if (!isUtf8(line)) return { unparsed: 'invalid UTF-8' }
+  const bytes = Buffer.from(line.buffer, line.byteOffset, line.byteLength)
+  const body = responseBodySpan(bytes)
+  if (body) {
+    let value: unknown
+    try {
+      value = JSON.parse(bytes.toString('utf8', 0, body.keyStart) + bytes.toString('utf8', body.end))
+    } catch {
+      // The cut was not at the top level (the body holds a key of that name): the line is parsed whole below.
+    }
+    if (value !== undefined) {
+      const result = toAuditEvent(value)
+      if ('event' in result) defineLazyBody(result.event, bytes, body.start, body.end)
+      return result
+    }
+  }
   let value: unknown
   try {
-    value = JSON.parse(Buffer.from(line.buffer, line.byteOffset, line.byteLength).toString('utf8'))
+    value = JSON.parse(bytes.toString('utf8'))
   } catch {
     return { unparsed: 'not JSON' }
   }
   return toAuditEvent(value)
+}
+
+const RESPONSE_KEY = Buffer.from(',"responseObject":')
+const RECEIVED_KEY = Buffer.from(',"requestReceivedTimestamp":')
+
+/**
+ * Where the response body is in a line: half the bytes of a real apiserver
+ * log, read by few rules, so parsed only when read. The apiserver writes an
+ * event's fields in a fixed order, the body right before
+ * requestReceivedTimestamp; after that come only strings, so the last
+ * `,"requestReceivedTimestamp":` is the top-level one. The last
+ * `,"responseObject":` before it is the body's own key, unless the body holds
+ * a key of that name: then the line without the span is not valid JSON (its
+ * braces do not balance). A rest that parses proves the cut was at the top level.
+ */
+function responseBodySpan(line: Buffer): { keyStart: number; start: number; end: number } | undefined {
+  const end = line.lastIndexOf(RECEIVED_KEY)
+  if (end === -1) return undefined
+  const keyStart = line.lastIndexOf(RESPONSE_KEY, end)
+  if (keyStart === -1) return undefined
+  return { keyStart, start: keyStart + RESPONSE_KEY.length, end }
+}
+
+const UNREADABLE_BODY = Symbol('response body not JSON')
+
+/**
+ * responseObject as a property that parses its bytes when first read, then
+ * holds the value. Bytes that are not JSON (a line damaged inside its body:
+ * the apiserver never writes one) read as no body, and the event is marked.
+ */
+function defineLazyBody(event: AuditEvent, line: Buffer, start: number, end: number): void {
+  Object.defineProperty(event, 'responseObject', {
+    configurable: true,
+    enumerable: true,
+    get() {
+      let body: unknown
+      try {
+        body = JSON.parse(line.toString('utf8', start, end))
+      } catch {
+        delete (event as { responseObject?: unknown }).responseObject
+        Object.defineProperty(event, UNREADABLE_BODY, { value: true })
+        return undefined
+      }
+      Object.defineProperty(event, 'responseObject', { value: body, writable: true, enumerable: true, configurable: true })
+      return body
+    },
+  })
+}
+
+/**
+ * Whether the whole line the event came from is JSON: its response body,
+ * left for later by decodeAuditLine, is parsed now if it was not yet. Whoever
+ * reads the line's text as JSON (the redactor) asks this first.
+ */
+export function bodyIsJson(event: AuditEvent): boolean {
+  void event.responseObject
+  return !Object.hasOwn(event, UNREADABLE_BODY)
 }
 
 /**

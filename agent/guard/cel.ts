@@ -142,34 +142,108 @@ function compileParsed(text: string, parsed: Parsed): EventExpression {
 
 // Several rules look at the same event in a row: derive its bindings once.
 let lastEvent: AuditEvent | undefined
-let lastBindings: Record<string, unknown> = {}
+let lastBindings: EventBindings | undefined
 
-function derivedBindings(event: AuditEvent): Record<string, unknown> {
-  if (event === lastEvent) return lastBindings
+function derivedBindings(event: AuditEvent): EventBindings {
+  if (event === lastEvent) return lastBindings!
   lastEvent = event
-  lastBindings = deriveBindings(event)
+  lastBindings = new EventBindings(event)
   return lastBindings
 }
 
-function deriveBindings(event: AuditEvent): Record<string, unknown> {
-  const bindings: Record<string, unknown> = { event: rootView(event) }
-  const response = event.responseObject
-  const object = isRecord(response) && response.kind !== 'Status' && isRecord(response.metadata) ? response : event.requestObject
-  const metadata = isRecord(object) && isRecord(object.metadata) ? object.metadata : {}
-  const name = event.objectRef?.name ?? metadata.name ?? (typeof metadata.generateName === 'string' ? `${metadata.generateName}*` : undefined)
-  if (typeof name === 'string') bindings.name = name
-  bindings.target = targetOf(event, typeof name === 'string' ? name : undefined)
-  const command = execCommandOf(event)
-  if (command) bindings.execCommand = chargedList(command)
-  if (!isRecord(object)) return bindings
-  bindings.object = celView(object)
-  const owner = Array.isArray(metadata.ownerReferences) ? metadata.ownerReferences.find((o) => isRecord(o) && o.controller === true) : undefined
-  if (isRecord(owner) && typeof owner.kind === 'string' && typeof owner.name === 'string') bindings.owner = `${owner.kind}/${owner.name}`
-  const podSpec = podSpecOf(object)
-  if (!podSpec) return bindings
-  bindings.podSpec = celView(podSpec)
-  bindings.containers = chargedList(POD_CONTAINER_LISTS.map((list) => podSpec[list]).flatMap((list) => (Array.isArray(list) ? list.filter(isRecord).map(celView) : [])))
-  return bindings
+const NOT_YET = Symbol('not derived yet')
+
+/**
+ * The variables an expression reads, each derived when first read (the CEL
+ * activation asks for a name, a getter answers). The object a rule judges is
+ * the response body when it is one, and the response body is parsed only when
+ * read (audit/event.ts): a rule that needs the name, and finds it in objectRef,
+ * does not parse it. An unset variable is undefined, as the activation expects.
+ */
+class EventBindings {
+  readonly event: unknown
+  readonly #event: AuditEvent
+  #object: Record<string, unknown> | undefined | typeof NOT_YET = NOT_YET
+  #name: string | undefined | typeof NOT_YET = NOT_YET
+  #podSpec: Record<string, unknown> | undefined | typeof NOT_YET = NOT_YET
+  #execCommand: unknown = NOT_YET
+  #containers: unknown = NOT_YET
+
+  constructor(event: AuditEvent) {
+    this.#event = event
+    // First, so that the views of the object's parts below belong to this event (cel-view.ts).
+    this.event = rootView(event)
+  }
+
+  #judged(): Record<string, unknown> | undefined {
+    if (this.#object === NOT_YET) {
+      const response = this.#event.responseObject
+      const object = isRecord(response) && response.kind !== 'Status' && isRecord(response.metadata) ? response : this.#event.requestObject
+      this.#object = isRecord(object) ? object : undefined
+    }
+    return this.#object
+  }
+
+  #metadata(): Record<string, unknown> {
+    const object = this.#judged()
+    return object && isRecord(object.metadata) ? object.metadata : {}
+  }
+
+  get name(): string | undefined {
+    if (this.#name === NOT_YET) {
+      let name: unknown = this.#event.objectRef?.name
+      if (name === undefined) {
+        const metadata = this.#metadata()
+        name = metadata.name ?? (typeof metadata.generateName === 'string' ? `${metadata.generateName}*` : undefined)
+      }
+      this.#name = typeof name === 'string' ? name : undefined
+    }
+    return this.#name
+  }
+
+  get target(): string {
+    return targetOf(this.#event, this.name)
+  }
+
+  get execCommand(): unknown {
+    if (this.#execCommand === NOT_YET) {
+      const command = execCommandOf(this.#event)
+      this.#execCommand = command ? chargedList(command) : undefined
+    }
+    return this.#execCommand
+  }
+
+  get object(): unknown {
+    const object = this.#judged()
+    return object ? celView(object) : undefined
+  }
+
+  get owner(): string | undefined {
+    const refs = this.#judged() ? this.#metadata().ownerReferences : undefined
+    const owner = Array.isArray(refs) ? refs.find((o) => isRecord(o) && o.controller === true) : undefined
+    return isRecord(owner) && typeof owner.kind === 'string' && typeof owner.name === 'string' ? `${owner.kind}/${owner.name}` : undefined
+  }
+
+  #spec(): Record<string, unknown> | undefined {
+    if (this.#podSpec === NOT_YET) {
+      const object = this.#judged()
+      this.#podSpec = object ? podSpecOf(object) : undefined
+    }
+    return this.#podSpec
+  }
+
+  get podSpec(): unknown {
+    const spec = this.#spec()
+    return spec ? celView(spec) : undefined
+  }
+
+  get containers(): unknown {
+    if (this.#containers === NOT_YET) {
+      const spec = this.#spec()
+      this.#containers = spec ? chargedList(POD_CONTAINER_LISTS.map((list) => spec[list]).flatMap((list) => (Array.isArray(list) ? list.filter(isRecord).map(celView) : []))) : undefined
+    }
+    return this.#containers
+  }
 }
 
 function targetOf(event: AuditEvent, name: string | undefined): string {

@@ -7,7 +7,7 @@
 // Rules and detectors see the original event; only the shipped bytes change.
 import { createHmac, createSecretKey } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
-import type { AuditEvent } from '../audit/event.ts'
+import { bodyIsJson, type AuditEvent } from '../audit/event.ts'
 
 export interface RedactorOptions {
   /** Key of the HMAC in the markers: per cluster, kept on the node. */
@@ -72,6 +72,7 @@ export function createRedactor(options: RedactorOptions): (line: Buffer, event: 
     // without a pattern's key, and without escapes that could spell one, is not scanned.
     const keys = needles.get(name!)
     if (keys && line.indexOf(BACKSLASH) === -1 && !keys.some((k) => line.includes(k))) return undefined
+    if (!bodyIsJson(event)) throw new UnscannableLine('its response body is not JSON')
     const text = line.toString('utf8')
     const spans = findSpans(text, patterns)
     if (spans.length === 0) return undefined

@@ -1,5 +1,5 @@
 import t from 'tap'
-import type { AuditEvent } from '../../../agent/audit/event.ts'
+import { decodeAuditLine, type AuditEvent } from '../../../agent/audit/event.ts'
 import { CelCompileError, compileExpression, compilePredicate, compileText, evaluateToText } from '../../../agent/guard/cel.ts'
 
 const event = (fields: Partial<AuditEvent> & Record<string, unknown>): AuditEvent => ({ auditID: 'a', stage: 'ResponseComplete', verb: 'get', user: { username: 'alice', groups: ['dev'] }, ...fields })
@@ -64,6 +64,31 @@ t.test('name and target: what a message says the request was about', async (t) =
   t.equal(text('name', created), 'web-7d4b9c-*', 'a generated name not known yet')
   t.equal(text('target', { ...created, responseObject: { kind: 'Pod', metadata: { name: 'web-7d4b9c-x2x9k' } } }), 'pods d/web-7d4b9c-x2x9k', 'the response knows the name')
   t.equal(text('object.metadata.name', { ...created, responseObject: { kind: 'Status', metadata: {}, code: 500 } }), undefined, 'a Status response is not the object')
+})
+
+t.test('the variables are derived when read: a name found in objectRef leaves the response body unparsed', async (t) => {
+  const line = (name: string) =>
+    `{"kind":"Event","auditID":"a","stage":"ResponseComplete","verb":"create","user":{"username":"alice"},"objectRef":{"resource":"pods","namespace":"prod"${name}},"responseObject":{"kind":"Pod","metadata":{"name":"api-0","ownerReferences":[{"controller":true,"kind":"ReplicaSet","name":"api"}]},"spec":{"containers":[{"name":"c","securityContext":{"privileged":true}}]}},"requestReceivedTimestamp":"2026-12-07T06:00:00Z","stageTimestamp":"2026-12-07T06:00:00Z"}`
+  const decoded = (name: string): AuditEvent => {
+    const r = decodeAuditLine(Buffer.from(line(name)))
+    if (!('event' in r)) throw new Error(r.unparsed)
+    return r.event
+  }
+  const bodyRead = (e: AuditEvent) => typeof Object.getOwnPropertyDescriptor(e, 'responseObject')?.get !== 'function'
+  const named = decoded(',"name":"api-0"')
+  t.equal(evaluateToText(compileExpression('target'), named), 'pods prod/api-0')
+  t.notOk(bodyRead(named), 'objectRef named it')
+  const created = decoded('')
+  t.equal(evaluateToText(compileExpression('target'), created), 'pods prod/api-0', 'a create names its object in the body')
+  t.ok(bodyRead(created))
+  const e = decoded(',"name":"api-0"')
+  t.equal(compilePredicate('containers.exists(c, c.securityContext.privileged == true) && owner == "ReplicaSet/api" && podSpec.containers.size() == 1 && object.kind == "Pod"')(e), true, 'object, podSpec, containers and owner from the body')
+  t.equal(compilePredicate('has(event.responseObject)')(decoded(',"name":"api-0"')), true)
+  const broken = decodeAuditLine(Buffer.from(line(',"name":"api-0"').replace('"privileged":true', '"privileged":')))
+  if (!('event' in broken)) return t.fail(broken.unparsed)
+  t.equal(compilePredicate('has(event.responseObject)')(broken.event), false, 'a body that is not JSON is not there')
+  t.equal(compilePredicate('"responseObject" in event')(broken.event), false, 'not even as a key')
+  t.equal(evaluateToText(compileExpression('target'), broken.event), 'pods prod/api-0', 'the rest of the event is')
 })
 
 t.test('evaluateToText renders scalars and nothing else', async (t) => {

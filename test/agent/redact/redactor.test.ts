@@ -1,5 +1,5 @@
 import t from 'tap'
-import type { AuditEvent } from '../../../agent/audit/event.ts'
+import { decodeAuditLine, type AuditEvent } from '../../../agent/audit/event.ts'
 import { createRedactor, UnscannableLine } from '../../../agent/redact/redactor.ts'
 
 const redact = createRedactor({ salt: Buffer.from('test-salt'), extraPaths: { configmaps: ['requestObject.data.password'] } })
@@ -58,6 +58,18 @@ t.test('a line nested too deep to scan is refused, not shipped raw', async (t) =
     thrown = err
   }
   t.ok(thrown instanceof UnscannableLine, String(thrown))
+})
+
+t.test('a line about a secret whose response body is not JSON is refused, not shipped raw', async (t) => {
+  // The decoder leaves the body for later (audit/event.ts): the redactor has it parsed before it scans the text.
+  const line = Buffer.from('{"kind":"Event","auditID":"a","stage":"ResponseComplete","verb":"get","user":{},"objectRef":{"resource":"secrets","name":"db"},"responseObject":{"data":{"password":"c2VjcmV0"},"x":},"requestReceivedTimestamp":"2026-12-07T06:00:00Z","stageTimestamp":"2026-12-07T06:00:00Z"}')
+  const decoded = decodeAuditLine(line)
+  if (!('event' in decoded)) return t.fail(decoded.unparsed)
+  t.throws(() => redact(line, decoded.event), new UnscannableLine('its response body is not JSON'))
+  const good = Buffer.from(line.toString().replace(',"x":}', '}'))
+  const ok = decodeAuditLine(good)
+  if (!('event' in ok)) return t.fail(ok.unparsed)
+  t.match(redact(good, ok.event)?.line.toString(), /"password":"auditrail:redacted:sha256:[0-9a-f]{16}"/, 'the same line with a sound body is redacted')
 })
 
 t.test('keys spelled with escapes, duplicate keys and values that look like keys are still found', async (t) => {

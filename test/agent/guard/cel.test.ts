@@ -1,3 +1,4 @@
+import { RE2JS } from '@bufbuild/re2'
 import t from 'tap'
 import { decodeAuditLine, type AuditEvent } from '../../../agent/audit/event.ts'
 import { CelCompileError, compileExpression, compilePredicate, compileText, evaluateToText } from '../../../agent/guard/cel.ts'
@@ -34,6 +35,18 @@ t.test('regular expressions run in linear time on hostile input', async (t) => {
   const p = compilePredicate('event.user.username.matches("^(a+)+$")')
   t.equal(p(event({ user: { username: `${'a'.repeat(5000)}!` } })), false)
   t.equal(p(event({ user: { username: 'aaaa' } })), true)
+})
+
+t.test('a pattern is compiled once, not at every evaluation (one from event data too)', async (t) => {
+  const compile = RE2JS.compile
+  let compiled = 0
+  RE2JS.compile = ((...args: Parameters<typeof compile>) => (compiled++, compile.apply(RE2JS, args))) as typeof compile
+  t.teardown(() => void (RE2JS.compile = compile))
+  const p = compilePredicate('event.user.username.matches("^sys(tem)?:[a-z]+-once$") || event.userAgent.matches(event.verb)')
+  const answers = Array.from({ length: 99 }, (_, i) => p(event({ verb: `v${i % 3}`, userAgent: 'kubectl/v2' })))
+  t.same(answers, Array.from({ length: 99 }, (_, i) => i % 3 === 2))
+  t.equal(compiled, 4, 'the constant once, each of the three patterns from the events once')
+  t.equal(p(event({ verb: '(', userAgent: 'kubectl/v2' })), false, 'a pattern from the event that does not compile is an error, so false')
 })
 
 t.test('object, podSpec and containers are derived from the event', async (t) => {

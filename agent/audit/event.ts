@@ -1,6 +1,7 @@
 // An audit.k8s.io/v1 Event as the agent sees it after decoding one line.
 // Only the fields the agent reads are typed; everything else stays as parsed JSON.
 import { isUtf8 } from 'node:buffer'
+import { parseWithoutResponseBody } from '../../shared/audit-line.ts'
 
 export interface UserInfo {
   username?: string
@@ -57,19 +58,12 @@ export type DecodeResult = { event: AuditEvent } | { unparsed: string }
 export function decodeAuditLine(line: Uint8Array): DecodeResult {
   if (!isUtf8(line)) return { unparsed: 'invalid UTF-8' }
   const bytes = Buffer.from(line.buffer, line.byteOffset, line.byteLength)
-  const body = responseBodySpan(bytes)
-  if (body) {
-    let value: unknown
-    try {
-      value = JSON.parse(bytes.toString('utf8', 0, body.keyStart) + bytes.toString('utf8', body.end))
-    } catch {
-      // The cut was not at the top level (the body holds a key of that name): the line is parsed whole below.
-    }
-    if (value !== undefined) {
-      const result = toAuditEvent(value)
-      if ('event' in result) defineLazyBody(result.event, bytes, body.start, body.end)
-      return result
-    }
+  // The response body is parsed when a rule reads it (shared/audit-line.ts says why that is safe).
+  const cut = parseWithoutResponseBody(bytes)
+  if (cut) {
+    const result = toAuditEvent(cut.value)
+    if ('event' in result) defineLazyBody(result.event, bytes, cut.bodyStart, cut.bodyEnd)
+    return result
   }
   let value: unknown
   try {
@@ -78,27 +72,6 @@ export function decodeAuditLine(line: Uint8Array): DecodeResult {
     return { unparsed: 'not JSON' }
   }
   return toAuditEvent(value)
-}
-
-const RESPONSE_KEY = Buffer.from(',"responseObject":')
-const RECEIVED_KEY = Buffer.from(',"requestReceivedTimestamp":')
-
-/**
- * Where the response body is in a line: half the bytes of a real apiserver
- * log, read by few rules, so parsed only when read. The apiserver writes an
- * event's fields in a fixed order, the body right before
- * requestReceivedTimestamp; after that come only strings, so the last
- * `,"requestReceivedTimestamp":` is the top-level one. The last
- * `,"responseObject":` before it is the body's own key, unless the body holds
- * a key of that name: then the line without the span is not valid JSON (its
- * braces do not balance). A rest that parses proves the cut was at the top level.
- */
-function responseBodySpan(line: Buffer): { keyStart: number; start: number; end: number } | undefined {
-  const end = line.lastIndexOf(RECEIVED_KEY)
-  if (end === -1) return undefined
-  const keyStart = line.lastIndexOf(RESPONSE_KEY, end)
-  if (keyStart === -1) return undefined
-  return { keyStart, start: keyStart + RESPONSE_KEY.length, end }
 }
 
 const UNREADABLE_BODY = Symbol('response body not JSON')

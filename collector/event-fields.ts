@@ -3,6 +3,7 @@
 // beside a directory store (index.ts) and the PostgreSQL index (store/postgres-index.ts) both
 // index a batch from eventRows, so that they hold the same rows and give the same answers.
 import { severityRank, type Batch } from '../proto/wire.ts'
+import { parseWithoutResponseBody } from '../shared/audit-line.ts'
 
 export interface EventFields {
   time: number
@@ -25,14 +26,18 @@ const str = (v: unknown): string | null => (typeof v === 'string' ? v : null)
 
 /** The indexed fields of one event line, or undefined for a line that is not a JSON object. */
 export function eventFields(line: Uint8Array, fallbackTime: number): EventFields | undefined {
-  let e: Record<string, unknown>
-  try {
-    const value: unknown = JSON.parse(Buffer.from(line.buffer, line.byteOffset, line.byteLength).toString('utf8'))
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined
-    e = value as Record<string, unknown>
-  } catch {
-    return undefined
+  const bytes = Buffer.from(line.buffer, line.byteOffset, line.byteLength)
+  // No indexed field is in the response body: half the bytes of a real log, not parsed.
+  let value = parseWithoutResponseBody(bytes)?.value
+  if (value === undefined) {
+    try {
+      value = JSON.parse(bytes.toString('utf8'))
+    } catch {
+      return undefined
+    }
   }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined
+  const e = value as Record<string, unknown>
   const user = (e.user ?? {}) as Record<string, unknown>
   const impersonated = (e.impersonatedUser ?? {}) as Record<string, unknown>
   const ref = e.objectRef as Record<string, unknown> | undefined

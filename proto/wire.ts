@@ -264,14 +264,45 @@ function writeLineRecord(out: Buffer, pos: number, r: WireRecord & { line: Uint8
   return pos
 }
 
-const FINDING_STRINGS = [[2, 'source'], [3, 'id'], [4, 'severity'], [5, 'message'], [6, 'auditId']] as const
+// A finding's source, rule id and severity, its details' keys and most of their values (a rule's title
+// and techniques, a group's id) are the same strings finding after finding: their bytes are kept, so
+// that sizing and writing them is a lookup and a copy. Its message and audit ID differ every time.
+// Bounded: the memo is emptied when full (a detector's figures vary too), and keeps no long string.
+const REPEATED_STRINGS_MAX = 4096
+const REPEATED_STRING_MAX_LENGTH = 256
+const repeatedStrings = new Map<string, Uint8Array>()
 
-/** Size of a finding's body (protobufjs leaves out a record index of 0 and empty strings); string sizes go to `sizes`. */
+function repeatedBytes(s: string): Uint8Array {
+  let bytes = repeatedStrings.get(s)
+  if (bytes === undefined) {
+    const size = utf8Size(s)
+    bytes = Buffer.allocUnsafe(size)
+    writeUtf8(bytes as Buffer, 0, s, size)
+    if (s.length > REPEATED_STRING_MAX_LENGTH) return bytes
+    if (repeatedStrings.size >= REPEATED_STRINGS_MAX) repeatedStrings.clear()
+    repeatedStrings.set(s, bytes)
+  }
+  return bytes
+}
+
+function writeBytes(out: Buffer, pos: number, bytes: Uint8Array): number {
+  pos = writeVarint(out, pos, bytes.length)
+  // Most are a few bytes: a loop beats set() there.
+  if (bytes.length < 32) for (let i = 0; i < bytes.length; i++) out[pos + i] = bytes[i]!
+  else out.set(bytes, pos)
+  return pos + bytes.length
+}
+
+const REPEATED_FINDING_STRINGS = [[2, 'source'], [3, 'id'], [4, 'severity']] as const
+const VARYING_FINDING_STRINGS = [[5, 'message'], [6, 'auditId']] as const
+
+/** Size of a finding's body (protobufjs leaves out a record index of 0 and empty strings); varying string sizes go to `sizes`. */
 function findingSize(f: Finding, sizes: Sizes): number {
   let size = f.recordIndex ? 1 + varintSize(f.recordIndex) : 0
-  for (const [, name] of FINDING_STRINGS) if (f[name]) size += fieldSize(sizes.add(utf8Size(f[name])))
+  for (const [, name] of REPEATED_FINDING_STRINGS) if (f[name]) size += fieldSize(repeatedBytes(f[name]).length)
+  for (const [, name] of VARYING_FINDING_STRINGS) if (f[name]) size += fieldSize(sizes.add(utf8Size(f[name])))
   if (f.details) {
-    for (const key in f.details) size += fieldSize(fieldSize(sizes.add(utf8Size(key))) + fieldSize(sizes.add(utf8Size(f.details[key]!))))
+    for (const key in f.details) size += fieldSize(fieldSize(repeatedBytes(key).length) + fieldSize(repeatedBytes(f.details[key]!).length))
   }
   return size
 }
@@ -281,7 +312,13 @@ function writeFinding(out: Buffer, pos: number, f: Finding, sizes: Sizes): numbe
     out[pos++] = tag(1, 0)
     pos = writeVarint(out, pos, f.recordIndex)
   }
-  for (const [field, name] of FINDING_STRINGS) {
+  // Fields in field-number order, as protobufjs writes them.
+  for (const [field, name] of REPEATED_FINDING_STRINGS) {
+    if (!f[name]) continue
+    out[pos++] = tag(field, 2)
+    pos = writeBytes(out, pos, repeatedBytes(f[name]))
+  }
+  for (const [field, name] of VARYING_FINDING_STRINGS) {
     if (!f[name]) continue
     out[pos++] = tag(field, 2)
     const size = sizes.take()
@@ -290,14 +327,14 @@ function writeFinding(out: Buffer, pos: number, f: Finding, sizes: Sizes): numbe
   if (f.details) {
     for (const key in f.details) {
       // A map entry is a message of its own: key (field 1), value (field 2).
-      const keySize = sizes.take()
-      const valueSize = sizes.take()
+      const keyBytes = repeatedBytes(key)
+      const valueBytes = repeatedBytes(f.details[key]!)
       out[pos++] = tag(7, 2)
-      pos = writeVarint(out, pos, fieldSize(keySize) + fieldSize(valueSize))
+      pos = writeVarint(out, pos, fieldSize(keyBytes.length) + fieldSize(valueBytes.length))
       out[pos++] = tag(1, 2)
-      pos = writeUtf8(out, writeVarint(out, pos, keySize), key, keySize)
+      pos = writeBytes(out, pos, keyBytes)
       out[pos++] = tag(2, 2)
-      pos = writeUtf8(out, writeVarint(out, pos, valueSize), f.details[key]!, valueSize)
+      pos = writeBytes(out, pos, valueBytes)
     }
   }
   return pos

@@ -121,18 +121,44 @@ const COMMA = 0x2c
  * valid JSON. Throws UnscannableLine when nested deeper than MAX_DEPTH.
  */
 export function findSpans(text: string, patterns: Pattern[]): Span[] {
-  const spans: Span[] = []
-  const n = text.length
-  let i = 0
-  const fail = (why: string): never => {
-    throw new UnscannableLine(`${why} at character ${i}`)
+  return new SpanScanner(text).scan(patterns)
+}
+
+// A class, not closures made at every call: V8 compiled the closures of each call anew, over and
+// over (the scanner's functions were still being optimized a minute into a steady run).
+class SpanScanner {
+  readonly spans: Span[] = []
+  readonly #text: string
+  readonly #n: number
+  #i = 0
+
+  constructor(text: string) {
+    this.#text = text
+    this.#n = text.length
   }
-  const ws = () => {
+
+  scan(patterns: Pattern[]): Span[] {
+    this.#value(patterns, '', 0)
+    return this.spans
+  }
+
+  #fail(why: string): never {
+    throw new UnscannableLine(`${why} at character ${this.#i}`)
+  }
+
+  #ws(): void {
+    const text = this.#text
+    let i = this.#i
     for (let c = text.charCodeAt(i); c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0d; c = text.charCodeAt(++i));
+    this.#i = i
   }
+
   /** Moves past the string at i; true when it holds an escape. */
-  const skipString = (): boolean => {
+  #skipString(): boolean {
+    const text = this.#text
+    const n = this.#n
     let escaped = false
+    let i = this.#i
     for (i++; i < n; i++) {
       const c = text.charCodeAt(i)
       if (c === QUOTE) break
@@ -141,85 +167,95 @@ export function findSpans(text: string, patterns: Pattern[]): Span[] {
         i++
       }
     }
-    i++
+    this.#i = i + 1
     return escaped
   }
-  const key = (): string => {
-    const start = i
-    return skipString() ? (JSON.parse(text.slice(start, i)) as string) : text.slice(start + 1, i - 1)
+
+  #key(): string {
+    const start = this.#i
+    return this.#skipString() ? (JSON.parse(this.#text.slice(start, this.#i)) as string) : this.#text.slice(start + 1, this.#i - 1)
   }
-  const skipScalar = () => {
+
+  #skipScalar(): void {
+    const text = this.#text
+    const n = this.#n
+    let i = this.#i
     for (let c = text.charCodeAt(i); i < n && c !== COMMA && c !== CLOSE_OBJECT && c !== CLOSE_ARRAY && c !== 0x20 && c !== 0x0a && c !== 0x09 && c !== 0x0d; c = text.charCodeAt(++i));
+    this.#i = i
   }
+
   /** Moves past a value no pattern reaches, counting brackets (strings skipped whole). */
-  const skipValue = (depth: number): void => {
-    const c = text.charCodeAt(i)
-    if (c === QUOTE) return void skipString()
-    if (c !== OPEN_OBJECT && c !== OPEN_ARRAY) return skipScalar()
+  #skipValue(depth: number): void {
+    const text = this.#text
+    const c = text.charCodeAt(this.#i)
+    if (c === QUOTE) return void this.#skipString()
+    if (c !== OPEN_OBJECT && c !== OPEN_ARRAY) return this.#skipScalar()
     let level = 0
     do {
-      if (i >= n) fail('unterminated value')
-      const d = text.charCodeAt(i)
+      if (this.#i >= this.#n) this.#fail('unterminated value')
+      const d = text.charCodeAt(this.#i)
       if (d === QUOTE) {
-        skipString()
+        this.#skipString()
         continue
       }
       if (d === OPEN_OBJECT || d === OPEN_ARRAY) {
-        if (depth + ++level > MAX_DEPTH) fail('nested too deep')
+        if (depth + ++level > MAX_DEPTH) this.#fail('nested too deep')
       } else if (d === CLOSE_OBJECT || d === CLOSE_ARRAY) {
         level--
       }
-      i++
+      this.#i++
     } while (level > 0)
   }
-  // Which patterns can still match below `path`, and does one match `path` exactly?
-  const step = (live: Pattern[], segment: string, isIndex: boolean, depth: number): Pattern[] =>
-    live.filter((p) => depth < p.length && (p[depth] === segment || (p[depth] === '*' && !isIndex) || (p[depth] === '[*]' && isIndex)))
-  const value = (live: Pattern[], path: string, depth: number): void => {
-    if (depth > MAX_DEPTH) fail('nested too deep')
-    ws()
-    const start = i
-    const c = text.charCodeAt(i)
+
+  #value(live: Pattern[], path: string, depth: number): void {
+    if (depth > MAX_DEPTH) this.#fail('nested too deep')
+    const text = this.#text
+    this.#ws()
+    const start = this.#i
+    const c = text.charCodeAt(start)
     if (live.length === 0) {
-      skipValue(depth)
+      this.#skipValue(depth)
     } else if (c === OPEN_OBJECT) {
-      i++
-      ws()
-      while (text.charCodeAt(i) !== CLOSE_OBJECT) {
-        if (i >= n) fail('unterminated object')
-        const k = key()
-        ws()
-        i++ // the colon
-        value(step(live, k, false, depth), path ? `${path}.${k}` : k, depth + 1)
-        ws()
-        if (text.charCodeAt(i) === COMMA) {
-          i++
-          ws()
+      this.#i++
+      this.#ws()
+      while (text.charCodeAt(this.#i) !== CLOSE_OBJECT) {
+        if (this.#i >= this.#n) this.#fail('unterminated object')
+        const k = this.#key()
+        this.#ws()
+        this.#i++ // the colon
+        this.#value(step(live, k, false, depth), path ? `${path}.${k}` : k, depth + 1)
+        this.#ws()
+        if (text.charCodeAt(this.#i) === COMMA) {
+          this.#i++
+          this.#ws()
         }
       }
-      i++
+      this.#i++
     } else if (c === OPEN_ARRAY) {
-      i++
-      ws()
+      this.#i++
+      this.#ws()
       const below = step(live, '[*]', true, depth)
-      for (let index = 0; text.charCodeAt(i) !== CLOSE_ARRAY; index++) {
-        if (i >= n) fail('unterminated array')
-        value(below, `${path}[${index}]`, depth + 1)
-        ws()
-        if (text.charCodeAt(i) === COMMA) {
-          i++
-          ws()
+      for (let index = 0; text.charCodeAt(this.#i) !== CLOSE_ARRAY; index++) {
+        if (this.#i >= this.#n) this.#fail('unterminated array')
+        this.#value(below, `${path}[${index}]`, depth + 1)
+        this.#ws()
+        if (text.charCodeAt(this.#i) === COMMA) {
+          this.#i++
+          this.#ws()
         }
       }
-      i++
+      this.#i++
     } else if (c === QUOTE) {
-      skipString()
+      this.#skipString()
     } else {
-      skipScalar()
+      this.#skipScalar()
     }
-    if (i === start) fail('expected a value')
-    if (live.some((p) => p.length === depth)) spans.push({ start, end: i, path })
+    if (this.#i === start) this.#fail('expected a value')
+    if (live.some((p) => p.length === depth)) this.spans.push({ start, end: this.#i, path })
   }
-  value(patterns, '', 0)
-  return spans
+}
+
+/** Which patterns can still match below `path`, given the segment just read at `depth`. */
+function step(live: Pattern[], segment: string, isIndex: boolean, depth: number): Pattern[] {
+  return live.filter((p) => depth < p.length && (p[depth] === segment || (p[depth] === '*' && !isIndex) || (p[depth] === '[*]' && isIndex)))
 }

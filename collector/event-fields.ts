@@ -108,7 +108,7 @@ export interface EventRow {
  * (gaps, heartbeats, quarantined and unparsed records are not events). `bytes` is what the
  * batch was decoded from: the line positions are offsets into it.
  */
-export function* eventRows(b: Batch, bytes: Buffer): Generator<EventRow> {
+export function* eventRows(b: Pick<Batch, 'createdUnixMs' | 'records' | 'findings'>, bytes: Buffer): Generator<EventRow> {
   const byRecord = new Map<number, Batch['findings']>()
   for (const f of b.findings) {
     const list = byRecord.get(f.recordIndex)

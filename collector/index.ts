@@ -13,8 +13,9 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlit
 import { existsSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { setImmediate as yieldToLoop } from 'node:timers/promises'
-import { decodeBatch, decodeSealedBatch, severityRank } from '../proto/wire.ts'
+import { severityRank } from '../proto/wire.ts'
 import { eventRows } from './event-fields.ts'
+import { decodeIndexedEntry } from './index-batch.ts'
 import { ENTRY_HEADER_BYTES, listSegments, listStreams, readSegment } from './store/file-store.ts'
 import { StoreError } from './store/store.ts'
 
@@ -248,7 +249,7 @@ export class EventIndex {
   indexBatch(stream: string, at: EntryLocation, entry: Uint8Array): IndexedBatch {
     const buf = Buffer.isBuffer(entry) ? entry : Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength)
     // Decoded from the stored bytes themselves: the line positions are views into them.
-    const b = decodeBatch(decodeSealedBatch(buf).batch)
+    const b = decodeIndexedEntry(buf)
     const expected = this.indexedSequence(stream) + 1
     if (b.sequence !== expected) throw new IndexError(`stream ${stream}: index holds up to ${expected - 1}, asked to index ${b.sequence}`)
     let events = 0

@@ -115,10 +115,10 @@ export class LiveIndexer {
   }
 
   /**
-   * Hands a stored batch to the worker. `entry` is given up: when it owns its whole
-   * ArrayBuffer it is transferred, not copied (measured: 2 µs against 0.3 to 0.7 ms
-   * for 1 MiB on this thread); the caller must not use it after. The store copies
-   * what it keeps of an entry, so nothing else refers to it.
+   * Hands a stored batch to the worker. `entry` stays the store's (it is its stream's
+   * head), so it is posted as a copy: serialized outside this thread's heap and made an
+   * ArrayBuffer in the worker's. Transferring needed a buffer of its own for every batch
+   * on this thread, and those megabytes were what set off most of its full collections.
    */
   afterAppend(stream: string, sequence: number, at: EntryLocation, entry: Uint8Array): void {
     const worker = this.#worker
@@ -133,9 +133,7 @@ export class LiveIndexer {
     }
     this.#inFlight.push({ n, bytes: entry.byteLength })
     this.#inFlightBytes += entry.byteLength
-    // A view of part of a buffer (Node's pool for small ones) is copied: transferring would take the rest away.
-    const whole = entry.byteOffset === 0 && entry.byteLength === entry.buffer.byteLength && entry.buffer instanceof ArrayBuffer
-    worker.postMessage({ type: 'appended', n, stream, sequence, at, entry } satisfies ToWorker, whole ? [entry.buffer as ArrayBuffer] : [])
+    worker.postMessage({ type: 'appended', n, stream, sequence, at, entry } satisfies ToWorker)
   }
 
   /** How long the index has been behind the store, in seconds: 0 when every stored batch is indexed. */

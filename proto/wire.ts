@@ -426,8 +426,24 @@ export function decodeBatch(bytes: Uint8Array, limits: Pick<WireLimits, 'maxReco
   }
 }
 
-export function encodeSealedBatch(sealed: SealedBatch): Uint8Array {
-  return types.SealedBatch.encode(sealed as unknown as Record<string, unknown>).finish()
+/**
+ * A SealedBatch's bytes, exactly as protobufjs writes them (the batch bytes framed here, the rest by
+ * protobufjs, as in encodePushBatchRequest), after `headerBytes` bytes left to the caller: the file
+ * store writes its entry header there, so that an entry is one buffer, not an encoding then a copy.
+ */
+export function encodeSealedBatch(sealed: SealedBatch, headerBytes = 0): Buffer {
+  const { batch, ...rest } = sealed
+  const tail = types.SealedBatch.encode(rest as unknown as Record<string, unknown>).finish()
+  const out = Buffer.allocUnsafe(headerBytes + (batch.length > 0 ? 1 + varintSize(batch.length) + batch.length : 0) + tail.length)
+  let pos = headerBytes
+  if (batch.length > 0) {
+    out[pos++] = BATCH_BYTES_TAG
+    pos = writeVarint(out, pos, batch.length)
+    out.set(batch, pos)
+    pos += batch.length
+  }
+  out.set(tail, pos)
+  return out
 }
 
 export function decodeSealedBatch(bytes: Uint8Array): SealedBatch {

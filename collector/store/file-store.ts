@@ -184,7 +184,10 @@ interface StreamState {
   lastAppendMs: number | undefined
 }
 
-/** Told of each append, once it is on disk: where the entry went and its bytes (the query index is fed from here). */
+/**
+ * Told of each append, once it is on disk: where the entry went and its bytes (the query index is fed
+ * from here). The bytes stay the store's (they are its stream's head): a listener copies what it keeps.
+ */
 export type AppendListener = (streamId: string, sequence: number, at: { segment: number; offset: number }, entry: Uint8Array) => void
 
 const lockedDirs = new Set<string>()
@@ -267,9 +270,9 @@ export class FileStore implements BatchStore {
         streamsOfKey: async (keyId) => [...streams.values()].filter((s) => s.head?.keyId === keyId).length,
       }
       if ((await check(view)) === 'stored') return 'stored'
-      const sealed = encodeSealedBatch(entry.sealed)
-      const at = await this.#append(known ?? (await this.#createStream(streamId)), streamId, entry.batch.sequence, entry.digest, sealed)
-      this.onAppend?.(streamId, entry.batch.sequence, at, sealed)
+      const bytes = encodeSealedBatch(entry.sealed, ENTRY_HEADER_BYTES)
+      const at = await this.#append(known ?? (await this.#createStream(streamId)), streamId, entry.batch.sequence, entry.digest, bytes, entry.sealed.keyId)
+      this.onAppend?.(streamId, entry.batch.sequence, at, bytes.subarray(ENTRY_HEADER_BYTES))
       return 'appended'
     })
   }
@@ -308,17 +311,17 @@ export class FileStore implements BatchStore {
    * for a new file, its directory fsynced). The caller checked the chain; this
    * only insists on the next sequence number. Returns where the entry went.
    */
-  async #append(state: StreamState, streamId: string, sequence: number, digest: Buffer, sealed: Uint8Array): Promise<{ segment: number; offset: number }> {
+  /** `entry`: the SealedBatch's bytes after ENTRY_HEADER_BYTES left for the header (written here). */
+  async #append(state: StreamState, streamId: string, sequence: number, digest: Buffer, entry: Buffer, keyId: string): Promise<{ segment: number; offset: number }> {
     if (this.#closed) throw new StoreError('store is closed')
     if (state.failed) throw new StoreUnavailableError(`stream ${streamId} is not writable since an earlier write failed (${state.failed}); restart the collector`)
     const expected = (state.head?.sequence ?? 0) + 1
     if (sequence !== expected) throw new StoreError(`stream ${streamId}: append of sequence ${sequence}, expected ${expected}`)
+    const sealed = entry.subarray(ENTRY_HEADER_BYTES)
     if (sealed.length === 0 || sealed.length > MAX_ENTRY_BYTES) throw new StoreError(`stream ${streamId}: entry of ${sealed.length} bytes`)
 
-    const entry = Buffer.allocUnsafe(ENTRY_HEADER_BYTES + sealed.length)
     entry.writeUInt32BE(sealed.length, 0)
     entry.writeUInt32BE(crc32(sealed), 4)
-    entry.set(sealed, ENTRY_HEADER_BYTES)
 
     const last = state.segments.at(-1)
     const roll = !last || (state.size > 0 && state.size + entry.length > this.#segmentBytes)
@@ -345,7 +348,9 @@ export class FileStore implements BatchStore {
     }
     const offset = state.size
     state.size += entry.length
-    state.head = { sequence, digest, sealed: Buffer.from(sealed), keyId: decodeSealedBatch(sealed).keyId }
+    // The head's bytes are those of the entry as written, not a copy: each megabyte allocated per
+    // batch on this thread adds to what makes V8 run a full collection every few batches.
+    state.head = { sequence, digest, sealed, keyId }
     remember(state, sequence, digest)
     state.lastAppendMs = Date.now()
     return { segment: segment.first, offset }

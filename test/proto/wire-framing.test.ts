@@ -1,4 +1,4 @@
-// encodeBatch and encodePushBatchRequest frame the bulky fields by hand
+// encodeBatch, encodePushBatchRequest and encodeSealedBatch frame the bulky fields by hand
 // (proto/wire.ts): their bytes must be exactly what protobufjs writes for the
 // same message, because the collector and the verifier decode with protobufjs
 // and the seal covers those bytes. Held to that on generated messages of every
@@ -8,7 +8,7 @@ import fc from 'fast-check'
 import protobuf from 'protobufjs'
 import t from 'tap'
 import { fileURLToPath } from 'node:url'
-import { decodeBatch, encodeBatch, encodePushBatchRequest, type Batch, type SealedBatch, type WireRecord } from '../../proto/wire.ts'
+import { decodeBatch, encodeBatch, encodePushBatchRequest, encodeSealedBatch, type Batch, type SealedBatch, type WireRecord } from '../../proto/wire.ts'
 
 const root = protobuf.loadSync(fileURLToPath(new URL('../../proto/auditrail/v2/collector.proto', import.meta.url)))
 const reference = {
@@ -91,4 +91,13 @@ t.test('a batch of real lines: the same bytes, and they decode to the lines', as
   const bytes = encodeBatch(b)
   t.ok(Buffer.from(bytes).equals(reference.batch(b)))
   t.same(decodeBatch(bytes).records.map((r) => r.line && Buffer.from(r.line).toString()), records.map((r) => r.line!.toString()))
+})
+
+t.test('encodeSealedBatch writes exactly the bytes protobufjs writes, after the header room asked for', async (t) => {
+  const type = root.lookupType('auditrail.v2.SealedBatch')
+  fc.assert(fc.property(sealed, fc.nat(16), (s, header) => {
+    const out = encodeSealedBatch(s, header)
+    return out.length >= header && out.subarray(header).equals(Buffer.from(type.encode(s as unknown as Record<string, unknown>).finish()))
+  }), { numRuns: 1000, seed: 14 })
+  t.pass('1,000 generated sealed batches')
 })

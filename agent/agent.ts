@@ -287,6 +287,8 @@ export class AuditAgent {
         drafts.push(batcher.heartbeat(tailer.position() ?? this.#config.tail.path, now))
       }
       this.#sealAll(drafts)
+      // Sealed batches hold copies of their lines: the read buffers only the open draft still points into are kept.
+      tailer.releaseReads(batcher.heldRead)
       // Nothing new, or all there was: wait for more rather than read again at once. A live file written
       // line by line would otherwise be read in runs of a few lines, each with its reads and fstats (110
       // reads a second at 3,000 events/s); waiting, the next read takes what came meanwhile in one run.

@@ -22,6 +22,8 @@ export interface BatchLimits {
 export class Batcher {
   readonly #limits: BatchLimits
   #draft: BatchDraft | undefined
+  /** The tailer's read the open draft's first record came in (TailChunk.read). */
+  #draftRead = 0
   /** Where the last closed draft ended: an end-of-file already recorded needs no second marker. */
   #last: { inode: number; device: number; offset: number; endOfFile: boolean } | undefined
 
@@ -33,6 +35,11 @@ export class Batcher {
   /** performance.now() when the open draft got its first record; undefined when none is open. */
   get openedAt(): number | undefined {
     return this.#draft?.openedAt
+  }
+
+  /** The first of the tailer's reads whose records the open draft holds (views into its buffer); undefined when none is open. */
+  get heldRead(): number | undefined {
+    return this.#draft ? this.#draftRead : undefined
   }
 
   /** Adds a chunk; drafts closed on the way are appended to `out`. */
@@ -89,6 +96,7 @@ export class Batcher {
   }
 
   #open(chunk: TailChunk, startOffset: number, nowMs: number): BatchDraft {
+    this.#draftRead = chunk.read
     this.#draft = emptyDraft(chunk.path, chunk.identity, chunk.order, startOffset, nowMs)
     return this.#draft
   }

@@ -15,8 +15,11 @@ import { GzipSource, gzipHead, PlainSource, type ByteSource } from './byte-sourc
 import { FINGERPRINT_BYTES, fingerprintOf, headMatches, readHead, type FileIdentity } from './file-identity.ts'
 import { LineSplitter, type SplitRecord } from './line-splitter.ts'
 import type { QuarantineStore } from './quarantine.ts'
+import { ReadBuffers } from './read-buffers.ts'
 
 const READ_CHUNK_BYTES = 256 * 1024
+/** Read buffers kept for reuse: a batch of 1 MiB (batch.maxBytes) spans five reads, and one more is being read. */
+const READ_BUFFERS_KEPT = 8
 const HEAD_CHECK_MS = 1000
 
 /** Where a file sits in rotation order. */
@@ -64,6 +67,8 @@ export interface TailChunk {
   bytesRead: number
   /** The read took all the plain file held: what comes next is still being written. */
   caughtUp: boolean
+  /** Number of the read whose buffer the records' bytes are in: hold it until they are copied, then `releaseReads`. */
+  read: number
 }
 
 export interface TailerOptions {
@@ -117,6 +122,8 @@ export class Tailer {
   #discoveries = 0
   #discovering: Promise<void> | undefined
   #closed = false
+  readonly #buffers = new ReadBuffers(READ_CHUNK_BYTES, READ_BUFFERS_KEPT)
+  readonly #takeBuffer = () => this.#buffers.take().buffer
 
   constructor(options: TailerOptions) {
     this.#options = options
@@ -185,7 +192,7 @@ export class Tailer {
     const start = c.splitter.committedOffset
     let bytes: Buffer
     try {
-      bytes = await source.read(c.position, READ_CHUNK_BYTES)
+      bytes = await source.read(c.position, READ_CHUNK_BYTES, this.#takeBuffer)
     } catch (err) {
       // A corrupt gzip or an I/O error: declare the rest of the file lost rather than stall forever.
       const reason = `reading ${c.file.path} failed at offset ${c.position}: ${(err as Error).message}; the rest of the file is lost`
@@ -217,6 +224,14 @@ export class Tailer {
       if (this.#queue.length > 0) return this.read()
     }
     return this.#chunk(c, start, [], false)
+  }
+
+  /**
+   * The records of reads before `read` (a chunk's `read`) are no longer held: their buffers are
+   * reused. Without `read`, nothing read so far is held.
+   */
+  releaseReads(read = Infinity): void {
+    this.#buffers.release(read)
   }
 
   /**
@@ -313,11 +328,11 @@ export class Tailer {
   }
 
   #chunk(c: Current, start: number, records: TailRecord[], endOfFile: boolean): TailChunk {
-    return { path: c.file.path, identity: c.file.identity, order: c.file.order, startOffset: start, endOffset: c.splitter.committedOffset, records, endOfFile, bytesRead: 0, caughtUp: false }
+    return { path: c.file.path, identity: c.file.identity, order: c.file.order, startOffset: start, endOffset: c.splitter.committedOffset, records, endOfFile, bytesRead: 0, caughtUp: false, read: this.#buffers.reads }
   }
 
   #emptyChunk(): TailChunk {
-    return { path: this.#options.path, identity: ZERO_IDENTITY, order: { liveAfter: 0 }, startOffset: 0, endOffset: 0, records: [], endOfFile: false, bytesRead: 0, caughtUp: false }
+    return { path: this.#options.path, identity: ZERO_IDENTITY, order: { liveAfter: 0 }, startOffset: 0, endOffset: 0, records: [], endOfFile: false, bytesRead: 0, caughtUp: false, read: this.#buffers.reads }
   }
 
   /** Ends the current file (flushing a last line without newline) and moves to the next. */

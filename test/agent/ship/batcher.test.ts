@@ -12,7 +12,7 @@ function chunk(from: number, lines: string[], extra: Partial<TailChunk> = {}): T
     records.push({ kind: 'line', offset, bytes: Buffer.from(l) })
     offset += l.length + 1
   }
-  return { path: '/a/audit.log', identity, order: { liveAfter: 0 }, startOffset: from, endOffset: offset, records, endOfFile: false, bytesRead: offset - from, caughtUp: false, ...extra }
+  return { path: '/a/audit.log', identity, order: { liveAfter: 0 }, startOffset: from, endOffset: offset, records, endOfFile: false, bytesRead: offset - from, caughtUp: false, read: 0, ...extra }
 }
 
 t.test('closes batches at the event limit with contiguous offsets', async (t) => {
@@ -56,4 +56,17 @@ t.test('closes at the byte limit', async (t) => {
   const out: BatchDraft[] = []
   b.add(chunk(0, ['abc', 'def', 'g']), process, 0, out)
   t.same(out.map((d) => d.records.length), [2])
+})
+
+t.test('says from which of the tailer\'s reads the open draft holds lines', async (t) => {
+  const b = new Batcher({ maxEvents: 3, maxBytes: 1 << 20, maxWaitMs: 1000 }, undefined)
+  const out: BatchDraft[] = []
+  t.equal(b.heldRead, undefined, 'nothing open')
+  b.add(chunk(0, ['aa', 'bb'], { read: 4 }), process, 0, out)
+  t.equal(b.heldRead, 4)
+  b.add(chunk(6, ['cc', 'dd'], { read: 5 }), process, 0, out)
+  t.equal(out.length, 1, 'closed at three events; dd opened the next')
+  t.equal(b.heldRead, 5)
+  b.takeDue(0, out, true)
+  t.equal(b.heldRead, undefined, 'all sealed: no read is held')
 })

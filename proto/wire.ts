@@ -303,7 +303,8 @@ function writeFinding(out: Buffer, pos: number, f: Finding, sizes: Sizes): numbe
   return pos
 }
 
-export function encodeBatch(batch: Batch): Uint8Array {
+/** `alloc(size)` gives the buffer the batch is written to: a new one by default; the agent's sealer reuses its space (agent/ship/batch-ring.ts). */
+export function encodeBatch(batch: Batch, alloc: (size: number) => Buffer = Buffer.allocUnsafe): Uint8Array {
   const { records, findings, keyRotation, ...header } = batch
   const head = types.Batch.encode(header as unknown as Record<string, unknown>).finish()
   const tail = keyRotation ? types.Batch.encode({ keyRotation }).finish() : new Uint8Array(0)
@@ -325,7 +326,7 @@ export function encodeBatch(batch: Batch): Uint8Array {
   }
   const findingSizes = (findings ?? []).map((f) => findingSize(f, sizes))
   for (const n of findingSizes) size += fieldSize(n)
-  const out = Buffer.allocUnsafe(size)
+  const out = alloc(size)
   out.set(head, 0)
   let pos = head.length
   for (let i = 0; i < records.length; i++) {

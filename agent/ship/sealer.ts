@@ -31,6 +31,7 @@ export interface BatchDraft {
 export interface SealedItem {
   sequence: number
   digest: Buffer
+  /** Its batch bytes may be in the sealer's reused storage: read them only until the batch is acknowledged. */
   sealed: SealedBatch
   /** About the encoded SealedBatch size: what it costs to hold until acknowledged. */
   size: number
@@ -53,13 +54,16 @@ export class Sealer {
   #prev: Buffer
   /** The key the stream is bound to: the one that signed the last sealed batch (or the collector's head). */
   #chainKey: SigningKey | undefined
+  readonly #alloc: ((size: number) => Buffer) | undefined
 
-  constructor(streamId: string, node: string, head: ChainHead, chainKey: SigningKey | undefined) {
+  /** `alloc` gives the buffer a batch's bytes are written to (the agent's BatchRing); a new one each by default. */
+  constructor(streamId: string, node: string, head: ChainHead, chainKey: SigningKey | undefined, alloc?: (size: number) => Buffer) {
     this.#streamId = streamId
     this.#node = node
     this.#next = head.nextSequence
     this.#prev = head.headDigest
     this.#chainKey = chainKey
+    this.#alloc = alloc
   }
 
   get head(): ChainHead {
@@ -93,7 +97,7 @@ export class Sealer {
       records: draft.records,
       findings: draft.findings,
       ...(keyRotation ? { keyRotation } : {}),
-    })
+    }, this.#alloc)
     const digest = batchDigest(bytes)
     const sealed: SealedBatch = { batch: bytes, signature: signSeal(digest, key.privateKey), keyId: key.keyId, algorithm: SEAL_ALGORITHM }
     this.#next = sequence + 1

@@ -52,3 +52,13 @@ t.test('continues a chain from a checkpoint', async (t) => {
   t.same(Buffer.from(b.prevDigest), head)
   t.equal(sealer.head.nextSequence, 43)
 })
+
+t.test('writes a batch\'s bytes where it is told (the agent\'s ring of sealed batches), the same bytes as alone', async (t) => {
+  const storage = Buffer.alloc(4096)
+  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) }, key, (size) => storage.subarray(100, 100 + size))
+  const alone = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) }, key)
+  const item = sealer.seal(draft('{"kind":"Event"}'), key, 7)
+  t.equal(item.sealed.batch.buffer, storage.buffer)
+  t.equal(item.sealed.batch.byteOffset, storage.byteOffset + 100)
+  t.same(Buffer.from(item.sealed.batch), Buffer.from(alone.seal(draft('{"kind":"Event"}'), key, 7).sealed.batch))
+})

@@ -292,9 +292,9 @@ export class AuditAgent {
       if (drafts.length === 0 && batcher.openedAt === undefined && now - this.#lastSealedAt >= heartbeatMs) {
         drafts.push(batcher.heartbeat(tailer.position() ?? this.#config.tail.path, now))
       }
+      // The batcher encoded the chunk's lines into its drafts: the buffer they were read into is free.
+      tailer.releaseReads()
       this.#sealAll(drafts)
-      // Sealed batches hold copies of their lines: the read buffers only the open draft still points into are kept.
-      tailer.releaseReads(batcher.heldRead)
       // Nothing new, or all there was: wait for more rather than read again at once. A live file written
       // line by line would otherwise be read in runs of a few lines, each with its reads and fstats (110
       // reads a second at 3,000 events/s); waiting, the next read takes what came meanwhile in one run.
@@ -326,7 +326,8 @@ export class AuditAgent {
   #sealAll(drafts: BatchDraft[]): void {
     for (const draft of drafts) {
       const item = this.#sealer!.seal(draft, this.#key.current, Date.now())
-      this.metrics.batchesSealed.inc({ kind: draft.records.length === 0 ? 'heartbeat' : 'events' })
+      this.metrics.batchesSealed.inc({ kind: draft.body.recordCount === 0 ? 'heartbeat' : 'events' })
+      this.#batcher!.recycle(draft)
       this.#sender.enqueue(item)
       this.#lastSealedAt = performance.now()
     }

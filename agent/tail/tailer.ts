@@ -18,8 +18,8 @@ import type { QuarantineStore } from './quarantine.ts'
 import { ReadBuffers } from './read-buffers.ts'
 
 const READ_CHUNK_BYTES = 256 * 1024
-/** Read buffers kept for reuse: a batch of 1 MiB (batch.maxBytes) spans five reads, and one more is being read. */
-const READ_BUFFERS_KEPT = 8
+/** Read buffers kept for reuse: the agent releases each read before the next. */
+const READ_BUFFERS_KEPT = 2
 const HEAD_CHECK_MS = 1000
 
 /** Where a file sits in rotation order. */
@@ -67,8 +67,6 @@ export interface TailChunk {
   bytesRead: number
   /** The read took all the plain file held: what comes next is still being written. */
   caughtUp: boolean
-  /** Number of the read whose buffer the records' bytes are in: hold it until they are copied, then `releaseReads`. */
-  read: number
 }
 
 export interface TailerOptions {
@@ -123,7 +121,7 @@ export class Tailer {
   #discovering: Promise<void> | undefined
   #closed = false
   readonly #buffers = new ReadBuffers(READ_CHUNK_BYTES, READ_BUFFERS_KEPT)
-  readonly #takeBuffer = () => this.#buffers.take().buffer
+  readonly #takeBuffer = () => this.#buffers.take()
 
   constructor(options: TailerOptions) {
     this.#options = options
@@ -227,11 +225,11 @@ export class Tailer {
   }
 
   /**
-   * The records of reads before `read` (a chunk's `read`) are no longer held: their buffers are
-   * reused. Without `read`, nothing read so far is held.
+   * Nothing read so far is held any more (the records' bytes were copied): the buffers are read
+   * into again. Until then a record's bytes are a view into the buffer they were read into.
    */
-  releaseReads(read = Infinity): void {
-    this.#buffers.release(read)
+  releaseReads(): void {
+    this.#buffers.release()
   }
 
   /**
@@ -328,11 +326,11 @@ export class Tailer {
   }
 
   #chunk(c: Current, start: number, records: TailRecord[], endOfFile: boolean): TailChunk {
-    return { path: c.file.path, identity: c.file.identity, order: c.file.order, startOffset: start, endOffset: c.splitter.committedOffset, records, endOfFile, bytesRead: 0, caughtUp: false, read: this.#buffers.reads }
+    return { path: c.file.path, identity: c.file.identity, order: c.file.order, startOffset: start, endOffset: c.splitter.committedOffset, records, endOfFile, bytesRead: 0, caughtUp: false }
   }
 
   #emptyChunk(): TailChunk {
-    return { path: this.#options.path, identity: ZERO_IDENTITY, order: { liveAfter: 0 }, startOffset: 0, endOffset: 0, records: [], endOfFile: false, bytesRead: 0, caughtUp: false, read: this.#buffers.reads }
+    return { path: this.#options.path, identity: ZERO_IDENTITY, order: { liveAfter: 0 }, startOffset: 0, endOffset: 0, records: [], endOfFile: false, bytesRead: 0, caughtUp: false }
   }
 
   /** Ends the current file (flushing a last line without newline) and moves to the next. */

@@ -2,7 +2,7 @@ import { generateKeyPairSync } from 'node:crypto'
 import t from 'tap'
 import { keyIdOf } from '../../../proto/keys.ts'
 import { verifySeal } from '../../../proto/signed-messages.ts'
-import { batchDigest, decodeBatch } from '../../../proto/wire.ts'
+import { BatchBody, batchDigest, decodeBatch } from '../../../proto/wire.ts'
 import { Sealer, type BatchDraft } from '../../../agent/ship/sealer.ts'
 
 const { privateKey, publicKey } = generateKeyPairSync('ed25519')
@@ -14,8 +14,7 @@ const draft = (line: string, endOfFile = false): BatchDraft => ({
   startOffset: 0,
   endOffset: line.length + 1,
   endOfFile,
-  records: [{ offset: 0, line: Buffer.from(line) }],
-  findings: [{ recordIndex: 0, source: 'rule', id: 'exec-into-pod', severity: 'high', message: 'exec', auditId: 'a', details: {} }],
+  body: BatchBody.of([{ offset: 0, line: Buffer.from(line) }], [{ recordIndex: 0, source: 'rule', id: 'exec-into-pod', severity: 'high', message: 'exec', auditId: 'a', details: {} }]),
   lineBytes: line.length,
   newestEventMs: 0,
   openedAt: 0,

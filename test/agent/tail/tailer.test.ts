@@ -132,12 +132,13 @@ t.test('a read buffer is read into again only after releaseReads; lines across r
   const bufferOf = (chunk: { records: TailRecord[] }) => (chunk.records.at(-1) as { bytes: Buffer }).bytes.buffer
   t.not(bufferOf(second), bufferOf(first), 'the first read is held: the second has a buffer of its own')
   t.same(texts(first.records), lines.slice(0, first.records.length), 'the first read\'s lines are as read')
-  tailer.releaseReads(second.read)
-  const third = await tailer.read()
-  t.equal(bufferOf(third), bufferOf(first), 'the first read released: its buffer is reused')
+  const copied = [...first.records, ...second.records].map((r) => (r.kind === 'line' ? { ...r, bytes: Buffer.from(r.bytes) } : r))
   tailer.releaseReads()
-  const records = [...first.records, ...second.records, ...third.records].map((r) => (r.kind === 'line' ? { ...r, bytes: Buffer.from(r.bytes) } : r))
-  t.same(texts(await readRecords(tailer, lines.length, records)).slice(first.records.length), lines.slice(first.records.length))
+  const third = await tailer.read()
+  t.ok([bufferOf(first), bufferOf(second)].includes(bufferOf(third)), 'released: a buffer is read into again')
+  tailer.releaseReads()
+  const records = [...copied, ...third.records.map((r) => (r.kind === 'line' ? { ...r, bytes: Buffer.from(r.bytes) } : r))]
+  t.same(texts(await readRecords(tailer, lines.length, records)), lines)
 })
 
 t.test('a half-written last line is held back until its newline arrives', async (t) => {

@@ -14,6 +14,7 @@ import { Detectors, eventTimeMs } from './anomaly/detectors.ts'
 import { FindingGroups, groupFinding, type GroupChange } from './guard/finding-groups.ts'
 import { Guard } from './guard/guard.ts'
 import { AgentMetrics } from './observe/metrics.ts'
+import { BatchRing } from './ship/batch-ring.ts'
 import { Batcher, type ProcessedRecord } from './ship/batcher.ts'
 import { Sealer, type BatchDraft, type SealedItem } from './ship/sealer.ts'
 import { peerDispatcher, Sender, SendError, backoffMs } from './ship/sender.ts'
@@ -51,6 +52,8 @@ export class ChainError extends Error {
 
 const WITHHELD_LINE = Buffer.from('{"auditrail":"withheld: this line concerns a secret and could not be scanned for redaction"}')
 const INCOMPLETE_REASON = 'incomplete: the file ended without a newline after this line'
+/** The most the ring of sealed batches takes, whatever collector.maxUnackedBytes allows (a batch that does not fit gets a buffer of its own). */
+const MAX_BATCH_RING_BYTES = 64 * 1024 * 1024
 
 export class AuditAgent {
   readonly metrics: AgentMetrics
@@ -60,6 +63,7 @@ export class AuditAgent {
   readonly #key: SigningKeyFile
   readonly #checkpoints: CheckpointFile
   readonly #sender: Sender
+  readonly #batchRing: BatchRing
   #dispatcher: Dispatcher
   readonly #tls: CollectorTls
   #tailer: Tailer | undefined
@@ -107,6 +111,8 @@ export class AuditAgent {
     const c = config.collector
     this.#tls = new CollectorTls({ caFile: c.caFile, certFile: c.certFile, keyFile: c.keyFile })
     this.#dispatcher = peerDispatcher({ timeoutMs: c.timeoutMs, http2: c.http2, ...this.#tls.material })
+    // What may wait for an acknowledgement, and the batches a read closes before the reader is held back.
+    this.#batchRing = new BatchRing(Math.min(c.maxUnackedBytes + 2 * config.batch.maxBytes, MAX_BATCH_RING_BYTES))
     const collectors = new CollectorChoice(c.urls, c.failbackIntervalMs)
     for (const url of c.urls) this.metrics.sendingTo.set({ url }, url === collectors.current ? 1 : 0)
     this.#sender = new Sender({
@@ -202,7 +208,7 @@ export class AuditAgent {
       { maxEvents: this.#config.batch.maxEvents, maxBytes: this.#config.batch.maxBytes, maxWaitMs: this.#config.batch.maxWaitMs },
       checkpoint.position,
     )
-    this.#sealer = new Sealer(this.#config.streamId, this.#config.node, checkpoint, this.#key.current)
+    this.#sealer = new Sealer(this.#config.streamId, this.#config.node, checkpoint, this.#key.current, this.#batchRing.alloc)
     this.#lastSealedAt = performance.now()
     this.#watchLogDir()
     await this.#guard.watch()
@@ -286,6 +292,8 @@ export class AuditAgent {
       if (drafts.length === 0 && batcher.openedAt === undefined && now - this.#lastSealedAt >= heartbeatMs) {
         drafts.push(batcher.heartbeat(tailer.position() ?? this.#config.tail.path, now))
       }
+      // The batcher encoded the chunk's lines into its drafts: the buffer they were read into is free.
+      tailer.releaseReads()
       this.#sealAll(drafts)
       // Nothing new, or all there was: wait for more rather than read again at once. A live file written
       // line by line would otherwise be read in runs of a few lines, each with its reads and fstats (110
@@ -318,7 +326,8 @@ export class AuditAgent {
   #sealAll(drafts: BatchDraft[]): void {
     for (const draft of drafts) {
       const item = this.#sealer!.seal(draft, this.#key.current, Date.now())
-      this.metrics.batchesSealed.inc({ kind: draft.records.length === 0 ? 'heartbeat' : 'events' })
+      this.metrics.batchesSealed.inc({ kind: draft.body.recordCount === 0 ? 'heartbeat' : 'events' })
+      this.#batcher!.recycle(draft)
       this.#sender.enqueue(item)
       this.#lastSealedAt = performance.now()
     }
@@ -417,6 +426,7 @@ export class AuditAgent {
     m.sendDuration.observe(latencyMs / 1000)
     const now = performance.now()
     for (const item of acked) {
+      this.#batchRing.free(item.sealed.batch)
       if (item.recordCount > 0) m.appendToAck.observe((now - item.openedAt) / 1000)
       if (item.newestEventMs > this.#newestAckedEventMs) this.#newestAckedEventMs = item.newestEventMs
     }

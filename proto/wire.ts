@@ -222,6 +222,10 @@ class Sizes {
   take(): number {
     return this.#list[this.#next++]!
   }
+  clear(): void {
+    this.#length = 0
+    this.#next = 0
+  }
 }
 
 /** A length-delimited field of `size` bytes, with its tag and length. */
@@ -340,47 +344,104 @@ function writeFinding(out: Buffer, pos: number, f: Finding, sizes: Sizes): numbe
   return pos
 }
 
-export function encodeBatch(batch: Batch): Uint8Array {
-  const { records, findings, keyRotation, ...header } = batch
-  const head = types.Batch.encode(header as unknown as Record<string, unknown>).finish()
-  const tail = keyRotation ? types.Batch.encode({ keyRotation }).finish() : new Uint8Array(0)
-  // Records that are not a line (quarantine, gap, unparsed: rare) are encoded whole by protobufjs.
-  const others = new Map<number, Uint8Array>()
-  const sizes = new Sizes()
-  const recordSizes = new Uint32Array(records.length)
-  let size = head.length + tail.length
-  for (let i = 0; i < records.length; i++) {
-    const r = records[i]!
-    if (isLineRecord(r)) {
-      recordSizes[i] = lineRecordSize(r, sizes)
-    } else {
-      const bytes = types.Record.encode(r as unknown as Record<string, unknown>).finish()
-      others.set(i, bytes)
-      recordSizes[i] = bytes.length
-    }
-    size += fieldSize(recordSizes[i]!)
+/**
+ * A batch's records and findings, encoded as they are added: the agent's open batch holds
+ * them as bytes, not as objects. Held as objects (a record, a view of its line, a finding
+ * and its details per event) until the batch was sealed, they outlived the young
+ * generation and were promoted: the old generation grew by megabytes a second at full
+ * speed, garbage that only a full collection freed. Records and findings go to storage
+ * of their own (records come first in the batch), kept for the next batch by `clear`.
+ */
+export class BatchBody {
+  #records: Buffer = Buffer.alloc(0)
+  #recordsEnd = 0
+  #findings: Buffer = Buffer.alloc(0)
+  #findingsEnd = 0
+  readonly #sizes = new Sizes()
+  #count = 0
+
+  /** A body holding `records`, then `findings`. */
+  static of(records: readonly WireRecord[], findings: readonly Finding[] = []): BatchBody {
+    const body = new BatchBody()
+    for (const r of records) body.addRecord(r)
+    for (const f of findings) body.addFinding(f)
+    return body
   }
-  const findingSizes = (findings ?? []).map((f) => findingSize(f, sizes))
-  for (const n of findingSizes) size += fieldSize(n)
-  const out = Buffer.allocUnsafe(size)
-  out.set(head, 0)
-  let pos = head.length
-  for (let i = 0; i < records.length; i++) {
+
+  get recordCount(): number {
+    return this.#count
+  }
+
+  /** Bytes of the records and findings, framed: what they add to the batch. */
+  get byteLength(): number {
+    return this.#recordsEnd + this.#findingsEnd
+  }
+
+  addRecord(r: WireRecord): void {
+    this.#count++
+    // Records that are not a line (quarantine, gap, unparsed: rare) are encoded whole by protobufjs.
+    const encoded = isLineRecord(r) ? undefined : types.Record.encode(r as unknown as Record<string, unknown>).finish()
+    this.#sizes.clear()
+    const size = encoded ? encoded.length : lineRecordSize(r as WireRecord & { line: Uint8Array }, this.#sizes)
+    const out = (this.#records = room(this.#records, this.#recordsEnd, fieldSize(size)))
+    let pos = this.#recordsEnd
     out[pos++] = RECORD_TAG
-    pos = writeVarint(out, pos, recordSizes[i]!)
-    const encoded = others.get(i)
+    pos = writeVarint(out, pos, size)
     if (encoded) {
       out.set(encoded, pos)
       pos += encoded.length
     } else {
-      pos = writeLineRecord(out, pos, records[i] as WireRecord & { line: Uint8Array }, sizes)
+      pos = writeLineRecord(out, pos, r as WireRecord & { line: Uint8Array }, this.#sizes)
     }
+    this.#recordsEnd = pos
   }
-  for (let i = 0; i < findingSizes.length; i++) {
-    out[pos++] = FINDING_TAG
-    pos = writeFinding(out, writeVarint(out, pos, findingSizes[i]!), findings[i]!, sizes)
+
+  /** A finding of a record already added (its recordIndex). */
+  addFinding(f: Finding): void {
+    this.#sizes.clear()
+    const size = findingSize(f, this.#sizes)
+    const out = (this.#findings = room(this.#findings, this.#findingsEnd, fieldSize(size)))
+    out[this.#findingsEnd] = FINDING_TAG
+    this.#findingsEnd = writeFinding(out, writeVarint(out, this.#findingsEnd + 1, size), f, this.#sizes)
   }
-  out.set(tail, pos)
+
+  /** Writes the records, then the findings, at `pos`; returns the position after them. */
+  copyTo(out: Buffer, pos: number): number {
+    out.set(this.#records.subarray(0, this.#recordsEnd), pos)
+    out.set(this.#findings.subarray(0, this.#findingsEnd), pos + this.#recordsEnd)
+    return pos + this.byteLength
+  }
+
+  /** Empty again; the storage stays for the next batch. */
+  clear(): void {
+    this.#recordsEnd = 0
+    this.#findingsEnd = 0
+    this.#count = 0
+  }
+}
+
+/** `buffer` with room for `n` more bytes after `end`: itself, or a bigger copy (doubled, so that a batch grows it a few times at most). */
+function room(buffer: Buffer, end: number, n: number): Buffer {
+  if (end + n <= buffer.length) return buffer
+  const grown = Buffer.allocUnsafe(Math.max(64 * 1024, buffer.length * 2, end + n))
+  buffer.copy(grown, 0, 0, end)
+  return grown
+}
+
+/** `alloc(size)` gives the buffer the batch is written to: a new one by default; the agent's sealer reuses its space (agent/ship/batch-ring.ts). */
+export function encodeBatch(batch: Batch, alloc: (size: number) => Buffer = Buffer.allocUnsafe): Uint8Array {
+  const { records, findings, ...header } = batch
+  return encodeBatchWithBody(header, BatchBody.of(records, findings ?? []), alloc)
+}
+
+/** A batch whose records and findings are already encoded in `body`; the same bytes as encodeBatch. */
+export function encodeBatchWithBody(header: Omit<Batch, 'records' | 'findings'>, body: BatchBody, alloc: (size: number) => Buffer = Buffer.allocUnsafe): Uint8Array {
+  const { keyRotation, ...fields } = header
+  const head = types.Batch.encode(fields as unknown as Record<string, unknown>).finish()
+  const tail = keyRotation ? types.Batch.encode({ keyRotation }).finish() : new Uint8Array(0)
+  const out = alloc(head.length + body.byteLength + tail.length)
+  out.set(head, 0)
+  out.set(tail, body.copyTo(out, head.length))
   return out
 }
 

@@ -1,7 +1,8 @@
 // Groups records into batch drafts: one file per batch, closed when it holds
 // enough events or bytes, when it has waited long enough, or when its file
-// ends. Records stay views into the read buffers; nothing is copied here.
-import type { Finding, WireRecord } from '../../proto/wire.ts'
+// ends. A record and its findings are encoded into the draft's body as they
+// are added (proto/wire.ts BatchBody): the read buffer is free once a chunk is added.
+import { BatchBody, type Finding, type WireRecord } from '../../proto/wire.ts'
 import type { TailChunk, TailPosition, TailRecord } from '../tail/tailer.ts'
 import type { BatchDraft } from './sealer.ts'
 
@@ -22,6 +23,8 @@ export interface BatchLimits {
 export class Batcher {
   readonly #limits: BatchLimits
   #draft: BatchDraft | undefined
+  /** Bodies of sealed drafts, for the next drafts (recycle). */
+  readonly #bodies: BatchBody[] = []
   /** Where the last closed draft ended: an end-of-file already recorded needs no second marker. */
   #last: { inode: number; device: number; offset: number; endOfFile: boolean } | undefined
 
@@ -47,12 +50,13 @@ export class Batcher {
       const tailRecord = records[i]!
       if (!draft) draft = this.#open(chunk, tailRecord.offset, nowMs)
       const { record, findings, eventMs } = process(tailRecord)
-      const index = draft.records.length
-      draft.records.push(record)
-      for (const f of findings) draft.findings.push({ ...f, recordIndex: index })
+      const body = draft.body
+      const index = body.recordCount
+      body.addRecord(record)
+      for (const f of findings) body.addFinding({ ...f, recordIndex: index })
       draft.lineBytes += record.line?.length ?? 0
       if (eventMs > draft.newestEventMs) draft.newestEventMs = eventMs
-      if (draft.records.length >= this.#limits.maxEvents || draft.lineBytes >= this.#limits.maxBytes) {
+      if (body.recordCount >= this.#limits.maxEvents || draft.lineBytes >= this.#limits.maxBytes) {
         const next = records[i + 1]
         draft.endOffset = next ? next.offset : chunk.endOffset
         draft.endOfFile = !next && chunk.endOfFile
@@ -84,13 +88,24 @@ export class Batcher {
    * Without a position (no log file yet) it names the configured path.
    */
   heartbeat(position: TailPosition | string, nowMs: number): BatchDraft {
-    if (typeof position === 'string') return { ...emptyDraft(position, NO_FILE, { liveAfter: 0 }, 0, nowMs), noFile: true }
-    return emptyDraft(position.path, position.identity, position.order, position.offset, nowMs)
+    if (typeof position === 'string') return { ...this.#empty(position, NO_FILE, { liveAfter: 0 }, 0, nowMs), noFile: true }
+    return this.#empty(position.path, position.identity, position.order, position.offset, nowMs)
+  }
+
+  /** A draft is sealed (its bytes copied): its body's storage serves a next draft. */
+  recycle(draft: BatchDraft): void {
+    draft.body.clear()
+    if (this.#bodies.length < BODIES_KEPT) this.#bodies.push(draft.body)
   }
 
   #open(chunk: TailChunk, startOffset: number, nowMs: number): BatchDraft {
-    this.#draft = emptyDraft(chunk.path, chunk.identity, chunk.order, startOffset, nowMs)
+    this.#draft = this.#empty(chunk.path, chunk.identity, chunk.order, startOffset, nowMs)
     return this.#draft
+  }
+
+  #empty(path: string, identity: BatchDraft['identity'], order: BatchDraft['order'], offset: number, nowMs: number): BatchDraft {
+    const body = this.#bodies.pop() ?? new BatchBody()
+    return { path, identity, order, startOffset: offset, endOffset: offset, endOfFile: false, body, lineBytes: 0, newestEventMs: 0, openedAt: nowMs }
   }
 
   #close(out: BatchDraft[]): void {
@@ -107,10 +122,8 @@ export class Batcher {
 }
 
 const NO_FILE = { device: 0, inode: 0, fingerprint: Buffer.alloc(0), fingerprintLength: 0 }
-
-function emptyDraft(path: string, identity: BatchDraft['identity'], order: BatchDraft['order'], offset: number, nowMs: number): BatchDraft {
-  return { path, identity, order, startOffset: offset, endOffset: offset, endOfFile: false, records: [], findings: [], lineBytes: 0, newestEventMs: 0, openedAt: nowMs }
-}
+/** Bodies kept for reuse: the open draft's, and one closed beside it. */
+const BODIES_KEPT = 2
 
 /** Same file, and the chunk starts where the draft ends (a truncated file restarts at 0: a new batch). */
 function continues(draft: BatchDraft, chunk: TailChunk): boolean {

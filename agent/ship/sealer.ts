@@ -2,7 +2,7 @@
 // Ed25519 signature over the digest of the exact bytes that will be shipped and
 // stored. When the signing key changes, the first batch under the new key
 // carries the old key's endorsement of it (the stream's key rotation).
-import { batchDigest, encodeBatch, type Finding, type KeyRotation, type SealedBatch, type WireRecord } from '../../proto/wire.ts'
+import { batchDigest, encodeBatchWithBody, type BatchBody, type KeyRotation, type SealedBatch } from '../../proto/wire.ts'
 import { SEAL_ALGORITHM, signRotation, signSeal } from '../../proto/signed-messages.ts'
 import type { FileIdentity } from '../tail/file-identity.ts'
 import type { TailPosition } from '../tail/tailer.ts'
@@ -16,8 +16,8 @@ export interface BatchDraft {
   startOffset: number
   endOffset: number
   endOfFile: boolean
-  records: WireRecord[]
-  findings: Finding[]
+  /** The records and their findings, encoded as they were added. */
+  body: BatchBody
   /** Sum of line bytes: what the batch costs in memory. */
   lineBytes: number
   /** Newest event time (stageTimestamp) seen in the batch, Unix ms; 0 when none. */
@@ -31,6 +31,7 @@ export interface BatchDraft {
 export interface SealedItem {
   sequence: number
   digest: Buffer
+  /** Its batch bytes may be in the sealer's reused storage: read them only until the batch is acknowledged. */
   sealed: SealedBatch
   /** About the encoded SealedBatch size: what it costs to hold until acknowledged. */
   size: number
@@ -53,13 +54,16 @@ export class Sealer {
   #prev: Buffer
   /** The key the stream is bound to: the one that signed the last sealed batch (or the collector's head). */
   #chainKey: SigningKey | undefined
+  readonly #alloc: ((size: number) => Buffer) | undefined
 
-  constructor(streamId: string, node: string, head: ChainHead, chainKey: SigningKey | undefined) {
+  /** `alloc` gives the buffer a batch's bytes are written to (the agent's BatchRing); a new one each by default. */
+  constructor(streamId: string, node: string, head: ChainHead, chainKey: SigningKey | undefined, alloc?: (size: number) => Buffer) {
     this.#streamId = streamId
     this.#node = node
     this.#next = head.nextSequence
     this.#prev = head.headDigest
     this.#chainKey = chainKey
+    this.#alloc = alloc
   }
 
   get head(): ChainHead {
@@ -72,7 +76,7 @@ export class Sealer {
     const keyRotation: KeyRotation | undefined = previous && previous.keyId !== key.keyId
       ? { previousKeyId: previous.keyId, endorsement: signRotation(this.#streamId, key.keyId, sequence, previous.privateKey) }
       : undefined
-    const bytes = encodeBatch({
+    const bytes = encodeBatchWithBody({
       streamId: this.#streamId,
       sequence,
       prevDigest: this.#prev,
@@ -90,10 +94,8 @@ export class Sealer {
         rotatedUnixMs: draft.order.rotatedAt ?? 0,
         liveAfterUnixMs: draft.order.liveAfter,
       },
-      records: draft.records,
-      findings: draft.findings,
       ...(keyRotation ? { keyRotation } : {}),
-    })
+    }, draft.body, this.#alloc)
     const digest = batchDigest(bytes)
     const sealed: SealedBatch = { batch: bytes, signature: signSeal(digest, key.privateKey), keyId: key.keyId, algorithm: SEAL_ALGORITHM }
     this.#next = sequence + 1
@@ -105,7 +107,7 @@ export class Sealer {
       sealed,
       size: bytes.length + sealed.signature.length + sealed.keyId.length + 16,
       position: draft.noFile ? undefined : { path: draft.path, identity: draft.identity, order: { ...draft.order }, offset: draft.endOffset, endOfFile: draft.endOfFile },
-      recordCount: draft.records.length,
+      recordCount: draft.body.recordCount,
       newestEventMs: draft.newestEventMs,
       openedAt: draft.openedAt,
     }

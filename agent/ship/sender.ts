@@ -6,7 +6,7 @@
 // Each request goes to the collector `CollectorChoice` names, and its outcome
 // goes back to it (failover between several collectors, agent/ship/collectors.ts).
 import { promisify } from 'node:util'
-import { constants, gzip as gzipCallback, zstdCompress as zstdCallback } from 'node:zlib'
+import { gzip as gzipCallback } from 'node:zlib'
 import { Agent, request, type Dispatcher } from 'undici'
 import { ConnectError, parseConnectError, PROTO_CONTENT_TYPE } from '../../proto/connect.ts'
 import {
@@ -22,9 +22,9 @@ import { signStreamHeadRequest } from '../../proto/signed-messages.ts'
 import type { CollectorChoice, CollectorSwitch } from './collectors.ts'
 import type { SealedItem } from './sealer.ts'
 import type { SigningKey } from './signing-key.ts'
+import { ZstdFrames } from './zstd-frames.ts'
 
 const gzip = promisify(gzipCallback)
-const zstd = promisify(zstdCallback)
 
 /** How request bodies are compressed (the Content-Encoding). */
 export type RequestCompression = 'zstd' | 'gzip' | 'none'
@@ -49,10 +49,8 @@ const CHUNK_BYTES = 1024 * 1024
 export const MAX_RESPONSE_BYTES = 20 * 1024 * 1024
 /** Bodies up to this size are sent as they are: compressing them would save next to nothing. */
 const MIN_COMPRESSED_BYTES = 1024
-const COMPRESS: Record<Exclude<RequestCompression, 'none'>, (body: Uint8Array) => Promise<Buffer>> = {
-  zstd: (body) => zstd(body, { chunkSize: CHUNK_BYTES, params: { [constants.ZSTD_c_compressionLevel]: 1 } }),
-  gzip: (body) => gzip(body, { chunkSize: CHUNK_BYTES, level: 1 }),
-}
+const ZSTD_LEVEL = 1
+const gzipBody = (body: Uint8Array) => gzip(body, { chunkSize: CHUNK_BYTES, level: 1 })
 
 export interface SenderOptions {
   /** The collectors' base URLs (e.g. https://collector.example:8443) and which one a request goes to. */
@@ -110,6 +108,8 @@ export class Sender {
    * Held from the first compressed request on: collector.maxRequestBytes, or one bigger batch.
    */
   #body = Buffer.alloc(0)
+  /** zstd bodies, a frame each from one stream (zstd-frames.ts). */
+  readonly #zstd = new ZstdFrames({ chunkSize: CHUNK_BYTES, level: ZSTD_LEVEL })
 
   constructor(options: SenderOptions) {
     this.#o = options
@@ -172,6 +172,7 @@ export class Sender {
     this.#stopped = true
     this.#wakeSleep?.()
     await this.#running?.catch(() => {})
+    this.#zstd.close()
     for (const w of this.#idleWaiters.splice(0)) w()
   }
 
@@ -277,7 +278,7 @@ export class Sender {
   /** `payload` is sent as it is (not copied): a request's 4 MiB is not held twice. */
   async #post(url: string, path: string, payload: Uint8Array): Promise<Buffer> {
     const encoding = this.#encodingFor(payload.length)
-    const body = encoding ? await COMPRESS[encoding](payload) : payload
+    const body = encoding === 'zstd' ? await this.#zstd.compress(payload) : encoding === 'gzip' ? await gzipBody(payload) : payload
     let res: Dispatcher.ResponseData
     try {
       res = await request(new URL(path, url), {

@@ -9,8 +9,10 @@ export interface ByteSource {
   /**
    * Up to `maxBytes` bytes starting at `position` (in uncompressed bytes).
    * An empty buffer means nothing more right now. A gzip source only reads forward.
+   * A plain file is read into `alloc(maxBytes)` when given (a buffer that is reused), once there is
+   * something to read; a gzip source returns views into what it decompressed and ignores it.
    */
-  read(position: number, maxBytes: number): Promise<Buffer>
+  read(position: number, maxBytes: number, alloc?: (size: number) => Buffer): Promise<Buffer>
   /** Current size for a plain file; undefined for gzip. */
   size(): Promise<number | undefined>
   close(): Promise<void>
@@ -31,15 +33,15 @@ export class PlainSource implements ByteSource {
     return this.lastSize
   }
 
-  async read(position: number, maxBytes: number): Promise<Buffer> {
+  async read(position: number, maxBytes: number, alloc?: (size: number) => Buffer): Promise<Buffer> {
     // Behind the size last seen, the bytes are known to be there: no fstat per read while catching up.
     // Only at that end is the size asked again, to see growth (and, by the caller, truncation).
     const known = this.lastSize - position > 0
     const available = known ? this.lastSize - position : (await this.size()) - position
     if (available <= 0) return Buffer.alloc(0)
-    // Sized to what is there: at a steady trickle a read is a few hundred bytes, not a fresh MiB.
-    const buf = Buffer.allocUnsafe(Math.min(available, maxBytes))
-    const { bytesRead } = await this.#handle.read(buf, 0, buf.length, position)
+    // Without a reused buffer, one sized to what is there: at a steady trickle a read is a few hundred bytes, not a fresh MiB.
+    const buf = alloc?.(maxBytes) ?? Buffer.allocUnsafe(Math.min(available, maxBytes))
+    const { bytesRead } = await this.#handle.read(buf, 0, Math.min(available, maxBytes, buf.length), position)
     // Nothing where the old size said there was: the file shrank. Measure it, so that the caller's
     // truncation check (which reads lastSize after an empty read) sees the size of now.
     if (bytesRead === 0 && known) await this.size()

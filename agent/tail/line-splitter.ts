@@ -1,6 +1,7 @@
 // Splits a byte stream into lines without copying: a line is a view into the
-// chunk it was read in, unless it spans chunks. A line longer than the limit
-// never sits in memory whole: its bytes stream to the quarantine as they come.
+// chunk it was read in, unless it spans chunks (the piece left at the end of a
+// chunk is copied: the tailer reads into that buffer again). A line longer than
+// the limit never sits in memory whole: its bytes stream to the quarantine as they come.
 import type { Quarantine } from '../../proto/wire.ts'
 import type { QuarantineStore, QuarantineWriter } from './quarantine.ts'
 
@@ -58,7 +59,7 @@ export class LineSplitter {
         pos = end + 1
         continue
       } else {
-        this.#pending.push(piece)
+        this.#pending.push(nl === -1 ? Buffer.from(piece) : piece)
         this.#pendingBytes += piece.length
       }
       if (nl === -1) break

@@ -15,8 +15,11 @@ import { GzipSource, gzipHead, PlainSource, type ByteSource } from './byte-sourc
 import { FINGERPRINT_BYTES, fingerprintOf, headMatches, readHead, type FileIdentity } from './file-identity.ts'
 import { LineSplitter, type SplitRecord } from './line-splitter.ts'
 import type { QuarantineStore } from './quarantine.ts'
+import { ReadBuffers } from './read-buffers.ts'
 
 const READ_CHUNK_BYTES = 256 * 1024
+/** Read buffers kept for reuse: the agent releases each read before the next. */
+const READ_BUFFERS_KEPT = 2
 const HEAD_CHECK_MS = 1000
 
 /** Where a file sits in rotation order. */
@@ -117,6 +120,8 @@ export class Tailer {
   #discoveries = 0
   #discovering: Promise<void> | undefined
   #closed = false
+  readonly #buffers = new ReadBuffers(READ_CHUNK_BYTES, READ_BUFFERS_KEPT)
+  readonly #takeBuffer = () => this.#buffers.take()
 
   constructor(options: TailerOptions) {
     this.#options = options
@@ -185,7 +190,7 @@ export class Tailer {
     const start = c.splitter.committedOffset
     let bytes: Buffer
     try {
-      bytes = await source.read(c.position, READ_CHUNK_BYTES)
+      bytes = await source.read(c.position, READ_CHUNK_BYTES, this.#takeBuffer)
     } catch (err) {
       // A corrupt gzip or an I/O error: declare the rest of the file lost rather than stall forever.
       const reason = `reading ${c.file.path} failed at offset ${c.position}: ${(err as Error).message}; the rest of the file is lost`
@@ -217,6 +222,14 @@ export class Tailer {
       if (this.#queue.length > 0) return this.read()
     }
     return this.#chunk(c, start, [], false)
+  }
+
+  /**
+   * Nothing read so far is held any more (the records' bytes were copied): the buffers are read
+   * into again. Until then a record's bytes are a view into the buffer they were read into.
+   */
+  releaseReads(): void {
+    this.#buffers.release()
   }
 
   /**

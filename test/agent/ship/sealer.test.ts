@@ -2,7 +2,7 @@ import { generateKeyPairSync } from 'node:crypto'
 import t from 'tap'
 import { keyIdOf } from '../../../proto/keys.ts'
 import { verifySeal } from '../../../proto/signed-messages.ts'
-import { batchDigest, decodeBatch } from '../../../proto/wire.ts'
+import { BatchBody, batchDigest, decodeBatch } from '../../../proto/wire.ts'
 import { Sealer, type BatchDraft } from '../../../agent/ship/sealer.ts'
 
 const { privateKey, publicKey } = generateKeyPairSync('ed25519')
@@ -14,8 +14,7 @@ const draft = (line: string, endOfFile = false): BatchDraft => ({
   startOffset: 0,
   endOffset: line.length + 1,
   endOfFile,
-  records: [{ offset: 0, line: Buffer.from(line) }],
-  findings: [{ recordIndex: 0, source: 'rule', id: 'exec-into-pod', severity: 'high', message: 'exec', auditId: 'a', details: {} }],
+  body: BatchBody.of([{ offset: 0, line: Buffer.from(line) }], [{ recordIndex: 0, source: 'rule', id: 'exec-into-pod', severity: 'high', message: 'exec', auditId: 'a', details: {} }]),
   lineBytes: line.length,
   newestEventMs: 0,
   openedAt: 0,
@@ -51,4 +50,14 @@ t.test('continues a chain from a checkpoint', async (t) => {
   t.equal(b.sequence, 42)
   t.same(Buffer.from(b.prevDigest), head)
   t.equal(sealer.head.nextSequence, 43)
+})
+
+t.test('writes a batch\'s bytes where it is told (the agent\'s ring of sealed batches), the same bytes as alone', async (t) => {
+  const storage = Buffer.alloc(4096)
+  const sealer = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) }, key, (size) => storage.subarray(100, 100 + size))
+  const alone = new Sealer('node-a', 'node-a', { nextSequence: 1, headDigest: Buffer.alloc(0) }, key)
+  const item = sealer.seal(draft('{"kind":"Event"}'), key, 7)
+  t.equal(item.sealed.batch.buffer, storage.buffer)
+  t.equal(item.sealed.batch.byteOffset, storage.byteOffset + 100)
+  t.same(Buffer.from(item.sealed.batch), Buffer.from(alone.seal(draft('{"kind":"Event"}'), key, 7).sealed.batch))
 })

@@ -7,7 +7,7 @@ import { gunzipSync, zstdDecompressSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { Agent } from 'undici'
 import { keyIdOf } from '../../../proto/keys.ts'
-import { decodeBatch, decodePushBatchRequest, encodePushBatchResponse } from '../../../proto/wire.ts'
+import { BatchBody, decodeBatch, decodePushBatchRequest, encodePushBatchResponse } from '../../../proto/wire.ts'
 import { Sealer, type BatchDraft, type SealedItem } from '../../../agent/ship/sealer.ts'
 import { backoffMs, Sender } from '../../../agent/ship/sender.ts'
 import { CollectorChoice, type CollectorSwitch } from '../../../agent/ship/collectors.ts'
@@ -23,8 +23,7 @@ function draft(n: number): BatchDraft {
     startOffset: n * 10,
     endOffset: n * 10 + 10,
     endOfFile: false,
-    records: [{ offset: n * 10, line: Buffer.from(`{"n":${n}}`) }],
-    findings: [],
+    body: BatchBody.of([{ offset: n * 10, line: Buffer.from(`{"n":${n}}`) }]),
     lineBytes: 8,
     newestEventMs: 0,
     openedAt: 0,
@@ -110,7 +109,7 @@ t.test('compressed requests reuse one body buffer: each request carries its own 
     for (let i = 0; i < 12; i++) {
       // Bodies over the compression threshold, their sizes going up and down; a small one (sent uncompressed) among them.
       const line = i === 6 ? '{}' : `{"n":${i},"pad":"${String.fromCharCode(97 + i).repeat(2000 + ((i * 7919) % 5) * 3000)}"}`
-      const item = sealer.seal({ ...draft(i), records: [{ offset: i * 10, line: Buffer.from(line) }] }, key, Date.now())
+      const item = sealer.seal({ ...draft(i), body: BatchBody.of([{ offset: i * 10, line: Buffer.from(line) }]) }, key, Date.now())
       sent.push(Buffer.from(item.sealed.batch))
       s.enqueue(item)
     }

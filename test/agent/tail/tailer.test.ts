@@ -119,6 +119,28 @@ t.test('a read says when it took all the live file held (the agent then waits fo
   t.equal((await tailer.read()).caughtUp, false, 'nothing new: an empty read')
 })
 
+t.test('a read buffer is read into again only after releaseReads; lines across reads stay whole', async (t) => {
+  const dir = t.testdir()
+  const lines = range(0, 8000) // about 900 KiB: four reads of 256 KiB
+  write(dir, lines)
+  const tailer = makeTailer(dir)
+  t.teardown(() => tailer.close())
+  await tailer.start(undefined)
+  const first = await tailer.read()
+  const second = await tailer.read()
+  // The last line of a read: the first may be one begun in the read before, copied out.
+  const bufferOf = (chunk: { records: TailRecord[] }) => (chunk.records.at(-1) as { bytes: Buffer }).bytes.buffer
+  t.not(bufferOf(second), bufferOf(first), 'the first read is held: the second has a buffer of its own')
+  t.same(texts(first.records), lines.slice(0, first.records.length), 'the first read\'s lines are as read')
+  const copied = [...first.records, ...second.records].map((r) => (r.kind === 'line' ? { ...r, bytes: Buffer.from(r.bytes) } : r))
+  tailer.releaseReads()
+  const third = await tailer.read()
+  t.ok([bufferOf(first), bufferOf(second)].includes(bufferOf(third)), 'released: a buffer is read into again')
+  tailer.releaseReads()
+  const records = [...copied, ...third.records.map((r) => (r.kind === 'line' ? { ...r, bytes: Buffer.from(r.bytes) } : r))]
+  t.same(texts(await readRecords(tailer, lines.length, records)), lines)
+})
+
 t.test('a half-written last line is held back until its newline arrives', async (t) => {
   const dir = t.testdir()
   writeFileSync(join(dir, 'audit.log'), `${line(1)}\n${line(2).slice(0, 30)}`)

@@ -12,7 +12,11 @@ export type IndexedFields = Pick<Batch, 'sequence' | 'createdUnixMs' | 'records'
 const VARINT = 0
 const I64 = 1
 const LEN = 2
+const START_GROUP = 3
+const END_GROUP = 4
 const I32 = 5
+/** Deeper than protobufjs's limit (100), which every stored batch has passed. */
+const MAX_GROUP_DEPTH = 128
 
 /** A cursor over protobuf bytes; `end` bounds the message being read. */
 class Reader {
@@ -76,12 +80,25 @@ class Reader {
     return this.buf.toString('utf8', start, this.pos)
   }
 
-  skip(wireType: number): void {
+  /**
+   * Moves past a field the index does not read, as protobufjs does: a group (deprecated, but a
+   * decoder accepts one) up to the end tag of its own field number, its fields skipped in turn.
+   */
+  skip(tag: number, depth = 0): void {
+    const wireType = tag & 7
     if (wireType === VARINT) this.varint()
     else if (wireType === I64) this.pos += 8
     else if (wireType === LEN) this.span()
     else if (wireType === I32) this.pos += 4
-    else throw new RangeError(`wire type ${wireType} not expected`)
+    else if (wireType === START_GROUP) {
+      if (depth > MAX_GROUP_DEPTH) throw new RangeError('groups nested too deep')
+      for (;;) {
+        const inner = this.varint()
+        if ((inner & 7) !== END_GROUP) this.skip(inner, depth + 1)
+        else if (inner >>> 3 === tag >>> 3) break
+        else throw new RangeError('a group ends with the end tag of another field')
+      }
+    } else throw new RangeError(`wire type ${wireType} not expected`)
     if (this.pos > this.end) throw new RangeError('field runs past its message')
   }
 }
@@ -101,7 +118,7 @@ export function decodeIndexedEntry(entry: Buffer): IndexedFields {
     if (tag >>> 3 === 1) {
       batchStart = sealed.span()
       batchEnd = sealed.pos
-    } else sealed.skip(tag & 7)
+    } else sealed.skip(tag)
   }
   if (batchStart < 0) throw new RangeError('the entry holds no batch')
   const r = new Reader(entry, batchStart, batchEnd)
@@ -126,7 +143,7 @@ export function decodeIndexedEntry(entry: Buffer): IndexedFields {
         break
       }
       default:
-        r.skip(tag & 7)
+        r.skip(tag)
     }
   }
   return out
@@ -146,7 +163,7 @@ function record(buf: Buffer, start: number, end: number): WireRecord {
       const reason = r.string()
       if (reason) out.unparsedReason = reason
       else delete out.unparsedReason
-    } else r.skip(tag & 7)
+    } else r.skip(tag)
   }
   return out
 }
@@ -184,13 +201,13 @@ function finding(buf: Buffer, start: number, end: number): Finding {
           const t = e.varint()
           if (t >>> 3 === 1) key = e.string()
           else if (t >>> 3 === 2) value = e.string()
-          else e.skip(t & 7)
+          else e.skip(t)
         }
         out.details[key] = value
         break
       }
       default:
-        r.skip(tag & 7)
+        r.skip(tag)
     }
   }
   return out as Finding

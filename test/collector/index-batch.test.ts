@@ -67,6 +67,19 @@ t.test('int64 and uint64 limits, repeated and unknown fields', async (t) => {
   t.equal(decodeIndexedEntry(entryOf(later)).createdUnixMs, -(2 ** 50))
 })
 
+t.test('groups (a deprecated wire type a decoder still accepts) are skipped where unknown fields are', async (t) => {
+  const tag = (field: number, wireType: number) => varint(BigInt((field << 3) | wireType))
+  // Field 97, a group holding a varint, a nested group (field 5) and bytes, closed by its own end tag.
+  const group = Buffer.from([...tag(97, 3), ...tag(1, 0), 7, ...tag(5, 3), ...tag(2, 0), 1, ...tag(5, 4), ...tag(3, 2), 2, 9, 9, ...tag(97, 4)])
+  const record = Buffer.concat([Buffer.from([...tag(2, 2), 14]), Buffer.from('{"verb":"get"}'), group])
+  const base = encodeBatch(batchOf('node-a', 2, Buffer.alloc(32, 1), linesToRecords(['{"a":1}'])))
+  const withGroups = Buffer.concat([group, base, Buffer.from([...tag(7, 2), ...varint(BigInt(record.length))]), record, group])
+  t.equal(decodeBatch(withGroups).records.length, 2, 'decodeBatch accepts it (so the collector stores it)')
+  same(t, entryOf(withGroups), 'groups in the batch and in a record')
+  const crossed = Buffer.concat([base, Buffer.from([...tag(97, 3), ...tag(1, 0), 7, ...tag(96, 4)])])
+  t.throws(() => decodeIndexedEntry(entryOf(crossed)), /end tag of another field/)
+})
+
 t.test('bytes that are not an entry', async (t) => {
   t.throws(() => decodeIndexedEntry(Buffer.from([(1 << 3) | 2, 10, 1])), RangeError)
   t.throws(() => decodeIndexedEntry(Buffer.from([(2 << 3) | 2, 1, 1])), /no batch/)

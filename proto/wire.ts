@@ -280,7 +280,8 @@ function repeatedBytes(s: string): Uint8Array {
   let bytes = repeatedStrings.get(s)
   if (bytes === undefined) {
     const size = utf8Size(s)
-    bytes = Buffer.allocUnsafe(size)
+    // Not allocUnsafe: a small one is a slice of a shared pool, and each kept would keep its pool alive.
+    bytes = Buffer.allocUnsafeSlow(size)
     writeUtf8(bytes as Buffer, 0, s, size)
     if (s.length > REPEATED_STRING_MAX_LENGTH) return bytes
     if (repeatedStrings.size >= REPEATED_STRINGS_MAX) repeatedStrings.clear()

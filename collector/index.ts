@@ -15,7 +15,7 @@ import { join } from 'node:path'
 import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import { severityRank } from '../proto/wire.ts'
 import { eventRows } from './event-fields.ts'
-import { decodeIndexedEntry } from './index-batch.ts'
+import { indexedFieldsOf } from './index-batch.ts'
 import { ENTRY_HEADER_BYTES, listSegments, listStreams, readSegment } from './store/file-store.ts'
 import { StoreError } from './store/store.ts'
 
@@ -249,7 +249,7 @@ export class EventIndex {
   indexBatch(stream: string, at: EntryLocation, entry: Uint8Array): IndexedBatch {
     const buf = Buffer.isBuffer(entry) ? entry : Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength)
     // Decoded from the stored bytes themselves: the line positions are views into them.
-    const b = decodeIndexedEntry(buf)
+    const b = indexedFieldsOf(buf)
     const expected = this.indexedSequence(stream) + 1
     if (b.sequence !== expected) throw new IndexError(`stream ${stream}: index holds up to ${expected - 1}, asked to index ${b.sequence}`)
     let events = 0

@@ -494,18 +494,32 @@ export function decodeBatch(bytes: Uint8Array, limits: Pick<WireLimits, 'maxReco
  * store writes its entry header there, so that an entry is one buffer, not an encoding then a copy.
  */
 export function encodeSealedBatch(sealed: SealedBatch, headerBytes = 0): Buffer {
-  const { batch, ...rest } = sealed
-  const tail = types.SealedBatch.encode(rest as unknown as Record<string, unknown>).finish()
-  const out = Buffer.allocUnsafe(headerBytes + (batch.length > 0 ? 1 + varintSize(batch.length) + batch.length : 0) + tail.length)
-  let pos = headerBytes
+  const rest = sealedRest(sealed)
+  const out = Buffer.allocUnsafe(headerBytes + sealedSize(sealed, rest))
+  writeSealed(out, headerBytes, sealed, rest)
+  return out
+}
+
+/** A SealedBatch's fields but its batch bytes (signature and names), encoded by protobufjs. */
+function sealedRest({ batch: _, ...rest }: SealedBatch): Uint8Array {
+  return types.SealedBatch.encode(rest as unknown as Record<string, unknown>).finish()
+}
+
+/** Bytes of a SealedBatch: its batch bytes (field 1, left out when empty, as protobufjs does), then `rest`. */
+function sealedSize(sealed: SealedBatch, rest: Uint8Array): number {
+  return (sealed.batch.length > 0 ? 1 + varintSize(sealed.batch.length) + sealed.batch.length : 0) + rest.length
+}
+
+function writeSealed(out: Buffer, pos: number, sealed: SealedBatch, rest: Uint8Array): number {
+  const batch = sealed.batch
   if (batch.length > 0) {
     out[pos++] = BATCH_BYTES_TAG
     pos = writeVarint(out, pos, batch.length)
     out.set(batch, pos)
     pos += batch.length
   }
-  out.set(tail, pos)
-  return out
+  out.set(rest, pos)
+  return pos + rest.length
 }
 
 export function decodeSealedBatch(bytes: Uint8Array): SealedBatch {
@@ -515,22 +529,13 @@ export function decodeSealedBatch(bytes: Uint8Array): SealedBatch {
 /** `alloc(size)` gives the buffer the request is written to: a new one by default; the agent's sender reuses one (sender.ts). */
 export function encodePushBatchRequest(batches: SealedBatch[], alloc: (size: number) => Buffer = Buffer.allocUnsafe): Uint8Array {
   // Each sealed batch: its batch bytes (field 1) framed here, the signature and names (fields 2 to 4) by protobufjs.
-  const rests = batches.map(({ batch: _, ...rest }) => types.SealedBatch.encode(rest as unknown as Record<string, unknown>).finish())
-  const bodies = batches.map((b, i) => (b.batch.length > 0 ? 1 + varintSize(b.batch.length) + b.batch.length : 0) + rests[i]!.length)
+  const rests = batches.map(sealedRest)
+  const bodies = batches.map((b, i) => sealedSize(b, rests[i]!))
   const out = alloc(bodies.reduce((sum, body) => sum + 1 + varintSize(body) + body, 0))
   let pos = 0
   for (let i = 0; i < batches.length; i++) {
-    const batch = batches[i]!.batch
     out[pos++] = SEALED_BATCH_TAG
-    pos = writeVarint(out, pos, bodies[i]!)
-    if (batch.length > 0) {
-      out[pos++] = BATCH_BYTES_TAG
-      pos = writeVarint(out, pos, batch.length)
-      out.set(batch, pos)
-      pos += batch.length
-    }
-    out.set(rests[i]!, pos)
-    pos += rests[i]!.length
+    pos = writeSealed(out, writeVarint(out, pos, bodies[i]!), batches[i]!, rests[i]!)
   }
   return out
 }

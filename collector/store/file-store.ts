@@ -310,8 +310,8 @@ export class FileStore implements BatchStore {
    * Appends the next batch of a stream and returns once it is on disk (file and,
    * for a new file, its directory fsynced). The caller checked the chain; this
    * only insists on the next sequence number. Returns where the entry went.
+   * `entry`: the SealedBatch's bytes after ENTRY_HEADER_BYTES left for the header (written here).
    */
-  /** `entry`: the SealedBatch's bytes after ENTRY_HEADER_BYTES left for the header (written here). */
   async #append(state: StreamState, streamId: string, sequence: number, digest: Buffer, entry: Buffer, keyId: string): Promise<{ segment: number; offset: number }> {
     if (this.#closed) throw new StoreError('store is closed')
     if (state.failed) throw new StoreUnavailableError(`stream ${streamId} is not writable since an earlier write failed (${state.failed}); restart the collector`)

@@ -3,20 +3,23 @@
 // to them. Neither can be set from inside the process once it runs (V8 has sized its heap,
 // glibc has made its arenas), hence settings for whoever starts it.
 //
-// --max-semi-space-size: V8 sizes the young generation from the machine's memory (64 MiB
+// --max-semi-space-size=4: V8 sizes the young generation from the machine's memory (64 MiB
 // on a 24 GiB node). The agent's garbage is short-lived (lines, parsed events), and a
 // smaller young generation is scavenged more often but cheaper. Measured on the catch-up of
 // 300,000 generated events (2 cores): default 58.2 CPU s per million events, peak RSS 314
 // MiB; 16 MiB: 44.4 s, 290 MiB; 8 MiB: 45.5 s, 279 MiB; 4 MiB: 46.4 s, 268 MiB.
 //
-// --initial-old-space-size=64: at a steady 3,000 events/s V8 ran a full mark-compact every
-// 450 ms on an old generation of about 30 MiB (started by its GC task, far below any limit
-// the agent would mind), and a third of the agent's CPU went to GC threads. Measured with the
-// compiled agent, 20 s at 3,000/s (per-thread CPU from /proc, 2026-12-07): 47 mark-compacts
-// and 34.4% of a core by default; 64: 18 and 26.2%; 96: 8 and 23.1%. In the bench's steady
-// phase, 35.0% -> 27.9% of a core for 147 -> 170 MiB of peak RSS and 127 -> 139 MiB idle:
-// 64 takes most of the CPU for the smaller part of the memory.
-export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=8', '--initial-old-space-size=64']
+// No --initial-old-space-size. 64 (with a young generation of 8) was set when V8 ran a full
+// mark-compact every 450 ms at a steady 3,000 events/s and GC took a third of the agent's CPU.
+// The agent allocates far less per event since, and an old generation left to grow to 64 MiB
+// before its first full collection only raised the peaks. `npm run bench`, 2026-12-07, quiet
+// 2-core machine, runs interleaved (4 with 8 and 64, 3 with 4 alone):
+//   idle RSS 113-120 -> 101-110 MiB; steady 3,000/s 8.1-11.5 -> 9.2-10.7% of a core, peak
+//   137-164 -> 122-128 MiB; 60 s outage peak 169-207 -> 150-161 MiB; 300,000 generated events
+//   16.8-21.3 -> 19.0-20.4 CPU s per million, peak 171-215 -> 170-176 MiB; the real log (2 runs
+//   each beside Fluent Bit) 19-20 -> 18-20 µs per event (1.83x -> 1.74x Fluent Bit's), peak
+//   154-159 -> 148-150 MiB. An old generation of 32 MiB with the young of 4: outage peak 185.
+export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4']
 
 // MALLOC_ARENA_MAX=2: glibc gives each thread that mallocs (libuv's pool compressing and
 // hashing, V8's GC helpers) an arena of its own, and freed memory stays in them. Two arenas:

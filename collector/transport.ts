@@ -4,7 +4,7 @@
 // typed answer into a body, so that the checks in server.ts never depend on how
 // a request came.
 import type { EventEmitter } from 'node:events'
-import { createServer as createHttpServer, type IncomingMessage, type OutgoingHttpHeaders, type Server as HttpServer } from 'node:http'
+import type { IncomingMessage, OutgoingHttpHeaders, Server as HttpServer } from 'node:http'
 import {
   constants,
   createSecureServer,
@@ -29,6 +29,7 @@ import {
   type SealedBatch,
   type WireLimits,
 } from '../proto/wire.ts'
+import { createServer as createHttpServer } from '../shared/node-http.ts'
 
 export interface Codec {
   /** As metrics name it. */

@@ -5,7 +5,7 @@
 // Then what the path is for: an attack story woven into the log, the findings it
 // raised, the alerts a local receiver got, and one query to the collector about it.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer, type Server } from 'node:http'
+import type { Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
@@ -27,6 +27,7 @@ import type { AuditEvent } from '../agent/audit/event.ts'
 import { expectedExport } from '../agent/redact/expected-export.ts'
 import { loadAgentConfig } from '../agent/config.ts'
 import { generateKeyPair } from '../agent/keygen.ts'
+import { createServer } from '../shared/node-http.ts'
 
 /** Findings listed one line each after the counts. */
 const TOP_FINDINGS = 6

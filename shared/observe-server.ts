@@ -1,8 +1,9 @@
 // The operator's window on a process, the agent's and the collector's alike: /metrics (Prometheus text
 // format), /livez (the process and its event loop respond) and /readyz (what `ready` says: for the agent,
 // in sync with the collector and reading; for the collector, its store takes writes).
-import { createServer, type Server } from 'node:http'
+import type { Server } from 'node:http'
 import type { Registry } from 'prom-client'
+import { createServer } from './node-http.ts'
 
 /**
  * Who connects here: Prometheus, the kubelet's probes, a person with curl; a handful at a time. Past

@@ -3,7 +3,7 @@
 // beside a directory store (index.ts) and the PostgreSQL index (store/postgres-index.ts) both
 // index a batch from eventRows, so that they hold the same rows and give the same answers.
 import { severityRank, type Batch } from '../proto/wire.ts'
-import { parseWithoutResponseBody } from '../shared/audit-line.ts'
+import { parseAuditLine } from '../shared/audit-line.ts'
 
 export interface EventFields {
   time: number
@@ -26,16 +26,8 @@ const str = (v: unknown): string | null => (typeof v === 'string' ? v : null)
 
 /** The indexed fields of one event line, or undefined for a line that is not a JSON object. */
 export function eventFields(line: Uint8Array, fallbackTime: number): EventFields | undefined {
-  const bytes = Buffer.from(line.buffer, line.byteOffset, line.byteLength)
   // No indexed field is in the response body: half the bytes of a real log, not parsed.
-  let value = parseWithoutResponseBody(bytes)?.value
-  if (value === undefined) {
-    try {
-      value = JSON.parse(bytes.toString('utf8'))
-    } catch {
-      return undefined
-    }
-  }
+  const value = parseAuditLine(Buffer.from(line.buffer, line.byteOffset, line.byteLength))?.value
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined
   const e = value as Record<string, unknown>
   const user = (e.user ?? {}) as Record<string, unknown>

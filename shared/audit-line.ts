@@ -34,3 +34,17 @@ export function parseWithoutResponseBody(line: Buffer): WithoutResponseBody | un
     return undefined
   }
 }
+
+/**
+ * The line (valid UTF-8) parsed: without its response body when the cut above holds (the body's
+ * bytes are then where `bodyStart` and `bodyEnd` say), else whole; undefined when it is not JSON.
+ */
+export function parseAuditLine(line: Buffer): WithoutResponseBody | { value: unknown } | undefined {
+  const cut = parseWithoutResponseBody(line)
+  if (cut) return cut
+  try {
+    return { value: JSON.parse(line.toString('utf8')) }
+  } catch {
+    return undefined
+  }
+}

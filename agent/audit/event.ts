@@ -1,7 +1,7 @@
 // An audit.k8s.io/v1 Event as the agent sees it after decoding one line.
 // Only the fields the agent reads are typed; everything else stays as parsed JSON.
 import { isUtf8 } from 'node:buffer'
-import { parseWithoutResponseBody } from '../../shared/audit-line.ts'
+import { parseAuditLine } from '../../shared/audit-line.ts'
 
 export interface UserInfo {
   username?: string
@@ -59,19 +59,11 @@ export function decodeAuditLine(line: Uint8Array): DecodeResult {
   if (!isUtf8(line)) return { unparsed: 'invalid UTF-8' }
   const bytes = Buffer.from(line.buffer, line.byteOffset, line.byteLength)
   // The response body is parsed when a rule reads it (shared/audit-line.ts says why that is safe).
-  const cut = parseWithoutResponseBody(bytes)
-  if (cut) {
-    const result = toAuditEvent(cut.value)
-    if ('event' in result) defineLazyBody(result.event, bytes, cut.bodyStart, cut.bodyEnd)
-    return result
-  }
-  let value: unknown
-  try {
-    value = JSON.parse(bytes.toString('utf8'))
-  } catch {
-    return { unparsed: 'not JSON' }
-  }
-  return toAuditEvent(value)
+  const parsed = parseAuditLine(bytes)
+  if (!parsed) return { unparsed: 'not JSON' }
+  const result = toAuditEvent(parsed.value)
+  if ('bodyStart' in parsed && 'event' in result) defineLazyBody(result.event, bytes, parsed.bodyStart, parsed.bodyEnd)
+  return result
 }
 
 const UNREADABLE_BODY = Symbol('response body not JSON')

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { parseWithoutResponseBody } from '../../shared/audit-line.ts'
+import { parseAuditLine, parseWithoutResponseBody } from '../../shared/audit-line.ts'
 
 const line = (body: string, annotations = '{"a":"b"}') =>
   Buffer.from(`{"kind":"Event","auditID":"a","verb":"get","objectRef":{"resource":"widgets"},"responseObject":${body},"requestReceivedTimestamp":"2026-12-07T06:00:00Z","stageTimestamp":"2026-12-07T06:00:01Z","annotations":${annotations}}`)
@@ -21,4 +21,12 @@ t.test('no cut where it would not be at the top level, or there is no body where
   t.equal(parseWithoutResponseBody(Buffer.from('{"kind":"Event","requestReceivedTimestamp":"t","responseObject":{}}')), undefined, 'the body after the timestamp')
   t.equal(parseWithoutResponseBody(Buffer.from('{"kind":"Event","requestReceivedTimestamp":"t"}')), undefined, 'no body')
   t.equal(parseWithoutResponseBody(line('{"x":1}').subarray(0, 60)), undefined, 'a line cut short')
+})
+
+t.test('parseAuditLine: the cut when it holds, else the line whole, else nothing', async (t) => {
+  const cut = parseAuditLine(line('{"metadata":{"name":"w"}}'))
+  t.ok(cut && 'bodyStart' in cut, 'a body where the apiserver puts it: left unparsed')
+  const nested = line('{"spec":{"x":1,"responseObject":{"y":2}}}')
+  t.strictSame(parseAuditLine(nested), { value: JSON.parse(nested.toString()) }, 'no cut: parsed whole, body and all')
+  t.equal(parseAuditLine(line('{"x":1}').subarray(0, 60)), undefined, 'not JSON')
 })

@@ -52,5 +52,5 @@ USER 65532:65532
 # 9787: the agent's /metrics, /livez, /readyz. 8443: the collector.
 EXPOSE 9787 8443
 # The agent's V8 flags (agent/process-settings.ts says why; a test holds this line to it).
-ENTRYPOINT ["node", "--max-semi-space-size=4", "programs/main.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=4", "--no-concurrent-recompilation", "--liftoff-only", "programs/main.js"]
 CMD ["--help"]

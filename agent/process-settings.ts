@@ -19,7 +19,20 @@
 //   16.8-21.3 -> 19.0-20.4 CPU s per million, peak 171-215 -> 170-176 MiB; the real log (2 runs
 //   each beside Fluent Bit) 19-20 -> 18-20 µs per event (1.83x -> 1.74x Fluent Bit's), peak
 //   154-159 -> 148-150 MiB. An old generation of 32 MiB with the young of 4: outage peak 185.
-export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4']
+//
+// --no-concurrent-recompilation: V8 optimizes hot functions on the main thread instead of its
+// worker threads. Compiling the rules at start makes many functions hot at once; the compiler's
+// scratch memory, malloc'd on the workers and interleaved with their other allocations, stayed
+// in glibc's second arena when freed (16 MB of it held, 0.3 MB in use, in gdb's malloc_stats).
+// --liftoff-only: undici's HTTP parser is WebAssembly, and about 20 s after start (the second
+// heartbeat's acknowledgement) V8 compiled it again with its optimizing compiler on a worker:
+// 10 MiB more RSS for good, for a parser that reads a few hundred bytes per request.
+// Idle agent in sync on an empty log after 26 s: 107-111 -> 91 MiB (malloc_trim in gdb then
+// frees 0.8 MiB, against 19 before). `npm run bench -- --phase pipeline`, 3 interleaved pairs on
+// a slow day of this 2-core VM: idle (30 s) 104-107 -> 91 MiB; 300,000 events at full speed
+// 49.4-63.0 -> 49.0-50.1 CPU s per million, peak 169-171 -> 160-164 MiB; steady 3,000/s
+// 19.6-22.9% of a core both, peak 131-138 -> 113-130 MiB; 60 s outage peak 150-159 -> 134-150 MiB.
+export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--no-concurrent-recompilation', '--liftoff-only']
 
 // MALLOC_ARENA_MAX=2: glibc gives each thread that mallocs (libuv's pool compressing and
 // hashing, V8's GC helpers) an arena of its own, and freed memory stays in them. Two arenas:

@@ -80,7 +80,10 @@ const RATE = Number(values.rate)
 // goes; off by default because profiling costs CPU. The collector's is the one whose stacks hold collector/.
 const PROFILE_FLAGS = values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof']}`] : []
 
-const IDLE_MS = 5000
+// Long enough to see the agent as a quiet control plane keeps it: after the first heartbeats (every
+// 10 s), whose acknowledgements once had V8 compile undici's HTTP parser (WebAssembly) again with its
+// optimizing compiler, 10 MiB more RSS from then on that a reading at 5 s did not see.
+const IDLE_MS = 30_000
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const say = (s: string) => process.stdout.write(`${s}\n`)
 

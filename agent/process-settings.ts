@@ -27,6 +27,8 @@
 // --liftoff-only: undici's HTTP parser is WebAssembly, and about 20 s after start (the second
 // heartbeat's acknowledgement) V8 compiled it again with its optimizing compiler on a worker:
 // 10 MiB more RSS for good, for a parser that reads a few hundred bytes per request.
+// (V8's help lists --liftoff-only for testing; the project pins its Node, and the end-to-end tests
+// start the compiled agent with these flags.)
 // Idle agent in sync on an empty log after 26 s: 107-111 -> 91 MiB (malloc_trim in gdb then
 // frees 0.8 MiB, against 19 before). `npm run bench -- --phase pipeline`, 3 interleaved pairs on
 // a slow day of this 2-core VM: idle (30 s) 104-107 -> 91 MiB; 300,000 events at full speed
